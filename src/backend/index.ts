@@ -1,0 +1,165 @@
+/**
+ * Backend selection: `--backend auto|webgpu|tensorflow|wasm|cpu` (flag or MAMBAOUT_BACKEND).
+ *
+ * auto tries, in order: tensorflow (tfjs-node-gpu, then tfjs-node, when installed), webgpu (when Dawn yields an
+ * adapter), wasm (inference only: tfjs-backend-wasm lacks the conv/depthwise gradient kernels, so training goes to
+ * cpu), cpu. One log line names the backend chosen and why the others were skipped.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { UserError } from '../errors.js';
+
+export const BACKEND_CHOICES = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
+export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+
+export interface BackendResult {
+  /** tfjs backend name now active ('webgpu', 'tensorflow', 'wasm', 'cpu'). */
+  name: string;
+  /** Human description, e.g. 'webgpu (NVIDIA H200, vulkan)' or 'tensorflow (tfjs-node-gpu)'. */
+  description: string;
+  /** One line: chosen backend and why others were skipped. */
+  message: string;
+  /** Whether the backend can compute gradients for MambaOut (training). */
+  supportsTraining: boolean;
+}
+
+export interface InitBackendOptions {
+  /** Training needs gradient kernels: wasm is skipped (auto) or refused (explicit). */
+  training?: boolean;
+  /** Adapter index for webgpu (multi-GPU workers); default env MAMBAOUT_WEBGPU_ADAPTER. */
+  adapterIndex?: number;
+  /** Threads for the wasm backend. */
+  wasmThreads?: number;
+}
+
+let active: BackendResult | null = null;
+
+export function activeBackend(): BackendResult | null {
+  return active;
+}
+
+/** Resolve the requested backend name from a flag value and MAMBAOUT_BACKEND. */
+export function requestedBackend(flag?: string): BackendChoice {
+  const v = (flag ?? process.env.MAMBAOUT_BACKEND ?? 'auto').toLowerCase();
+  if (!(BACKEND_CHOICES as readonly string[]).includes(v)) {
+    throw new UserError(`unknown backend '${v}'; choose one of ${BACKEND_CHOICES.join(', ')}`);
+  }
+  return v as BackendChoice;
+}
+
+type Attempt = { ok: true; description: string } | { ok: false; reason: string };
+
+async function tryTensorflow(): Promise<Attempt> {
+  const reasons: string[] = [];
+  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    try {
+      await import(pkg);
+      if (tf.findBackend('tensorflow')) {
+        await tf.setBackend('tensorflow');
+        await tf.ready();
+        return { ok: true, description: `tensorflow (${pkg.split('/')[1]})` };
+      }
+      reasons.push(`${pkg} loaded but registered no backend`);
+    } catch (e) {
+      const msg = (e as Error).message ?? String(e);
+      reasons.push(/Cannot find (module|package)/.test(msg) ? `${pkg} not installed` : `${pkg} failed to load (${firstLine(msg)})`);
+    }
+  }
+  return { ok: false, reason: reasons.join(', ') };
+}
+
+async function tryWebgpu(adapterIndex?: number): Promise<Attempt> {
+  try {
+    const mod = await import('./webgpu.js');
+    const r = await mod.initWebGPU({ adapterIndex });
+    if (!r.ok) return { ok: false, reason: r.reason };
+    return { ok: true, description: r.description };
+  } catch (e) {
+    return { ok: false, reason: `webgpu failed to start (${firstLine((e as Error).message ?? String(e))})` };
+  }
+}
+
+async function tryWasm(threads?: number): Promise<Attempt> {
+  try {
+    const wasm = await import('@tensorflow/tfjs-backend-wasm');
+    if (threads && threads > 0) wasm.setThreadsCount(threads);
+    await tf.setBackend('wasm');
+    await tf.ready();
+    return { ok: true, description: 'wasm' };
+  } catch (e) {
+    return { ok: false, reason: `wasm failed to start (${firstLine((e as Error).message ?? String(e))})` };
+  }
+}
+
+async function useCpu(): Promise<Attempt> {
+  await tf.setBackend('cpu');
+  await tf.ready();
+  return { ok: true, description: 'cpu' };
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0].slice(0, 160);
+}
+
+/** Start a tfjs backend. Throws UserError when an explicitly requested backend is unavailable. */
+export async function initBackend(choice: BackendChoice | string = 'auto', opts: InitBackendOptions = {}): Promise<BackendResult> {
+  const requested = requestedBackend(choice);
+  // Silence tfjs's "install tfjs-node" banner and debug checks: we choose backends deliberately.
+  tf.env().set('PROD', true);
+  const adapterIndex = opts.adapterIndex ?? envInt('MAMBAOUT_WEBGPU_ADAPTER');
+  const skipped: string[] = [];
+  let chosen: { name: string; description: string } | null = null;
+
+  const attempt = async (name: string, fn: () => Promise<Attempt>): Promise<boolean> => {
+    const r = await fn();
+    if (r.ok) {
+      chosen = { name, description: r.description };
+      return true;
+    }
+    skipped.push(`${name}: ${r.reason}`);
+    return false;
+  };
+
+  if (requested === 'auto') {
+    if (!(await attempt('tensorflow', tryTensorflow)) && !(await attempt('webgpu', () => tryWebgpu(adapterIndex)))) {
+      if (opts.training) skipped.push('wasm: inference only (no conv/depthwise gradient kernels), training uses cpu');
+      else await attempt('wasm', () => tryWasm(opts.wasmThreads));
+      if (!chosen) await attempt('cpu', useCpu);
+    }
+  } else if (requested === 'wasm' && opts.training) {
+    throw new UserError('the wasm backend is inference-only (tfjs-backend-wasm has no conv/depthwise gradient kernels); train with --backend cpu, webgpu or tensorflow');
+  } else {
+    const fn = { tensorflow: tryTensorflow, webgpu: () => tryWebgpu(adapterIndex), wasm: () => tryWasm(opts.wasmThreads), cpu: useCpu }[requested];
+    if (!(await attempt(requested, fn))) {
+      const hint = requested === 'webgpu'
+        ? 'no WebGPU adapter is available on this machine (Dawn found none); use --backend cpu or auto'
+        : requested === 'tensorflow'
+          ? 'install @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node (needs internet for libtensorflow), or use --backend auto'
+          : 'use --backend auto';
+      throw new UserError(`backend '${requested}' is not available (${skipped.join('; ')}): ${hint}`);
+    }
+  }
+  const c = chosen as unknown as { name: string; description: string };
+  const message = `backend: ${c.description}` + (requested === 'auto' ? ' (auto)' : '') + (skipped.length ? `; skipped ${skipped.join('; ')}` : '');
+  active = { name: c.name, description: c.description, message, supportsTraining: c.name !== 'wasm' };
+  return active;
+}
+
+/** Release backend resources (Dawn device) so the process can exit. */
+export async function releaseBackend(): Promise<void> {
+  if (active?.name === 'webgpu') {
+    try {
+      const mod = await import('./webgpu.js');
+      mod.releaseWebGPU();
+    } catch {
+      /* nothing to release */
+    }
+  }
+  active = null;
+}
+
+function envInt(name: string): number | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 0 ? n : undefined;
+}

@@ -1,0 +1,119 @@
+/**
+ * timm-style argument parsing: `-c/--config FILE` (YAML) sets new defaults, explicit CLI flags win; the result is a
+ * record keyed by argparse dest names (underscores), like Python's argparse.Namespace.
+ */
+import { readFileSync, existsSync } from 'node:fs';
+import yargs from 'yargs';
+import YAML from 'yaml';
+import { UserError } from '../errors.js';
+import { flagName, toYargs, type Flag } from './options.js';
+
+export interface ParsedArgs {
+  args: Record<string, unknown>;
+  /** YAML keys that match no flag. */
+  unknownConfigKeys: string[];
+  configFile: string;
+}
+
+export interface Positional {
+  name: string;
+  describe: string;
+  type: 'string' | 'number';
+  demand?: boolean;
+  default?: unknown;
+}
+
+/** Read the `-c/--config` value from raw argv without parsing everything. */
+export function preParseConfig(argv: readonly string[]): string {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '-c' || a === '--config') return argv[i + 1] ?? '';
+    if (a.startsWith('--config=')) return a.slice('--config='.length);
+  }
+  return '';
+}
+
+export function loadYamlConfig(file: string): Record<string, unknown> {
+  if (!existsSync(file)) throw new UserError(`config file '${file}' does not exist`);
+  let doc: unknown;
+  try {
+    doc = YAML.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UserError(`config file '${file}' is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new UserError(`config file '${file}' must hold a mapping of option names to values`);
+  return doc as Record<string, unknown>;
+}
+
+export function parseArgs(opts: {
+  scriptName: string;
+  usage: string;
+  flags: readonly Flag[];
+  positionals: readonly Positional[];
+  argv: readonly string[];
+  epilog?: string;
+}): ParsedArgs {
+  const configFile = preParseConfig(opts.argv);
+  const overrides = configFile ? loadYamlConfig(configFile) : {};
+  const byDest = new Map(opts.flags.map((f) => [f.dest, f]));
+  const unknownConfigKeys: string[] = [];
+  const flagDefs = toYargs(opts.flags);
+  for (const [k, v] of Object.entries(overrides)) {
+    const dest = k.replace(/-/g, '_');
+    const f = byDest.get(dest);
+    if (f) flagDefs[flagName(dest)].default = v;
+    else if (!opts.positionals.some((p) => p.name === dest)) unknownConfigKeys.push(k);
+  }
+  let y = yargs([...opts.argv])
+    .scriptName(opts.scriptName)
+    .usage(opts.usage)
+    .option('config', { alias: 'c', type: 'string', default: '', describe: 'YAML config file specifying default arguments', group: 'Config:' })
+    .options(flagDefs)
+    .strictOptions(true)
+    .help('help')
+    .alias('help', 'h')
+    .version(false)
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .exitProcess(false)
+    .fail((msg, err) => {
+      throw new UserError(msg || err?.message || 'invalid arguments');
+    });
+  if (opts.epilog) y = y.epilog(opts.epilog);
+  const parsed = y.parseSync() as Record<string, unknown>;
+  if (parsed.help) return { args: { __help: true }, unknownConfigKeys, configFile };
+  const positional = (parsed._ as (string | number)[]) ?? [];
+  const args: Record<string, unknown> = {};
+  opts.positionals.forEach((p, i) => {
+    let v: unknown = positional[i] ?? overrides[p.name] ?? p.default;
+    if (v === undefined && p.demand) throw new UserError(`missing required argument <${p.name}>: ${p.describe}`);
+    if (p.type === 'string' && v !== undefined) v = String(v);
+    if (p.type === 'number' && v !== undefined) {
+      v = Number(v);
+      if (!Number.isFinite(v as number)) throw new UserError(`<${p.name}> must be a number, got '${positional[i]}'`);
+    }
+    args[p.name] = v;
+  });
+  if (positional.length > opts.positionals.length) {
+    throw new UserError(`unexpected argument '${positional[opts.positionals.length]}'`);
+  }
+  for (const f of opts.flags) {
+    let v = parsed[flagName(f.dest)];
+    if (f.type === 'number' && v !== undefined && Number.isNaN(v)) throw new UserError(`--${flagName(f.dest)} expects a number`);
+    if (f.type === 'array-number' && Array.isArray(v)) {
+      if (v.some((x) => typeof x !== 'number' || Number.isNaN(x))) throw new UserError(`--${flagName(f.dest)} expects numbers`);
+      if (f.nargs && v.length !== f.nargs) throw new UserError(`--${flagName(f.dest)} expects ${f.nargs} numbers`);
+    }
+    if (f.type === 'array-number' && typeof v === 'number') v = [v];
+    args[f.dest] = v === undefined ? null : v;
+  }
+  args.config = configFile;
+  return { args, unknownConfigKeys, configFile };
+}
+
+/** YAML text of args with sorted keys (timm writes args.yaml with sort_keys). */
+export function argsToYaml(args: Record<string, unknown>): string {
+  const sorted: Record<string, unknown> = {};
+  for (const k of Object.keys(args).sort()) if (!k.startsWith('__')) sorted[k] = args[k];
+  return YAML.stringify(sorted, { sortMapEntries: true });
+}

@@ -1,0 +1,54 @@
+/**
+ * Progress bar (cli-progress) for epochs and evaluation, shown only on an interactive terminal in text mode.
+ * Log lines printed while the bar is active are routed above it.
+ */
+import cliProgress from 'cli-progress';
+import type { Logger } from './logger.js';
+
+export interface ProgressPayload {
+  [k: string]: string | number;
+}
+
+export class Progress {
+  private bar: cliProgress.SingleBar | null = null;
+  private start = 0;
+  private done = 0;
+  private images = 0;
+
+  constructor(private readonly logger: Logger, private readonly total: number, private readonly label: string, fields = '') {
+    if (!logger.interactive) return;
+    this.bar = new cliProgress.SingleBar(
+      {
+        format: `${label} [{bar}] {value}/{total} | {rate} img/s | ETA {eta_formatted}${fields ? ' | ' + fields : ''}`,
+        hideCursor: true,
+        clearOnComplete: true,
+        stopOnComplete: false,
+        etaBuffer: 20,
+        stream: process.stdout,
+      },
+      cliProgress.Presets.shades_classic,
+    );
+    this.bar.start(total, 0, { rate: '0.0' });
+    logger.setInterceptor((line) => {
+      // cli-progress redraws on the next update; clear the current line first.
+      process.stdout.write('\r\x1b[K' + line + '\n');
+      this.bar?.render();
+    });
+    this.start = performance.now();
+  }
+
+  update(steps: number, images: number, payload: ProgressPayload = {}): void {
+    this.done += steps;
+    this.images += images;
+    if (!this.bar) return;
+    const secs = (performance.now() - this.start) / 1000;
+    this.bar.update(this.done, { ...payload, rate: (this.images / Math.max(secs, 1e-9)).toFixed(1) });
+  }
+
+  stop(): void {
+    if (!this.bar) return;
+    this.bar.stop();
+    this.bar = null;
+    this.logger.setInterceptor(null);
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * Model registry: the five MambaOut sizes of the paper plus a tiny CI model, with timm-style default configs.
+ */
+import { UserError } from '../errors.js';
+
+export interface DefaultCfg {
+  url: string;
+  numClasses: number;
+  inputSize: [number, number, number];
+  cropPct: number;
+  interpolation: string;
+  mean: [number, number, number];
+  std: [number, number, number];
+  /** Expected parameter count of the 1000-class model (timm-reference §11.1). */
+  paramCount?: number;
+}
+
+export interface ModelConfig {
+  name: string;
+  depths: number[];
+  dims: number[];
+  defaultCfg: DefaultCfg;
+}
+
+const RELEASE = 'https://github.com/yuweihao/MambaOut/releases/download/model';
+const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
+const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
+
+function cfg(name: string, numClasses = 1000, paramCount?: number): DefaultCfg {
+  return {
+    url: `${RELEASE}/${name}.pth`,
+    numClasses,
+    inputSize: [3, 224, 224],
+    cropPct: 1.0,
+    interpolation: 'bicubic',
+    mean: IMAGENET_MEAN,
+    std: IMAGENET_STD,
+    paramCount,
+  };
+}
+
+export const MODEL_CONFIGS: Readonly<Record<string, ModelConfig>> = Object.freeze({
+  mambaout_femto: { name: 'mambaout_femto', depths: [3, 3, 9, 3], dims: [48, 96, 192, 288], defaultCfg: cfg('mambaout_femto', 1000, 7_304_536) },
+  mambaout_kobe: { name: 'mambaout_kobe', depths: [3, 3, 15, 3], dims: [48, 96, 192, 288], defaultCfg: cfg('mambaout_kobe', 1000, 9_141_208) },
+  mambaout_tiny: { name: 'mambaout_tiny', depths: [3, 3, 9, 3], dims: [96, 192, 384, 576], defaultCfg: cfg('mambaout_tiny', 1000, 26_545_096) },
+  mambaout_small: { name: 'mambaout_small', depths: [3, 4, 27, 3], dims: [96, 192, 384, 576], defaultCfg: cfg('mambaout_small', 1000, 48_488_072) },
+  mambaout_base: { name: 'mambaout_base', depths: [3, 4, 27, 3], dims: [128, 256, 512, 768], defaultCfg: cfg('mambaout_base', 1000, 84_813_092) },
+  // CI model: the configuration of the micro fixture (no released weights).
+  mambaout_test: {
+    name: 'mambaout_test',
+    depths: [1, 1, 2, 1],
+    dims: [8, 16, 24, 32],
+    defaultCfg: { ...cfg('mambaout_test', 10), url: '' },
+  },
+});
+
+export function listModels(filter?: string): string[] {
+  const names = Object.keys(MODEL_CONFIGS);
+  if (!filter) return names;
+  const re = new RegExp('^' + filter.split('*').map(escapeRe).join('.*') + '$');
+  return names.filter((n) => re.test(n));
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
+}
+
+export function getModelConfig(name: string): ModelConfig {
+  const c = MODEL_CONFIGS[name];
+  if (!c) {
+    throw new UserError(`unknown model '${name}'; known models: ${listModels().join(', ')}`);
+  }
+  return c;
+}
+
+/** Exact parameter count of a MambaOut configuration (from the shapes of §11.3). */
+export function countParams(depths: readonly number[], dims: readonly number[], numClasses: number): number {
+  const c0 = dims[0];
+  const half = Math.floor(c0 / 2);
+  let n = half * 3 * 9 + half + 2 * half + c0 * half * 9 + c0 + 2 * c0; // stem
+  for (let i = 1; i < 4; i++) n += dims[i] * dims[i - 1] * 9 + dims[i] + 2 * dims[i];
+  for (let s = 0; s < 4; s++) {
+    const c = dims[s];
+    const h = Math.floor((8 / 3) * c);
+    const block = 2 * c + (c * 2 * h + 2 * h) + (c * 49 + c) + (h * c + c);
+    n += depths[s] * block;
+  }
+  const c3 = dims[3];
+  n += 2 * c3 + (c3 * 4 * c3 + 4 * c3) + 2 * 4 * c3 + (4 * c3 * numClasses + numClasses);
+  return n;
+}
