@@ -1,0 +1,125 @@
+/**
+ * timm `RandomResizedCropAndInterpolation` (timm/data/transforms.py, v0.6.11).
+ *
+ * Parameters (`get_params`), for an image of W₀×H₀ and area A = W₀·H₀, up to 10 attempts:
+ *   target_area = U(scale_min, scale_max)·A,  aspect = exp(U(ln r_min, ln r_max)),
+ *   w = round(√(target_area·aspect)),  h = round(√(target_area/aspect))   (Python round: half to even)
+ *   accept when w ≤ W₀ and h ≤ H₀ → top = randint(0, H₀−h), left = randint(0, W₀−w) (inclusive).
+ * Fallback (no attempt accepted): in_ratio = W₀/H₀;
+ *   in_ratio < min(ratio) → w = W₀, h = round(w / min(ratio));
+ *   in_ratio > max(ratio) → h = H₀, w = round(h·max(ratio));
+ *   otherwise the whole image; centred: top = (H₀−h)//2, left = (W₀−w)//2.
+ * Then the interpolation is chosen (uniformly between bilinear and bicubic for 'random'), the box
+ * is cropped and resized to the output size with Pillow's antialiased resampling (resize.ts).
+ *
+ * One deliberate deviation: an attempt with w or h rounding to 0 (only possible for images of a
+ * few pixels) is rejected, as torchvision does, instead of producing an empty crop that PIL
+ * cannot resize.
+ */
+import type { Rng } from '../../utils/rng.js';
+import { UserError } from '../../errors.js';
+import { cropRGB, resizeRGB, INTERPOLATIONS, type Interpolation, type RGBImage } from './resize.js';
+import { pyRound } from './pil.js';
+
+/** Crop box in the source image (torchvision's (i, j, h, w)). */
+export interface CropBox {
+  top: number;
+  left: number;
+  height: number;
+  width: number;
+}
+
+/** Train interpolation: a Pillow filter, or 'random' = bilinear or bicubic chosen per image. */
+export type TrainInterpolation = Interpolation | 'random';
+
+export const RANDOM_INTERPOLATIONS: readonly Interpolation[] = ['bilinear', 'bicubic'];
+
+/** Parse an interpolation name as timm's `str_to_pil_interp` accepts it (plus 'random'). */
+export function parseTrainInterpolation(name: string): TrainInterpolation {
+  if (name === 'random') return 'random';
+  if ((INTERPOLATIONS as readonly string[]).includes(name)) return name as Interpolation;
+  throw new UserError(
+    `Unknown interpolation '${name}'; use one of random, ${INTERPOLATIONS.join(', ')}.`,
+  );
+}
+
+/**
+ * RandomResizedCropAndInterpolation.get_params for an image of `width`×`height`.
+ * `scale` and `ratio` are (min, max) ranges; randomness from `rng` (uniform draws, inclusive randint).
+ */
+export function sampleRrcParams(
+  width: number,
+  height: number,
+  scale: readonly [number, number],
+  ratio: readonly [number, number],
+  rng: Rng,
+): CropBox {
+  const area = width * height;
+  const logRatio0 = Math.log(ratio[0]);
+  const logRatio1 = Math.log(ratio[1]);
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const targetArea = rng.uniform(scale[0], scale[1]) * area;
+    const aspect = Math.exp(rng.uniform(logRatio0, logRatio1));
+    const w = pyRound(Math.sqrt(targetArea * aspect));
+    const h = pyRound(Math.sqrt(targetArea / aspect));
+    if (w > 0 && h > 0 && w <= width && h <= height) {
+      const top = rng.randint(0, height - h);
+      const left = rng.randint(0, width - w);
+      return { top, left, height: h, width: w };
+    }
+  }
+  return rrcFallback(width, height, ratio);
+}
+
+/** The fallback central crop of get_params. */
+export function rrcFallback(width: number, height: number, ratio: readonly [number, number]): CropBox {
+  const inRatio = width / height;
+  const rMin = Math.min(ratio[0], ratio[1]);
+  const rMax = Math.max(ratio[0], ratio[1]);
+  let w: number;
+  let h: number;
+  if (inRatio < rMin) {
+    w = width;
+    h = pyRound(w / rMin);
+  } else if (inRatio > rMax) {
+    h = height;
+    w = pyRound(h * rMax);
+  } else {
+    w = width;
+    h = height;
+  }
+  return { top: Math.floor((height - h) / 2), left: Math.floor((width - w) / 2), height: h, width: w };
+}
+
+export interface RrcOptions {
+  /** output [height, width] */
+  size: readonly [number, number];
+  scale: readonly [number, number];
+  ratio: readonly [number, number];
+  interpolation: TrainInterpolation;
+}
+
+/** Pick the resampling filter of one call ('random' → bilinear or bicubic with equal probability). */
+export function pickInterpolation(interp: TrainInterpolation, rng: Rng): Interpolation {
+  if (interp !== 'random') return interp;
+  return RANDOM_INTERPOLATIONS[rng.randrange(0, RANDOM_INTERPOLATIONS.length)];
+}
+
+/** Crop `box` out of `img` and resize it to `size` ([h, w]) with Pillow's resampling. */
+export function resizedCrop(img: RGBImage, box: CropBox, size: readonly [number, number], interp: Interpolation): RGBImage {
+  const [oh, ow] = size;
+  // F.resized_crop = img.crop((left, top, left + w, top + h)).resize((ow, oh), interp). Resampling
+  // the crop equals resampling with `box` relative to it, so crop first (cheap) and resize the crop.
+  const crop =
+    box.left === 0 && box.top === 0 && box.width === img.width && box.height === img.height
+      ? img
+      : cropRGB(img, { left: box.left, top: box.top, width: box.width, height: box.height });
+  return resizeRGB(crop, ow, oh, interp);
+}
+
+/** The whole transform: sample the box, choose the filter, crop and resize. */
+export function randomResizedCrop(img: RGBImage, opts: RrcOptions, rng: Rng): RGBImage {
+  const box = sampleRrcParams(img.width, img.height, opts.scale, opts.ratio, rng);
+  const interp = pickInterpolation(opts.interpolation, rng);
+  return resizedCrop(img, box, opts.size, interp);
+}
