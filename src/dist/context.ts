@@ -1,0 +1,83 @@
+/**
+ * What the training loop needs from distributed training: rank/world, weight broadcast from rank 0, gradient
+ * averaging, scalar averaging (metrics). Implemented over the ring all-reduce process group (group.ts).
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { NamedParameter } from '../train/optim/base.js';
+
+/** The process-group operations the context uses (see group.ts). */
+export interface GroupLike {
+  readonly rank: number;
+  readonly worldSize: number;
+  allreduce(buf: Float32Array, opts?: { op?: 'sum' | 'avg' }): Promise<Float32Array | void>;
+  broadcast(buf: Float32Array, root: number): Promise<Float32Array | void>;
+  close(): void | Promise<void>;
+}
+
+export class DistContext {
+  constructor(readonly group: GroupLike) {}
+
+  get rank(): number {
+    return this.group.rank;
+  }
+
+  get worldSize(): number {
+    return this.group.worldSize;
+  }
+
+  /** Flatten tensors (in the given order) into one host buffer. */
+  private static flatten(tensors: tf.Tensor[]): Float32Array {
+    const total = tensors.reduce((a, t) => a + t.size, 0);
+    const buf = new Float32Array(total);
+    let off = 0;
+    for (const t of tensors) {
+      buf.set(t.dataSync() as Float32Array, off);
+      off += t.size;
+    }
+    return buf;
+  }
+
+  /** Rank 0's parameter values everywhere (DDP's broadcast at wrap time). */
+  async broadcastParams(params: readonly NamedParameter[]): Promise<void> {
+    const buf = DistContext.flatten(params.map((p) => p.variable));
+    await this.group.broadcast(buf, 0);
+    let off = 0;
+    tf.tidy(() => {
+      for (const p of params) {
+        p.variable.assign(tf.tensor(buf.subarray(off, off + p.variable.size), p.variable.shape, 'float32'));
+        off += p.variable.size;
+      }
+    });
+  }
+
+  /** Average gradients over ranks; returns new tensors (the inputs are disposed). */
+  async allreduceGrads(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>): Promise<Map<string, tf.Tensor>> {
+    const order = params.filter((p) => grads.has(p.name));
+    const buf = DistContext.flatten(order.map((p) => grads.get(p.name)!));
+    await this.group.allreduce(buf, { op: 'avg' });
+    const out = new Map<string, tf.Tensor>();
+    let off = 0;
+    for (const p of order) {
+      const g = grads.get(p.name)!;
+      out.set(p.name, tf.tensor(buf.slice(off, off + g.size), g.shape, 'float32'));
+      off += g.size;
+      g.dispose();
+    }
+    return out;
+  }
+
+  /** Sum or average a few numbers over ranks (metrics: timm's reduce_tensor). */
+  async allreduceScalars(values: number[], op: 'sum' | 'avg'): Promise<number[]> {
+    const buf = Float64ToF32(values);
+    await this.group.allreduce(buf, { op });
+    return Array.from(buf);
+  }
+
+  async close(): Promise<void> {
+    await this.group.close();
+  }
+}
+
+function Float64ToF32(values: number[]): Float32Array {
+  return Float32Array.from(values);
+}

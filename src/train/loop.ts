@@ -1,0 +1,728 @@
+/**
+ * The training program: timm 0.6.11 train.py as the MambaOut repository runs it (timm-reference §6-§10), on tfjs.
+ *
+ * Flow: args -> (distributed init) -> backend -> model (+ pretrained / initial checkpoint) -> data config ->
+ * optimizer -> resume -> EMA -> broadcast weights -> scheduler -> datasets/loaders -> mixup -> loss -> output dir
+ * (args.yaml, CheckpointSaver) -> epochs: train, validate (+EMA), scheduler step, summary.csv, checkpoint.
+ *
+ * Randomness: every source is seeded from (--seed, rank, epoch), so 2 epochs straight equal 1 epoch + resume +
+ * 1 epoch, and the same command twice on the cpu backend writes the same summary.csv.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { existsSync, promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { UserError } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import { Progress } from '../log/progress.js';
+import { Rng } from '../utils/rng.js';
+import { initBackend, releaseBackend, type BackendResult } from '../backend/index.js';
+import { createModel, type MambaOut } from '../models/mambaout.js';
+import { getModelConfig } from '../models/registry.js';
+import { loadCheckpoint } from '../checkpoint/pth.js';
+import { CheckpointSaver, readTrainCheckpoint, type TrainCheckpoint } from '../checkpoint/saver.js';
+import { writeFileAtomic } from '../checkpoint/atomic.js';
+import { resolvePretrained } from '../pretrained.js';
+import { resolveSplit, scanImageFolder, type ImageFolder } from '../data/folder.js';
+import { resolveDataConfig, type DataConfig } from '../data/transforms/eval.js';
+import { DataLoader, type Batch } from '../data/loader.js';
+import { RandomSampler, DistributedSampler, OrderedDistributedSampler, SequentialSampler, type Sampler } from '../data/sampler.js';
+import { Mixup, mixupActive } from '../data/mixup.js';
+import { eraseBatch } from '../data/transforms/erasing.js';
+import { createOptimizer, flattenOptimizerState, unflattenOptimizerState, type Optimizer, type ParamGroup, type NamedParameter, type OptimizerStateMeta } from './optim/index.js';
+import { createScheduler, type Scheduler } from './scheduler.js';
+import { createTrainLoss, crossEntropy, type TrainLoss } from './loss.js';
+import { dispatchClipGrad, type ClipMode } from './clip.js';
+import { ModelEmaV2 } from './ema.js';
+import { accuracyCounts, AverageMeter } from './metrics.js';
+import { argsToYaml } from '../cli/parse.js';
+import type { DistContext } from '../dist/context.js';
+
+export type Args = Record<string, unknown>;
+
+const num = (a: Args, k: string): number => a[k] as number;
+const optNum = (a: Args, k: string): number | undefined => (a[k] === null || a[k] === undefined ? undefined : (a[k] as number));
+const str = (a: Args, k: string): string => (a[k] ?? '') as string;
+const bool = (a: Args, k: string): boolean => a[k] === true;
+
+/** Seed of an (rng purpose, seed, rank, epoch) tuple: independent streams that do not depend on history. */
+export function streamSeed(purpose: number, seed: number, rank: number, epoch: number): number {
+  let h = (Math.imul(purpose + 1, 0x9e3779b1) ^ (seed >>> 0)) >>> 0;
+  h = Math.imul(h ^ (h >>> 15), 0x85ebca6b) >>> 0;
+  h = (h + Math.imul(rank + 1, 0xc2b2ae35)) >>> 0;
+  h = Math.imul(h ^ (h >>> 13), 0x27d4eb2f) >>> 0;
+  h = (h + Math.imul(epoch + 1, 0x165667b1)) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}
+const STREAM = { mixup: 1, erase: 2, droppath: 3, sampler: 4 };
+
+export interface TrainResult {
+  bestMetric: number | null;
+  bestEpoch: number | null;
+  outputDir: string;
+  epochsRun: number;
+  interrupted: boolean;
+}
+
+export interface TrainContext {
+  logger: Logger;
+  dist: DistContext | null;
+  /** Set by a SIGINT/SIGTERM handler: stop at the next micro-batch boundary after saving a recovery checkpoint. */
+  stopRequested?: () => boolean;
+  /** Test hook: called after each optimizer update. */
+  onUpdate?: (info: { epoch: number; update: number; model: MambaOut }) => void | Promise<void>;
+}
+
+/** Safe experiment name part: non-alphanumerics -> '_', trailing '_' stripped (timm safe_model_name). */
+function safeModelName(name: string): string {
+  return name.replace(/[^A-Za-z0-9]/g, '_').replace(/_+$/, '');
+}
+
+function timestamp(d = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+}
+
+function fmtG(v: number, digits: number): string {
+  // Python's '{:#.Ng}': N significant digits, keep trailing zeros.
+  if (!Number.isFinite(v)) return String(v);
+  if (v === 0) return (0).toFixed(digits - 1);
+  const exp = Math.floor(Math.log10(Math.abs(v)));
+  if (exp < -4 || exp >= digits) {
+    const [m, e] = v.toExponential(digits - 1).split('e');
+    const en = Number(e);
+    return `${m}e${en < 0 ? '-' : '+'}${String(Math.abs(en)).padStart(2, '0')}`;
+  }
+  return v.toFixed(Math.max(digits - 1 - exp, 0));
+}
+
+function fmtE(v: number, digits: number): string {
+  const [m, e] = v.toExponential(digits).split('e');
+  const en = Number(e);
+  return `${m}e${en < 0 ? '-' : '+'}${String(Math.abs(en)).padStart(2, '0')}`;
+}
+
+const padL = (s: string | number, n: number): string => String(s).padStart(n);
+/** Python's repr of a float: 1 -> '1.0'. */
+const pyFloat = (v: number): string => (Number.isInteger(v) ? v.toFixed(1) : String(v));
+
+/** Normalize a uint8 NHWC batch into float32 (x - 255·mean) / (255·std), as timm's prefetcher. */
+export function normalizeBatch(u8: Uint8Array, mean: readonly number[], std: readonly number[], out?: Float32Array): Float32Array {
+  const o = out ?? new Float32Array(u8.length);
+  const m = mean.map((v) => 255 * v);
+  const s = std.map((v) => 1 / (255 * v));
+  for (let i = 0; i < u8.length; i += 3) {
+    o[i] = (u8[i] - m[0]) * s[0];
+    o[i + 1] = (u8[i + 1] - m[1]) * s[1];
+    o[i + 2] = (u8[i + 2] - m[2]) * s[2];
+  }
+  return o;
+}
+
+/** Label-smoothed one-hot targets [B, C] (timm mixup_target with lam = 1). */
+function smoothedOneHot(labels: ArrayLike<number>, numClasses: number, smoothing: number): Float32Array {
+  const off = smoothing / numClasses;
+  const on = 1 - smoothing + off;
+  const t = new Float32Array(labels.length * numClasses).fill(off);
+  for (let i = 0; i < labels.length; i++) t[i * numClasses + labels[i]] = on;
+  return t;
+}
+
+interface EvalMetrics {
+  loss: number;
+  top1: number;
+  top5: number;
+}
+
+export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainResult> {
+  const { logger, dist } = ctx;
+  const rank = dist?.rank ?? 0;
+  const world = dist?.worldSize ?? 1;
+  const isMain = rank === 0;
+  const log = (m: string) => {
+    if (isMain) logger.info(m);
+  };
+  const seed = num(args, 'seed');
+  if (dist && world > 1) log(`Training in distributed mode with multiple processes, 1 device per process. Process ${rank}, total ${world}.`);
+  else log('Training with a single process on 1 device.');
+
+  // ---- validation of simple arguments
+  const B = num(args, 'batch_size');
+  const A = num(args, 'grad_accum_steps');
+  if (!Number.isInteger(B) || B < 1) throw new UserError(`--batch-size must be a positive integer, got ${B}`);
+  if (!Number.isInteger(A) || A < 1) throw new UserError(`--grad-accum-steps must be a positive integer, got ${A}`);
+  const modelName = str(args, 'model');
+  const mcfg = getModelConfig(modelName);
+  if (str(args, 'dataset') && !/^(folder\/?|)$/.test(str(args, 'dataset'))) {
+    throw new UserError(`--dataset '${str(args, 'dataset')}' is not supported: only ImageNet-style folders (leave --dataset empty)`);
+  }
+  if (num(args, 'aug_splits') > 0) throw new UserError('--aug-splits (AugMix splits) is not supported by mambaout');
+  if (num(args, 'aug_repeats') > 0) throw new UserError('--aug-repeats (repeated augmentation sampler) is not supported by mambaout');
+  if (optNum(args, 'layer_decay') !== undefined) throw new UserError('--layer-decay is not supported by mambaout (for MambaOut timm applies no per-layer scaling anyway)');
+  if (bool(args, 'save_images')) log('--save-images is not supported; ignoring it.');
+
+  // ---- datasets first: a missing folder should fail before any heavy work
+  const dataDir = str(args, 'data_dir');
+  if (!existsSync(dataDir)) throw new UserError(`data folder '${dataDir}' does not exist`);
+  const classMap = str(args, 'class_map') || undefined;
+  const trainRoot = resolveSplit(dataDir, str(args, 'train_split'));
+  const evalRoot = resolveSplit(dataDir, str(args, 'val_split'));
+  const trainSet: ImageFolder = await scanImageFolder(trainRoot, { classMap });
+  const evalSet: ImageFolder = await scanImageFolder(evalRoot, { classMap });
+  if (evalRoot === trainRoot) log(`WARNING: no '${str(args, 'val_split')}' split under ${dataDir}; validating on ${evalRoot}`);
+
+  // ---- backend
+  const backend: BackendResult = await initBackend((args.backend as string | null) ?? undefined, { training: true });
+  log(backend.message);
+
+  // ---- number of classes: --num-classes, else the dataset's (timm would use the model's 1000)
+  let numClasses = optNum(args, 'num_classes');
+  if (numClasses === undefined) {
+    numClasses = bool(args, 'pretrained') && trainSet.classes.length === mcfg.defaultCfg.numClasses ? mcfg.defaultCfg.numClasses : trainSet.classes.length;
+    log(`Using ${numClasses} classes (from the training folder; --num-classes overrides).`);
+  }
+  if (trainSet.classes.length > numClasses) {
+    throw new UserError(`the training folder has ${trainSet.classes.length} classes but the model has ${numClasses} (--num-classes)`);
+  }
+  args.num_classes = numClasses;
+
+  // ---- model
+  const dropPath = optNum(args, 'drop_path') ?? optNum(args, 'drop_connect') ?? 0;
+  const model = createModel(modelName, { numClasses, drop_path_rate: dropPath, seed: seed + rank });
+  const params: NamedParameter[] = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
+  try {
+    if (bool(args, 'pretrained') || str(args, 'pretrained_path')) {
+      const file = await resolvePretrained(modelName, {
+        path: str(args, 'pretrained_path') || undefined,
+        interactive: logger.interactive,
+        log,
+        verify: async (f) => {
+          await loadCheckpoint(f, { stateDictOnly: true });
+        },
+      });
+      const { stateDict } = await loadCheckpoint(file, { stateDictOnly: true });
+      if (numClasses !== (stateDict.get('head.fc2.bias')?.shape[0] ?? numClasses)) {
+        // timm's load_pretrained drops the classifier when num_classes differs.
+        stateDict.delete('head.fc2.weight');
+        stateDict.delete('head.fc2.bias');
+        model.loadStateDict(stateDict, { strict: false });
+        log(`Loaded pretrained weights from ${file} (classifier re-initialised for ${numClasses} classes)`);
+      } else {
+        model.loadStateDict(stateDict);
+        log(`Loaded pretrained weights from ${file}`);
+      }
+    }
+    if (str(args, 'initial_checkpoint')) {
+      const { stateDict } = await loadCheckpoint(str(args, 'initial_checkpoint'), { useEma: true, stateDictOnly: true });
+      model.loadStateDict(stateDict);
+      log(`Loaded state_dict from checkpoint '${str(args, 'initial_checkpoint')}'`);
+    }
+    log(`Model ${modelName} created, param count:${model.numParams()}`);
+
+    // ---- data config
+    const dataConfig: DataConfig = resolveDataConfig(mcfg.defaultCfg, {
+      imgSize: optNum(args, 'img_size'),
+      inputSize: (args.input_size as number[] | null) ?? undefined,
+      cropPct: optNum(args, 'crop_pct'),
+      mean: (args.mean as number[] | null) ?? undefined,
+      std: (args.std as number[] | null) ?? undefined,
+      interpolation: str(args, 'interpolation') || undefined,
+    });
+    const [, H, W] = dataConfig.inputSize;
+    log('Data processing configuration for current model + dataset:');
+    log(`\tinput_size: (${dataConfig.inputSize.join(', ')})`);
+    log(`\tinterpolation: ${dataConfig.interpolation}`);
+    log(`\tmean: (${dataConfig.mean.map(pyFloat).join(', ')})`);
+    log(`\tstd: (${dataConfig.std.map(pyFloat).join(', ')})`);
+    log(`\tcrop_pct: ${pyFloat(dataConfig.cropPct)}`);
+
+    // ---- optimizer
+    const betas = args.opt_betas as number[] | null;
+    const optimizer: Optimizer<ParamGroup> = createOptimizer(params, {
+      opt: str(args, 'opt'),
+      lr: num(args, 'lr'),
+      weightDecay: num(args, 'weight_decay'),
+      momentum: num(args, 'momentum'),
+      eps: optNum(args, 'opt_eps'),
+      betas: betas ? [betas[0], betas[1]] : undefined,
+    });
+    if (bool(args, 'amp') || bool(args, 'native_amp') || bool(args, 'apex_amp')) {
+      log(`WARNING: --amp requested but the ${backend.name} backend trains in float32 only; training in float32.`);
+    } else log('AMP not enabled. Training in float32.');
+
+    // ---- resume
+    let resumeEpoch: number | null = null;
+    let resumed: TrainCheckpoint | null = null;
+    if (str(args, 'resume')) {
+      const file = str(args, 'resume');
+      if (!existsSync(file)) throw new UserError(`--resume checkpoint '${file}' does not exist`);
+      resumed = await readTrainCheckpoint(file);
+      model.loadStateDict(resumed.stateDict);
+      if (!bool(args, 'no_resume_opt') && resumed.optimizer) {
+        optimizer.loadStateDict(unflattenOptimizerState(resumed.optimizer.tensors, resumed.optimizer.meta as OptimizerStateMeta));
+        log('Restoring optimizer state from checkpoint...');
+      }
+      resumeEpoch = resumed.version > 1 ? resumed.epoch + 1 : resumed.epoch;
+      log(`Loaded checkpoint '${file}' (epoch ${resumed.epoch})`);
+    }
+
+    // ---- EMA (after resume, before the weights are broadcast: timm's order)
+    let ema: ModelEmaV2 | null = null;
+    let emaModel: MambaOut | null = null;
+    if (bool(args, 'model_ema')) {
+      ema = new ModelEmaV2(params, num(args, 'model_ema_decay'));
+      if (resumed?.stateDictEma) {
+        // EMA state is kept in the checkpoint in PyTorch layout; convert through a scratch model.
+        const tmp = createModel(modelName, { numClasses, noInit: true });
+        tmp.loadStateDict(resumed.stateDictEma);
+        ema.set(tmp.parameterInfo().map((p) => ({ name: p.name, variable: p.variable })));
+        tmp.dispose();
+        log('Loaded state_dict_ema');
+      }
+      emaModel = createModel(modelName, { numClasses, noInit: true });
+    }
+
+    // ---- distributed: rank 0's weights everywhere (DDP broadcast at wrap time)
+    if (dist && world > 1) {
+      await dist.broadcastParams(params);
+      log('Using mambaout all-reduce data parallel (ring over TCP).');
+    }
+
+    // ---- scheduler
+    const { scheduler, numEpochs } = createScheduler(
+      {
+        sched: str(args, 'sched'),
+        epochs: num(args, 'epochs'),
+        minLr: num(args, 'min_lr'),
+        warmupLr: num(args, 'warmup_lr'),
+        warmupEpochs: num(args, 'warmup_epochs'),
+        cooldownEpochs: num(args, 'cooldown_epochs'),
+        lrNoise: (args.lr_noise as number[] | null) ?? null,
+        lrNoisePct: num(args, 'lr_noise_pct'),
+        lrNoiseStd: num(args, 'lr_noise_std'),
+        seed,
+        lrCycleMul: num(args, 'lr_cycle_mul'),
+        lrCycleDecay: num(args, 'lr_cycle_decay'),
+        lrCycleLimit: num(args, 'lr_cycle_limit'),
+        lrKDecay: num(args, 'lr_k_decay'),
+        decayEpochs: num(args, 'decay_epochs'),
+        decayMilestones: args.decay_milestones as number[],
+        decayRate: num(args, 'decay_rate'),
+      },
+      optimizer,
+    );
+    let startEpoch = 0;
+    if (optNum(args, 'start_epoch') !== undefined) startEpoch = num(args, 'start_epoch');
+    else if (resumeEpoch !== null) startEpoch = resumeEpoch;
+    if (startEpoch > 0) scheduler.step(startEpoch);
+    log(`Scheduled epochs: ${numEpochs}`);
+
+    // ---- loaders
+    const totalBatch = B * A * world;
+    const stepsPerEpoch = Math.floor(trainSet.samples.length / totalBatch);
+    if (stepsPerEpoch < 1) {
+      throw new UserError(`the training set has ${trainSet.samples.length} images, fewer than one optimizer step needs (batch ${B} x accumulation ${A} x ${world} process(es) = ${totalBatch}); lower --batch-size or --grad-accum-steps`);
+    }
+    log(`Total batch size: ${totalBatch}`);
+    const mixupArgs = {
+      mixupAlpha: num(args, 'mixup'),
+      cutmixAlpha: num(args, 'cutmix'),
+      cutmixMinmax: (args.cutmix_minmax as [number, number] | null) ?? null,
+    };
+    const useMixup = mixupActive(mixupArgs) && !bool(args, 'no_aug');
+    const mixup = useMixup
+      ? new Mixup({
+          ...mixupArgs,
+          prob: num(args, 'mixup_prob'),
+          switchProb: num(args, 'mixup_switch_prob'),
+          mode: str(args, 'mixup_mode') as 'batch' | 'pair' | 'elem',
+          labelSmoothing: num(args, 'smoothing'),
+          numClasses,
+        })
+      : null;
+    if (mixup && B % 2 !== 0) throw new UserError(`Mixup/CutMix needs an even --batch-size, got ${B}`);
+    const trainSampler: Sampler =
+      world > 1
+        ? new DistributedSampler(trainSet.samples.length, { numReplicas: world, rank, shuffle: true, seed: 0 })
+        : new EpochRandomSampler(trainSet.samples.length, seed);
+    const workers = num(args, 'workers');
+    const trainLoader = new DataLoader<Uint8Array>({
+      samples: trainSet.samples,
+      transform: {
+        kind: 'train',
+        imgSize: [H, W],
+        scale: args.scale as [number, number],
+        ratio: args.ratio as [number, number],
+        hflip: num(args, 'hflip'),
+        vflip: num(args, 'vflip'),
+        aa: str(args, 'aa') || null,
+        colorJitter: num(args, 'color_jitter'),
+        interpolation: str(args, 'train_interpolation'),
+        noAug: bool(args, 'no_aug'),
+        cropPct: null,
+        mean: dataConfig.mean as [number, number, number],
+      },
+      batchSize: B,
+      workers,
+      dropLast: true,
+      sampler: trainSampler,
+      seed: seed + rank,
+      onSkip: (p, why) => logger.warn(`skipping unreadable image ${p}: ${why}`),
+    });
+    const evalSampler: Sampler = world > 1 ? new OrderedDistributedSampler(evalSet.samples.length, world, rank) : new SequentialSampler(evalSet.samples.length);
+    const evalLoader = new DataLoader<Float32Array>({
+      samples: evalSet.samples,
+      transform: { kind: 'eval', ...dataConfig },
+      batchSize: optNum(args, 'validation_batch_size') ?? B,
+      workers,
+      sampler: evalSampler,
+      onSkip: (p, why) => logger.warn(`skipping unreadable image ${p}: ${why}`),
+    });
+
+    // ---- losses
+    const trainLoss: TrainLoss = createTrainLoss({
+      jsdLoss: bool(args, 'jsd_loss'),
+      mixupActive: useMixup,
+      bceLoss: bool(args, 'bce_loss'),
+      bceTargetThresh: optNum(args, 'bce_target_thresh') ?? null,
+      smoothing: num(args, 'smoothing'),
+    });
+
+    // ---- output folder (rank 0)
+    let outputDir = '';
+    let saver: CheckpointSaver | null = null;
+    const evalMetric = str(args, 'eval_metric');
+    if (isMain) {
+      const exp = str(args, 'experiment') || [timestamp(), safeModelName(modelName), String(W)].join('-');
+      outputDir = join(str(args, 'output') || './output/train', exp);
+      await fsp.mkdir(outputDir, { recursive: true });
+      saver = new CheckpointSaver(outputDir, num(args, 'checkpoint_hist'), evalMetric === 'loss', log);
+      const { __yaml, ...rest } = args;
+      await writeFileAtomic(join(outputDir, 'args.yaml'), (__yaml as string) ?? argsToYaml(rest));
+    }
+
+    const state: LoopState = {
+      args, logger, dist, model, params, optimizer, scheduler, ema, emaModel, mixup, trainLoss, trainLoader, evalLoader,
+      dataConfig, numClasses, B, A, world, rank, stepsPerEpoch, seed, saver, isMain, log, ctx,
+      numEpochs, interrupted: false,
+    };
+
+    let bestMetric: number | null = null;
+    let bestEpoch: number | null = null;
+    let epochsRun = 0;
+    const summaryPath = outputDir ? join(outputDir, 'summary.csv') : '';
+    try {
+      for (let epoch = startEpoch; epoch < numEpochs; epoch++) {
+        trainLoader.setEpoch(epoch);
+        const trainMetrics = await trainOneEpoch(epoch, state);
+        if (state.interrupted) break;
+        let evalMetrics = await validate(model, evalLoader, state, '');
+        if (ema && emaModel) {
+          copyEmaTo(ema, emaModel);
+          evalMetrics = await validate(emaModel, evalLoader, state, ' (EMA)');
+        }
+        const metricValue = evalMetrics[evalMetric as keyof EvalMetrics];
+        if (metricValue === undefined) throw new UserError(`--eval-metric '${evalMetric}' is not one of loss, top1, top5`);
+        scheduler.step(epoch + 1, metricValue);
+        epochsRun++;
+        if (isMain && saver) {
+          await appendSummary(summaryPath, epoch, trainMetrics.loss, evalMetrics, bestMetric === null);
+          const ck = await checkpointState(state, epoch);
+          const r = await saver.saveCheckpoint(epoch, ck, metricValue);
+          bestMetric = r.bestMetric;
+          bestEpoch = r.bestEpoch;
+        }
+        if (ctx.stopRequested?.()) {
+          state.interrupted = true;
+          break;
+        }
+      }
+    } finally {
+      await trainLoader.close();
+      await evalLoader.close();
+    }
+    if (bestMetric !== null) log(`*** Best metric: ${bestMetric} (epoch ${bestEpoch})`);
+    ema?.dispose();
+    emaModel?.dispose();
+    optimizer.dispose();
+    return { bestMetric, bestEpoch, outputDir, epochsRun, interrupted: state.interrupted };
+  } finally {
+    model.dispose();
+    await releaseBackend();
+  }
+}
+
+/** Load the EMA's averaged weights into a model used to validate them. */
+function copyEmaTo(ema: ModelEmaV2, model: MambaOut): void {
+  const byName = new Map(model.parameterInfo().map((p) => [p.name, p.variable]));
+  tf.tidy(() => {
+    for (const p of ema.params) byName.get(p.name)!.assign(p.variable);
+  });
+}
+
+/** RandomSampler whose permutation depends only on (seed, epoch): resume-safe. */
+class EpochRandomSampler implements Sampler {
+  private epoch = 0;
+  constructor(readonly size: number, private readonly seed: number) {}
+  get length(): number {
+    return this.size;
+  }
+  setEpoch(epoch: number): void {
+    this.epoch = epoch;
+  }
+  [Symbol.iterator](): Iterator<number> {
+    return new RandomSampler(this.size, new Rng(streamSeed(STREAM.sampler, this.seed, 0, this.epoch)))[Symbol.iterator]();
+  }
+}
+
+interface LoopState {
+  args: Args;
+  logger: Logger;
+  dist: DistContext | null;
+  model: MambaOut;
+  params: NamedParameter[];
+  optimizer: Optimizer<ParamGroup>;
+  scheduler: Scheduler;
+  ema: ModelEmaV2 | null;
+  emaModel: MambaOut | null;
+  mixup: Mixup | null;
+  trainLoss: TrainLoss;
+  trainLoader: DataLoader<Uint8Array>;
+  evalLoader: DataLoader<Float32Array>;
+  dataConfig: DataConfig;
+  numClasses: number;
+  B: number;
+  A: number;
+  world: number;
+  rank: number;
+  stepsPerEpoch: number;
+  seed: number;
+  saver: CheckpointSaver | null;
+  isMain: boolean;
+  log: (m: string) => void;
+  ctx: TrainContext;
+  numEpochs: number;
+  interrupted: boolean;
+}
+
+async function checkpointState(s: LoopState, epoch: number, extra: Record<string, unknown> = {}): Promise<TrainCheckpoint> {
+  const opt = flattenOptimizerState(await s.optimizer.stateDict());
+  let ema = null;
+  if (s.ema && s.emaModel) {
+    copyEmaTo(s.ema, s.emaModel);
+    ema = s.emaModel.stateDict();
+  }
+  const { __yaml, ...args } = s.args;
+  void __yaml;
+  return {
+    epoch,
+    arch: s.args.model as string,
+    version: 2,
+    args,
+    stateDict: s.model.stateDict(),
+    stateDictEma: ema,
+    optimizer: { tensors: opt.tensors, meta: opt.meta },
+    extra,
+  };
+}
+
+async function appendSummary(path: string, epoch: number, trainLoss: number, ev: EvalMetrics, writeHeader: boolean): Promise<void> {
+  let text = '';
+  if (writeHeader) text += 'epoch,train_loss,eval_loss,eval_top1,eval_top5\n';
+  text += `${epoch},${trainLoss},${ev.loss},${ev.top1},${ev.top5}\n`;
+  // Append by rewriting atomically: a crash never leaves a half-written row.
+  const prev = existsSync(path) ? await fsp.readFile(path, 'utf8') : '';
+  await writeFileAtomic(path, prev + text);
+}
+
+async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: number }> {
+  const { args, model, params, optimizer, mixup, trainLoss, dataConfig, numClasses, B, A, world, stepsPerEpoch } = s;
+  const mixupOff = num(args, 'mixup_off_epoch');
+  if (mixup && mixupOff > 0 && epoch >= mixupOff) mixup.mixupEnabled = false;
+  const mixRng = new Rng(streamSeed(STREAM.mixup, s.seed, s.rank, epoch));
+  const eraseRng = new Rng(streamSeed(STREAM.erase, s.seed, s.rank, epoch));
+  model.rng.seed(streamSeed(STREAM.droppath, s.seed, s.rank, epoch));
+  const reprob = num(args, 'reprob');
+  const smoothing = num(args, 'smoothing');
+  const logInterval = Math.max(1, num(args, 'log_interval'));
+  const recoveryInterval = num(args, 'recovery_interval');
+  const clipGrad = optNum(args, 'clip_grad');
+  const clipMode = str(args, 'clip_mode') as ClipMode;
+  const lenLoader = s.trainLoader.length;
+  const usedBatches = stepsPerEpoch * A;
+  const batchTime = new AverageMeter();
+  const dataTime = new AverageMeter();
+  const losses = new AverageMeter();
+  const [, H, W] = dataConfig.inputSize;
+  const vars = params.map((p) => p.variable);
+  let accum: Map<string, tf.Tensor> | null = null;
+  let numUpdates = epoch * lenLoader;
+  let updates = 0;
+  const progress = s.isMain ? new Progress(s.logger, usedBatches, `Train ${epoch}`, 'loss {loss} | lr {lr}') : null;
+  let end = performance.now();
+  let batchIdx = -1;
+  const iterator = s.trainLoader[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      if (batchIdx + 1 >= usedBatches) break; // micro-batches beyond steps_per_epoch·A are not used (§7.1)
+      const next = await iterator.next();
+      if (next.done) break;
+      batchIdx++;
+      const batch: Batch<Uint8Array> = next.value;
+      const n = batch.labels.length;
+      const lastBatch = Math.floor((batchIdx + 1) / A) === stepsPerEpoch;
+      dataTime.update((performance.now() - end) / 1000);
+
+      // mixup on uint8 (FastCollateMixup), then normalize, then random erasing on the mixed batch (prefetcher order)
+      let images = batch.images;
+      let softTargets: Float32Array | null = null;
+      if (mixup && n % 2 === 0) {
+        const r = mixup.apply(images, batch.labels, n, H, W, 3, mixRng);
+        images = r.images;
+        softTargets = r.targets;
+      } else if (trainLoss.targets === 'soft') {
+        softTargets = smoothedOneHot(batch.labels, numClasses, smoothing);
+      }
+      const x = normalizeBatch(images, dataConfig.mean, dataConfig.std);
+      if (reprob > 0 && !bool(args, 'no_aug')) {
+        eraseBatch(x, n, H, W, 3, { probability: reprob, mode: str(args, 'remode') as 'pixel' | 'rand' | 'const', maxCount: num(args, 'recount') }, eraseRng);
+      }
+
+      const updateGrad = (batchIdx + 1) % A === 0;
+      const { lossValue, grads } = tf.tidy(() => {
+        const xt = tf.tensor4d(x, [n, H, W, 3]);
+        const target = softTargets ? tf.tensor2d(softTargets, [n, numClasses]) : tf.tensor1d(batch.labels, 'int32');
+        const { value, grads } = tf.variableGrads(() => {
+          const loss = trainLoss.fn(model.forward(xt, { training: true }), target);
+          return (A > 1 ? loss.div(A) : loss) as tf.Scalar;
+        }, vars);
+        return { lossValue: value, grads };
+      });
+      // accumulate
+      if (!accum) {
+        accum = new Map();
+        for (const p of params) accum.set(p.name, grads[p.variable.name]);
+      } else {
+        for (const p of params) {
+          const g = grads[p.variable.name];
+          const prev = accum.get(p.name)!;
+          accum.set(p.name, tf.add(prev, g));
+          prev.dispose();
+          g.dispose();
+        }
+      }
+      const lossNum = (await lossValue.data())[0] * A;
+      lossValue.dispose();
+      if (!Number.isFinite(lossNum)) throw new UserError(`loss is ${lossNum} at epoch ${epoch}, batch ${batchIdx}: training diverged (lower --lr or add --clip-grad)`);
+      if (world === 1) losses.update(lossNum, n);
+
+      if (updateGrad && accum) {
+        let g = accum;
+        accum = null;
+        if (s.dist && world > 1) g = await s.dist.allreduceGrads(params, g);
+        if (clipGrad !== undefined) {
+          const clipped = dispatchClipGrad(params, g, clipGrad, clipMode, { outAxis: (name, rank) => outAxisOf(model, name, rank) });
+          for (const [k, t] of g) if (clipped.get(k) !== t) t.dispose();
+          g = clipped;
+        }
+        optimizer.step(g);
+        for (const t of g.values()) t.dispose();
+        s.ema?.update(params);
+        updates++;
+        if (s.ctx.onUpdate) await s.ctx.onUpdate({ epoch, update: updates, model });
+      }
+      numUpdates++;
+      batchTime.update((performance.now() - end) / 1000);
+      const lr = optimizer.meanLr;
+      if (lastBatch || batchIdx % logInterval === 0) {
+        let shown = lossNum;
+        if (s.dist && world > 1) {
+          shown = (await s.dist.allreduceScalars([lossNum], 'avg'))[0];
+          losses.update(shown, n);
+        }
+        const pct = (100 * batchIdx) / Math.max(lenLoader - 1, 1);
+        s.log(
+          `Train: ${epoch} [${padL(batchIdx, 4)}/${lenLoader} (${padL(pct.toFixed(0), 3)}%)]  ` +
+            `Loss: ${fmtG(shown, 4)} (${fmtG(losses.avg, 3)})  ` +
+            `Time: ${batchTime.val.toFixed(3)}s, ${padL(((n * world) / batchTime.val).toFixed(2), 7)}/s  ` +
+            `(${batchTime.avg.toFixed(3)}s, ${padL(((n * world) / batchTime.avg).toFixed(2), 7)}/s)  ` +
+            `LR: ${fmtE(lr, 3)}  Data: ${dataTime.val.toFixed(3)} (${dataTime.avg.toFixed(3)})`,
+        );
+      }
+      progress?.update(1, n * world, { loss: losses.avg.toFixed(4), lr: fmtE(lr, 3) });
+      const stop = s.ctx.stopRequested?.() ?? false;
+      if (s.saver && recoveryInterval > 0 && (lastBatch || (batchIdx + 1) % recoveryInterval === 0) && updateGrad) {
+        await s.saver.saveRecovery(epoch, batchIdx, await checkpointState(s, epoch, { batch_idx: batchIdx }));
+      }
+      if (stop && updateGrad) {
+        if (s.saver) {
+          const f = await s.saver.saveRecovery(epoch, batchIdx, await checkpointState(s, epoch, { batch_idx: batchIdx }));
+          s.log(`Interrupted: saved recovery checkpoint ${f}; continue with --resume ${f}`);
+        }
+        s.interrupted = true;
+        break;
+      }
+      end = performance.now();
+    }
+  } finally {
+    progress?.stop();
+    await iterator.return?.(undefined);
+    if (accum) for (const t of accum.values()) t.dispose();
+  }
+  return { loss: losses.avg };
+}
+
+/** PyTorch output axis of a parameter in its tfjs layout (for AGC unit-wise norms). */
+function outAxisOf(model: MambaOut, name: string, rank: number): number {
+  const p = model.parameterInfo().find((q) => q.name === name);
+  if (!p) return 0;
+  if (p.kind === 'conv') return 3; // HWIO
+  if (p.kind === 'dwconv') return 2; // [kh, kw, C, 1]
+  return rank > 0 ? 0 : 0;
+}
+
+async function validate(model: MambaOut, loader: DataLoader<Float32Array>, s: LoopState, suffix: string): Promise<EvalMetrics> {
+  const losses = new AverageMeter();
+  const top1 = new AverageMeter();
+  const top5 = new AverageMeter();
+  const batchTime = new AverageMeter();
+  const logInterval = Math.max(1, num(s.args, 'log_interval'));
+  const lastIdx = loader.length - 1;
+  const [, H, W] = s.dataConfig.inputSize;
+  let end = performance.now();
+  let batchIdx = -1;
+  const progress = s.isMain ? new Progress(s.logger, loader.length, `Test${suffix}`) : null;
+  const k5 = Math.min(5, s.numClasses);
+  try {
+    for await (const batch of loader) {
+      batchIdx++;
+      const n = batch.labels.length;
+      const [lossT, counts] = tf.tidy(() => {
+        const logits = model.forward(tf.tensor4d(batch.images, [n, H, W, 3]));
+        return [crossEntropy(logits, batch.labels), accuracyCounts(logits, batch.labels, [1, k5])];
+      });
+      const lossV = (await lossT.data())[0];
+      const c = await counts.data();
+      tf.dispose([lossT, counts]);
+      let vals = [lossV, (100 * c[0]) / n, (100 * c[1]) / n];
+      if (s.dist && s.world > 1) vals = await s.dist.allreduceScalars(vals, 'avg');
+      losses.update(vals[0], n);
+      top1.update(vals[1], n);
+      top5.update(vals[2], n);
+      batchTime.update((performance.now() - end) / 1000);
+      end = performance.now();
+      progress?.update(1, n * s.world);
+      if (batchIdx === lastIdx || batchIdx % logInterval === 0) {
+        s.log(
+          `Test${suffix}: [${padL(batchIdx, 4)}/${lastIdx}]  Time: ${batchTime.val.toFixed(3)} (${batchTime.avg.toFixed(3)})  ` +
+            `Loss: ${padL(losses.val.toFixed(4), 7)} (${padL(losses.avg.toFixed(4), 6)})  ` +
+            `Acc@1: ${padL(top1.val.toFixed(4), 7)} (${padL(top1.avg.toFixed(4), 7)})  ` +
+            `Acc@5: ${padL(top5.val.toFixed(4), 7)} (${padL(top5.avg.toFixed(4), 7)})`,
+        );
+      }
+    }
+  } finally {
+    progress?.stop();
+  }
+  if (batchIdx < 0) throw new UserError('the validation folder yielded no readable images');
+  return { loss: losses.avg, top1: top1.avg, top5: top5.avg };
+}
