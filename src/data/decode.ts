@@ -1,0 +1,116 @@
+/**
+ * Image decoding with sharp (libvips) into 8-bit RGB, matching what timm gets from
+ * `PIL.Image.open(f).convert('RGB')`:
+ *
+ * - grayscale (with or without alpha) -> the gray value replicated into R, G, B;
+ * - palette images -> palette colours (transparency ignored);
+ * - alpha is dropped, NOT composited over a background (PIL's convert('RGB') discards it);
+ * - 16-bit PNGs -> the high byte of each sample (libvips' rgb16/grey16 -> 8-bit conversion; for
+ *   16-bit RGB this equals Pillow, which reads the "RGB;16B" raw mode as the high byte. Pillow's
+ *   convert('RGB') of a 16-bit *grayscale* PNG clips values to 255 instead, which whitens nearly every
+ *   pixel; we keep the high byte there — a deliberate, documented difference);
+ * - CMYK JPEGs -> Pillow's naive formula `R = (255-K) - (C·(255-K))/255` (no colour management),
+ *   computed here from the raw CMYK samples, since libvips would otherwise apply an ICC transform;
+ * - embedded ICC profiles are ignored (Pillow does not colour-manage on convert);
+ * - NO EXIF auto-rotation (Pillow does not rotate either);
+ * - multi-frame files: first frame only (as Image.open).
+ *
+ * Decoding fails (DecodeError) on anything libvips reports as an error, including truncated files
+ * (Pillow raises "image file is truncated" too); mere warnings such as extraneous JPEG bytes are
+ * tolerated, as Pillow tolerates them.
+ */
+import { readFile } from 'node:fs/promises';
+import sharp, { type SharpOptions } from 'sharp';
+import type { RGBImage } from './transforms/resize.js';
+
+export type { RGBImage } from './transforms/resize.js';
+
+/** An image that could not be read or decoded. `path` names the file (or '<buffer>'). */
+export class DecodeError extends Error {
+  readonly path: string;
+  readonly reason: string;
+  constructor(path: string, reason: string) {
+    super(`cannot decode image ${path}: ${reason}`);
+    this.name = 'DecodeError';
+    this.path = path;
+    this.reason = reason;
+  }
+}
+
+const SHARP_INPUT: SharpOptions = {
+  failOn: 'error',
+  ignoreIcc: true,
+  limitInputPixels: false,
+  autoOrient: false,
+};
+
+/** Pillow's MULDIV255(a, b) = round(a·b/255) in integer arithmetic. */
+function mulDiv255(a: number, b: number): number {
+  const tmp = a * b + 128;
+  return ((tmp >> 8) + tmp) >> 8;
+}
+
+/** Pillow Convert.c cmyk2rgb. `src` is CMYK (ink amounts, 0 = none), 4 bytes per pixel. */
+export function cmykToRgb(src: Uint8Array, pixels: number): Uint8Array {
+  const out = new Uint8Array(pixels * 3);
+  for (let i = 0, p = 0, o = 0; i < pixels; i++, p += 4, o += 3) {
+    const nk = 255 - src[p + 3];
+    // nk - MULDIV255(c, nk) is always within [0, 255], so Pillow's CLIP8 is a no-op.
+    out[o] = nk - mulDiv255(src[p], nk);
+    out[o + 1] = nk - mulDiv255(src[p + 1], nk);
+    out[o + 2] = nk - mulDiv255(src[p + 2], nk);
+  }
+  return out;
+}
+
+/**
+ * Decode a file (path) or an in-memory encoded image into 8-bit sRGB HWC.
+ * `name` is used in error messages for buffer inputs.
+ */
+export async function decodeRGB(input: string | Uint8Array, name?: string): Promise<RGBImage> {
+  const label = typeof input === 'string' ? input : name ?? '<buffer>';
+  let buf: Uint8Array;
+  try {
+    buf = typeof input === 'string' ? await readFile(input) : input;
+  } catch (e) {
+    throw new DecodeError(label, errMessage(e));
+  }
+  try {
+    const meta = await sharp(buf, SHARP_INPUT).metadata();
+    if (meta.space === 'cmyk') {
+      // Keep the samples as CMYK (no ICC import) and convert with Pillow's formula.
+      const { data, info } = await sharp(buf, SHARP_INPUT)
+        .pipelineColourspace('cmyk')
+        .toColourspace('cmyk')
+        .raw({ depth: 'uchar' })
+        .toBuffer({ resolveWithObject: true });
+      if (info.channels < 4) throw new Error(`unexpected CMYK decode with ${info.channels} channels`);
+      const cmyk = info.channels === 4 ? data : keepFirstChannels(data, info.width * info.height, info.channels, 4);
+      return { data: cmykToRgb(cmyk, info.width * info.height), width: info.width, height: info.height };
+    }
+    const { data, info } = await sharp(buf, SHARP_INPUT)
+      .removeAlpha()
+      .toColourspace('srgb')
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new Error(`unexpected decode with ${info.channels} channels`);
+    // sharp returns a Buffer, possibly a slice of a pooled allocation; hand out a plain view.
+    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
+  } catch (e) {
+    throw new DecodeError(label, errMessage(e));
+  }
+}
+
+function keepFirstChannels(src: Uint8Array, pixels: number, channels: number, keep: number): Uint8Array {
+  const out = new Uint8Array(pixels * keep);
+  for (let i = 0; i < pixels; i++) {
+    for (let c = 0; c < keep; c++) out[i * keep + c] = src[i * channels + c];
+  }
+  return out;
+}
+
+function errMessage(e: unknown): string {
+  const m = e instanceof Error ? e.message : String(e);
+  // libvips messages can span several lines; keep them to one.
+  return m.split('\n').map((s) => s.trim()).filter(Boolean).join('; ');
+}

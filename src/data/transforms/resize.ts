@@ -1,0 +1,351 @@
+/**
+ * Pillow-exact image resampling for 8-bit RGB images (HWC, 3 channels).
+ *
+ * torchvision's Resize / RandomResizedCrop on PIL images call `Image.resize(size, filter)`, which
+ * runs Pillow's `ImagingResample` (libImaging/Resample.c). This file is a line-by-line port of
+ * that algorithm, so our eval/train transforms produce the same uint8 pixels as timm does:
+ *
+ * - separable convolution, horizontal pass first, then vertical; the intermediate image is uint8;
+ * - filters: box (support 0.5), bilinear (1), hamming (1), bicubic (2, a = -0.5), lanczos (3);
+ * - antialiasing when shrinking: the filter is stretched by `scale = in/out` (support·scale taps);
+ * - coefficients normalised to sum 1 in double precision, then converted to fixed point with
+ *   PRECISION_BITS = 22 (round half away from zero), accumulated in integers starting from
+ *   1 << 21 (so the final `>> 22` rounds) and clipped to [0, 255];
+ * - NEAREST does not convolve: it is an affine scaling that samples `floor((x + 0.5)·scale)`,
+ *   accumulating the source coordinate by repeated addition as Pillow does.
+ *
+ * `region` lets a caller compute only a window of the resized image (e.g. the centre crop that
+ * follows the resize). Every output pixel depends only on its own filter window, so the window is
+ * bit-identical to cropping the full resize, at a fraction of the cost.
+ *
+ * Note for crop-then-resize transforms (torchvision `resized_crop`, used by RandomResizedCrop): PIL
+ * crops first and resizes the cropped image, so filter taps are clamped at the crop's edges. Do
+ * `resizeRGB(cropRGB(img, box), w, h, interp)` for that; `opts.box` is Pillow's resize(box=...),
+ * whose taps may reach outside the box, which is a different result near the edges.
+ */
+
+export type Interpolation = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos' | 'box' | 'hamming';
+
+export const INTERPOLATIONS: readonly Interpolation[] = ['nearest', 'bilinear', 'bicubic', 'lanczos', 'box', 'hamming'];
+
+/** An 8-bit RGB image, row-major HWC, `data.length === width * height * 3`. */
+export interface RGBImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/** A window of the (virtual) resized image: columns [left, left+width), rows [top, top+height). */
+export interface Region {
+  left: number;
+  top: number;
+  width: number;
+  height: number;
+}
+
+interface Filter {
+  support: number;
+  fn: (x: number) => number;
+}
+
+function sinc(x: number): number {
+  if (x === 0.0) return 1.0;
+  x = x * Math.PI;
+  return Math.sin(x) / x;
+}
+
+const FILTERS: Record<Exclude<Interpolation, 'nearest'>, Filter> = {
+  box: { support: 0.5, fn: (x) => (x > -0.5 && x <= 0.5 ? 1.0 : 0.0) },
+  bilinear: {
+    support: 1.0,
+    fn: (x) => {
+      if (x < 0.0) x = -x;
+      return x < 1.0 ? 1.0 - x : 0.0;
+    },
+  },
+  hamming: {
+    support: 1.0,
+    fn: (x) => {
+      if (x < 0.0) x = -x;
+      if (x === 0.0) return 1.0;
+      if (x >= 1.0) return 0.0;
+      x = x * Math.PI;
+      return (Math.sin(x) / x) * (0.54 + 0.46 * Math.cos(x));
+    },
+  },
+  bicubic: {
+    support: 2.0,
+    // Keys cubic with a = -0.5 (Catmull-Rom), exactly as Pillow writes it.
+    fn: (x) => {
+      const a = -0.5;
+      if (x < 0.0) x = -x;
+      if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+      if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+      return 0.0;
+    },
+  },
+  lanczos: { support: 3.0, fn: (x) => (-3.0 <= x && x < 3.0 ? sinc(x) * sinc(x / 3.0) : 0.0) },
+};
+
+const PRECISION_BITS = 32 - 8 - 2;
+const ONE = 1 << PRECISION_BITS;
+const HALF = 1 << (PRECISION_BITS - 1);
+
+/** Fixed-point filter coefficients for one axis (Pillow's precompute_coeffs + normalize_coeffs_8bpc). */
+interface Coeffs {
+  ksize: number;
+  /** per output index: first input index */
+  xmin: Int32Array;
+  /** per output index: number of taps */
+  xlen: Int32Array;
+  /** fixed-point weights, ksize per output index */
+  k: Int32Array;
+}
+
+function precomputeCoeffs(inSize: number, in0: number, in1: number, outSize: number, filter: Filter): Coeffs {
+  const scale = (in1 - in0) / outSize;
+  const filterscale = scale < 1.0 ? 1.0 : scale;
+  const support = filter.support * filterscale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const xminArr = new Int32Array(outSize);
+  const xlenArr = new Int32Array(outSize);
+  const kk = new Int32Array(outSize * ksize);
+  const w = new Float64Array(ksize);
+  const ss = 1.0 / filterscale;
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = in0 + (xx + 0.5) * scale;
+    // C `(int)` truncates toward zero.
+    let xmin = Math.trunc(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    let xmax = Math.trunc(center + support + 0.5);
+    if (xmax > inSize) xmax = inSize;
+    xmax -= xmin;
+    let ww = 0.0;
+    for (let x = 0; x < xmax; x++) {
+      const v = filter.fn((x + xmin - center + 0.5) * ss);
+      w[x] = v;
+      ww += v;
+    }
+    for (let x = 0; x < xmax; x++) {
+      const v = ww !== 0.0 ? w[x] / ww : w[x];
+      // normalize_coeffs_8bpc: round half away from zero, then C truncation
+      kk[xx * ksize + x] = v < 0 ? Math.trunc(-0.5 + v * ONE) : Math.trunc(0.5 + v * ONE);
+    }
+    xminArr[xx] = xmin;
+    xlenArr[xx] = xmax;
+  }
+  return { ksize, xmin: xminArr, xlen: xlenArr, k: kk };
+}
+
+/** clip8(ss): (ss >> 22) clamped to [0, 255]. Sums are kept in int32 (Math.imul, `| 0`) as in
+ * Pillow's C code; for 8-bit data they stay well inside the int32 range. */
+function clip8(ss: number): number {
+  const v = ss >> PRECISION_BITS;
+  return v < 0 ? 0 : v > 255 ? 255 : v;
+}
+
+export interface ResizeOptions {
+  /** Pillow's `box` argument: source rectangle [x0, y0, x1, y1] (floats allowed); default whole image. */
+  box?: [number, number, number, number];
+  /** Compute only this window of the output (default: all of it). */
+  region?: Region;
+}
+
+/**
+ * `Image.resize((outW, outH), filter, box)` of Pillow for an RGB image.
+ * Returns the full output, or only `opts.region` of it.
+ */
+export function resizeRGB(
+  img: RGBImage,
+  outW: number,
+  outH: number,
+  interpolation: Interpolation,
+  opts: ResizeOptions = {},
+): RGBImage {
+  const box = opts.box ?? [0, 0, img.width, img.height];
+  const region = opts.region ?? { left: 0, top: 0, width: outW, height: outH };
+  checkArgs(img, outW, outH, box, region);
+  // Pillow returns a copy when nothing changes.
+  if (
+    outW === img.width && outH === img.height &&
+    box[0] === 0 && box[1] === 0 && box[2] === img.width && box[3] === img.height
+  ) {
+    return cropRGB(img, region);
+  }
+  if (interpolation === 'nearest') return resizeNearest(img, outW, outH, box, region);
+  const filter = FILTERS[interpolation];
+  if (!filter) throw new Error(`unknown interpolation '${interpolation as string}'`);
+
+  const needH = outW !== img.width || box[0] !== 0 || box[2] !== outW;
+  const needV = outH !== img.height || box[1] !== 0 || box[3] !== outH;
+
+  // Coefficients only for the output columns/rows inside the region (each row of coefficients is
+  // independent of the others, so slicing the output range is exact).
+  const ch = needH ? sliceCoeffs(precomputeCoeffs(img.width, box[0], box[2], outW, filter), region.left, region.width) : null;
+  const cv = needV ? sliceCoeffs(precomputeCoeffs(img.height, box[1], box[3], outH, filter), region.top, region.height) : null;
+
+  // Rows of the source that the vertical pass reads.
+  let yFirst: number, yLast: number;
+  if (cv) {
+    yFirst = cv.xmin[0];
+    yLast = cv.xmin[region.height - 1] + cv.xlen[region.height - 1];
+  } else {
+    yFirst = region.top;
+    yLast = region.top + region.height;
+  }
+
+  // Horizontal pass -> temp (uint8), rows yFirst..yLast-1, region.width columns.
+  let tmp: Uint8Array;
+  let tmpW: number;
+  let tmpX0: number; // column of `tmp` that corresponds to region.left
+  if (ch) {
+    tmpW = region.width;
+    tmpX0 = 0;
+    tmp = new Uint8Array(tmpW * (yLast - yFirst) * 3);
+    horizontalPass(img.data, img.width, yFirst, yLast, ch, tmp, tmpW);
+  } else {
+    // No horizontal resampling: read the source rows directly (columns offset by region.left).
+    tmp = img.data.subarray(yFirst * img.width * 3, yLast * img.width * 3);
+    tmpW = img.width;
+    tmpX0 = region.left;
+  }
+
+  if (!cv) {
+    if (tmpX0 === 0 && tmpW === region.width) return { data: tmp.slice(), width: region.width, height: region.height };
+    return cropRGB({ data: tmp, width: tmpW, height: yLast - yFirst }, { left: tmpX0, top: 0, width: region.width, height: region.height });
+  }
+  const out = new Uint8Array(region.width * region.height * 3);
+  verticalPass(tmp, tmpW, tmpX0, yFirst, cv, out, region.width, region.height);
+  return { data: out, width: region.width, height: region.height };
+}
+
+function checkArgs(img: RGBImage, outW: number, outH: number, box: number[], region: Region): void {
+  if (img.data.length !== img.width * img.height * 3) {
+    throw new Error(`RGB image data has ${img.data.length} bytes, expected ${img.width}x${img.height}x3`);
+  }
+  if (!(outW > 0 && outH > 0 && Number.isInteger(outW) && Number.isInteger(outH))) {
+    throw new Error(`invalid resize target ${outW}x${outH}`);
+  }
+  if (box[0] < 0 || box[1] < 0 || box[2] > img.width || box[3] > img.height || box[2] <= box[0] || box[3] <= box[1]) {
+    throw new Error(`resize box [${box.join(', ')}] is outside the ${img.width}x${img.height} image`);
+  }
+  if (
+    region.left < 0 || region.top < 0 || region.width <= 0 || region.height <= 0 ||
+    region.left + region.width > outW || region.top + region.height > outH
+  ) {
+    throw new Error(`region ${JSON.stringify(region)} is outside the ${outW}x${outH} output`);
+  }
+}
+
+function sliceCoeffs(c: Coeffs, start: number, len: number): Coeffs {
+  return {
+    ksize: c.ksize,
+    xmin: c.xmin.subarray(start, start + len),
+    xlen: c.xlen.subarray(start, start + len),
+    k: c.k.subarray(start * c.ksize, (start + len) * c.ksize),
+  };
+}
+
+function horizontalPass(
+  src: Uint8Array, srcW: number, y0: number, y1: number, c: Coeffs, dst: Uint8Array, dstW: number,
+): void {
+  const { ksize, xmin, xlen, k } = c;
+  let o = 0;
+  for (let y = y0; y < y1; y++) {
+    const row = y * srcW * 3;
+    for (let xx = 0; xx < dstW; xx++) {
+      const kb = xx * ksize;
+      const n = xlen[xx];
+      let p = row + xmin[xx] * 3;
+      let s0 = HALF, s1 = HALF, s2 = HALF;
+      for (let x = 0; x < n; x++, p += 3) {
+        const w = k[kb + x];
+        s0 = (s0 + Math.imul(src[p], w)) | 0;
+        s1 = (s1 + Math.imul(src[p + 1], w)) | 0;
+        s2 = (s2 + Math.imul(src[p + 2], w)) | 0;
+      }
+      dst[o++] = clip8(s0);
+      dst[o++] = clip8(s1);
+      dst[o++] = clip8(s2);
+    }
+  }
+}
+
+/** `src` holds rows starting at source row `yOffset`; columns [x0, x0+outW) are used. */
+function verticalPass(
+  src: Uint8Array, srcW: number, x0: number, yOffset: number, c: Coeffs, dst: Uint8Array, outW: number, outH: number,
+): void {
+  const { ksize, xmin, xlen, k } = c;
+  const stride = srcW * 3;
+  let o = 0;
+  for (let yy = 0; yy < outH; yy++) {
+    const kb = yy * ksize;
+    const n = xlen[yy];
+    const base = (xmin[yy] - yOffset) * stride + x0 * 3;
+    for (let xx = 0; xx < outW; xx++) {
+      let p = base + xx * 3;
+      let s0 = HALF, s1 = HALF, s2 = HALF;
+      for (let y = 0; y < n; y++, p += stride) {
+        const w = k[kb + y];
+        s0 = (s0 + Math.imul(src[p], w)) | 0;
+        s1 = (s1 + Math.imul(src[p + 1], w)) | 0;
+        s2 = (s2 + Math.imul(src[p + 2], w)) | 0;
+      }
+      dst[o++] = clip8(s0);
+      dst[o++] = clip8(s1);
+      dst[o++] = clip8(s2);
+    }
+  }
+}
+
+/** Pillow NEAREST resize = ImagingScaleAffine with a = [(x1-x0)/w, 0, x0, 0, (y1-y0)/h, y0]. */
+function resizeNearest(img: RGBImage, outW: number, outH: number, box: number[], region: Region): RGBImage {
+  const coord = (v: number) => (v < 0.0 ? -1 : Math.trunc(v));
+  const a0 = (box[2] - box[0]) / outW;
+  const a4 = (box[3] - box[1]) / outH;
+  const xin = new Int32Array(outW);
+  let xo = box[0] + a0 * 0.5;
+  for (let x = 0; x < outW; x++) {
+    xin[x] = coord(xo);
+    xo += a0;
+  }
+  const out = new Uint8Array(region.width * region.height * 3);
+  let yo = box[1] + a4 * 0.5;
+  for (let y = 0; y < region.top + region.height; y++) {
+    if (y >= region.top) {
+      const yi = coord(yo);
+      if (yi >= 0 && yi < img.height) {
+        const row = yi * img.width * 3;
+        let o = (y - region.top) * region.width * 3;
+        for (let x = region.left; x < region.left + region.width; x++, o += 3) {
+          const xi = xin[x];
+          if (xi < 0 || xi >= img.width) continue; // Pillow leaves these black (fill)
+          const p = row + xi * 3;
+          out[o] = img.data[p];
+          out[o + 1] = img.data[p + 1];
+          out[o + 2] = img.data[p + 2];
+        }
+      }
+    }
+    yo += a4;
+  }
+  return { data: out, width: region.width, height: region.height };
+}
+
+/** Copy a window of an RGB image (the window must lie inside it). */
+export function cropRGB(img: RGBImage, r: Region): RGBImage {
+  if (r.left < 0 || r.top < 0 || r.left + r.width > img.width || r.top + r.height > img.height) {
+    throw new Error(`crop ${JSON.stringify(r)} is outside the ${img.width}x${img.height} image`);
+  }
+  if (r.left === 0 && r.width === img.width) {
+    const start = r.top * img.width * 3;
+    return { data: img.data.slice(start, start + r.height * img.width * 3), width: r.width, height: r.height };
+  }
+  const out = new Uint8Array(r.width * r.height * 3);
+  const rowBytes = r.width * 3;
+  for (let y = 0; y < r.height; y++) {
+    const s = ((r.top + y) * img.width + r.left) * 3;
+    out.set(img.data.subarray(s, s + rowBytes), y * rowBytes);
+  }
+  return { data: out, width: r.width, height: r.height };
+}
