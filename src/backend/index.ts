@@ -6,6 +6,8 @@
  * cpu), cpu. One log line names the backend chosen and why the others were skipped.
  */
 import * as tf from '@tensorflow/tfjs';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { UserError } from '../errors.js';
 
 export const BACKEND_CHOICES = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -67,7 +69,18 @@ async function tryTensorflow(): Promise<Attempt> {
   return { ok: false, reason: reasons.join(', ') };
 }
 
+/** On Linux Dawn needs the Vulkan loader; without it, skip quietly (Dawn would print warnings on stderr). */
+function vulkanLoaderMissing(): boolean {
+  if (process.platform !== 'linux') return false;
+  const dirs = [
+    ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
+    '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib', '/lib64', '/lib', '/usr/local/lib',
+  ];
+  return !dirs.some((d) => existsSync(join(d, 'libvulkan.so.1')));
+}
+
 async function tryWebgpu(adapterIndex?: number): Promise<Attempt> {
+  if (vulkanLoaderMissing()) return { ok: false, reason: 'no Vulkan loader (libvulkan.so.1) on this machine, so Dawn has no GPU to offer' };
   try {
     const mod = await import('./webgpu.js');
     const r = await mod.initWebGPU({ adapterIndex });
