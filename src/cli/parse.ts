@@ -70,6 +70,8 @@ export function parseArgs(opts: {
     .usage(opts.usage)
     .option('config', { alias: 'c', type: 'string', default: '', describe: 'YAML config file specifying default arguments', group: 'Config:' })
     .options(flagDefs)
+    // timm has flags spelled --no-aug, --no-resume-opt, --no-prefetcher: they are flags of their own, not negations.
+    .parserConfiguration({ 'boolean-negation': false })
     .strictOptions(true)
     .help('help')
     .alias('help', 'h')

@@ -653,7 +653,8 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
       if (s.saver && recoveryInterval > 0 && (lastBatch || (batchIdx + 1) % recoveryInterval === 0) && updateGrad) {
         await s.saver.saveRecovery(epoch, batchIdx, await checkpointState(s, epoch, { batch_idx: batchIdx }));
       }
-      if (stop && updateGrad) {
+      // A stop on the epoch's last update finishes the epoch (validation + checkpoint) first.
+      if (stop && updateGrad && !lastBatch) {
         if (s.saver) {
           const f = await s.saver.saveRecovery(epoch, batchIdx, await checkpointState(s, epoch, { batch_idx: batchIdx }));
           s.log(`Interrupted: saved recovery checkpoint ${f}; continue with --resume ${f}`);
