@@ -12,7 +12,7 @@ export class TfjsEngine implements InferenceEngine {
   }
 
   describe(): string {
-    return `engine tfjs on backend ${this.backendDescription}, model ${this.model.name}`;
+    return `tfjs on backend ${this.backendDescription}, model ${this.model.name}`;
   }
 
   async infer(batch: Float32Array, n: number, h: number, w: number): Promise<Float32Array> {
