@@ -73,6 +73,22 @@ export class Linear {
     const y = tf.matMul(x2, this.weight as tf.Tensor2D, false, true).add(this.bias);
     return x.rank === 2 ? y : y.reshape([...lead, this.weight.shape[0]]);
   }
+
+  /** Same as apply() followed by a split of the last axis into `sizes`, computed with row blocks of the weight. */
+  applySplit(x: tf.Tensor, sizes: number[]): tf.Tensor[] {
+    const inF = x.shape[x.shape.length - 1];
+    const lead = x.shape.slice(0, -1);
+    const x2 = x.reshape([-1, inF]) as tf.Tensor2D;
+    const out: tf.Tensor[] = [];
+    let row = 0;
+    for (const n of sizes) {
+      const w = this.weight.slice([row, 0], [n, inF]) as tf.Tensor2D;
+      const b = this.bias.slice([row], [n]);
+      out.push(tf.matMul(x2, w, false, true).add(b).reshape([...lead, n]));
+      row += n;
+    }
+    return out;
+  }
 }
 
 export class Conv2d {

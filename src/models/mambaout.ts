@@ -44,8 +44,11 @@ class GatedCNNBlock {
   apply(x: tf.Tensor4D, training: boolean, rng: Rng): tf.Tensor4D {
     const h = this.hidden;
     const c = this.dim;
-    const y = this.fc1.apply(this.norm.apply(x));
-    const [g, i, cc] = tf.split(y, [h, h - c, c], 3) as tf.Tensor4D[];
+    // fc1 followed by a split of its output into g / i / c equals three Linear maps with the matching row blocks of
+    // fc1's weight (PyTorch layout [2h, C], rows contiguous): slicing the small weight is cheaper than splitting the
+    // large activation (tfjs's cpu SplitV copies element by element).
+    const xn = this.norm.apply(x);
+    const [g, i, cc] = this.fc1.applySplit(xn, [h, h - c, c]) as tf.Tensor4D[];
     const cConv = this.conv.apply(cc);
     let out = this.fc2.apply(gelu(g).mul(tf.concat([i, cConv], 3)));
     if (training && this.dropPathRate > 0) out = dropPath(out, this.dropPathRate, rng);
