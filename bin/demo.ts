@@ -1,0 +1,186 @@
+#!/usr/bin/env node
+/**
+ * mambaout-demo: a local web page to classify images with a MambaOut model (the counterpart of the Gradio demo of
+ * the MambaOut repository).
+ *
+ *   mambaout-demo --model mambaout_femto (--pretrained | --pretrained-path F | --checkpoint F)
+ *       [--port 7860] [--host 127.0.0.1] [--max-upload-mb 20] [--topk 5] [--engine auto|onnxruntime|tfjs] ...
+ *
+ * Loads the model once, starts the server, prints its address and serves until Ctrl-C (SIGINT) or SIGTERM.
+ */
+import { existsSync } from 'node:fs';
+import yargs from 'yargs';
+import { UserError } from '../src/errors.js';
+import { BACKEND_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
+import { createLogger, type LogFormat } from '../src/log/logger.js';
+import { getModelConfig } from '../src/models/registry.js';
+import { ENGINE_CHOICES, type EngineChoice } from '../src/inference/load.js';
+import { DEFAULT_TOPK, Predictor, checkTopK } from '../src/inference/predict.js';
+import { DEFAULT_DEMO_HOST, DEFAULT_DEMO_PORT, DEFAULT_MAX_UPLOAD_MB, startDemoServer } from '../src/demo/server.js';
+
+const MD = 'Model parameters:';
+const DT = 'Data parameters:';
+const SV = 'Server:';
+
+const DEMO_FLAGS: Flag[] = [
+  { dest: 'model', type: 'string', default: 'mambaout_femto', describe: 'model name (default: mambaout_femto)', group: MD, alias: ['m'] },
+  { dest: 'pretrained', type: 'boolean', default: false, describe: 'use the released ImageNet-1k weights (cached download)', group: MD },
+  { dest: 'pretrained_path', type: 'string', default: '', describe: 'local file with the released weights (instead of the cache/download)', group: MD },
+  { dest: 'checkpoint', type: 'string', default: '', describe: 'path to a checkpoint (.pth / .pth.tar from mambaout-train or timm)', group: MD },
+  { dest: 'use_ema', type: 'boolean', default: false, describe: 'use the EMA weights of the checkpoint if present', group: MD },
+  { dest: 'num_classes', type: 'number', default: undefined, describe: 'number of classes (default: from the weights)', group: MD },
+  { dest: 'class_map', type: 'string', default: '', describe: 'file with one class name per line (default: ImageNet-1k names for 1000 classes, class_<i> otherwise)', group: MD },
+  { dest: 'engine', type: 'string', default: 'auto', describe: 'inference engine: auto (onnxruntime on CPU, tfjs on a GPU backend), onnxruntime, tfjs', group: MD, choices: ENGINE_CHOICES },
+  { dest: 'threads', type: 'number', default: undefined, describe: 'onnxruntime threads (default: one per core)', group: MD },
+  { dest: 'img_size', type: 'number', default: undefined, describe: 'input image size (default: the model\'s, 224)', group: DT },
+  { dest: 'crop_pct', type: 'number', default: undefined, describe: 'center crop fraction (default: the model\'s, 1.0)', group: DT },
+  { dest: 'interpolation', type: 'string', default: '', describe: 'resize interpolation (default: the model\'s, bicubic)', group: DT },
+  { dest: 'topk', type: 'number', default: DEFAULT_TOPK, describe: `classes shown per image (default: ${DEFAULT_TOPK})`, group: SV },
+  { dest: 'port', type: 'number', default: DEFAULT_DEMO_PORT, describe: `TCP port (default: ${DEFAULT_DEMO_PORT}; 0 picks a free one)`, group: SV },
+  { dest: 'host', type: 'string', default: DEFAULT_DEMO_HOST, describe: `interface to listen on (default: ${DEFAULT_DEMO_HOST}, this machine only; 0.0.0.0 exposes the demo to the network)`, group: SV },
+  { dest: 'max_upload_mb', type: 'number', default: DEFAULT_MAX_UPLOAD_MB, describe: `largest accepted upload in MB (default: ${DEFAULT_MAX_UPLOAD_MB})`, group: SV },
+  ...BACKEND_FLAGS,
+];
+
+const USAGE =
+  '$0 --model NAME (--pretrained | --pretrained-path FILE | --checkpoint FILE) [options]\n\n' +
+  'Start a local web page where you can drop an image and see the classes the model predicts.';
+
+function parse(argv: readonly string[]): Record<string, unknown> | null {
+  const parsed = yargs([...argv])
+    .scriptName('mambaout-demo')
+    .usage(USAGE)
+    .options(toYargs(DEMO_FLAGS))
+    .parserConfiguration({ 'camel-case-expansion': false })
+    .strictOptions(true)
+    .help('help')
+    .alias('help', 'h')
+    .version(false)
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .exitProcess(false)
+    .fail((msg, err) => {
+      throw new UserError(msg || err?.message || 'invalid arguments');
+    })
+    .parseSync() as Record<string, unknown>;
+  if (parsed.help) return null;
+  const extra = (parsed._ as unknown[]) ?? [];
+  if (extra.length) throw new UserError(`unexpected argument '${String(extra[0])}'; the demo takes images through its web page`);
+  const out: Record<string, unknown> = {};
+  for (const f of DEMO_FLAGS) {
+    const v = parsed[flagName(f.dest)];
+    if (f.type === 'number' && v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) {
+      throw new UserError(`--${flagName(f.dest)} expects a number`);
+    }
+    out[f.dest] = v;
+  }
+  return out;
+}
+
+function posIntOrNull(args: Record<string, unknown>, dest: string): number | null {
+  const v = args[dest];
+  if (v === undefined || v === null) return null;
+  if (!Number.isInteger(v) || (v as number) < 1) throw new UserError(`--${flagName(dest)} must be a positive integer, got ${String(v)}`);
+  return v as number;
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const args = parse(argv);
+  if (!args) return 0;
+  const logger = createLogger({ format: (args.log_format as LogFormat) ?? 'text', stream: process.stderr });
+  const model = String(args.model);
+  getModelConfig(model); // unknown model: a UserError listing the known ones
+  const checkpoint = String(args.checkpoint ?? '');
+  const pretrainedPath = String(args.pretrained_path ?? '');
+  const pretrained = Boolean(args.pretrained) || Boolean(pretrainedPath);
+  if (!checkpoint && !pretrained) throw new UserError(`no weights given for ${model}: pass --pretrained, --pretrained-path FILE or --checkpoint FILE`);
+  if (checkpoint && pretrained) throw new UserError('pass either --checkpoint or --pretrained/--pretrained-path, not both');
+  if (checkpoint && !existsSync(checkpoint)) throw new UserError(`checkpoint '${checkpoint}' does not exist`);
+  const port = args.port as number;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`--port must be an integer between 0 and 65535, got ${port}`);
+  const maxMb = args.max_upload_mb as number;
+  if (!(maxMb > 0)) throw new UserError(`--max-upload-mb must be a positive number, got ${maxMb}`);
+  const topk = checkTopK(args.topk as number);
+  const host = String(args.host);
+
+  const predictor = await Predictor.create({
+    model,
+    checkpoint: checkpoint || undefined,
+    pretrained,
+    pretrainedPath: pretrainedPath || undefined,
+    useEma: Boolean(args.use_ema),
+    numClasses: posIntOrNull(args, 'num_classes'),
+    engine: args.engine as EngineChoice,
+    backend: args.backend as string | undefined,
+    threads: posIntOrNull(args, 'threads') ?? undefined,
+    interactive: Boolean(process.stderr.isTTY),
+    log: (m) => logger.info(m),
+    imgSize: posIntOrNull(args, 'img_size'),
+    cropPct: (args.crop_pct as number | undefined) ?? null,
+    interpolation: String(args.interpolation ?? '') || null,
+    classMap: String(args.class_map ?? '') || null,
+  });
+  logger.info(predictor.description);
+  logger.info(`Model ${model} (${predictor.numClasses} classes) weights ${predictor.loaded.source}`);
+
+  let server;
+  try {
+    server = await startDemoServer({
+      predictor,
+      disposePredictorOnClose: true,
+      port,
+      host,
+      topk,
+      maxUploadBytes: Math.round(maxMb * 1024 * 1024),
+      log: { info: (m) => logger.info(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) },
+    });
+  } catch (e) {
+    predictor.dispose();
+    throw e;
+  }
+  if (host !== '127.0.0.1' && host !== 'localhost' && host !== '::1') {
+    logger.warn(`listening on ${host}: the demo is reachable from other machines on the network`);
+  }
+  // The address goes to stdout (what a script waiting for the server reads); everything else to stderr.
+  process.stdout.write(`Running on local URL: ${server.url}\n`);
+  logger.info('Press Ctrl-C to stop.');
+
+  const s = server;
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) {
+        process.exit(130); // a second Ctrl-C: do not wait any longer
+      }
+      stopping = true;
+      logger.info(`${sig}: stopping the demo server`);
+      s.close().then(resolve, (e: unknown) => {
+        logger.error(`error while stopping: ${(e as Error).message}`);
+        resolve();
+      });
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    if (e instanceof UserError) {
+      process.stderr.write(`error: ${e.message}\n`);
+      process.exitCode = e.exitCode;
+    } else {
+      const err = e as Error;
+      process.stderr.write(`error: ${err?.message ?? String(e)}\n`);
+      process.stderr.write(
+        process.env.MAMBAOUT_DEBUG
+          ? `${err?.stack ?? ''}\n`
+          : 'This looks like a bug in mambaout; please report it with the command line (set MAMBAOUT_DEBUG=1 for a stack trace).\n',
+      );
+      process.exitCode = 3;
+    }
+  },
+);

@@ -1,0 +1,241 @@
+#!/usr/bin/env node
+/**
+ * mambaout-predict: classify images with a MambaOut model and print the top-k ImageNet classes.
+ *
+ *   mambaout-predict IMAGE_OR_DIR... --model mambaout_femto (--pretrained | --pretrained-path F | --checkpoint F)
+ *       [--topk 5] [--json [FILE]] [--img-size N] [--crop-pct P] [--interpolation M] [--num-classes N]
+ *       [--class-map FILE] [--engine auto|onnxruntime|tfjs] [--backend B] [-b BATCH]
+ *
+ * Predictions go to stdout (text, or JSON with --json); log lines and warnings go to stderr. Exit codes: 0 all
+ * images classified, 1 some images could not be decoded (skipped, named in a warning), 2 user error.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { dirname, extname, resolve } from 'node:path';
+import yargs from 'yargs';
+import { UserError } from '../src/errors.js';
+import { BACKEND_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
+import { createLogger, type LogFormat } from '../src/log/logger.js';
+import { getModelConfig } from '../src/models/registry.js';
+import { ENGINE_CHOICES, type EngineChoice } from '../src/inference/load.js';
+import { writeFileAtomic } from '../src/checkpoint/atomic.js';
+import {
+  DEFAULT_BATCH_SIZE, DEFAULT_TOPK, IMAGE_EXTENSIONS, Predictor, checkTopK, collectImagePaths, formatPrediction,
+  type Prediction,
+} from '../src/inference/predict.js';
+
+const MD = 'Model parameters:';
+const DT = 'Data parameters:';
+const OUT = 'Output:';
+
+const PREDICT_FLAGS: Flag[] = [
+  { dest: 'model', type: 'string', default: 'mambaout_femto', describe: 'model name (default: mambaout_femto)', group: MD, alias: ['m'] },
+  { dest: 'pretrained', type: 'boolean', default: false, describe: 'use the released ImageNet-1k weights (cached download)', group: MD },
+  { dest: 'pretrained_path', type: 'string', default: '', describe: 'local file with the released weights (instead of the cache/download)', group: MD },
+  { dest: 'checkpoint', type: 'string', default: '', describe: 'path to a checkpoint (.pth / .pth.tar from mambaout-train or timm)', group: MD },
+  { dest: 'use_ema', type: 'boolean', default: false, describe: 'use the EMA weights of the checkpoint if present', group: MD },
+  { dest: 'num_classes', type: 'number', default: undefined, describe: 'number of classes (default: from the weights)', group: MD },
+  { dest: 'class_map', type: 'string', default: '', describe: 'file with one class name per line (default: ImageNet-1k names for 1000 classes, class_<i> otherwise)', group: MD },
+  { dest: 'engine', type: 'string', default: 'auto', describe: 'inference engine: auto (onnxruntime on CPU, tfjs on a GPU backend), onnxruntime, tfjs', group: MD, choices: ENGINE_CHOICES },
+  { dest: 'threads', type: 'number', default: undefined, describe: 'onnxruntime threads (default: one per core)', group: MD },
+  { dest: 'img_size', type: 'number', default: undefined, describe: 'input image size (default: the model\'s, 224)', group: DT },
+  { dest: 'crop_pct', type: 'number', default: undefined, describe: 'center crop fraction (default: the model\'s, 1.0)', group: DT },
+  { dest: 'interpolation', type: 'string', default: '', describe: 'resize interpolation (default: the model\'s, bicubic)', group: DT },
+  { dest: 'batch_size', type: 'number', default: DEFAULT_BATCH_SIZE, describe: `images per batch (default: ${DEFAULT_BATCH_SIZE})`, group: DT, alias: ['b'] },
+  { dest: 'topk', type: 'number', default: DEFAULT_TOPK, describe: `number of classes to show per image (default: ${DEFAULT_TOPK})`, group: OUT },
+  { dest: 'json', type: 'string', default: undefined, describe: 'print the predictions as JSON, or write them to FILE (--json FILE)', group: OUT },
+  ...BACKEND_FLAGS,
+];
+
+interface PredictArgs {
+  inputs: string[];
+  model: string;
+  pretrained: boolean;
+  pretrainedPath: string;
+  checkpoint: string;
+  useEma: boolean;
+  numClasses: number | null;
+  classMap: string;
+  engine: EngineChoice;
+  threads: number | null;
+  imgSize: number | null;
+  cropPct: number | null;
+  interpolation: string;
+  batchSize: number;
+  topk: number;
+  /** null: no JSON; '': JSON on stdout; otherwise the output file. */
+  json: string | null;
+  backend: string | undefined;
+  logFormat: LogFormat;
+}
+
+const USAGE =
+  '$0 IMAGE_OR_DIR... --model NAME (--pretrained | --pretrained-path FILE | --checkpoint FILE) [options]\n\n' +
+  'Classify images and print the top-k classes with their probabilities. Folders are searched recursively for ' +
+  `${IMAGE_EXTENSIONS.join(', ')} files.`;
+
+/** Whether a token looks like an image input rather than a JSON output file name. */
+function looksLikeInput(token: string): boolean {
+  if (IMAGE_EXTENSIONS.includes(extname(token).toLowerCase())) return true;
+  try {
+    return statSync(token).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function parse(argv: readonly string[]): PredictArgs | null {
+  const parsed = yargs([...argv])
+    .scriptName('mambaout-predict')
+    .usage(USAGE)
+    .options(toYargs(PREDICT_FLAGS))
+    .parserConfiguration({ 'parse-positional-numbers': false, 'camel-case-expansion': false })
+    .strictOptions(true)
+    .help('help')
+    .alias('help', 'h')
+    .version(false)
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .exitProcess(false)
+    .fail((msg, err) => {
+      throw new UserError(msg || err?.message || 'invalid arguments');
+    })
+    .parseSync() as Record<string, unknown>;
+  if (parsed.help) return null;
+  const get = (dest: string): unknown => parsed[flagName(dest)];
+  const inputs = ((parsed._ as unknown[]) ?? []).map(String);
+
+  // `--json` takes an optional FILE. `--json a.jpg b.jpg` must not overwrite a.jpg: a value that looks like an
+  // image or is a folder is an input, and the JSON goes to stdout. `--json=FILE` is always a file name.
+  let json = get('json') as string | undefined;
+  if (json !== undefined && json !== '') {
+    const explicit = argv.some((a) => a.startsWith('--json='));
+    if (looksLikeInput(json)) {
+      if (explicit) throw new UserError(`--json=${json} names an image or a folder; give a .json file name`);
+      inputs.unshift(json);
+      json = '';
+    }
+  }
+  if (json === '-') json = '';
+
+  const num = (dest: string): number | null => {
+    const v = get(dest);
+    if (v === undefined || v === null) return null;
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new UserError(`--${flagName(dest)} expects a number`);
+    return v;
+  };
+  const posInt = (dest: string): number | null => {
+    const v = num(dest);
+    if (v !== null && (!Number.isInteger(v) || v < 1)) throw new UserError(`--${flagName(dest)} must be a positive integer, got ${v}`);
+    return v;
+  };
+  return {
+    inputs,
+    model: String(get('model')),
+    pretrained: Boolean(get('pretrained')),
+    pretrainedPath: String(get('pretrained_path') ?? ''),
+    checkpoint: String(get('checkpoint') ?? ''),
+    useEma: Boolean(get('use_ema')),
+    numClasses: posInt('num_classes'),
+    classMap: String(get('class_map') ?? ''),
+    engine: get('engine') as EngineChoice,
+    threads: posInt('threads'),
+    imgSize: posInt('img_size'),
+    cropPct: num('crop_pct'),
+    interpolation: String(get('interpolation') ?? ''),
+    batchSize: posInt('batch_size') ?? DEFAULT_BATCH_SIZE,
+    topk: checkTopK(num('topk') ?? DEFAULT_TOPK),
+    json: json === undefined ? null : json,
+    backend: get('backend') as string | undefined,
+    logFormat: (get('log_format') as LogFormat) ?? 'text',
+  };
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const args = parse(argv);
+  if (!args) return 0;
+  // Log lines and warnings on stderr: stdout carries only the predictions (pipeable JSON).
+  const logger = createLogger({ format: args.logFormat, stream: process.stderr });
+
+  getModelConfig(args.model); // unknown model: a UserError listing the known ones
+  const weightSources = [args.checkpoint && '--checkpoint', (args.pretrained || args.pretrainedPath) && '--pretrained'].filter(Boolean);
+  if (weightSources.length === 0) throw new UserError(`no weights given for ${args.model}: pass --pretrained, --pretrained-path FILE or --checkpoint FILE`);
+  if (weightSources.length > 1) throw new UserError('pass either --checkpoint or --pretrained/--pretrained-path, not both');
+  if (args.checkpoint && !existsSync(args.checkpoint)) throw new UserError(`checkpoint '${args.checkpoint}' does not exist`);
+  if (args.json) {
+    const dir = dirname(resolve(args.json));
+    if (!existsSync(dir)) throw new UserError(`the folder of the --json file '${args.json}' does not exist`);
+    if (existsSync(args.json) && statSync(args.json).isDirectory()) throw new UserError(`--json '${args.json}' is a folder; give a file name`);
+  }
+  const paths = await collectImagePaths(args.inputs, { onWarning: (m) => logger.warn(m) });
+
+  const predictor = await Predictor.create({
+    model: args.model,
+    checkpoint: args.checkpoint || undefined,
+    pretrained: args.pretrained || Boolean(args.pretrainedPath),
+    pretrainedPath: args.pretrainedPath || undefined,
+    useEma: args.useEma,
+    numClasses: args.numClasses,
+    engine: args.engine,
+    backend: args.backend,
+    threads: args.threads ?? undefined,
+    interactive: Boolean(process.stderr.isTTY),
+    log: (m) => logger.info(m),
+    imgSize: args.imgSize,
+    cropPct: args.cropPct,
+    interpolation: args.interpolation || null,
+    classMap: args.classMap || null,
+  });
+  try {
+    logger.info(predictor.description);
+    const [, h, w] = predictor.dataConfig.inputSize;
+    logger.info(
+      `Model ${args.model} (${predictor.numClasses} classes) weights ${predictor.loaded.source}; input ${h}x${w}, ` +
+        `crop_pct ${predictor.dataConfig.cropPct}, ${predictor.dataConfig.interpolation}; ${paths.length} image(s)`,
+    );
+    const jsonToStdout = args.json === '';
+    const t0 = performance.now();
+    const { predictions, skipped } = await predictor.predictFiles(paths, {
+      topk: args.topk,
+      batchSize: args.batchSize,
+      onSkip: (s) => logger.warn(`skipped ${s.path}: ${s.reason}`),
+      onBatch: jsonToStdout ? undefined : (ps: Prediction[]) => {
+        for (const p of ps) process.stdout.write(formatPrediction(p) + '\n');
+      },
+    });
+    const secs = (performance.now() - t0) / 1000;
+    const json = JSON.stringify(predictions, null, 2) + '\n';
+    if (jsonToStdout) process.stdout.write(json);
+    else if (args.json) {
+      await writeFileAtomic(args.json, json);
+      logger.info(`Wrote ${predictions.length} prediction(s) to ${args.json}`);
+    }
+    logger.info(`Classified ${predictions.length} image(s) in ${secs.toFixed(2)} s` + (skipped.length ? `; skipped ${skipped.length} that could not be decoded` : ''));
+    if (skipped.length) {
+      logger.warn(`${skipped.length} image(s) could not be decoded and were skipped: ${skipped.map((s) => s.path).join(', ')}`);
+      return 1;
+    }
+    return 0;
+  } finally {
+    predictor.dispose();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    if (e instanceof UserError) {
+      process.stderr.write(`error: ${e.message}\n`);
+      process.exitCode = e.exitCode;
+    } else {
+      const err = e as Error;
+      process.stderr.write(`error: ${err?.message ?? String(e)}\n`);
+      process.stderr.write(
+        process.env.MAMBAOUT_DEBUG
+          ? `${err?.stack ?? ''}\n`
+          : 'This looks like a bug in mambaout; please report it with the command line (set MAMBAOUT_DEBUG=1 for a stack trace).\n',
+      );
+      process.exitCode = 3;
+    }
+  },
+);

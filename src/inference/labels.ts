@@ -1,0 +1,71 @@
+/**
+ * Class names for predictions.
+ *
+ * ImageNet-1k: the 1000 names come from `@tensorflow-models/mobilenet` (dist/imagenet_classes.js, Apache-2.0,
+ * `IMAGENET_CLASSES`: index -> name). Its order is the standard ILSVRC-2012 synset order (n01440764 'tench' ... 
+ * n15075141 'toilet tissue'), i.e. the sorted-synset order of ImageFolder that timm and torchvision use, so index i
+ * of a MambaOut head is name i here. We import only that data file, not the package's index (which would pull in
+ * tfjs-converter).
+ *
+ * Other class counts: `class_<i>`, unless a class-map file gives one name per line (the format of timm's
+ * `--class-map` text files: line i names class i).
+ */
+import { readFileSync } from 'node:fs';
+import { IMAGENET_CLASSES } from '@tensorflow-models/mobilenet/dist/imagenet_classes.js';
+import { UserError } from '../errors.js';
+
+export const IMAGENET_NUM_CLASSES = 1000;
+
+let imagenetCache: readonly string[] | null = null;
+
+/** The 1000 ImageNet-1k class names, index order. */
+export function imagenetClassNames(): readonly string[] {
+  if (!imagenetCache) {
+    const names: string[] = [];
+    for (let i = 0; i < IMAGENET_NUM_CLASSES; i++) {
+      const n = IMAGENET_CLASSES[i];
+      if (typeof n !== 'string') throw new Error(`ImageNet label table has no entry ${i}`);
+      names.push(n);
+    }
+    imagenetCache = Object.freeze(names);
+  }
+  return imagenetCache;
+}
+
+/**
+ * Read a class-map text file: one class name per line, line i (0-based) naming class i. Trailing whitespace and
+ * a final empty line are ignored; empty lines in the middle are an error (they would shift every later index).
+ */
+export function readClassMap(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UserError(
+      code === 'ENOENT' ? `class map file '${file}' does not exist` : `cannot read class map file '${file}' (${code ?? (e as Error).message})`,
+    );
+  }
+  const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/).map((l) => l.trimEnd());
+  while (lines.length && lines[lines.length - 1] === '') lines.pop();
+  const blank = lines.findIndex((l) => l.trim() === '');
+  if (blank >= 0) throw new UserError(`class map file '${file}' has an empty line at line ${blank + 1}; give one class name per line`);
+  if (lines.length === 0) throw new UserError(`class map file '${file}' is empty; give one class name per line`);
+  return lines.map((l) => l.trim());
+}
+
+/**
+ * Names for a head of `numClasses` outputs: the class map when given (its length must match), ImageNet-1k names
+ * for 1000 classes, `class_<i>` otherwise.
+ */
+export function resolveClassNames(numClasses: number, classMapFile?: string | null): string[] {
+  if (classMapFile) {
+    const names = readClassMap(classMapFile);
+    if (names.length !== numClasses) {
+      throw new UserError(`class map file '${classMapFile}' names ${names.length} classes but the model has ${numClasses}`);
+    }
+    return names;
+  }
+  if (numClasses === IMAGENET_NUM_CLASSES) return [...imagenetClassNames()];
+  return Array.from({ length: numClasses }, (_, i) => `class_${i}`);
+}
