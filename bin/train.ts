@@ -14,6 +14,8 @@ import { createLogger, type LogFormat } from '../src/log/logger.js';
 import { runTraining } from '../src/train/loop.js';
 import { makeTinyImagenet } from '../src/data/tiny.js';
 import { setupDistributed } from '../src/dist/setup.js';
+import { isDistError } from '../src/dist/group.js';
+import { PEER_FAILURE_EXIT_CODE } from '../src/dist/launcher.js';
 
 export const TINY_DEFAULT_ROOT = 'data/tiny-imagenet';
 
@@ -56,6 +58,13 @@ runMain('mambaout-train', async () => {
   try {
     const r = await runTraining(args, { logger, dist, stopRequested: () => stop });
     return r.interrupted ? 130 : 0;
+  } catch (e) {
+    // Another rank failed: say so and exit with the launcher's "peer failure" code, so the launcher blames that rank.
+    if (isDistError(e) && e.rank !== rank) {
+      process.stderr.write(`mambaout-train (rank ${rank}): ${e.message}\n`);
+      return PEER_FAILURE_EXIT_CODE;
+    }
+    throw e;
   } finally {
     await dist?.close();
   }

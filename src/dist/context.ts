@@ -11,6 +11,7 @@ export interface GroupLike {
   readonly worldSize: number;
   allreduce(buf: Float32Array, opts?: { op?: 'sum' | 'avg' }): Promise<Float32Array | void>;
   broadcast(buf: Float32Array, root: number): Promise<Float32Array | void>;
+  allreduceScalars(values: readonly number[], op: 'sum' | 'avg'): Promise<number[]>;
   close(): void | Promise<void>;
 }
 
@@ -66,18 +67,12 @@ export class DistContext {
     return out;
   }
 
-  /** Sum or average a few numbers over ranks (metrics: timm's reduce_tensor). */
+  /** Sum or average a few numbers over ranks (metrics: timm's reduce_tensor), in float64 and rank order. */
   async allreduceScalars(values: number[], op: 'sum' | 'avg'): Promise<number[]> {
-    const buf = Float64ToF32(values);
-    await this.group.allreduce(buf, { op });
-    return Array.from(buf);
+    return this.group.allreduceScalars(values, op);
   }
 
   async close(): Promise<void> {
     await this.group.close();
   }
-}
-
-function Float64ToF32(values: number[]): Float32Array {
-  return Float32Array.from(values);
 }

@@ -25,7 +25,7 @@ import { resolvePretrained } from '../pretrained.js';
 import { resolveSplit, scanImageFolder, type ImageFolder } from '../data/folder.js';
 import { resolveDataConfig, type DataConfig } from '../data/transforms/eval.js';
 import { DataLoader, type Batch } from '../data/loader.js';
-import { RandomSampler, DistributedSampler, OrderedDistributedSampler, SequentialSampler, type Sampler } from '../data/sampler.js';
+import { DistributedSampler, OrderedDistributedSampler, SequentialSampler, type Sampler } from '../data/sampler.js';
 import { Mixup, mixupActive } from '../data/mixup.js';
 import { eraseBatch } from '../data/transforms/erasing.js';
 import { createOptimizer, flattenOptimizerState, unflattenOptimizerState, type Optimizer, type ParamGroup, type NamedParameter, type OptimizerStateMeta } from './optim/index.js';
@@ -53,7 +53,7 @@ export function streamSeed(purpose: number, seed: number, rank: number, epoch: n
   h = (h + Math.imul(epoch + 1, 0x165667b1)) >>> 0;
   return (h ^ (h >>> 16)) >>> 0;
 }
-const STREAM = { mixup: 1, erase: 2, droppath: 3, sampler: 4 };
+const STREAM = { mixup: 1, erase: 2, droppath: 3 };
 
 export interface TrainResult {
   bestMetric: number | null;
@@ -340,10 +340,10 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
         })
       : null;
     if (mixup && B % 2 !== 0) throw new UserError(`Mixup/CutMix needs an even --batch-size, got ${B}`);
-    const trainSampler: Sampler =
-      world > 1
-        ? new DistributedSampler(trainSet.samples.length, { numReplicas: world, rank, shuffle: true, seed: 0 })
-        : new EpochRandomSampler(trainSet.samples.length, seed);
+    // One shuffling rule for 1 and N processes: a permutation seeded by (--seed + epoch), padded and strided over
+    // ranks (torch's DistributedSampler; timm uses its fixed seed 0 there and the global RNG in single-process
+    // runs). So W processes with batch B see exactly the batches of 1 process with batch W·B.
+    const trainSampler: Sampler = new DistributedSampler(trainSet.samples.length, { numReplicas: world, rank, shuffle: true, seed });
     const workers = num(args, 'workers');
     const trainLoader = new DataLoader<Uint8Array>({
       samples: trainSet.samples,
@@ -457,21 +457,6 @@ function copyEmaTo(ema: ModelEmaV2, model: MambaOut): void {
   tf.tidy(() => {
     for (const p of ema.params) byName.get(p.name)!.assign(p.variable);
   });
-}
-
-/** RandomSampler whose permutation depends only on (seed, epoch): resume-safe. */
-class EpochRandomSampler implements Sampler {
-  private epoch = 0;
-  constructor(readonly size: number, private readonly seed: number) {}
-  get length(): number {
-    return this.size;
-  }
-  setEpoch(epoch: number): void {
-    this.epoch = epoch;
-  }
-  [Symbol.iterator](): Iterator<number> {
-    return new RandomSampler(this.size, new Rng(streamSeed(STREAM.sampler, this.seed, 0, this.epoch)))[Symbol.iterator]();
-  }
 }
 
 interface LoopState {
@@ -631,6 +616,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
         if (s.ctx.onUpdate) await s.ctx.onUpdate({ epoch, update: updates, model });
       }
       numUpdates++;
+      s.scheduler.stepUpdate(numUpdates, losses.avg); // a no-op for per-epoch schedules, as in timm
       batchTime.update((performance.now() - end) / 1000);
       const lr = optimizer.meanLr;
       if (lastBatch || batchIdx % logInterval === 0) {

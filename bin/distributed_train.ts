@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+/**
+ * mambaout-distributed-train: what the MambaOut repository's distributed_train.sh does with torchrun/DDP.
+ *
+ *   mambaout-distributed-train NUM_GPUS DATA_DIR [mambaout-train flags]
+ *   mambaout-distributed-train --nproc-per-node 8 --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 --master-port 29500 DATA_DIR [flags]
+ *
+ * Spawns one `mambaout-train` worker per device with RANK / LOCAL_RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT set,
+ * pins each worker to its device (webgpu adapter index / CUDA_VISIBLE_DEVICES), streams rank 0's output, and stops the
+ * whole job when any worker fails, naming the rank and the cause.
+ */
+import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import { runMain } from '../src/cli/main.js';
+import { UserError } from '../src/errors.js';
+import { launch } from '../src/dist/launcher.js';
+
+const LAUNCHER_FLAGS = ['nproc-per-node', 'nnodes', 'node-rank', 'master-addr', 'master-port'] as const;
+type LauncherFlag = (typeof LAUNCHER_FLAGS)[number];
+
+const USAGE = `usage: mambaout-distributed-train NUM_GPUS DATA_DIR [mambaout-train flags]
+       mambaout-distributed-train --nproc-per-node N [--nnodes M --node-rank R --master-addr HOST --master-port PORT] DATA_DIR [flags]
+
+Starts one training process per GPU (timm's distributed_train.sh). All mambaout-train flags are forwarded;
+-b is the per-GPU batch: global batch = -b x --grad-accum-steps x total GPUs.`;
+
+/** Split launcher flags (and the leading NUM_GPUS) from the flags forwarded to every worker. */
+export function splitArgs(argv: string[]): { launcher: Partial<Record<LauncherFlag, string>>; nproc: number | null; rest: string[] } {
+  const launcher: Partial<Record<LauncherFlag, string>> = {};
+  const rest: string[] = [];
+  let nproc: number | null = null;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const m = /^--([a-z-_]+)(?:=(.*))?$/.exec(a);
+    const name = m?.[1].replace(/_/g, '-') as LauncherFlag | undefined;
+    if (m && name && (LAUNCHER_FLAGS as readonly string[]).includes(name)) {
+      const v = m[2] ?? argv[++i];
+      if (v === undefined) throw new UserError(`--${name} needs a value`);
+      launcher[name] = v;
+      continue;
+    }
+    if (i === 0 && /^\d+$/.test(a)) {
+      nproc = Number(a);
+      continue;
+    }
+    rest.push(a);
+  }
+  return { launcher, nproc, rest };
+}
+
+function intFlag(v: string | undefined, name: string, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UserError(`--${name} must be an integer >= ${min}, got '${v}'`);
+  return n;
+}
+
+runMain('mambaout-distributed-train', async () => {
+  const argv = process.argv.slice(2);
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h') {
+    process.stdout.write(USAGE + '\n');
+    return argv.length === 0 ? 2 : 0;
+  }
+  const { launcher, nproc, rest } = splitArgs(argv);
+  const nprocPerNode = intFlag(launcher['nproc-per-node'], 'nproc-per-node', 1) ?? nproc;
+  if (!nprocPerNode || nprocPerNode < 1) throw new UserError('give the number of processes per machine first (mambaout-distributed-train NUM_GPUS DATA ...) or with --nproc-per-node');
+  const nnodes = intFlag(launcher.nnodes, 'nnodes', 1) ?? 1;
+  const nodeRank = intFlag(launcher['node-rank'], 'node-rank', 0) ?? 0;
+  if (nodeRank >= nnodes) throw new UserError(`--node-rank ${nodeRank} is out of range for --nnodes ${nnodes}`);
+  const masterPort = intFlag(launcher['master-port'], 'master-port', 1);
+  if (nnodes > 1 && (!launcher['master-addr'] || !masterPort)) throw new UserError('with --nnodes > 1 give --master-addr and --master-port (the address of the node with rank 0)');
+
+  // The worker script: compiled JS next to this file, or the TypeScript source under tsx.
+  const self = fileURLToPath(import.meta.url);
+  const ts = self.endsWith('.ts');
+  const script = self.replace(/distributed_train\.(ts|js)$/, `train.$1`);
+  if (!existsSync(script)) throw new UserError(`cannot find the training script next to ${self}`);
+  const r = await launch({
+    script,
+    args: rest,
+    nprocPerNode,
+    nnodes,
+    nodeRank,
+    masterAddr: launcher['master-addr'],
+    masterPort,
+    nodeArgs: ts ? ['--import', 'tsx'] : [],
+  });
+  if (r.exitCode !== 0) {
+    process.stderr.write(`mambaout-distributed-train: ${r.message ?? 'a worker failed'}; the job was stopped (the last checkpoint is intact: continue with --resume).\n`);
+  }
+  return r.exitCode;
+});

@@ -1,0 +1,423 @@
+/**
+ * src/dist: environment parsing, ring collectives (simulated in-process and over real sockets between real
+ * processes), fault handling (hung rank, dead rank, mismatched buffers, early close, missing rank at the
+ * rendezvous) and the launcher (environment, output, failure propagation, signal forwarding).
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { readDistEnv, distModeLine, distTimeoutMs } from '../src/dist/env.js';
+import { ProcessGroup } from '../src/dist/group.js';
+import { RingAllgather, RingAllreduce, RingBroadcast, type RingCollective, type RingSend } from '../src/dist/allreduce.js';
+import { findFreePort, launch, workerEnv } from '../src/dist/launcher.js';
+import { addF32, divideF32 } from '../src/dist/transport.js';
+import { UserError } from '../src/errors.js';
+import { Rng } from '../src/utils/rng.js';
+import { tempDir } from './helpers.js';
+
+const helper = (name: string): string => fileURLToPath(new URL(`./helpers/${name}`, import.meta.url));
+const WORKER = helper('dist_worker.ts');
+const NODE_ARGS = ['--import', 'tsx'];
+
+// ------------------------------------------------------------------------------------------------ env
+
+describe('readDistEnv', () => {
+  test('single process without variables', () => {
+    const e = readDistEnv({});
+    assert.deepEqual(e, { rank: 0, localRank: 0, worldSize: 1, localWorldSize: 1, nodeRank: 0, masterAddr: '', masterPort: 0, distributed: false });
+    assert.equal(distModeLine(e), 'Training with a single process on 1 GPUs.');
+    assert.equal(readDistEnv({}, { localRankArg: 0 }).localRank, 0);
+  });
+
+  test('torchrun variables of a 2x4 job', () => {
+    const e = readDistEnv({ RANK: '6', LOCAL_RANK: '2', WORLD_SIZE: '8', LOCAL_WORLD_SIZE: '4', NODE_RANK: '1', MASTER_ADDR: '10.0.0.1', MASTER_PORT: '29500' });
+    assert.deepEqual(e, { rank: 6, localRank: 2, worldSize: 8, localWorldSize: 4, nodeRank: 1, masterAddr: '10.0.0.1', masterPort: 29500, distributed: true });
+    assert.equal(distModeLine(e), 'Training in distributed mode with multiple processes, 1 GPU per process. Process 6, total 8.');
+    // Minimal set: LOCAL_* and NODE_RANK derived (single machine).
+    const m = readDistEnv({ RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: '1234' });
+    assert.equal(m.localRank, 1);
+    assert.equal(m.localWorldSize, 2);
+    assert.equal(m.nodeRank, 0);
+  });
+
+  test('inconsistent values give one clear UserError', () => {
+    const base = { MASTER_ADDR: 'h', MASTER_PORT: '29500' };
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ ...base, RANK: '4', WORLD_SIZE: '4' }, /^RANK=4 is out of range for WORLD_SIZE=4 \(ranks are 0\.\.3\)\.$/],
+      [{ ...base, RANK: 'x', WORLD_SIZE: '4' }, /^Environment variable RANK must be a whole number >= 0, got 'x'\.$/],
+      [{ ...base, WORLD_SIZE: '0' }, /WORLD_SIZE must be a whole number >= 1/],
+      [{ ...base, WORLD_SIZE: '2' }, /^WORLD_SIZE=2 is set but RANK is not/],
+      [{ RANK: '1', WORLD_SIZE: '2', MASTER_PORT: '1' }, /^WORLD_SIZE=2 but MASTER_ADDR is not set/],
+      [{ RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: 'h' }, /^WORLD_SIZE=2 but MASTER_PORT is not set/],
+      [{ ...base, RANK: '1', WORLD_SIZE: '2', MASTER_PORT: '70000' }, /^MASTER_PORT must be a TCP port between 1 and 65535, got 70000\.$/],
+      [{ ...base, RANK: '3', WORLD_SIZE: '4', LOCAL_WORLD_SIZE: '2', NODE_RANK: '1', LOCAL_RANK: '0' }, /^RANK=3 does not match NODE_RANK=1 \* LOCAL_WORLD_SIZE=2 \+ LOCAL_RANK=0 = 2\.$/],
+      [{ ...base, RANK: '1', WORLD_SIZE: '5', LOCAL_WORLD_SIZE: '2' }, /not a multiple of LOCAL_WORLD_SIZE=2/],
+      [{ ...base, RANK: '1', WORLD_SIZE: '4', LOCAL_RANK: '2', LOCAL_WORLD_SIZE: '2' }, /^LOCAL_RANK=2 is out of range for LOCAL_WORLD_SIZE=2/],
+      [{ RANK: '2' }, /^RANK=2 is set but WORLD_SIZE is not/],
+    ];
+    for (const [env, re] of cases) {
+      assert.throws(() => readDistEnv(env), (e: unknown) => e instanceof UserError && re.test(e.message), JSON.stringify(env));
+    }
+    assert.equal(distTimeoutMs(30), 30_000);
+    assert.equal(distTimeoutMs('1.5'), 1500);
+    assert.throws(() => distTimeoutMs(0), UserError);
+  });
+});
+
+// ------------------------------------------------------------------------------------------------ simulated ring
+
+/**
+ * Runs one collective per rank in-process: messages travel through per-edge FIFO queues, delivered in a
+ * random interleaving, as payload *views* (so an algorithm that overwrote data before it was "read" would be
+ * caught), cut into random pieces, some copied to odd addresses.
+ */
+function simulate(ops: RingCollective[], rng: Rng): void {
+  const W = ops.length;
+  const queues: { idx: number; data: Uint8Array }[][] = ops.map(() => []);
+  const received = ops.map(() => 0);
+  const sends: RingSend[] = ops.map((_, r) => (idx, payload) => queues[r].push({ idx, data: payload }));
+  for (const r of rng.permutation(W)) ops[r].start(sends[r]);
+  for (;;) {
+    const ready = queues.map((q, r) => (q.length ? r : -1)).filter((r) => r >= 0);
+    if (!ready.length) break;
+    const from = ready[rng.randrange(0, ready.length)];
+    const to = (from + 1) % W;
+    const msg = queues[from].shift()!;
+    assert.equal(msg.idx, received[to], 'messages arrive in index order');
+    const sink = ops[to].frame(msg.idx, msg.data.length, sends[to]);
+    let off = 0;
+    while (off < msg.data.length) {
+      const n = Math.min(msg.data.length - off, rng.randint(1, 23));
+      const piece = msg.data.subarray(off, off + n);
+      const shift = rng.randint(0, 3);
+      const tmp = new Uint8Array(n + shift);
+      tmp.set(piece, shift);
+      sink.write(tmp.subarray(shift));
+      off += n;
+    }
+    sink.end();
+    if (++received[to] === ops[to].expectedFrames) ops[to].finish();
+  }
+  ops.forEach((op, r) => assert.equal(received[r], op.expectedFrames, `rank ${r} frames`));
+}
+
+const intVal = (i: number, r: number): number => ((i * 7 + r * 13) % 201) - 100;
+
+test('float32 kernels (SIMD) give the same bits as scalar float32 arithmetic', () => {
+  const rng = new Rng(11);
+  const specials = [0, -0, 1e-45, -1e-45, 1.1754942e-38, 3.4e38, -3.4e38, Infinity, -Infinity, NaN, 0.1, 1 / 3];
+  const same = (x: number, y: number): boolean => Object.is(x, y) || (Number.isNaN(x) && Number.isNaN(y));
+  for (const n of [0, 1, 5, 63, 64, 67, 1000, 65_536, 65_539, 140_001]) {
+    const val = (i: number): number => (i % 11 === 0 ? specials[rng.randrange(0, specials.length)] : rng.normal(0, 1) * 10 ** rng.randint(-40, 38));
+    const a = Float32Array.from({ length: n }, (_, i) => val(i));
+    const b = Float32Array.from({ length: n }, (_, i) => val(i + 1));
+    const got = a.slice();
+    addF32(got, b);
+    for (let i = 0; i < n; i++) if (!same(got[i], Math.fround(a[i] + b[i]))) assert.fail(`add n=${n} [${i}]: ${a[i]} + ${b[i]} = ${got[i]}`);
+    for (const w of [2, 3, 7]) {
+      const q = got.slice();
+      divideF32(q, w);
+      for (let i = 0; i < n; i++) if (!same(q[i], Math.fround(got[i] / w))) assert.fail(`div n=${n} [${i}]: ${got[i]} / ${w} = ${q[i]}`);
+    }
+  }
+});
+
+describe('ring collectives (in-process simulation)', () => {
+  test('allreduce: exact sums/averages, uneven sizes, bucket boundaries, identical bits', () => {
+    const rng = new Rng(7);
+    for (let W = 2; W <= 7; W++) {
+      for (const n of [0, 1, 2, 3, 5, 7, W - 1, W + 1, 2 * W, 61]) {
+        for (const bucket of [1, 2, 3, 7, W, 64]) {
+          for (const op of ['sum', 'avg'] as const) {
+            const bufs = Array.from({ length: W }, (_, r) => Float32Array.from({ length: n }, (_, i) => intVal(i, r)));
+            simulate(bufs.map((b, r) => new RingAllreduce(b, r, W, op, bucket)), rng);
+            for (let i = 0; i < n; i++) {
+              let s = 0;
+              for (let r = 0; r < W; r++) s += intVal(i, r);
+              const want = op === 'avg' ? Math.fround(s / W) : s;
+              for (let r = 0; r < W; r++) if (bufs[r][i] !== want) assert.fail(`W=${W} n=${n} bucket=${bucket} ${op}: rank ${r} [${i}] = ${bufs[r][i]}, want ${want}`);
+            }
+          }
+        }
+      }
+      // Random floats: all ranks bit-identical, independent of delivery order, close to the float64 sum.
+      const n = 1001;
+      const data = Array.from({ length: W }, (_, r) => {
+        const g = new Rng(100 + r);
+        return Float32Array.from({ length: n }, () => g.normal(0, 10));
+      });
+      const runOnce = (seed: number): Float32Array[] => {
+        const bufs = data.map((d) => d.slice());
+        simulate(bufs.map((b, r) => new RingAllreduce(b, r, W, 'sum', 100)), new Rng(seed));
+        return bufs;
+      };
+      const a = runOnce(1);
+      const b = runOnce(2);
+      const h = (x: Float32Array): string => createHash('sha256').update(x).digest('hex');
+      for (let r = 0; r < W; r++) {
+        assert.equal(h(a[r]), h(a[0]), `W=${W}: rank ${r} differs from rank 0`);
+        assert.equal(h(b[r]), h(a[0]), `W=${W}: result depends on delivery order`);
+      }
+      for (let i = 0; i < n; i++) {
+        let s = 0;
+        for (const d of data) s += d[i];
+        assert.ok(Math.abs(a[0][i] - s) < 1e-4 * (1 + Math.abs(s)), `W=${W} [${i}] ${a[0][i]} vs ${s}`);
+      }
+    }
+  });
+
+  test('broadcast and all-gather', () => {
+    const rng = new Rng(3);
+    for (let W = 2; W <= 5; W++) {
+      for (let root = 0; root < W; root++) {
+        for (const [n, bucket] of [[0, 4], [1, 4], [13, 4], [13, 5], [100, 1000]]) {
+          const bufs = Array.from({ length: W }, (_, r) => Uint8Array.from({ length: n }, (_, i) => (r === root ? (i * 3 + root) & 255 : 0)));
+          simulate(bufs.map((b, r) => new RingBroadcast(b, r, W, root, bucket)), rng);
+          for (let r = 0; r < W; r++) assert.deepEqual(Array.from(bufs[r]), Array.from(bufs[root]), `W=${W} root=${root} n=${n}`);
+        }
+      }
+      const ops = Array.from({ length: W }, (_, r) => new RingAllgather([r, r * r + 0.5], r, W));
+      simulate(ops, rng);
+      const want = Array.from({ length: W }, (_, r) => [r, r * r + 0.5]);
+      for (const op of ops) {
+        assert.deepEqual(op.perRank(), want);
+        assert.deepEqual(op.reduce('sum'), [(W * (W - 1)) / 2, want.reduce((a, v) => a + v[1], 0)]);
+        assert.deepEqual(op.reduce('max'), [W - 1, (W - 1) ** 2 + 0.5]);
+        assert.deepEqual(op.reduce('min'), [0, 0.5]);
+      }
+    }
+  });
+});
+
+// ------------------------------------------------------------------------------------------------ real processes
+
+interface RankOut {
+  code: number | null;
+  signal: string | null;
+  stderr: string;
+  json: Record<string, unknown> | null;
+}
+
+/**
+ * Start `ranks` (of world size W) as separate processes running dist_worker.ts <scenario>. Resolves when every
+ * rank in `waitFor` (default: all) has exited; the remaining ones are then killed.
+ */
+async function runRanks(W: number, scenario: string, extraEnv: Record<string, string> = {}, opts: { ranks?: number[]; waitFor?: number[] } = {}): Promise<RankOut[]> {
+  const port = await findFreePort();
+  const ranks = opts.ranks ?? Array.from({ length: W }, (_, r) => r);
+  const waitFor = new Set(opts.waitFor ?? ranks);
+  const results: RankOut[] = [];
+  const procs = ranks.map((r) =>
+    spawn(process.execPath, [...NODE_ARGS, WORKER, scenario], {
+      env: { ...process.env, RANK: String(r), WORLD_SIZE: String(W), LOCAL_RANK: String(r), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), ...extraEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
+  const safety = setTimeout(() => procs.forEach((p) => p.kill('SIGKILL')), 50_000);
+  await Promise.all(
+    procs.map(
+      (p, i) =>
+        new Promise<void>((resolve) => {
+          let out = '';
+          let err = '';
+          p.stdout!.on('data', (d) => (out += d));
+          p.stderr!.on('data', (d) => (err += d));
+          p.on('close', (code, signal) => {
+            const lines = out.trim().split('\n').filter((l) => l.startsWith('{'));
+            results[ranks[i]] = { code, signal, stderr: err, json: lines.length ? JSON.parse(lines[lines.length - 1]) : null };
+            resolve();
+          });
+          if (!waitFor.has(ranks[i])) {
+            // not awaited: killed once the awaited ones are done
+          }
+        }).then(() => {
+          waitFor.delete(ranks[i]);
+          if (waitFor.size === 0) procs.forEach((q) => q.exitCode === null && q.signalCode === null && q.kill('SIGKILL'));
+        }),
+    ),
+  );
+  clearTimeout(safety);
+  return results;
+}
+
+describe('process group over sockets', () => {
+  test('world size 1 is a no-op', async () => {
+    const g = await ProcessGroup.init({ rank: 0, worldSize: 1 });
+    const a = Float32Array.from([1.5, -2, 3]);
+    await g.allreduce(a, { op: 'avg' });
+    await g.broadcast(a, 0);
+    assert.deepEqual(Array.from(a), [1.5, -2, 3]);
+    assert.deepEqual(await g.allreduceScalars([2, 4], 'avg'), [2, 4]);
+    assert.deepEqual(await g.allgatherScalars([2]), [[2]]);
+    assert.deepEqual(await g.broadcastObject({ a: 1 }), { a: 1 });
+    await g.barrier();
+    assert.equal(g.transport, null);
+    await g.close();
+    await assert.rejects(g.allreduce(a), /process group is closed/);
+    await assert.rejects(ProcessGroup.init({ rank: 2, worldSize: 2 }), /rank 2 is out of range for world size 2/);
+  });
+
+  for (const W of [1, 2, 3, 4]) {
+    test(`collectives with ${W} process(es): exact results, bit-identical on all ranks`, async () => {
+      const res = await runRanks(W, 'collectives', W === 3 ? { DIST_TRANSPORT: 'tcp' } : {});
+      for (let r = 0; r < W; r++) {
+        const o = res[r];
+        assert.equal(o.code, 0, `rank ${r} exit ${o.code} ${o.signal}\n${o.stderr}`);
+        assert.ok(o.json && !o.json.error, `rank ${r}: ${JSON.stringify(o.json)}`);
+        assert.deepEqual(o.json.failures, [], `rank ${r} failures`);
+        assert.ok((o.json.checks as number) > 100);
+        assert.deepEqual(o.json.hashes, res[0].json!.hashes, `rank ${r} results differ from rank 0's`);
+        if (W > 1) {
+          const want = W === 3 ? 'tcp' : process.platform === 'win32' ? 'tcp' : 'unix';
+          assert.deepEqual(o.json.transport, { left: want, right: want });
+        }
+      }
+    });
+  }
+
+  test('a hung rank makes the others fail with a timeout naming it', async () => {
+    const res = await runRanks(3, 'hang', { HANG_RANK: '1', DIST_TIMEOUT_MS: '1500' }, { waitFor: [0, 2] });
+    for (const r of [0, 2]) {
+      const o = res[r].json!;
+      // rank 2 (right of 1) times out itself; rank 0 gets rank 2's report.
+      assert.match(String(o.error), /^rank 1 did not answer within 1\.5 s \(collective #\d+: allreduce \(sum\) of 1000 floats\)$/, `rank ${r}: ${o.error}`);
+      assert.equal(o.culprit, 1);
+      assert.equal(o.reason, 'timeout');
+      assert.equal(o.detectedBy, 2);
+      assert.ok((o.elapsedMs as number) >= (r === 2 ? 1450 : 900) && (o.elapsedMs as number) < 5000, `rank ${r} took ${o.elapsedMs} ms`);
+    }
+    assert.equal(res[1].json!.hanging, true);
+  });
+
+  test('a rank that dies makes every pending and later collective fail naming it', async () => {
+    const res = await runRanks(4, 'die', { DIE_RANK: '2' });
+    assert.equal(res[2].code, 3);
+    for (const r of [0, 1, 3]) {
+      const lines = res[r].json!;
+      assert.match(String(lines.error), /^rank 2 disconnected \((connection closed|connection reset|broken pipe)\)$/, `rank ${r}: ${JSON.stringify(lines)}`);
+      assert.equal(lines.culprit, 2);
+      assert.match(String(lines.error2), /^rank 2 disconnected \((connection closed|connection reset|broken pipe)\)$/, `rank ${r}: ${JSON.stringify(lines)}`);
+    }
+  });
+
+  test('different buffer lengths, early close and a missing rank are reported', async () => {
+    const [mm, cl, jn] = await Promise.all([
+      runRanks(2, 'mismatch'),
+      runRanks(2, 'close'),
+      runRanks(3, 'join', { DIST_INIT_TIMEOUT_MS: '2000' }, { ranks: [0, 1] }),
+    ]);
+    for (const r of [0, 1]) {
+      assert.match(String(mm[r].json!.error), /has 4[04] bytes but this rank's has 4[04]: all ranks must pass buffers of the same length/, String(mm[r].json!.error));
+    }
+    assert.equal(cl[0].json!.closed, true);
+    assert.match(String(cl[1].json!.error), /^rank 0 (has left the process group|left the process group)/, String(cl[1].json!.error));
+    assert.match(String(jn[0].json!.error), /^rank 2 did not join the rendezvous at 127\.0\.0\.1:\d+ within 2 s$/, String(jn[0].json!.error));
+    assert.match(String(jn[1].json!.error), /rank 2 did not join|did not complete the rendezvous/, String(jn[1].json!.error));
+  });
+});
+
+// ------------------------------------------------------------------------------------------------ launcher
+
+class Capture extends Writable {
+  text = '';
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.text += chunk.toString();
+    cb();
+  }
+}
+
+describe('launcher', () => {
+  test('worker environment and device pinning', () => {
+    const id = { rank: 5, localRank: 1, worldSize: 8, localWorldSize: 4, nodeRank: 1, masterAddr: '10.1.1.1', masterPort: 29500 };
+    const e = workerEnv({ PATH: '/bin' }, id);
+    assert.deepEqual(
+      { RANK: e.RANK, LOCAL_RANK: e.LOCAL_RANK, WORLD_SIZE: e.WORLD_SIZE, LOCAL_WORLD_SIZE: e.LOCAL_WORLD_SIZE, NODE_RANK: e.NODE_RANK, MASTER_ADDR: e.MASTER_ADDR, MASTER_PORT: e.MASTER_PORT, A: e.MAMBAOUT_WEBGPU_ADAPTER, C: e.CUDA_VISIBLE_DEVICES, PATH: e.PATH },
+      { RANK: '5', LOCAL_RANK: '1', WORLD_SIZE: '8', LOCAL_WORLD_SIZE: '4', NODE_RANK: '1', MASTER_ADDR: '10.1.1.1', MASTER_PORT: '29500', A: '1', C: '1', PATH: '/bin' },
+    );
+    assert.equal(workerEnv({ CUDA_VISIBLE_DEVICES: '4, 5,6,7' }, id).CUDA_VISIBLE_DEVICES, '5');
+    assert.equal(workerEnv({ CUDA_VISIBLE_DEVICES: 'GPU-aa,GPU-bb,GPU-cc,GPU-dd' }, id).CUDA_VISIBLE_DEVICES, 'GPU-bb');
+    assert.equal(workerEnv({ CUDA_VISIBLE_DEVICES: '' }, id).CUDA_VISIBLE_DEVICES, '');
+    assert.equal(workerEnv({ CUDA_VISIBLE_DEVICES: '-1' }, id).CUDA_VISIBLE_DEVICES, '-1');
+    assert.throws(() => workerEnv({ CUDA_VISIBLE_DEVICES: '0,1' }, id), /^UserError: CUDA_VISIBLE_DEVICES=0,1 lists 2 device\(s\) but 4 workers per machine/);
+  });
+
+  test('spawns workers with the torchrun environment, streams output, workers can form a group', async () => {
+    const tmp = tempDir('mambaout-dist-');
+    try {
+      const out = new Capture();
+      const err = new Capture();
+      const res = await launch({
+        nprocPerNode: 3,
+        script: helper('dist_env_worker.ts'),
+        args: [tmp.dir, 'group', '--extra', 'x'],
+        nodeArgs: NODE_ARGS,
+        env: { ...process.env, CUDA_VISIBLE_DEVICES: '4,5,6', DIST_TEST_MARK: 'm' },
+        stdout: out,
+        stderr: err,
+      });
+      assert.equal(res.exitCode, 0, `${res.message}\n${err.text}`);
+      assert.equal(res.message, null);
+      assert.ok(res.masterPort > 0);
+      for (let r = 0; r < 3; r++) {
+        const rec = JSON.parse(readFileSync(join(tmp.dir, `rank${r}.json`), 'utf8'));
+        assert.deepEqual(rec.env, {
+          RANK: String(r), LOCAL_RANK: String(r), WORLD_SIZE: '3', LOCAL_WORLD_SIZE: '3', NODE_RANK: '0', MASTER_ADDR: '127.0.0.1',
+          MASTER_PORT: String(res.masterPort), MAMBAOUT_WEBGPU_ADAPTER: String(r), CUDA_VISIBLE_DEVICES: String(4 + r), DIST_TEST_MARK: 'm',
+        });
+        assert.deepEqual(rec.argv, ['--extra', 'x']);
+        assert.equal(rec.sum, 3);
+      }
+      assert.equal(out.text, 'stdout from rank 0\n');
+      const errLines = err.text.split('\n').filter((l) => l !== '').sort();
+      assert.deepEqual(errLines, ['[rank 1] stderr from rank 1', '[rank 1] unterminated 1', '[rank 2] stderr from rank 2', '[rank 2] unterminated 2', 'stderr from rank 0'].sort());
+      assert.deepEqual(res.workers.map((w) => [w.rank, w.code, w.signal]), [[0, 0, null], [1, 0, null], [2, 0, null]]);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  test('a failing worker stops the others; the result names the rank and cause', async () => {
+    const [a, b] = await Promise.all([
+      launch({ nprocPerNode: 3, script: helper('dist_fail_worker.ts'), args: ['exit7'], nodeArgs: NODE_ARGS, env: { ...process.env, FAIL_RANK: '1' }, stdout: new Capture(), stderr: new Capture() }),
+      launch({ nprocPerNode: 3, script: helper('dist_fail_worker.ts'), args: ['sigkill'], nodeArgs: NODE_ARGS, env: { ...process.env, FAIL_RANK: '2' }, stdout: new Capture(), stderr: new Capture(), graceMs: 500 }),
+    ]);
+    assert.equal(a.message, 'rank 1 exited with code 7');
+    assert.equal(a.exitCode, 7);
+    assert.equal(a.failedRank, 1);
+    assert.deepEqual(a.workers.map((w) => w.signal), ['SIGTERM', null, 'SIGTERM']);
+    assert.equal(b.message, 'rank 2 was killed by SIGKILL');
+    assert.equal(b.exitCode, 137);
+    // The others ignored SIGTERM and were killed after the grace period.
+    assert.deepEqual(b.workers.map((w) => w.signal), ['SIGKILL', 'SIGKILL', 'SIGKILL']);
+    await assert.rejects(launch({ nprocPerNode: 2, script: '/nonexistent/x.js' }), /^UserError: Training script not found/);
+    await assert.rejects(launch({ nprocPerNode: 2, nnodes: 2, script: WORKER }), /--master-addr is required/);
+  });
+
+  test('SIGTERM to the launcher is forwarded to the workers', async () => {
+    const opts = { nprocPerNode: 2, script: helper('dist_fail_worker.ts'), args: ['wait'], nodeArgs: NODE_ARGS };
+    const p = spawn(process.execPath, [...NODE_ARGS, helper('dist_launch.ts'), JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stderr!.on('data', (d) => (err += d));
+    const code = await new Promise<number | null>((resolve) => {
+      p.stdout!.on('data', (d) => {
+        out += d;
+        if (out.includes('ready 0\n') && !p.killed) setTimeout(() => p.kill('SIGTERM'), 300);
+      });
+      p.on('close', (c) => resolve(c));
+    });
+    const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+    assert.ok(line, `no result: ${out}\n${err}`);
+    const res = JSON.parse(line.slice(7));
+    assert.equal(res.message, 'received SIGTERM; stopped all workers');
+    assert.equal(res.exitCode, 143);
+    assert.equal(code, 143);
+    assert.deepEqual(res.workers.map((w: { code: number }) => w.code), [0, 0]);
+    assert.match(err, /got SIGTERM/);
+  });
+});
