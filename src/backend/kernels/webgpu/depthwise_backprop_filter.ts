@@ -1,0 +1,173 @@
+/**
+ * DepthwiseConv2dNativeBackpropFilter for the tfjs WebGPU backend, with the reduction split across the GPU.
+ *
+ * x [N,H,W,C], dy [N,OH,OW,C*M] (NHWC, dilation 1), filter gradient [FH,FW,C,M]:
+ *   dW[kh,kw,c,m] = sum over (n,oh,ow) of x[n, oh*sh - padT + kh, ow*sw - padL + kw, c] * dy[n,oh,ow,c*M+m]
+ * tfjs runs one thread per filter weight looping over all N*OH*OW positions (2352 threads for 7x7x48), which
+ * leaves an H200 almost idle. Here:
+ *   pass 1: one thread per (kh, output channel d = c*M+m) and per chunk of "rows" r = (n, oh). For each row it
+ *           walks ow = 0..OW-1 keeping the FW input values x[n, ih, ow*sw-padL .. +FW-1, c] in registers as a
+ *           sliding window (sw new loads per step) and accumulates FW partial sums dW[kh, 0..FW-1, d]; threads
+ *           with consecutive d read consecutive addresses. Each chunk writes its FH*FW*C*M partial sums;
+ *   pass 2: `SplitSumProgram` adds the chunks (skipped when there is one chunk).
+ * FW and sw are compiled into the shader (unrolled window); everything else is a uniform.
+ *
+ * Not covered (falls back to tfjs's kernel): dilations > 1, filter width > 32, non-float32 inputs.
+ */
+import { backend_util } from '@tensorflow/tfjs';
+import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs';
+import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
+import { sumSplits, type KernelArgs } from './conv2d_backprop_filter.js';
+
+export interface DepthwiseBackpropFilterTuning {
+  /** Aim for about this many threads in pass 1 (chunks x FH x C*M). */
+  targetThreads: number;
+  /** Threads per workgroup in pass 1 (64, 128 or 256). */
+  workgroupSize: number;
+  /** Each thread handles at least this many output positions. */
+  minPositionsPerThread: number;
+}
+
+const tuning: DepthwiseBackpropFilterTuning = {
+  targetThreads: 262144,
+  workgroupSize: 256,
+  minPositionsPerThread: 32,
+};
+
+/** Change the kernel's split parameters (for benchmarking); returns the previous values. */
+export function setDepthwiseBackpropFilterTuning(t: Partial<DepthwiseBackpropFilterTuning>): DepthwiseBackpropFilterTuning {
+  const prev = { ...tuning };
+  Object.assign(tuning, t);
+  return prev;
+}
+
+export function getDepthwiseBackpropFilterTuning(): DepthwiseBackpropFilterTuning {
+  return { ...tuning };
+}
+
+/** Widest filter we unroll; wider ones use tfjs's kernel. */
+export const MAX_FILTER_WIDTH = 32;
+
+/**
+ * Pass 1. Output: [S, FH*FW*C*M] partial sums (or the final [FH,FW,C,M] when S = 1: same flat layout).
+ * Thread t of the (FH * C*M) threads of a chunk handles kh = t / (C*M), d = t % (C*M).
+ */
+export class DepthwiseBackpropFilterSplitProgram implements WebGPUProgram {
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout = { x: [0], y: [1] };
+  dispatch: [number, number, number];
+  variableNames = ['x', 'dy'];
+  uniforms = 'inH : i32, inW : i32, inC : i32, outH : i32, outW : i32, outC : i32, chMul : i32, ' +
+    'strideH : i32, padT : i32, padL : i32, filterH : i32, numRows : i32, rowsPerSplit : i32,';
+  workgroupSize: [number, number, number];
+
+  constructor(outputShape: number[], dispatch: [number, number, number], wg: number, private fw: number, private sw: number) {
+    this.outputShape = outputShape;
+    this.dispatch = dispatch;
+    this.workgroupSize = [wg, 1, 1];
+    this.shaderKey = `mambaout_dw_bpf_split_${fw}_${sw}`;
+  }
+
+  getUserCode(): string {
+    const { fw, sw } = this;
+    const wg = this.workgroupSize[0];
+    const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+    const accDecl = range(fw).map((k) => `var a${k} = 0.0;`).join(' ');
+    const winInit = range(fw).map((k) => `var w${k} = loadX(xRow, iw + ${k});`).join(' ');
+    const fmas = range(fw).map((k) => `a${k} = fma(g, w${k}, a${k});`).join(' ');
+    // Advance the window by sw: keep the overlapping FW - sw values, load the sw new ones.
+    const shift: string[] = [];
+    if (sw < fw) {
+      for (let k = 0; k < fw - sw; k++) shift.push(`w${k} = w${k + sw};`);
+      for (let k = fw - sw; k < fw; k++) shift.push(`w${k} = loadX(xRow, iw + ${k});`);
+    } else {
+      for (let k = 0; k < fw; k++) shift.push(`w${k} = loadX(xRow, iw + ${k});`);
+    }
+    const stores = range(fw).map((k) => `result[outBase + ${k} * uniforms.outC] = a${k};`).join('\n        ');
+    return `
+      fn loadX(rowBase : i32, col : i32) -> f32 {
+        if (col < 0 || col >= uniforms.inW) { return 0.0; }
+        return x[rowBase + col * uniforms.inC];
+      }
+
+      fn main() {
+        let t = i32(workgroupId.x) * ${wg} + i32(localIndex);
+        let split = i32(workgroupId.y);
+        let perRowThreads = uniforms.filterH * uniforms.outC;
+        if (t >= perRowThreads) { return; }
+        let kh = t / uniforms.outC;
+        let d = t - kh * uniforms.outC;
+        let c = d / uniforms.chMul;
+        ${accDecl}
+        let r0 = split * uniforms.rowsPerSplit;
+        let r1 = min(r0 + uniforms.rowsPerSplit, uniforms.numRows);
+        for (var r = r0; r < r1; r = r + 1) {
+          let n = r / uniforms.outH;
+          let oh = r - n * uniforms.outH;
+          let ih = oh * uniforms.strideH - uniforms.padT + kh;
+          if (ih < 0 || ih >= uniforms.inH) { continue; }
+          let xRow = (n * uniforms.inH + ih) * uniforms.inW * uniforms.inC + c;
+          var dyIdx = r * uniforms.outW * uniforms.outC + d;
+          var iw = -uniforms.padL;
+          ${winInit}
+          for (var ow = 0; ow < uniforms.outW; ow = ow + 1) {
+            let g = dy[dyIdx];
+            ${fmas}
+            dyIdx = dyIdx + uniforms.outC;
+            iw = iw + ${sw};
+            ${shift.join(' ')}
+          }
+        }
+        let outBase = split * perRowThreads * ${fw} + kh * ${fw} * uniforms.outC + d;
+        ${stores}
+      }
+    `;
+  }
+}
+
+/** Our DepthwiseConv2dNativeBackpropFilter; `fallback` (tfjs's kernel) handles what it does not cover. */
+export function depthwiseBackpropFilterWebGPU(args: KernelArgs, fallback?: KernelFunc): TensorInfo {
+  const { x, dy } = args.inputs;
+  const attrs = (args.attrs ?? {}) as unknown as {
+    strides: number | [number, number];
+    dilations: number | [number, number];
+    pad: 'valid' | 'same' | number | backend_util.ExplicitPadding;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    filterShape: [number, number, number, number];
+  };
+  const backend = args.backend as WebGPUBackend;
+  const dil = attrs.dilations ?? 1;
+  const [dh, dw] = typeof dil === 'number' ? [dil, dil] : dil;
+  const [fh, fw, inC, chMul] = attrs.filterShape;
+  const useFallback = (): TensorInfo => {
+    if (!fallback) throw new Error('DepthwiseConv2dNativeBackpropFilter: unsupported case and no fallback kernel');
+    return fallback(args as Parameters<KernelFunc>[0]) as TensorInfo;
+  };
+  if (dh !== 1 || dw !== 1 || fw > MAX_FILTER_WIDTH || x.dtype !== 'float32' || dy.dtype !== 'float32' || x.shape.length !== 4) {
+    return useFallback();
+  }
+  const conv = backend_util.computeConv2DInfo(
+    x.shape as [number, number, number, number], attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, true);
+  const outC = inC * chMul;
+  const rows = conv.batchSize * conv.outHeight;
+  const perRowThreads = fh * outC;
+  const maxDim = backend.device.limits.maxComputeWorkgroupsPerDimension;
+  const wg = [64, 128, 256].includes(tuning.workgroupSize) ? tuning.workgroupSize : 256;
+  const groupsX = Math.ceil(perRowThreads / wg);
+  if (rows === 0 || perRowThreads === 0 || conv.outWidth === 0 || groupsX > maxDim) return useFallback();
+  // Chunks of rows: enough threads to fill the GPU, but at least minPositionsPerThread positions per thread.
+  const minRows = Math.max(1, Math.ceil(tuning.minPositionsPerThread / conv.outWidth));
+  let splits = Math.max(1, Math.min(Math.round(tuning.targetThreads / perRowThreads), Math.floor(rows / minRows), maxDim));
+  const rowsPerSplit = Math.ceil(rows / splits);
+  splits = Math.ceil(rows / rowsPerSplit);
+  const outShape = splits === 1 ? attrs.filterShape.slice() : [splits, fh * fw * outC];
+  const program = new DepthwiseBackpropFilterSplitProgram(outShape, [groupsX, splits, 1], wg, fw, conv.strideWidth);
+  const uniforms = [
+    conv.inHeight, conv.inWidth, inC, conv.outHeight, conv.outWidth, outC, chMul,
+    conv.strideHeight, conv.padInfo.top, conv.padInfo.left, fh, rows, rowsPerSplit,
+  ].map((v) => ({ type: 'int32' as const, data: [v] }));
+  const partials = backend.runWebGPUProgram(program, [x, dy], 'float32', uniforms);
+  if (splits === 1) return partials;
+  return sumSplits(backend, partials, splits, attrs.filterShape.slice());
+}

@@ -1,0 +1,84 @@
+/**
+ * Registers our WGSL kernels on tfjs's 'webgpu' backend in place of tfjs's own, keeping tfjs's kernel as the
+ * fallback for the cases ours do not cover (NCHW, dilation > 1, ...). `unregisterWebGPUKernels()` restores
+ * tfjs's kernels exactly (used by releaseWebGPU and by the benchmark to time the originals).
+ *
+ * Kernels: Conv2DBackpropFilter (split-K implicit-im2col matrix product), DepthwiseConv2dNativeBackpropFilter
+ * (split reduction with a sliding register window). Both are the filter gradients of MambaOut's training step.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs';
+import { conv2dBackpropFilterWebGPU, type KernelArgs } from './conv2d_backprop_filter.js';
+import { depthwiseBackpropFilterWebGPU } from './depthwise_backprop_filter.js';
+
+export {
+  conv2dBackpropFilterWebGPU,
+  getConv2DBackpropFilterTuning,
+  setConv2DBackpropFilterTuning,
+  type Conv2DBackpropFilterTuning,
+} from './conv2d_backprop_filter.js';
+export {
+  depthwiseBackpropFilterWebGPU,
+  getDepthwiseBackpropFilterTuning,
+  setDepthwiseBackpropFilterTuning,
+  type DepthwiseBackpropFilterTuning,
+} from './depthwise_backprop_filter.js';
+
+type OurKernel = (args: KernelArgs, fallback?: KernelFunc) => TensorInfo;
+
+const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
+  { kernelName: 'Conv2DBackpropFilter', impl: conv2dBackpropFilterWebGPU },
+  { kernelName: 'DepthwiseConv2dNativeBackpropFilter', impl: depthwiseBackpropFilterWebGPU },
+];
+
+/** Names of the kernels we replace on 'webgpu'. */
+export const WEBGPU_KERNEL_NAMES: readonly string[] = OURS.map((k) => k.kernelName);
+
+/** tfjs's kernel configs we replaced, to restore them. */
+const originals = new Map<string, KernelConfig>();
+/** Our registered configs, to recognise them. */
+const registered = new Map<string, KernelConfig>();
+
+/** Replace tfjs's webgpu kernels by ours (idempotent). Returns the kernel names now ours. */
+export function registerWebGPUKernels(): string[] {
+  for (const { kernelName, impl } of OURS) {
+    const current = tf.getKernel(kernelName, 'webgpu');
+    const mine = registered.get(kernelName);
+    if (current && mine && current.kernelFunc === mine.kernelFunc) continue;
+    let fallback: KernelFunc | undefined;
+    if (current) {
+      originals.set(kernelName, current);
+      fallback = current.kernelFunc;
+      tf.unregisterKernel(kernelName, 'webgpu');
+    }
+    const config: KernelConfig = {
+      kernelName,
+      backendName: 'webgpu',
+      kernelFunc: ((args: KernelArgs) => impl(args, fallback)) as unknown as KernelFunc,
+    };
+    tf.registerKernel(config);
+    registered.set(kernelName, config);
+  }
+  return OURS.map((k) => k.kernelName);
+}
+
+/** Put tfjs's original kernels back (idempotent). */
+export function unregisterWebGPUKernels(): void {
+  for (const { kernelName } of OURS) {
+    const mine = registered.get(kernelName);
+    const current = tf.getKernel(kernelName, 'webgpu');
+    if (!mine || !current || current.kernelFunc !== mine.kernelFunc) continue;
+    tf.unregisterKernel(kernelName, 'webgpu');
+    registered.delete(kernelName);
+    const orig = originals.get(kernelName);
+    if (orig) tf.registerKernel(orig);
+  }
+}
+
+/** Whether our kernels are the ones registered now. */
+export function webgpuKernelsRegistered(): boolean {
+  return OURS.every(({ kernelName }) => {
+    const mine = registered.get(kernelName);
+    return mine !== undefined && tf.getKernel(kernelName, 'webgpu')?.kernelFunc === mine.kernelFunc;
+  });
+}
