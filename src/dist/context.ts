@@ -27,20 +27,21 @@ export class DistContext {
   }
 
   /** Flatten tensors (in the given order) into one host buffer. */
-  private static flatten(tensors: tf.Tensor[]): Float32Array {
+  private static async flatten(tensors: tf.Tensor[]): Promise<Float32Array> {
     const total = tensors.reduce((a, t) => a + t.size, 0);
     const buf = new Float32Array(total);
+    const datas = await Promise.all(tensors.map((t) => t.data()));
     let off = 0;
-    for (const t of tensors) {
-      buf.set(t.dataSync() as Float32Array, off);
-      off += t.size;
+    for (const d of datas) {
+      buf.set(d as Float32Array, off);
+      off += d.length;
     }
     return buf;
   }
 
   /** Rank 0's parameter values everywhere (DDP's broadcast at wrap time). */
   async broadcastParams(params: readonly NamedParameter[]): Promise<void> {
-    const buf = DistContext.flatten(params.map((p) => p.variable));
+    const buf = await DistContext.flatten(params.map((p) => p.variable));
     await this.group.broadcast(buf, 0);
     let off = 0;
     tf.tidy(() => {
@@ -54,7 +55,7 @@ export class DistContext {
   /** Average gradients over ranks; returns new tensors (the inputs are disposed). */
   async allreduceGrads(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>): Promise<Map<string, tf.Tensor>> {
     const order = params.filter((p) => grads.has(p.name));
-    const buf = DistContext.flatten(order.map((p) => grads.get(p.name)!));
+    const buf = await DistContext.flatten(order.map((p) => grads.get(p.name)!));
     await this.group.allreduce(buf, { op: 'avg' });
     const out = new Map<string, tf.Tensor>();
     let off = 0;

@@ -167,17 +167,25 @@ export class MambaOut {
     return this.params.reduce((a, p) => a + p.variable.size, 0);
   }
 
-  /** PyTorch-layout state dict (host copies). */
+  /** PyTorch-layout state dict (host copies). Synchronous: cpu/wasm/tensorflow backends; use stateDictAsync on webgpu. */
   stateDict(): TensorMap {
+    return this.toTorch(this.params.map((p) => p.variable.dataSync() as Float32Array));
+  }
+
+  /** PyTorch-layout state dict read without blocking (works on every backend, webgpu included). */
+  async stateDictAsync(): Promise<TensorMap> {
+    return this.toTorch((await Promise.all(this.params.map((p) => p.variable.data()))) as Float32Array[]);
+  }
+
+  private toTorch(datas: Float32Array[]): TensorMap {
     const out: TensorMap = new Map();
-    for (const p of this.params) {
-      const data = p.variable.dataSync() as Float32Array;
+    this.params.forEach((p, i) => {
       out.set(p.name, {
         dtype: 'float32',
         shape: torchShape(p.kind, p.variable.shape),
-        data: toTorchLayout(p.kind, p.variable.shape, data),
+        data: toTorchLayout(p.kind, p.variable.shape, datas[i]),
       });
-    }
+    });
     return out;
   }
 

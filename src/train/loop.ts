@@ -494,7 +494,7 @@ async function checkpointState(s: LoopState, epoch: number, extra: Record<string
   let ema = null;
   if (s.ema && s.emaModel) {
     copyEmaTo(s.ema, s.emaModel);
-    ema = s.emaModel.stateDict();
+    ema = await s.emaModel.stateDictAsync();
   }
   const { __yaml, ...args } = s.args;
   void __yaml;
@@ -503,7 +503,7 @@ async function checkpointState(s: LoopState, epoch: number, extra: Record<string
     arch: s.args.model as string,
     version: 2,
     args,
-    stateDict: s.model.stateDict(),
+    stateDict: await s.model.stateDictAsync(),
     stateDictEma: ema,
     optimizer: { tensors: opt.tensors, meta: opt.meta },
     extra,
