@@ -10,6 +10,7 @@ import { hideBin } from 'yargs/helpers';
 import { parseArgs, argsToYaml } from '../src/cli/parse.js';
 import { TRAIN_FLAGS, inertNotices } from '../src/cli/options.js';
 import { runMain } from '../src/cli/main.js';
+import { listModelsTable } from '../src/cli/list_models.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
 import { runTraining } from '../src/train/loop.js';
 import { makeTinyImagenet } from '../src/data/tiny.js';
@@ -29,6 +30,10 @@ runMain('mambaout-train', async () => {
   });
   const args = parsed.args;
   if (args.__help) return 0;
+  if (args.list_models) {
+    process.stdout.write(listModelsTable() + '\n');
+    return 0;
+  }
   const yamlText = argsToYaml(args); // timm writes args.yaml from the args right after parsing
   const rank = Number(process.env.RANK ?? 0);
   const logger = createLogger({ format: args.log_format as LogFormat, silent: rank !== 0 });

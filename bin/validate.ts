@@ -9,8 +9,9 @@
 import { existsSync, statSync } from 'node:fs';
 import { hideBin } from 'yargs/helpers';
 import { parseArgs } from '../src/cli/parse.js';
-import { BACKEND_FLAGS, inertNotices, type Flag } from '../src/cli/options.js';
+import { BACKEND_FLAGS, LIST_MODELS_FLAG, inertNotices, type Flag } from '../src/cli/options.js';
 import { runMain } from '../src/cli/main.js';
+import { listModelsTable } from '../src/cli/list_models.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
 import { checkpointsIn, expandModels, validateOne, writeResults, type ValidateArgs, type ValidateResult } from '../src/inference/validate.js';
 import { UserError, isUserError } from '../src/errors.js';
@@ -56,6 +57,7 @@ export const VALIDATE_FLAGS: Flag[] = [
   { dest: 'engine', type: 'string', default: 'auto', describe: 'inference engine: auto (onnxruntime on CPU, tfjs on GPU), onnxruntime, tfjs', group: 'Runtime (mambaout):', choices: ENGINE_CHOICES },
   { dest: 'threads', type: 'number', default: undefined, describe: 'CPU threads for onnxruntime (default: all cores)', group: 'Runtime (mambaout):' },
   ...BACKEND_FLAGS,
+  LIST_MODELS_FLAG,
 ];
 
 runMain('mambaout-validate', async () => {
@@ -63,11 +65,15 @@ runMain('mambaout-validate', async () => {
     scriptName: 'mambaout-validate',
     usage: '$0 <data> [options]\n\nValidate a MambaOut model on an ImageNet-style folder (timm validate.py).',
     flags: VALIDATE_FLAGS,
-    positionals: [{ name: 'data', describe: 'path to dataset', type: 'string', demand: true }],
+    positionals: [{ name: 'data', describe: 'path to dataset', type: 'string', demand: !process.argv.includes('--list-models') }],
     argv: hideBin(process.argv),
   });
   const r = parsed.args;
   if (r.__help) return 0;
+  if (r.list_models) {
+    process.stdout.write(listModelsTable() + '\n');
+    return 0;
+  }
   const logger = createLogger({ format: r.log_format as LogFormat });
   for (const n of inertNotices(VALIDATE_FLAGS, Object.fromEntries(Object.entries(r).map(([k, v]) => [k.replace(/_/g, '-'), v])))) logger.info(n);
   if (r.dataset && !/^(folder\/?)$/.test(r.dataset as string)) throw new UserError(`--dataset '${r.dataset}' is not supported: only ImageNet-style folders`);

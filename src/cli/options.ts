@@ -52,6 +52,8 @@ const EM = 'Model Exponential Moving Average:';
 const MS = 'Miscellaneous parameters:';
 const RT = 'Runtime (mambaout):';
 
+export const LIST_MODELS_FLAG: Flag = { dest: 'list_models', type: 'boolean', default: false, describe: 'print the available models with their parameter counts and exit', group: 'Runtime (mambaout):' };
+
 export const BACKEND_FLAGS: Flag[] = [
   { dest: 'backend', type: 'string', default: undefined, describe: 'tfjs backend: auto, webgpu, tensorflow, wasm, cpu (env MAMBAOUT_BACKEND)', group: RT, choices: ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] },
   { dest: 'log_format', type: 'string', default: 'text', describe: 'log output: text (timm-like lines) or json (pino)', group: RT, choices: ['text', 'json'] },
@@ -181,6 +183,7 @@ export const TRAIN_FLAGS: Flag[] = [
   { dest: 'use_multi_epochs_loader', type: 'boolean', default: false, describe: 'use the multi-epochs-loader to save time at the beginning of every epoch', group: MS, inert: 'loader workers persist already' },
   { dest: 'log_wandb', type: 'boolean', default: false, describe: 'log training and validation metrics to wandb', group: MS, inert: 'wandb is not available in Node' },
   ...BACKEND_FLAGS,
+  LIST_MODELS_FLAG,
   { dest: 'dist_timeout', type: 'number', default: 300, describe: 'seconds before a silent distributed peer is declared dead', group: RT },
 ];
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Pack what a GPU run of mambaout needs into .device/ (git-ignored) within the device tool's 64 MiB carry limit.
+# Wraps ../shared/device/pack.sh's layout (node.xz, debs/, setup.sh) but prunes node_modules harder: browser bundles,
+# source maps, typings, other platforms' native binaries, typescript and playwright are left out.
+#   npm ci && bash scripts/pack_device.sh
+#   device run: carry [".device"], command: source .device/setup.sh && node --import tsx scripts/bench.ts --backend webgpu ...
+set -euo pipefail
+root=$(pwd); out="$root/.device"
+[ -f package.json ] || { echo "run from the project root" >&2; exit 2; }
+grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
+shared="$root/../shared/device/pack.sh"
+# node binary + Vulkan loader debs: reuse the shared script's steps when they are missing
+if [ ! -f "$out/node.xz" ] || ! ls "$out"/debs/libvulkan1_*.deb >/dev/null 2>&1; then
+  [ -f "$shared" ] || { echo "need $shared for node and the Vulkan loader" >&2; exit 2; }
+  bash "$shared" >/dev/null
+fi
+rm -rf "$out/webgpu-mini"
+tar -C "$root" -cf - \
+  --exclude='*.map' --exclude='*.d.ts' --exclude='*.min.js' --exclude='*.min.js.html' --exclude='*.es2017.js' --exclude='*.fesm.js' \
+  --exclude='node_modules/@tensorflow/*/dist/miniprogram' --exclude='node_modules/@tensorflow/tfjs-node*' \
+  --exclude='node_modules/webgpu/dist/darwin-*' --exclude='node_modules/webgpu/dist/win32-*' --exclude='node_modules/webgpu/dist/linux-arm64' \
+  --exclude='node_modules/onnxruntime-node/bin' \
+  --exclude='node_modules/typescript' --exclude='node_modules/playwright-core' --exclude='node_modules/@types' --exclude='node_modules/.cache' \
+  node_modules | xz -T2 -6 > "$out/app.tar.xz"
+cat > "$out/setup.sh" <<'SETUP'
+# (onnxruntime-node binaries are left out: on the GPU the tfjs engine is used)
+# source me on the device machine, from the project root
+_d=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+mkdir -p /tmp/nodebin && xz -dc "$_d/node.xz" > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
+export PATH=/tmp/nodebin:$PATH
+for f in "$_d"/debs/*.deb; do dpkg -x "$f" /; done; ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+xz -dc "$_d/app.tar.xz" | tar -C "$_d/.." -xf -
+echo "device ready: node $(node --version), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+SETUP
+du -sh "$out"/* | sed "s#$root/##"
+echo "total: $(du -sh --exclude=webgpu-mini "$out" | cut -f1) (must stay under 64 MiB)"

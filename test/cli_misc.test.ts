@@ -1,0 +1,82 @@
+/**
+ * CLI-level checks that span modules: --list-models (parameter counts), the package entry point
+ * (`import * as m from 'mambaout'`), and --pretrained's cache / offline behaviour.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, copyFileSync, existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { fixture, sharedFixture, tempDir } from './helpers.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const { dir: TMP, cleanup } = tempDir('mambaout-cli-test-');
+process.on('exit', cleanup);
+
+function cli(bin: string, args: string[], env: Record<string, string> = {}) {
+  return spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'bin', `${bin}.ts`), ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env }, timeout: 120_000 });
+}
+
+test('--list-models prints every model with its parameter count', () => {
+  for (const bin of ['train', 'validate']) {
+    const r = cli(bin, ['--list-models']);
+    assert.equal(r.status, 0, r.stderr);
+    for (const [name, m, exact] of [
+      ['mambaout_femto', '7.3M', '7304536'], ['mambaout_kobe', '9.1M', '9141208'], ['mambaout_tiny', '26.5M', '26545096'],
+      ['mambaout_small', '48.5M', '48488072'], ['mambaout_base', '84.8M', '84813092'],
+    ]) {
+      assert.match(r.stdout, new RegExp(`^${name} +${m.replace('.', '\\.')} +${exact} `, 'm'), `${bin}: ${name}`);
+    }
+  }
+});
+
+test("the public API is importable as the package ('mambaout')", async (t) => {
+  if (!existsSync(join(ROOT, 'dist', 'src', 'index.js'))) {
+    t.skip('dist/ not built (npm ci builds it through the prepare script)');
+    return;
+  }
+  const m = await import('mambaout');
+  for (const fn of ['createModel', 'listModels', 'loadCheckpoint', 'saveSafetensors', 'readSafetensors', 'initBackend', 'loadClassifier']) {
+    assert.equal(typeof (m as Record<string, unknown>)[fn], 'function', fn);
+  }
+  await m.initBackend('cpu');
+  const model = m.createModel('mambaout_test', { noInit: true });
+  model.loadStateDict((await m.loadCheckpoint(fixture('micro.pth'))).stateDict);
+  assert.equal(model.namedParameters().length, 68);
+  assert.equal(model.namedParameters()[0][0], 'downsample_layers.0.conv1.weight');
+  model.dispose();
+});
+
+test('--pretrained offline: one sentence saying where to put the file', () => {
+  const home = join(TMP, 'home-empty');
+  const r = cli('predict', [fixture('photos/chelsea.jpg'), '--model', 'mambaout_femto', '--pretrained'], { MAMBAOUT_HOME: home });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /put it at .*home-empty[/\\]mambaout_femto\.pth \(or pass --pretrained-path FILE\)/);
+  assert.doesNotMatch(r.stderr, /\n\s+at /);
+});
+
+test('--pretrained cache: a verified file is used, its checksum recorded, and a later change is noticed', (t) => {
+  const femto = sharedFixture('femto_random.pth');
+  if (!femto) {
+    t.skip('../shared/fixtures/femto_random.pth not present');
+    return;
+  }
+  const home = join(TMP, 'home');
+  const file = join(home, 'mambaout_femto.pth');
+  spawnSync('mkdir', ['-p', home]);
+  copyFileSync(femto, file);
+  const ok = cli('predict', [fixture('photos/chelsea.jpg'), '--model', 'mambaout_femto', '--pretrained', '--json'], { MAMBAOUT_HOME: home });
+  assert.equal(ok.status, 0, ok.stderr);
+  const [pred] = JSON.parse(ok.stdout);
+  assert.equal(pred.topk.length, 5);
+  assert.match(readFileSync(`${file}.sha256`, 'utf8'), /^[0-9a-f]{64} \d+\n$/);
+  appendFileSync(file, Buffer.from([0]));
+  const bad = cli('predict', [fixture('photos/chelsea.jpg'), '--model', 'mambaout_femto', '--pretrained'], { MAMBAOUT_HOME: home });
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /changed since they were verified/);
+  // a file of the wrong model is refused by the strict check
+  const wrong = cli('predict', [fixture('photos/chelsea.jpg'), '--model', 'mambaout_femto', '--pretrained-path', fixture('micro.pth')]);
+  assert.notEqual(wrong.status, 0);
+  assert.match(wrong.stderr, /does not fit mambaout_femto/);
+});
