@@ -196,3 +196,39 @@ test('inert flags are accepted with a one-line notice', () => {
 });
 
 void hideBin;
+
+test('Ctrl-C saves a recovery checkpoint and exits cleanly; the recovery file resumes', async () => {
+  const exp = join(TMP, 'sigint');
+  const child = spawn(process.execPath, ['--import', 'tsx', TRAIN_BIN, data, ...CLI_BASE, '--epochs', '20', '--log-interval', '1', '--output', TMP, '--experiment', 'sigint'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d) => (err += d));
+  const sent = new Promise<void>((resolve) => {
+    child.stdout.on('data', (d) => {
+      out += d;
+      // after the second logged micro-batch of epoch 1 (the run is mid-epoch), press Ctrl-C
+      if (/Train: 1 \[   1\//.test(out) && !child.killed) {
+        child.kill('SIGINT');
+        resolve();
+      }
+    });
+  });
+  const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  await sent;
+  assert.equal(code, 130, err);
+  assert.match(err, /SIGINT: finishing this step, then saving a recovery checkpoint/);
+  assert.doesNotMatch(err, /\n\s+at /);
+  const rec = readdirSync(exp).filter((f) => f.startsWith('recovery-1-'));
+  assert.equal(rec.length, 1, `recovery file in ${readdirSync(exp)}`);
+  assert.match(out, new RegExp(`Interrupted: saved recovery checkpoint .*${rec[0]}`));
+  const ck = await readTrainCheckpoint(join(exp, rec[0]));
+  assert.equal(ck.epoch, 1);
+  // timm semantics: resuming from a recovery file continues with the next epoch
+  const r = runCli([data, ...CLI_BASE, '--epochs', '3', '--output', TMP, '--experiment', 'sigint-resumed', '--resume', join(exp, rec[0])]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^Train: 2 \[/m);
+  assert.doesNotMatch(r.stdout, /^Train: 1 \[/m);
+});
