@@ -9,32 +9,19 @@
  * Loads the model once, starts the server, prints its address and serves until Ctrl-C (SIGINT) or SIGTERM.
  */
 import { existsSync } from 'node:fs';
-import yargs from 'yargs';
 import { UserError } from '../src/errors.js';
-import { BACKEND_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
+import { BACKEND_FLAGS, INFERENCE_MODEL_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
+import { buildYargs } from '../src/cli/parse.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
 import { getModelConfig } from '../src/models/registry.js';
-import { ENGINE_CHOICES, type EngineChoice } from '../src/inference/load.js';
+import { type EngineChoice } from '../src/inference/load.js';
 import { DEFAULT_TOPK, Predictor, checkTopK } from '../src/inference/predict.js';
 import { DEFAULT_DEMO_HOST, DEFAULT_DEMO_PORT, DEFAULT_MAX_UPLOAD_MB, startDemoServer } from '../src/demo/server.js';
 
-const MD = 'Model parameters:';
-const DT = 'Data parameters:';
 const SV = 'Server:';
 
 const DEMO_FLAGS: Flag[] = [
-  { dest: 'model', type: 'string', default: 'mambaout_femto', describe: 'model name (default: mambaout_femto)', group: MD, alias: ['m'] },
-  { dest: 'pretrained', type: 'boolean', default: false, describe: 'use the released ImageNet-1k weights (cached download)', group: MD },
-  { dest: 'pretrained_path', type: 'string', default: '', describe: 'local file with the released weights (instead of the cache/download)', group: MD },
-  { dest: 'checkpoint', type: 'string', default: '', describe: 'path to a checkpoint (.pth / .pth.tar from mambaout-train or timm)', group: MD },
-  { dest: 'use_ema', type: 'boolean', default: false, describe: 'use the EMA weights of the checkpoint if present', group: MD },
-  { dest: 'num_classes', type: 'number', default: undefined, describe: 'number of classes (default: from the weights)', group: MD },
-  { dest: 'class_map', type: 'string', default: '', describe: 'file with one class name per line (default: ImageNet-1k names for 1000 classes, class_<i> otherwise)', group: MD },
-  { dest: 'engine', type: 'string', default: 'auto', describe: 'inference engine: auto (onnxruntime on CPU, tfjs on a GPU backend), onnxruntime, tfjs', group: MD, choices: ENGINE_CHOICES },
-  { dest: 'threads', type: 'number', default: undefined, describe: 'onnxruntime threads (default: one per core)', group: MD },
-  { dest: 'img_size', type: 'number', default: undefined, describe: 'input image size (default: the model\'s, 224)', group: DT },
-  { dest: 'crop_pct', type: 'number', default: undefined, describe: 'center crop fraction (default: the model\'s, 1.0)', group: DT },
-  { dest: 'interpolation', type: 'string', default: '', describe: 'resize interpolation (default: the model\'s, bicubic)', group: DT },
+  ...INFERENCE_MODEL_FLAGS,
   { dest: 'topk', type: 'number', default: DEFAULT_TOPK, describe: `classes shown per image (default: ${DEFAULT_TOPK})`, group: SV },
   { dest: 'port', type: 'number', default: DEFAULT_DEMO_PORT, describe: `TCP port (default: ${DEFAULT_DEMO_PORT}; 0 picks a free one)`, group: SV },
   { dest: 'host', type: 'string', default: DEFAULT_DEMO_HOST, describe: `interface to listen on (default: ${DEFAULT_DEMO_HOST}, this machine only; 0.0.0.0 exposes the demo to the network)`, group: SV },
@@ -47,20 +34,8 @@ const USAGE =
   'Start a local web page where you can drop an image and see the classes the model predicts.';
 
 function parse(argv: readonly string[]): Record<string, unknown> | null {
-  const parsed = yargs([...argv])
-    .scriptName('mambaout-demo')
-    .usage(USAGE)
+  const parsed = buildYargs('mambaout-demo', USAGE, argv, { 'camel-case-expansion': false })
     .options(toYargs(DEMO_FLAGS))
-    .parserConfiguration({ 'camel-case-expansion': false })
-    .strictOptions(true)
-    .help('help')
-    .alias('help', 'h')
-    .version(false)
-    .wrap(Math.min(120, process.stdout.columns || 100))
-    .exitProcess(false)
-    .fail((msg, err) => {
-      throw new UserError(msg || err?.message || 'invalid arguments');
-    })
     .parseSync() as Record<string, unknown>;
   if (parsed.help) return null;
   const extra = (parsed._ as unknown[]) ?? [];

@@ -11,35 +11,23 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
-import yargs from 'yargs';
 import { UserError } from '../src/errors.js';
-import { BACKEND_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
+import { BACKEND_FLAGS, INFERENCE_MODEL_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
+import { buildYargs } from '../src/cli/parse.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
 import { getModelConfig } from '../src/models/registry.js';
-import { ENGINE_CHOICES, type EngineChoice } from '../src/inference/load.js';
+import { type EngineChoice } from '../src/inference/load.js';
 import { writeFileAtomic } from '../src/checkpoint/atomic.js';
 import {
   DEFAULT_BATCH_SIZE, DEFAULT_TOPK, IMAGE_EXTENSIONS, Predictor, checkTopK, collectImagePaths, formatPrediction,
   type Prediction,
 } from '../src/inference/predict.js';
 
-const MD = 'Model parameters:';
 const DT = 'Data parameters:';
 const OUT = 'Output:';
 
 const PREDICT_FLAGS: Flag[] = [
-  { dest: 'model', type: 'string', default: 'mambaout_femto', describe: 'model name (default: mambaout_femto)', group: MD, alias: ['m'] },
-  { dest: 'pretrained', type: 'boolean', default: false, describe: 'use the released ImageNet-1k weights (cached download)', group: MD },
-  { dest: 'pretrained_path', type: 'string', default: '', describe: 'local file with the released weights (instead of the cache/download)', group: MD },
-  { dest: 'checkpoint', type: 'string', default: '', describe: 'path to a checkpoint (.pth / .pth.tar from mambaout-train or timm)', group: MD },
-  { dest: 'use_ema', type: 'boolean', default: false, describe: 'use the EMA weights of the checkpoint if present', group: MD },
-  { dest: 'num_classes', type: 'number', default: undefined, describe: 'number of classes (default: from the weights)', group: MD },
-  { dest: 'class_map', type: 'string', default: '', describe: 'file with one class name per line (default: ImageNet-1k names for 1000 classes, class_<i> otherwise)', group: MD },
-  { dest: 'engine', type: 'string', default: 'auto', describe: 'inference engine: auto (onnxruntime on CPU, tfjs on a GPU backend), onnxruntime, tfjs', group: MD, choices: ENGINE_CHOICES },
-  { dest: 'threads', type: 'number', default: undefined, describe: 'onnxruntime threads (default: one per core)', group: MD },
-  { dest: 'img_size', type: 'number', default: undefined, describe: 'input image size (default: the model\'s, 224)', group: DT },
-  { dest: 'crop_pct', type: 'number', default: undefined, describe: 'center crop fraction (default: the model\'s, 1.0)', group: DT },
-  { dest: 'interpolation', type: 'string', default: '', describe: 'resize interpolation (default: the model\'s, bicubic)', group: DT },
+  ...INFERENCE_MODEL_FLAGS,
   { dest: 'batch_size', type: 'number', default: DEFAULT_BATCH_SIZE, describe: `images per batch (default: ${DEFAULT_BATCH_SIZE})`, group: DT, alias: ['b'] },
   { dest: 'topk', type: 'number', default: DEFAULT_TOPK, describe: `number of classes to show per image (default: ${DEFAULT_TOPK})`, group: OUT },
   { dest: 'json', type: 'string', default: undefined, describe: 'print the predictions as JSON, or write them to FILE (--json FILE)', group: OUT },
@@ -84,20 +72,8 @@ function looksLikeInput(token: string): boolean {
 }
 
 function parse(argv: readonly string[]): PredictArgs | null {
-  const parsed = yargs([...argv])
-    .scriptName('mambaout-predict')
-    .usage(USAGE)
+  const parsed = buildYargs('mambaout-predict', USAGE, argv, { 'parse-positional-numbers': false, 'camel-case-expansion': false })
     .options(toYargs(PREDICT_FLAGS))
-    .parserConfiguration({ 'parse-positional-numbers': false, 'camel-case-expansion': false })
-    .strictOptions(true)
-    .help('help')
-    .alias('help', 'h')
-    .version(false)
-    .wrap(Math.min(120, process.stdout.columns || 100))
-    .exitProcess(false)
-    .fail((msg, err) => {
-      throw new UserError(msg || err?.message || 'invalid arguments');
-    })
     .parseSync() as Record<string, unknown>;
   if (parsed.help) return null;
   const get = (dest: string): unknown => parsed[flagName(dest)];

@@ -52,6 +52,24 @@ const EM = 'Model Exponential Moving Average:';
 const MS = 'Miscellaneous parameters:';
 const RT = 'Runtime (mambaout):';
 
+const IM = 'Model parameters:';
+const ID = 'Data parameters:';
+/** Model/weights/engine flags shared by mambaout-predict and mambaout-demo. */
+export const INFERENCE_MODEL_FLAGS: Flag[] = [
+  { dest: 'model', type: 'string', default: 'mambaout_femto', describe: 'model name (default: mambaout_femto)', group: IM, alias: ['m'] },
+  { dest: 'pretrained', type: 'boolean', default: false, describe: 'use the released ImageNet-1k weights (cached download)', group: IM },
+  { dest: 'pretrained_path', type: 'string', default: '', describe: 'local file with the released weights (instead of the cache/download)', group: IM },
+  { dest: 'checkpoint', type: 'string', default: '', describe: 'path to a checkpoint (.pth / .pth.tar / .safetensors, from mambaout-train or timm)', group: IM },
+  { dest: 'use_ema', type: 'boolean', default: false, describe: 'use the EMA weights of the checkpoint if present', group: IM },
+  { dest: 'num_classes', type: 'number', default: undefined, describe: 'number of classes (default: from the weights)', group: IM },
+  { dest: 'class_map', type: 'string', default: '', describe: 'file with one class name per line (default: ImageNet-1k names for 1000 classes, class_<i> otherwise)', group: IM },
+  { dest: 'engine', type: 'string', default: 'auto', describe: 'inference engine: auto (onnxruntime on CPU, tfjs on a GPU backend), onnxruntime, tfjs', group: IM, choices: ['auto', 'onnxruntime', 'tfjs'] },
+  { dest: 'threads', type: 'number', default: undefined, describe: 'onnxruntime threads (default: one per core)', group: IM },
+  { dest: 'img_size', type: 'number', default: undefined, describe: "input image size (default: the model's, 224)", group: ID },
+  { dest: 'crop_pct', type: 'number', default: undefined, describe: "center crop fraction (default: the model's, 1.0)", group: ID },
+  { dest: 'interpolation', type: 'string', default: '', describe: "resize interpolation (default: the model's, bicubic)", group: ID },
+];
+
 export const LIST_MODELS_FLAG: Flag = { dest: 'list_models', type: 'boolean', default: false, describe: 'print the available models with their parameter counts and exit', group: 'Runtime (mambaout):' };
 
 export const BACKEND_FLAGS: Flag[] = [

@@ -3,7 +3,7 @@
  * record keyed by argparse dest names (underscores), like Python's argparse.Namespace.
  */
 import { readFileSync, existsSync } from 'node:fs';
-import yargs from 'yargs';
+import yargs, { type Argv } from 'yargs';
 import YAML from 'yaml';
 import { UserError } from '../errors.js';
 import { flagName, toYargs, type Flag } from './options.js';
@@ -46,6 +46,27 @@ export function loadYamlConfig(file: string): Record<string, unknown> {
   return doc as Record<string, unknown>;
 }
 
+/**
+ * The yargs set-up every CLI shares: strict options, --help, no --version, no boolean negation (timm has real
+ * --no-* flags), user errors as UserError instead of process.exit.
+ */
+export function buildYargs(scriptName: string, usage: string, argv: readonly string[], config: Record<string, boolean>): Argv {
+  return yargs([...argv])
+    .scriptName(scriptName)
+    .usage(usage)
+    // timm has flags spelled --no-aug, --no-resume-opt, --no-prefetcher: they are flags of their own, not negations.
+    .parserConfiguration({ 'boolean-negation': false, ...config })
+    .strictOptions(true)
+    .help('help')
+    .alias('help', 'h')
+    .version(false)
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .exitProcess(false)
+    .fail((msg, err) => {
+      throw new UserError(msg || err?.message || 'invalid arguments');
+    });
+}
+
 export function parseArgs(opts: {
   scriptName: string;
   usage: string;
@@ -65,22 +86,9 @@ export function parseArgs(opts: {
     if (f) flagDefs[flagName(dest)].default = v;
     else if (!opts.positionals.some((p) => p.name === dest)) unknownConfigKeys.push(k);
   }
-  let y = yargs([...opts.argv])
-    .scriptName(opts.scriptName)
-    .usage(opts.usage)
+  let y = buildYargs(opts.scriptName, opts.usage, opts.argv, {})
     .option('config', { alias: 'c', type: 'string', default: '', describe: 'YAML config file specifying default arguments', group: 'Config:' })
-    .options(flagDefs)
-    // timm has flags spelled --no-aug, --no-resume-opt, --no-prefetcher: they are flags of their own, not negations.
-    .parserConfiguration({ 'boolean-negation': false })
-    .strictOptions(true)
-    .help('help')
-    .alias('help', 'h')
-    .version(false)
-    .wrap(Math.min(120, process.stdout.columns || 100))
-    .exitProcess(false)
-    .fail((msg, err) => {
-      throw new UserError(msg || err?.message || 'invalid arguments');
-    });
+    .options(flagDefs);
   if (opts.epilog) y = y.epilog(opts.epilog);
   const parsed = y.parseSync() as Record<string, unknown>;
   if (parsed.help) return { args: { __help: true }, unknownConfigKeys, configFile };
