@@ -7,6 +7,12 @@
  * Inference = forward in eval mode with the logits read back. Reports img/s (median over timed steps after warm-up),
  * peak tfjs memory (bytes and tensors). `--profile` prints a per-kernel time table of one training step
  * (tf.profile; on webgpu it needs the timestamp-query feature).
+ *
+ * `--breakdown` (meant for webgpu) shows where a training step's wall time goes: engine kernels and GPU dispatches
+ * per step (by kernel name), time spent in each Dawn call (createBindGroup, submit, createBuffer, ...), GC time,
+ * the time to issue vs. the time until the GPU is done for the whole step, forward/backward only, forward only
+ * (train and eval) and the optimizer alone, and the step time for several WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE values.
+ * (It found tfjs's Mean gradient building `ones(x.shape)` on the host: ~2 s of a 2.7 s femto step.)
  */
 import * as tf from '@tensorflow/tfjs';
 import yargs from 'yargs';
@@ -28,6 +34,7 @@ const argv = yargs(hideBin(process.argv))
     infer: { type: 'boolean', default: true, describe: 'measure inference (--no-infer to skip)' },
     profile: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false, describe: 'print one JSON line with the results' },
+    breakdown: { type: 'boolean', default: false, describe: 'where the wall time of a training step goes (webgpu): issue vs GPU, ops, Dawn calls, GC, submit batch sizes' },
   })
   .strict()
   .parseSync();
@@ -111,6 +118,7 @@ async function main(): Promise<void> {
       result.profile = Object.fromEntries(rows.map(([n, e]) => [n, { calls: e.calls, ms: +e.ms.toFixed(3) }]));
     }
   }
+  if (argv.breakdown) result.breakdown = await breakdown({ model, params, opt, x, y, vars });
   if (argv.infer) {
     for (let i = 0; i < argv.warmup; i++) await inferStep();
     const times: number[] = [];
@@ -137,3 +145,181 @@ main().catch((e) => {
   console.error(isUserError(e) ? `error: ${e.message}` : e);
   process.exit(1);
 });
+
+// ---------------------------------------------------------------------------------------------------------
+// --breakdown: where the wall time of a training step goes.
+
+interface BreakdownCtx {
+  model: ReturnType<typeof createModel>;
+  params: { name: string; variable: tf.Variable }[];
+  opt: ReturnType<typeof createOptimizer>;
+  x: tf.Tensor4D;
+  y: tf.Tensor;
+  vars: tf.Variable[];
+}
+
+type Timing = { issueMs: number; totalMs: number };
+
+/** Submit what tfjs-webgpu has recorded and wait for the GPU (no-op on other backends). */
+async function flushGpu(): Promise<void> {
+  if (tf.getBackend() !== 'webgpu') return;
+  const b = tf.backend() as unknown as {
+    ensureCommandEncoderReady(): void; endComputePassEncoder(): void; submitQueue(): void; device: GPUDevice;
+  };
+  b.ensureCommandEncoderReady();
+  b.endComputePassEncoder();
+  b.submitQueue();
+  await b.device.queue.onSubmittedWorkDone();
+}
+
+/** `issue` runs synchronously (records GPU work); the time until the GPU is done is `totalMs`. */
+async function timeIt(issue: () => tf.Tensor | null, reps = 3): Promise<Timing> {
+  const all: Timing[] = [];
+  for (let i = 0; i < reps; i++) {
+    await flushGpu();
+    const t0 = performance.now();
+    const out = issue();
+    const t1 = performance.now();
+    if (out) {
+      await out.data();
+      out.dispose();
+    }
+    await flushGpu();
+    all.push({ issueMs: t1 - t0, totalMs: performance.now() - t0 });
+  }
+  all.sort((a, b) => a.totalMs - b.totalMs);
+  const m = all[Math.floor(all.length / 2)];
+  return { issueMs: +m.issueMs.toFixed(1), totalMs: +m.totalMs.toFixed(1) };
+}
+
+/** Wrap Dawn's prototypes to time every call (ms, count) while `fn` runs. */
+async function instrumentDawn<T>(fn: () => Promise<T>): Promise<{ result: T; calls: Record<string, { n: number; ms: number }> }> {
+  const calls: Record<string, { n: number; ms: number }> = {};
+  if (tf.getBackend() !== 'webgpu') return { result: await fn(), calls };
+  const dev = (tf.backend() as unknown as { device: GPUDevice }).device;
+  const enc = dev.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  const targets: Array<[object, string[], string]> = [
+    [Object.getPrototypeOf(dev), ['createBindGroup', 'createBuffer', 'createCommandEncoder', 'createComputePipeline', 'createShaderModule', 'createQuerySet'], 'device'],
+    [Object.getPrototypeOf(dev.queue), ['submit', 'writeBuffer', 'onSubmittedWorkDone'], 'queue'],
+    [Object.getPrototypeOf(enc), ['beginComputePass', 'finish', 'copyBufferToBuffer', 'resolveQuerySet'], 'encoder'],
+    [Object.getPrototypeOf(pass), ['setPipeline', 'setBindGroup', 'dispatchWorkgroups', 'end'], 'pass'],
+  ];
+  pass.end();
+  enc.finish();
+  const restore: Array<() => void> = [];
+  for (const [proto, names, label] of targets) {
+    const rec = proto as Record<string, unknown>;
+    for (const name of names) {
+      const orig = rec[name] as ((...a: unknown[]) => unknown) | undefined;
+      if (typeof orig !== 'function') continue;
+      const key = `${label}.${name}`;
+      rec[name] = function (this: unknown, ...a: unknown[]) {
+        const t0 = performance.now();
+        try {
+          return orig.apply(this, a);
+        } finally {
+          const e = (calls[key] ??= { n: 0, ms: 0 });
+          e.n++;
+          e.ms += performance.now() - t0;
+        }
+      };
+      restore.push(() => {
+        rec[name] = orig;
+      });
+    }
+  }
+  try {
+    return { result: await fn(), calls };
+  } finally {
+    for (const r of restore) r();
+  }
+}
+
+async function breakdown(ctx: BreakdownCtx): Promise<Record<string, unknown>> {
+  const { model, params, opt, x, y, vars } = ctx;
+  const out: Record<string, unknown> = {};
+  const fwdBwd = (withOpt: boolean) => () =>
+    tf.tidy(() => {
+      const { value, grads } = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(y, model.forward(x, { training: true })) as tf.Scalar, vars);
+      if (withOpt) {
+        const gm = new Map<string, tf.Tensor>();
+        for (const p of params) gm.set(p.name, grads[p.variable.name]);
+        opt.step(gm);
+      }
+      return value;
+    });
+  const forwardTrain = () => tf.tidy(() => tf.losses.softmaxCrossEntropy(y, model.forward(x, { training: true })));
+  const forwardEval = () => tf.tidy(() => model.forward(x));
+
+  // Engine kernel count and dispatch count of one step (tf.profile would submit each kernel alone; count instead).
+  const engine = tf.engine() as unknown as { runKernelFunc: (...a: unknown[]) => unknown };
+  const origRun = engine.runKernelFunc;
+  const kernelCounts: Record<string, number> = {};
+  engine.runKernelFunc = function (this: unknown, ...a: unknown[]) {
+    const k = a[0] as { kernelName?: string };
+    const name = k?.kernelName ?? 'customGrad/other';
+    kernelCounts[name] = (kernelCounts[name] ?? 0) + 1;
+    return origRun.apply(this, a);
+  };
+  const { calls } = await instrumentDawn(async () => {
+    const l = fwdBwd(true)();
+    await l.data();
+    l.dispose();
+    await flushGpu();
+  });
+  engine.runKernelFunc = origRun;
+  out.engine_kernels = Object.values(kernelCounts).reduce((a, b) => a + b, 0);
+  out.kernel_counts = Object.fromEntries(Object.entries(kernelCounts).sort((a, b) => b[1] - a[1]));
+  out.dawn_calls = Object.fromEntries(Object.entries(calls).map(([k, v]) => [k, { n: v.n, ms: +v.ms.toFixed(1), us_per_call: +((1000 * v.ms) / v.n).toFixed(1) }]));
+  console.log(`breakdown: ${out.engine_kernels} engine kernels per step, ${calls['pass.dispatchWorkgroups']?.n ?? 0} GPU dispatches`);
+  for (const [k, v] of Object.entries(out.dawn_calls as Record<string, { n: number; ms: number; us_per_call: number }>)) {
+    console.log(`  dawn ${k.padEnd(32)} ${String(v.n).padStart(6)} calls ${v.ms.toFixed(1).padStart(9)} ms ${v.us_per_call.toFixed(1).padStart(8)} us/call`);
+  }
+
+  // GC during a step.
+  let gcMs = 0;
+  const { PerformanceObserver } = await import('node:perf_hooks');
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcMs += e.duration;
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  const stepT = await timeIt(fwdBwd(true), 1);
+  await new Promise((r) => setTimeout(r, 50));
+  obs.disconnect();
+  out.gc_ms_per_step = +gcMs.toFixed(1);
+
+  const parts: Record<string, Timing> = {
+    step: stepT,
+    fwd_bwd: await timeIt(fwdBwd(false)),
+    forward_train: await timeIt(forwardTrain),
+    forward_eval: await timeIt(forwardEval),
+  };
+  // Optimizer alone on fixed gradients.
+  const grads = tf.tidy(() => tf.variableGrads(() => tf.losses.softmaxCrossEntropy(y, model.forward(x, { training: true })) as tf.Scalar, vars).grads);
+  const gm = new Map<string, tf.Tensor>();
+  for (const p of params) gm.set(p.name, grads[p.variable.name]);
+  await flushGpu();
+  parts.optimizer = await timeIt(() => {
+    opt.step(gm);
+    return null;
+  });
+  tf.dispose(Object.values(grads));
+  out.parts = parts;
+  console.log(`  (gc during one step: ${out.gc_ms_per_step} ms)`);
+  for (const [k, v] of Object.entries(parts)) console.log(`  ${k.padEnd(16)} issue ${v.issueMs.toFixed(1).padStart(8)} ms   done ${v.totalMs.toFixed(1).padStart(8)} ms`);
+
+  // Submit batch size (tfjs-webgpu submits every N dispatches).
+  if (tf.getBackend() === 'webgpu') {
+    const prev = tf.env().getNumber('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE');
+    const bySize: Record<string, Timing> = {};
+    for (const n of [5, 15, 60, 250, 1000]) {
+      tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', n);
+      bySize[n] = await timeIt(fwdBwd(true));
+      console.log(`  submit every ${String(n).padStart(4)} dispatches: step issue ${bySize[n].issueMs} ms, done ${bySize[n].totalMs} ms`);
+    }
+    tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', prev);
+    out.submit_batch = bySize;
+  }
+  return out;
+}

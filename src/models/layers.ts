@@ -10,6 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../utils/rng.js';
+import { fusedOpsActive, layerNormFused } from '../backend/kernels/webgpu/ops.js';
 
 export type ParamKind = 'linear' | 'conv' | 'dwconv' | 'vector';
 
@@ -113,6 +114,8 @@ export class LayerNorm {
   constructor(readonly weight: tf.Variable, readonly bias: tf.Variable, readonly eps: number) {}
   /** Normalises over the last axis (biased variance, as torch.nn.LayerNorm). */
   apply(x: tf.Tensor): tf.Tensor {
+    // WebGPU: one fused kernel forward, one backward (see src/backend/kernels/webgpu/layer_norm.ts).
+    if (fusedOpsActive()) return layerNormFused(x, this.weight, this.bias, this.eps);
     const axis = x.rank - 1;
     const { mean, variance } = tf.moments(x, axis, true);
     return x.sub(mean).mul(tf.rsqrt(variance.add(this.eps))).mul(this.weight).add(this.bias);

@@ -12,6 +12,7 @@ import {
   toTorchLayout, torchShape,
 } from './layers.js';
 import { getModelConfig, type ModelConfig } from './registry.js';
+import { fusedOpsActive, gatedConvGeluFused, meanSpatialFused } from '../backend/kernels/webgpu/ops.js';
 
 export interface CreateModelOptions {
   numClasses?: number;
@@ -44,6 +45,15 @@ class GatedCNNBlock {
   apply(x: tf.Tensor4D, training: boolean, rng: Rng): tf.Tensor4D {
     const h = this.hidden;
     const c = this.dim;
+    if (fusedOpsActive()) {
+      // WebGPU: one fc1 matmul, then the split/conv/gelu/concat/product as fused kernels (forward and backward;
+      // src/backend/kernels/webgpu/gated_gelu.ts). The cpu/wasm path below is unchanged.
+      const f = this.fc1.apply(this.norm.apply(x)) as tf.Tensor4D;
+      const gated = gatedConvGeluFused(f, this.conv.weight as tf.Tensor4D, this.conv.bias as tf.Tensor1D, h);
+      let o = this.fc2.apply(gated);
+      if (training && this.dropPathRate > 0) o = dropPath(o, this.dropPathRate, rng);
+      return x.add(o) as tf.Tensor4D;
+    }
     // fc1 followed by a split of its output into g / i / c equals three Linear maps with the matching row blocks of
     // fc1's weight (PyTorch layout [2h, C], rows contiguous): slicing the small weight is cheaper than splitting the
     // large activation (tfjs's cpu SplitV copies element by element).
@@ -147,7 +157,7 @@ export class MambaOut {
     }
     const training = opts.training ?? false;
     const f = this.forwardFeatures(x, training);
-    let y = this.norm.apply(f.mean([1, 2]));
+    let y = this.norm.apply(fusedOpsActive() ? meanSpatialFused(f) : f.mean([1, 2]));
     y = this.head.norm.apply(gelu(this.head.fc1.apply(y)));
     if (training && this.headDropout > 0) y = dropout(y, this.headDropout, this.rng);
     return this.head.fc2.apply(y) as tf.Tensor2D;

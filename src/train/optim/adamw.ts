@@ -13,6 +13,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { HostTensor } from '../../checkpoint/types.js';
 import { UserError } from '../../errors.js';
+import { adamUpdateFused, fusedKernelActive } from '../../backend/kernels/webgpu/ops.js';
 import { Optimizer, num, pair, type GradMap, type GroupSpec, type NamedParameter, type ParamGroup } from './base.js';
 
 export interface AdamGroup extends ParamGroup {
@@ -50,9 +51,19 @@ export abstract class AdamFamily extends Optimizer<AdamGroup> {
     );
   }
 
+  /**
+   * On the WebGPU backend, update each parameter with one fused kernel (src/backend/kernels/webgpu/adam.ts) instead
+   * of ~12 elementwise kernels; same maths and float32 scalars as the op path below. Set false to force the op path.
+   */
+  fusedKernelPath = true;
+
   protected applyUpdates(grads: GradMap): void {
     if (this.useHostPath()) {
       this.applyUpdatesHost(grads);
+      return;
+    }
+    if (this.fusedKernelPath && fusedKernelActive('MambaoutAdam')) {
+      this.applyUpdatesFused(grads);
       return;
     }
     for (const group of this.paramGroups) {
@@ -101,6 +112,43 @@ export abstract class AdamFamily extends Optimizer<AdamGroup> {
         // torch addcdiv: p + (value*m)/denom
         const pNew = tf.add(param, tf.div(tf.mul(negStepSize, mNew), denom));
 
+        m.assign(mNew);
+        v.assign(vNew);
+        p.variable.assign(pNew);
+      }
+    }
+  }
+
+  /** The same maths as applyUpdates with one fused WebGPU kernel per parameter. */
+  private applyUpdatesFused(grads: GradMap): void {
+    for (const group of this.paramGroups) {
+      const [b1, b2] = group.betas;
+      const { lr, weightDecay: wd } = group;
+      const lerpWeight = 1 - b1;
+      const lowLerp = lerpWeight < 0.5;
+      const shared = {
+        decay: 1 - lr * wd,
+        l2: wd,
+        lerpW: lowLerp ? lerpWeight : 1 - lerpWeight,
+        beta2: b2,
+        oneMinusBeta2: 1 - b2,
+        eps: group.eps,
+        useDecay: this.decoupled && wd !== 0,
+        useL2: !this.decoupled && wd !== 0,
+        lowLerp,
+      };
+      for (const p of group.params) {
+        const g = grads.get(p.name);
+        if (!g) continue;
+        const st = this.getState(p, ['step'], STATE_TENSORS);
+        const t = (st.scalars.step += 1);
+        const m = st.tensors.exp_avg;
+        const v = st.tensors.exp_avg_sq;
+        const [pNew, mNew, vNew] = adamUpdateFused(p.variable, g, m, v, {
+          ...shared,
+          negStepSize: -(lr / (1 - Math.pow(b1, t))),
+          bc2Sqrt: Math.sqrt(1 - Math.pow(b2, t)),
+        });
         m.assign(mNew);
         v.assign(vNew);
         p.variable.assign(pNew);

@@ -5,11 +5,24 @@
  *
  * Kernels: Conv2DBackpropFilter (split-K implicit-im2col matrix product), DepthwiseConv2dNativeBackpropFilter
  * (split reduction with a sliding register window). Both are the filter gradients of MambaOut's training step.
+ * BatchMatMul (register-tiled, split-K for long reductions), DepthwiseConv2dNativeBackpropInput (tfjs's forward
+ * depthwise program on a rotated filter) and Sum over leading axes (bias gradients: split column sums) replace
+ * tfjs's for the cases they cover.
+ *
+ * Fused kernels under new names (no tfjs original; used through src/backend/kernels/webgpu/ops.ts when the
+ * backend is 'webgpu'): MambaoutLayerNorm / MambaoutLayerNormGrad, MambaoutGatedGelu / MambaoutGatedGeluGradConv /
+ * MambaoutGatedGeluGrad (GatedCNN's gate), MambaoutAdam (Adam/AdamW update).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs';
 import { conv2dBackpropFilterWebGPU, type KernelArgs } from './conv2d_backprop_filter.js';
 import { depthwiseBackpropFilterWebGPU } from './depthwise_backprop_filter.js';
+import { batchMatMulKernel } from './matmul.js';
+import { depthwiseBackpropInputWebGPU } from './depthwise_backprop_input.js';
+import { layerNormGradKernel, layerNormKernel } from './layer_norm.js';
+import { gatedGeluGradConvKernel, gatedGeluGradKernel, gatedGeluKernel } from './gated_gelu.js';
+import { adamKernel } from './adam.js';
+import { sumRowsKernel } from './sum_rows.js';
 
 export {
   conv2dBackpropFilterWebGPU,
@@ -24,11 +37,23 @@ export {
   type DepthwiseBackpropFilterTuning,
 } from './depthwise_backprop_filter.js';
 
-type OurKernel = (args: KernelArgs, fallback?: KernelFunc) => TensorInfo;
+export { getMatMulTuning, setMatMulTuning, type MatMulTuning } from './matmul.js';
+
+type OurKernel = (args: KernelArgs, fallback?: KernelFunc) => TensorInfo | TensorInfo[];
 
 const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   { kernelName: 'Conv2DBackpropFilter', impl: conv2dBackpropFilterWebGPU },
   { kernelName: 'DepthwiseConv2dNativeBackpropFilter', impl: depthwiseBackpropFilterWebGPU },
+  { kernelName: 'BatchMatMul', impl: batchMatMulKernel },
+  { kernelName: 'DepthwiseConv2dNativeBackpropInput', impl: depthwiseBackpropInputWebGPU },
+  { kernelName: 'Sum', impl: sumRowsKernel },
+  // New kernels (no tfjs original).
+  { kernelName: 'MambaoutLayerNorm', impl: layerNormKernel },
+  { kernelName: 'MambaoutLayerNormGrad', impl: layerNormGradKernel },
+  { kernelName: 'MambaoutGatedGelu', impl: gatedGeluKernel },
+  { kernelName: 'MambaoutGatedGeluGradConv', impl: gatedGeluGradConvKernel },
+  { kernelName: 'MambaoutGatedGeluGrad', impl: gatedGeluGradKernel },
+  { kernelName: 'MambaoutAdam', impl: adamKernel },
 ];
 
 /** Names of the kernels we replace on 'webgpu'. */

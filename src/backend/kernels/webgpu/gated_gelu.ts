@@ -1,0 +1,195 @@
+/**
+ * The gated part of MambaOut's GatedCNN block as fused WebGPU kernels.
+ *
+ * PyTorch: g, i, c = split(fc1(x), [h, h - C, C]); c = dwconv(c); out = gelu(g) * cat(i, c).
+ * With f = fc1 output [rows, 2h] (one matmul) and k = the depthwise conv output before its bias [rows, C]:
+ *   MambaoutGatedGelu         (f, k, kBias)        -> out [rows, h]
+ *       out[r, j] = gelu(f[r, j]) * (j < h - C ? f[r, h + j] : k[r, j - (h - C)] + kBias[j - (h - C)])
+ *   MambaoutGatedGeluGradConv (dOut, f)            -> dk [rows, C]      (gradient at the conv output)
+ *       dk[r, q] = dOut[r, h - C + q] * gelu(f[r, h - C + q])
+ *   MambaoutGatedGeluGrad     (dOut, f, k, kBias, dc) -> df [rows, 2h]  (dc: gradient at the conv input)
+ *       df[r, j] = dOut[r, j] * value[r, j] * gelu'(f[r, j])   for j < h
+ *                = dOut[r, j - h] * gelu(f[r, j - h])          for h <= j < 2h - C
+ *                = dc[r, j - (2h - C)]                          for j >= 2h - C
+ * so the split, the concat, the bias add and their gradients (SplitV, Concat, Slice/PadV2 + Add) disappear.
+ *
+ * gelu(x) = 0.5 x (1 + erf(x / √2)) with erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), the same
+ * formula and constants as tfjs's Erf kernels (cpu and webgpu), so results match the op-by-op model to float
+ * rounding; gelu'(x) = 0.5 (1 + erf(x / √2)) + x exp(-x²/2) / √(2π) is what tfjs's autodiff of that expression
+ * gives (its Erf gradient is the exact 2/√π exp(-x²)).
+ */
+import type { TensorInfo } from '@tensorflow/tfjs';
+import type { KernelArgs } from './conv2d_backprop_filter.js';
+import { dispatch2D, runCustomProgram, uniformStruct } from './dispatch.js';
+
+const WG = 256;
+
+const ERF_GELU = `
+fn erfAS(x : f32) -> f32 {
+  // Abramowitz & Stegun 7.1.26, as tfjs's Erf kernels.
+  let p = 0.3275911;
+  let a1 = 0.254829592;
+  let a2 = -0.284496736;
+  let a3 = 1.421413741;
+  let a4 = -1.453152027;
+  let a5 = 1.061405429;
+  let ax = abs(x);
+  let t = 1.0 / (1.0 + p * ax);
+  let y = 1.0 - (((((a5 * t + a4) * t) + a3) * t + a2) * t + a1) * t * exp(-ax * ax);
+  return select(-y, y, x >= 0.0);
+}
+fn gelu(x : f32) -> f32 {
+  return x * (erfAS(x * 0.7071067811865476) + 1.0) * 0.5;
+}
+fn geluGrad(x : f32) -> f32 {
+  return 0.5 * (erfAS(x * 0.7071067811865476) + 1.0) + x * exp(-0.5 * x * x) * 0.3989422804014327;
+}
+`;
+
+const HEADER = `
+@compute @workgroup_size(${WG}, 1, 1)
+fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>,
+        @builtin(local_invocation_index) lidx : u32) {
+  let idx = i32(wid.y * nwg.x + wid.x) * ${WG} + i32(lidx);
+  if (idx >= u.total) { return; }`;
+
+const U = (n: number) => uniformStruct([
+  { name: 'total', type: 'i32', value: 0 },
+  { name: 'h', type: 'i32', value: 0 },
+  { name: 'C', type: 'i32', value: 0 },
+], n);
+
+function forwardSource(): string {
+  return `
+${U(4)}
+@group(0) @binding(0) var<storage, read_write> result : array<f32>;
+@group(0) @binding(1) var<storage, read> f : array<f32>;
+@group(0) @binding(2) var<storage, read> k : array<f32>;
+@group(0) @binding(3) var<storage, read> kBias : array<f32>;
+${ERF_GELU}
+${HEADER}
+  let r = idx / u.h;
+  let j = idx - r * u.h;
+  let split = u.h - u.C;
+  let fRow = r * 2 * u.h;
+  var v = 0.0;
+  if (j < split) { v = f[fRow + u.h + j]; } else { let q = j - split; v = k[r * u.C + q] + kBias[q]; }
+  result[idx] = gelu(f[fRow + j]) * v;
+}
+`;
+}
+
+function gradConvSource(): string {
+  return `
+${U(3)}
+@group(0) @binding(0) var<storage, read_write> result : array<f32>;
+@group(0) @binding(1) var<storage, read> dy : array<f32>;
+@group(0) @binding(2) var<storage, read> f : array<f32>;
+${ERF_GELU}
+${HEADER}
+  let r = idx / u.C;
+  let q = idx - r * u.C;
+  let j = u.h - u.C + q;
+  result[idx] = dy[r * u.h + j] * gelu(f[r * 2 * u.h + j]);
+}
+`;
+}
+
+function gradSource(): string {
+  return `
+${U(6)}
+@group(0) @binding(0) var<storage, read_write> result : array<f32>;
+@group(0) @binding(1) var<storage, read> dy : array<f32>;
+@group(0) @binding(2) var<storage, read> f : array<f32>;
+@group(0) @binding(3) var<storage, read> k : array<f32>;
+@group(0) @binding(4) var<storage, read> kBias : array<f32>;
+@group(0) @binding(5) var<storage, read> dc : array<f32>;
+${ERF_GELU}
+${HEADER}
+  let w = 2 * u.h;
+  let r = idx / w;
+  let j = idx - r * w;
+  let split = u.h - u.C;
+  let fRow = r * w;
+  var d = 0.0;
+  if (j < u.h) {
+    var v = 0.0;
+    if (j < split) { v = f[fRow + u.h + j]; } else { let q = j - split; v = k[r * u.C + q] + kBias[q]; }
+    d = dy[r * u.h + j] * v * geluGrad(f[fRow + j]);
+  } else if (j < w - u.C) {
+    let jg = j - u.h;
+    d = dy[r * u.h + jg] * gelu(f[fRow + jg]);
+  } else {
+    d = dc[r * u.C + j - (w - u.C)];
+  }
+  result[idx] = d;
+}
+`;
+}
+
+interface GateAttrs {
+  hidden: number;
+}
+
+function dims(f: TensorInfo, attrs: GateAttrs, convChannels: number): { rows: number; h: number; C: number } {
+  const h = attrs.hidden;
+  const w = f.shape[f.shape.length - 1];
+  if (w !== 2 * h) throw new Error(`MambaoutGatedGelu: fc1 output has ${w} channels, expected 2 x ${h}`);
+  if (!(convChannels > 0 && convChannels <= h)) throw new Error(`MambaoutGatedGelu: conv channels ${convChannels} not in 1..${h}`);
+  const rows = f.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+  return { rows, h, C: convChannels };
+}
+
+function uniforms(total: number, h: number, C: number) {
+  return [
+    { name: 'total', type: 'i32' as const, value: total },
+    { name: 'h', type: 'i32' as const, value: h },
+    { name: 'C', type: 'i32' as const, value: C },
+  ];
+}
+
+/** Kernel MambaoutGatedGelu: inputs f, k, kBias; attr hidden. Output [..., h]. */
+export function gatedGeluKernel(args: KernelArgs): TensorInfo {
+  const { f, k, kBias } = args.inputs;
+  const { rows, h, C } = dims(f, args.attrs as unknown as GateAttrs, k.shape[k.shape.length - 1]);
+  const total = rows * h;
+  return runCustomProgram(args.backend, {
+    name: 'GatedGelu',
+    key: 'mambaout_gated_gelu',
+    code: forwardSource,
+    outputShapes: [[...f.shape.slice(0, -1), h]],
+    dispatch: dispatch2D(args.backend, Math.ceil(total / WG)),
+    uniforms: uniforms(total, h, C),
+  }, [f, k, kBias])[0];
+}
+
+/** Kernel MambaoutGatedGeluGradConv: inputs dy, f; attrs hidden, channels. Output [..., channels]. */
+export function gatedGeluGradConvKernel(args: KernelArgs): TensorInfo {
+  const { dy, f } = args.inputs;
+  const attrs = args.attrs as unknown as GateAttrs & { channels: number };
+  const { rows, h, C } = dims(f, attrs, attrs.channels);
+  const total = rows * C;
+  return runCustomProgram(args.backend, {
+    name: 'GatedGeluGradConv',
+    key: 'mambaout_gated_gelu_grad_conv',
+    code: gradConvSource,
+    outputShapes: [[...f.shape.slice(0, -1), C]],
+    dispatch: dispatch2D(args.backend, Math.ceil(total / WG)),
+    uniforms: uniforms(total, h, C),
+  }, [dy, f])[0];
+}
+
+/** Kernel MambaoutGatedGeluGrad: inputs dy, f, k, kBias, dc; attr hidden. Output [..., 2h]. */
+export function gatedGeluGradKernel(args: KernelArgs): TensorInfo {
+  const { dy, f, k, kBias, dc } = args.inputs;
+  const { rows, h, C } = dims(f, args.attrs as unknown as GateAttrs, k.shape[k.shape.length - 1]);
+  const total = rows * 2 * h;
+  return runCustomProgram(args.backend, {
+    name: 'GatedGeluGrad',
+    key: 'mambaout_gated_gelu_grad',
+    code: gradSource,
+    outputShapes: [f.shape.slice()],
+    dispatch: dispatch2D(args.backend, Math.ceil(total / WG)),
+    uniforms: uniforms(total, h, C),
+  }, [dy, f, k, kBias, dc])[0];
+}
