@@ -13,13 +13,14 @@ import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { runMain } from '../src/cli/main.js';
 import { UserError } from '../src/errors.js';
-import { launch } from '../src/dist/launcher.js';
+import { canIsolateGpus, launch } from '../src/dist/launcher.js';
 
-const LAUNCHER_FLAGS = ['nproc-per-node', 'nnodes', 'node-rank', 'master-addr', 'master-port'] as const;
+const LAUNCHER_FLAGS = ['nproc-per-node', 'nnodes', 'node-rank', 'master-addr', 'master-port', 'gpu-isolation'] as const;
 type LauncherFlag = (typeof LAUNCHER_FLAGS)[number];
 
 const USAGE = `usage: mambaout-distributed-train NUM_GPUS DATA_DIR [mambaout-train flags]
-       mambaout-distributed-train --nproc-per-node N [--nnodes M --node-rank R --master-addr HOST --master-port PORT] DATA_DIR [flags]
+       mambaout-distributed-train --nproc-per-node N [--nnodes M --node-rank R --master-addr HOST --master-port PORT]
+                                  [--gpu-isolation auto|mount|none] DATA_DIR [flags]
 
 Starts one training process per GPU (timm's distributed_train.sh). All mambaout-train flags are forwarded;
 -b is the per-GPU batch: global batch = -b x --grad-accum-steps x total GPUs.`;
@@ -70,6 +71,17 @@ runMain('mambaout-distributed-train', async () => {
   const masterPort = intFlag(launcher['master-port'], 'master-port', 1);
   if (nnodes > 1 && (!launcher['master-addr'] || !masterPort)) throw new UserError('with --nnodes > 1 give --master-addr and --master-port (the address of the node with rank 0)');
 
+  // WebGPU workers must each see only their own GPU (Dawn cannot tell identical GPUs apart): hide the others.
+  const iso = launcher['gpu-isolation'] ?? 'auto';
+  if (!['auto', 'mount', 'none'].includes(iso)) throw new UserError(`--gpu-isolation must be auto, mount or none, got '${iso}'`);
+  let gpuIsolation: 'none' | 'mount' = 'none';
+  if (iso !== 'none') {
+    const can = canIsolateGpus(nprocPerNode);
+    if (can.ok) gpuIsolation = 'mount';
+    else if (iso === 'mount') throw new UserError(`--gpu-isolation mount is not possible here: ${can.why}`);
+    process.stderr.write(`mambaout-distributed-train: ${nprocPerNode} workers; ${gpuIsolation === 'mount' ? `each worker sees only its own GPU (mount namespace; ${can.why})` : `no GPU isolation (${can.why})`}\n`);
+  }
+
   // The worker script: compiled JS next to this file, or the TypeScript source under tsx.
   const self = fileURLToPath(import.meta.url);
   const ts = self.endsWith('.ts');
@@ -84,6 +96,7 @@ runMain('mambaout-distributed-train', async () => {
     masterAddr: launcher['master-addr'],
     masterPort,
     nodeArgs: ts ? ['--import', 'tsx'] : [],
+    gpuIsolation,
   });
   if (r.exitCode !== 0) {
     process.stderr.write(`mambaout-distributed-train: ${r.message ?? 'a worker failed'}; the job was stopped (the last checkpoint is intact: continue with --resume).\n`);

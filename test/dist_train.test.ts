@@ -81,3 +81,16 @@ test('a worker killed mid-epoch stops the job with a message naming the rank; th
   assert.equal(resumed.status, 0, resumed.stderr);
   assert.equal((await readTrainCheckpoint(join(TMP, 'killed-resumed', 'last.safetensors'))).epoch, last.epoch + 1);
 });
+
+test('GPU isolation: workers start under unshare with the other GPUs\' device nodes covered', async () => {
+  const { workerCommand, canIsolateGpus, nvidiaDeviceNodes } = await import('../src/dist/launcher.js');
+  assert.deepEqual(workerCommand(['x.js', '--a'], 0, 'none'), [process.execPath, ['x.js', '--a']]);
+  const [cmd, args] = workerCommand(['x.js'], 1, 'mount');
+  assert.equal(cmd, 'unshare');
+  assert.deepEqual(args.slice(0, 3), ['-m', 'sh', '-c']);
+  const hidden = nvidiaDeviceNodes().filter((_, i) => i !== 1);
+  assert.equal(args[3], hidden.map((d) => `mount --bind /dev/null ${d} || exit 97; `).join('') + 'exec "$@"');
+  assert.deepEqual(args.slice(4), ['sh', process.execPath, 'x.js']);
+  // on a machine without NVIDIA device nodes there is nothing to isolate
+  if (nvidiaDeviceNodes().length < 2) assert.equal(canIsolateGpus(2).ok, false);
+});

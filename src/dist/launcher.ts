@@ -23,8 +23,8 @@
  * to all workers (they run in their own process groups, so a terminal Ctrl-C reaches them exactly once), and
  * the same grace/kill sequence applies.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import * as net from 'node:net';
 import { constants } from 'node:os';
 import { UserError } from '../errors.js';
@@ -55,6 +55,43 @@ export interface LaunchOptions {
   graceMs?: number;
   /** Forward SIGINT/SIGTERM/SIGHUP of this process to the workers (default true). */
   forwardSignals?: boolean;
+  /**
+   * 'mount': start each worker in its own mount namespace where the other GPUs' device nodes (/dev/nvidiaN) are
+   * covered by /dev/null, so the worker's Vulkan driver (and Dawn) sees only its own GPU. Needed for WebGPU: Dawn
+   * cannot tell identical GPUs apart, and NVIDIA's Vulkan driver ignores CUDA_VISIBLE_DEVICES. Linux, root, unshare.
+   */
+  gpuIsolation?: 'none' | 'mount';
+}
+
+/** NVIDIA GPU device nodes (/dev/nvidia0, /dev/nvidia1, ...), in index order. */
+export function nvidiaDeviceNodes(): string[] {
+  let names: string[] = [];
+  try {
+    names = readdirSync('/dev').filter((f) => /^nvidia\d+$/.test(f));
+  } catch {
+    return [];
+  }
+  return names.sort((a, b) => Number(a.slice(6)) - Number(b.slice(6))).map((f) => `/dev/${f}`);
+}
+
+/** Whether per-worker GPU isolation by mount namespace can work here. */
+export function canIsolateGpus(nproc: number): { ok: boolean; why: string } {
+  if (process.platform !== 'linux') return { ok: false, why: 'not Linux' };
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) return { ok: false, why: 'not running as root (unshare -m needs it)' };
+  const nodes = nvidiaDeviceNodes();
+  if (nodes.length < 2) return { ok: false, why: `${nodes.length} NVIDIA device node(s)` };
+  if (nodes.length < nproc) return { ok: false, why: `${nodes.length} GPUs for ${nproc} workers` };
+  const probe = spawnSync('unshare', ['-m', 'true'], { stdio: 'ignore' });
+  if (probe.status !== 0) return { ok: false, why: 'unshare -m is not permitted' };
+  return { ok: true, why: `${nodes.length} GPUs, one per worker` };
+}
+
+/** The command that starts one worker: node directly, or through unshare with the other GPUs hidden. */
+export function workerCommand(nodeArgv: string[], localRank: number, isolation: 'none' | 'mount'): [string, string[]] {
+  if (isolation === 'none') return [process.execPath, nodeArgv];
+  const hide = nvidiaDeviceNodes().filter((_, i) => i !== localRank);
+  const script = hide.map((d) => `mount --bind /dev/null ${d} || exit 97; `).join('') + 'exec "$@"';
+  return ['unshare', ['-m', 'sh', '-c', script, 'sh', process.execPath, ...nodeArgv]];
 }
 
 export interface WorkerExit {
@@ -248,6 +285,13 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
   const envs = Array.from({ length: nproc }, (_, localRank) =>
     workerEnv(base, { rank: nodeRank * nproc + localRank, localRank, worldSize, localWorldSize: nproc, nodeRank, masterAddr, masterPort }),
   );
+  if (opts.gpuIsolation === 'mount') {
+    // each worker sees exactly one GPU: its own, as device 0
+    for (const e of envs) {
+      e.MAMBAOUT_WEBGPU_ADAPTER = '0';
+      e.CUDA_VISIBLE_DEVICES = '0';
+    }
+  }
 
   const children: ChildProcess[] = [];
   const exits: (WorkerExit | null)[] = new Array(nproc).fill(null);
@@ -309,7 +353,8 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
     let remaining = nproc;
     for (let localRank = 0; localRank < nproc; localRank++) {
       const rank = nodeRank * nproc + localRank;
-      const child = spawn(process.execPath, [...nodeArgs, opts.script, ...(opts.args ?? [])], {
+      const [cmd, cmdArgs] = workerCommand([...nodeArgs, opts.script, ...(opts.args ?? [])], localRank, opts.gpuIsolation ?? 'none');
+      const child = spawn(cmd, cmdArgs, {
         env: envs[localRank],
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: process.platform !== 'win32',
