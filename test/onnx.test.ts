@@ -1,0 +1,229 @@
+/**
+ * ONNX export + onnxruntime-node engine: logits against the PyTorch fixtures (micro_io, femto_io), batch-size
+ * independence, NHWC vs NCHW input, dynamic image size (cross-checked with the tfjs model), file round trip,
+ * strict state-dict checking.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import onnxProto from 'onnx-proto';
+import * as tf from '@tensorflow/tfjs';
+import { buildOnnxModel, expectedStateDictShapes, onnxConfigFor, writeOnnx } from '../src/export/onnx.js';
+import { OrtClassifier, nchwToNhwc, nhwcToNchw } from '../src/engine/onnxruntime.js';
+import { loadCheckpoint } from '../src/checkpoint/pth.js';
+import { readSafetensors } from '../src/checkpoint/safetensors.js';
+import type { TensorMap } from '../src/checkpoint/types.js';
+import { UserError } from '../src/errors.js';
+import { createModel } from '../src/models/mambaout.js';
+import { initBackend } from '../src/backend/index.js';
+import { fixture, maxAbsDiff, sharedFixture, tempDir } from './helpers.js';
+
+const MICRO = onnxConfigFor('mambaout_test');
+const { stateDict: microSd } = await loadCheckpoint(fixture('micro.pth'));
+const io = await readSafetensors(fixture('micro_io.safetensors'));
+const inputNchw = io.get('input_nchw')!.data as Float32Array;
+const [N, , H, W] = io.get('input_nchw')!.shape;
+const refLogits = io.get('logits')!.data as Float32Array;
+const microBytes = buildOnnxModel(MICRO, microSd);
+
+test('exported graph: opset, input/output names and symbolic shapes', () => {
+  const m = onnxProto.onnx.ModelProto.decode(microBytes);
+  assert.deepEqual(m.opsetImport.map((o) => [o.domain, Number(o.version)]), [['', 17]]);
+  const dims = (v: onnxProto.onnx.IValueInfoProto) =>
+    v.type!.tensorType!.shape!.dim!.map((d) => (d.dimParam ? d.dimParam : Number(d.dimValue)));
+  assert.equal(m.graph!.input!.length, 1);
+  assert.equal(m.graph!.input![0].name, 'input');
+  assert.deepEqual(dims(m.graph!.input![0]), ['N', 3, 'H', 'W']);
+  assert.equal(m.graph!.output![0].name, 'logits');
+  assert.deepEqual(dims(m.graph!.output![0]), ['N', 10]);
+  // Every state-dict value is present in the initializers (fc1/fc2 are stored split and transposed).
+  const initFloats = m.graph!.initializer!.reduce((s, t) => s + (t.dataType === 1 ? t.rawData!.length / 4 : 0), 0);
+  const params = [...microSd.values()].reduce((s, t) => s + t.data.length, 0);
+  assert.ok(initFloats >= params, `${initFloats} initializer floats < ${params} parameters`);
+});
+
+test('micro: onnxruntime logits match PyTorch within 1e-4', async () => {
+  const clf = await OrtClassifier.create(microBytes, { threads: 2 });
+  try {
+    const got = await clf.run(inputNchw, N, H, W);
+    assert.equal(got.length, N * 10);
+    const d = maxAbsDiff(got, refLogits);
+    console.log(`# micro max |onnx - torch| = ${d.toExponential(2)}`);
+    assert.ok(d <= 1e-4, `max abs diff ${d}`);
+  } finally {
+    clf.dispose();
+  }
+});
+
+test('micro: every opset 17..21 export (erf GELU and Gelu op) gives the same logits', async () => {
+  const variants = [{ opset: 18 }, { opset: 20 }, { opset: 20, gelu: 'erf' as const }, { opset: 21 }];
+  for (const v of variants) {
+    const clf = await OrtClassifier.create(buildOnnxModel(MICRO, microSd, v), { threads: 1 });
+    const d = maxAbsDiff(await clf.run(inputNchw, N, H, W), refLogits);
+    clf.dispose();
+    assert.ok(d <= 1e-4, `${JSON.stringify(v)}: max abs diff ${d}`);
+  }
+  assert.throws(() => buildOnnxModel(MICRO, microSd, { opset: 17, gelu: 'op' }), UserError);
+  assert.throws(() => buildOnnxModel(MICRO, microSd, { opset: 16 }), UserError);
+});
+
+test('micro: batch-size independence (single images, chunked runs, fixed-batch export)', async () => {
+  const full = await OrtClassifier.create(microBytes, { threads: 2 });
+  const chunked = await OrtClassifier.create(microBytes, { threads: 2, maxBatch: 3 });
+  const fixed1 = await OrtClassifier.create(buildOnnxModel(MICRO, microSd, { batch: 1, imageSize: 64 }), { threads: 2 });
+  try {
+    const all = await full.run(inputNchw, N, H, W);
+    const per = 3 * H * W;
+    for (let i = 0; i < N; i++) {
+      const img = inputNchw.subarray(i * per, (i + 1) * per);
+      const one = await full.run(img, 1, H, W);
+      assert.ok(maxAbsDiff(one, all.subarray(i * 10, (i + 1) * 10)) <= 1e-5, `image ${i} alone differs from the batch`);
+      const oneFixed = await fixed1.run(img, 1, H, W);
+      assert.ok(maxAbsDiff(oneFixed, all.subarray(i * 10, (i + 1) * 10)) <= 1e-5, `image ${i}: fixed-batch export differs`);
+    }
+    // 4 images in chunks of 3 + 1
+    assert.ok(maxAbsDiff(await chunked.run(inputNchw, N, H, W), all) <= 1e-5);
+    await assert.rejects(fixed1.run(inputNchw, N, H, W), /input|dimension/i);
+  } finally {
+    full.dispose();
+    chunked.dispose();
+    fixed1.dispose();
+  }
+});
+
+test('micro: NHWC input (JS transpose and NHWC-input graph) equals the NCHW path', async () => {
+  const nhwc = nchwToNhwc(inputNchw, N, H, W);
+  assert.deepEqual(nhwcToNchw(nhwc, N, H, W), inputNchw);
+  const nchwModel = await OrtClassifier.create(microBytes, { threads: 2 });
+  const nhwcModel = await OrtClassifier.create(buildOnnxModel(MICRO, microSd, { layout: 'nhwc' }), { threads: 2 });
+  try {
+    assert.equal(nchwModel.inputLayout, 'nchw');
+    assert.equal(nhwcModel.inputLayout, 'nhwc');
+    const ref = await nchwModel.run(inputNchw, N, H, W);
+    // Same graph, transposed in JS: bit-identical.
+    assert.deepEqual(await nchwModel.runNHWC(nhwc, N, H, W), ref);
+    assert.deepEqual(await nchwModel.infer(nhwc, N, H, W), ref);
+    // Graph with a Transpose at its input.
+    assert.ok(maxAbsDiff(await nhwcModel.infer(nhwc, N, H, W), ref) <= 1e-6);
+    assert.ok(maxAbsDiff(await nhwcModel.run(inputNchw, N, H, W), ref) <= 1e-6);
+    await assert.rejects(nchwModel.infer(nhwc.subarray(1), N, H, W), RangeError);
+  } finally {
+    nchwModel.dispose();
+    nhwcModel.dispose();
+  }
+});
+
+test('micro: dynamic image size (96x64, 32x32) matches the tfjs model', async () => {
+  await initBackend('cpu');
+  const tfModel = createModel('mambaout_test', { noInit: true });
+  tfModel.loadStateDict(microSd);
+  const clf = await OrtClassifier.create(microBytes, { threads: 2 });
+  try {
+    for (const [n, h, w] of [[2, 96, 64], [3, 32, 32]]) {
+      const x = new Float32Array(n * h * w * 3);
+      for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.37) * 1.5;
+      const want = tf.tidy(() => tfModel.forward(tf.tensor4d(x, [n, h, w, 3])).dataSync() as Float32Array);
+      const got = await clf.infer(x, n, h, w);
+      const d = maxAbsDiff(got, want);
+      assert.ok(d <= 1e-4, `${n}x${h}x${w}: max abs diff onnx vs tfjs ${d}`);
+    }
+  } finally {
+    clf.dispose();
+    tfModel.dispose();
+  }
+});
+
+test('micro: concurrent infer() calls are serialized and give the same logits; fromStateDict takes NHWC', async () => {
+  const clf = await OrtClassifier.fromStateDict(MICRO, microSd, { threads: 2, maxBatch: 2 });
+  try {
+    assert.equal(clf.inputLayout, 'nhwc');
+    const nhwc = nchwToNhwc(inputNchw, N, H, W);
+    const per = H * W * 3;
+    const outs = await Promise.all([
+      clf.infer(nhwc, N, H, W),
+      clf.infer(nhwc.subarray(per), N - 1, H, W),
+      clf.run(inputNchw, N, H, W),
+    ]);
+    assert.ok(maxAbsDiff(outs[0], refLogits) <= 1e-4);
+    assert.ok(maxAbsDiff(outs[1], outs[0].subarray(10)) <= 1e-5);
+    assert.ok(maxAbsDiff(outs[2], outs[0]) <= 1e-6);
+  } finally {
+    clf.dispose();
+  }
+  await assert.rejects(clf.infer(new Float32Array(3 * H * W), 1, H, W), /after dispose/);
+});
+
+test('writeOnnx + load from path reproduces the logits; missing file is a UserError', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const path = join(dir, 'micro.onnx');
+    await writeOnnx(path, microBytes);
+    assert.deepEqual(new Uint8Array(readFileSync(path)), microBytes);
+    const clf = await OrtClassifier.create(path, { threads: 1, spinning: false });
+    assert.ok(maxAbsDiff(await clf.run(inputNchw, N, H, W), refLogits) <= 1e-4);
+    assert.match(clf.describe(), /onnxruntime-node .*1 thread/);
+    clf.dispose();
+    await assert.rejects(OrtClassifier.create(join(dir, 'nope.onnx')), UserError);
+    await assert.rejects(OrtClassifier.create(new Uint8Array([1, 2, 3, 4])), UserError);
+    await assert.rejects(writeOnnx(join(dir, 'no-such-dir', 'x.onnx'), microBytes), UserError);
+  } finally {
+    cleanup();
+  }
+});
+
+test('malformed state dict: missing key, wrong shape, unexpected key, wrong class count -> UserError listing them', () => {
+  const copy = (): TensorMap => new Map(microSd);
+  const expectError = (sd: TensorMap, patterns: RegExp[], config = MICRO) => {
+    try {
+      buildOnnxModel(config, sd);
+    } catch (e) {
+      assert.ok(e instanceof UserError, `not a UserError: ${e}`);
+      for (const p of patterns) assert.match(e.message, p);
+      return;
+    }
+    assert.fail('no error');
+  };
+  const missing = copy();
+  missing.delete('stages.2.1.fc1.weight');
+  missing.delete('head.norm.bias');
+  expectError(missing, [/missing keys: .*stages\.2\.1\.fc1\.weight/, /head\.norm\.bias/]);
+
+  const wrong = copy();
+  const t = microSd.get('stages.1.0.conv.weight')!;
+  wrong.set('stages.1.0.conv.weight', { dtype: 'float32', shape: [16, 1, 5, 5], data: new Float32Array(16 * 25) });
+  assert.deepEqual(t.shape, [16, 1, 7, 7]);
+  expectError(wrong, [/wrong shapes: stages\.1\.0\.conv\.weight is \[16,1,5,5\], expected \[16,1,7,7\]/]);
+
+  const extra = copy();
+  extra.set('stages.3.1.norm.weight', { dtype: 'float32', shape: [32], data: new Float32Array(32) });
+  expectError(extra, [/unexpected keys: stages\.3\.1\.norm\.weight/]);
+
+  expectError(copy(), [/head\.fc2\.weight is \[10,128\], expected \[1000,128\]/], { ...MICRO, numClasses: 1000 });
+  assert.throws(() => buildOnnxModel({ depths: [1, 1], dims: [8], numClasses: 10 }, microSd), UserError);
+  // The expected key list is the state dict's, in order.
+  assert.deepEqual([...expectedStateDictShapes(MICRO).keys()], [...microSd.keys()]);
+});
+
+test('femto: onnxruntime logits match PyTorch within 2e-3', async (t) => {
+  const ckpt = sharedFixture('femto_random.pth');
+  const ioPath = sharedFixture('femto_io.safetensors');
+  if (!ckpt || !ioPath) {
+    t.skip('femto_random.pth / femto_io.safetensors not found in ../shared/fixtures');
+    return;
+  }
+  const { stateDict } = await loadCheckpoint(ckpt);
+  const fio = await readSafetensors(ioPath);
+  const x = fio.get('input_nchw')!;
+  const [n, , h, w] = x.shape;
+  const clf = await OrtClassifier.fromStateDict(onnxConfigFor('mambaout_femto'), stateDict, { threads: 2 });
+  try {
+    const got = await clf.run(x.data as Float32Array, n, h, w);
+    const d = maxAbsDiff(got, fio.get('logits')!.data as Float32Array);
+    console.log(`# femto max |onnx - torch| = ${d.toExponential(2)}`);
+    assert.equal(got.length, n * 1000);
+    assert.ok(d <= 2e-3, `max abs diff ${d}`);
+  } finally {
+    clf.dispose();
+  }
+});
