@@ -2,8 +2,9 @@
  * Backend selection: `--backend auto|webgpu|tensorflow|wasm|cpu` (flag or MAMBAOUT_BACKEND).
  *
  * auto tries, in order: tensorflow (tfjs-node-gpu, then tfjs-node, when installed), webgpu (when Dawn yields an
- * adapter), wasm (inference only: tfjs-backend-wasm lacks the conv/depthwise gradient kernels, so training goes to
- * cpu), cpu. One log line names the backend chosen and why the others were skipped.
+ * adapter), wasm (for inference; for training auto takes cpu, because the wasm heap is capped at 4 GB: femto at
+ * 224 px needs ~0.67 GB per image of batch in a training step), cpu. One log line names the backend chosen and why
+ * the others were skipped. wasm gains the gradient kernels it lacks from kernels/cpu, so `--backend wasm` trains.
  */
 import * as tf from '@tensorflow/tfjs';
 import { existsSync } from 'node:fs';
@@ -95,6 +96,9 @@ async function tryWasm(threads?: number): Promise<Attempt> {
   try {
     const wasm = await import('@tensorflow/tfjs-backend-wasm');
     if (threads && threads > 0) wasm.setThreadsCount(threads);
+    // After the wasm package registered its kernels: add the gradient kernels it lacks and faster transposed matmul.
+    const { registerWasmGradKernels } = await import('./kernels/cpu/index.js');
+    registerWasmGradKernels();
     await tf.setBackend('wasm');
     await tf.ready();
     return { ok: true, description: 'wasm' };
@@ -104,6 +108,9 @@ async function tryWasm(threads?: number): Promise<Attempt> {
 }
 
 async function useCpu(): Promise<Attempt> {
+  // tfjs's cpu kernels for convolution gradients, matmul and broadcasting are 10-100x slower than ours.
+  const { registerCpuKernels } = await import('./kernels/cpu/index.js');
+  registerCpuKernels();
   await tf.setBackend('cpu');
   await tf.ready();
   return { ok: true, description: 'cpu' };
@@ -134,12 +141,10 @@ export async function initBackend(choice: BackendChoice | string = 'auto', opts:
 
   if (requested === 'auto') {
     if (!(await attempt('tensorflow', tryTensorflow)) && !(await attempt('webgpu', () => tryWebgpu(adapterIndex)))) {
-      if (opts.training) skipped.push('wasm: inference only (no conv/depthwise gradient kernels), training uses cpu');
+      if (opts.training) skipped.push('wasm: its 4 GB heap limits training batches, auto trains on cpu (ask for --backend wasm to use it)');
       else await attempt('wasm', () => tryWasm(opts.wasmThreads));
       if (!chosen) await attempt('cpu', useCpu);
     }
-  } else if (requested === 'wasm' && opts.training) {
-    throw new UserError('the wasm backend is inference-only (tfjs-backend-wasm has no conv/depthwise gradient kernels); train with --backend cpu, webgpu or tensorflow');
   } else {
     const fn = { tensorflow: tryTensorflow, webgpu: () => tryWebgpu(adapterIndex), wasm: () => tryWasm(opts.wasmThreads), cpu: useCpu }[requested];
     if (!(await attempt(requested, fn))) {
@@ -153,7 +158,7 @@ export async function initBackend(choice: BackendChoice | string = 'auto', opts:
   }
   const c = chosen as unknown as { name: string; description: string };
   const message = `backend: ${c.description}` + (requested === 'auto' ? ' (auto)' : '') + (skipped.length ? `; skipped ${skipped.join('; ')}` : '');
-  active = { name: c.name, description: c.description, message, supportsTraining: c.name !== 'wasm' };
+  active = { name: c.name, description: c.description, message, supportsTraining: true };
   return active;
 }
 
