@@ -38,7 +38,7 @@ runMain('mambaout-train', async () => {
   const rank = Number(process.env.RANK ?? 0);
   const logger = createLogger({ format: args.log_format as LogFormat, silent: rank !== 0 });
   for (const k of parsed.unknownConfigKeys) logger.warn(`config key '${k}' in ${parsed.configFile} matches no option; ignored`);
-  for (const n of inertNotices(TRAIN_FLAGS, Object.fromEntries(Object.entries(args).map(([k, v]) => [k.replace(/_/g, '-'), v])))) logger.info(n);
+  for (const n of inertNotices(TRAIN_FLAGS, args)) logger.info(n);
   if (!args.data_dir) {
     const r = await makeTinyImagenet({ root: TINY_DEFAULT_ROOT });
     logger.info(r.created ? `No data_dir given: generated the tiny dataset in ${r.root} (${r.images} images).` : `No data_dir given: using the tiny dataset in ${r.root}.`);

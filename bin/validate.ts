@@ -75,7 +75,7 @@ runMain('mambaout-validate', async () => {
     return 0;
   }
   const logger = createLogger({ format: r.log_format as LogFormat });
-  for (const n of inertNotices(VALIDATE_FLAGS, Object.fromEntries(Object.entries(r).map(([k, v]) => [k.replace(/_/g, '-'), v])))) logger.info(n);
+  for (const n of inertNotices(VALIDATE_FLAGS, r)) logger.info(n);
   if (r.dataset && !/^(folder\/?)$/.test(r.dataset as string)) throw new UserError(`--dataset '${r.dataset}' is not supported: only ImageNet-style folders`);
   const base: ValidateArgs = {
     data: r.data as string,

@@ -148,3 +148,17 @@ test('validate: bulk mode over a folder of checkpoints writes results sorted by 
   const top1 = lines.slice(1).map((l) => Number(l.split(',')[1]));
   assert.ok(top1[0] >= top1[1]);
 });
+
+test('validate --log-format json: every log line is a pino JSON record', () => {
+  const r = run([data, '--model', 'mambaout_test', '--checkpoint', ckpt, '--img-size', String(IMG), '-b', '8', '-j', '0', '--log-format', 'json', '--log-freq', '1']);
+  assert.equal(r.status, 0, r.stderr);
+  const logLines = r.stdout.slice(0, r.stdout.indexOf('--result')).trim().split('\n');
+  assert.ok(logLines.length > 5);
+  for (const l of logLines) {
+    const rec = JSON.parse(l);
+    assert.equal(typeof rec.msg, 'string');
+    assert.equal(typeof rec.level, 'number');
+    assert.match(rec.time, /^\d{4}-\d\d-\d\dT/);
+  }
+  assert.ok(logLines.some((l) => JSON.parse(l).msg.startsWith(' * Acc@1 ')));
+});

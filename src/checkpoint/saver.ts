@@ -174,12 +174,6 @@ export class CheckpointSaver {
     this.currRecovery = file;
     return file;
   }
-
-  /** Most recent recovery file in the directory, if any. */
-  async findRecovery(): Promise<string> {
-    const files = (await fsp.readdir(this.dir)).filter((f) => f.startsWith('recovery-') && f.endsWith(CKPT_EXT)).sort();
-    return files.length ? join(this.dir, files[files.length - 1]) : '';
-  }
 }
 
 function formatMetric(m: number): string {

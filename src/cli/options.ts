@@ -205,12 +205,12 @@ export const TRAIN_FLAGS: Flag[] = [
   { dest: 'dist_timeout', type: 'number', default: 300, describe: 'seconds before a silent distributed peer is declared dead', group: RT },
 ];
 
-/** The flags that are set (differ from default) and have no effect here. */
-export function inertNotices(flags: readonly Flag[], argv: Record<string, unknown>): string[] {
+/** Notices for the flags that are set (differ from default) and have no effect here; `args` keyed by dest name. */
+export function inertNotices(flags: readonly Flag[], args: Record<string, unknown>): string[] {
   const out: string[] = [];
   for (const f of flags) {
     if (!f.inert) continue;
-    const v = argv[flagName(f.dest)];
+    const v = args[f.dest];
     const set = f.type === 'boolean' ? v === true : v !== undefined && v !== null && v !== '' && v !== f.default;
     if (set) out.push(`--${flagName(f.dest)} has no effect in mambaout: ${f.inert}.`);
   }

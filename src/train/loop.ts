@@ -664,7 +664,8 @@ function outAxisOf(model: MambaOut, name: string, rank: number): number {
   if (!p) return 0;
   if (p.kind === 'conv') return 3; // HWIO
   if (p.kind === 'dwconv') return 2; // [kh, kw, C, 1]
-  return rank > 0 ? 0 : 0;
+  void rank;
+  return 0; // Linear [out, in] and 1-D tensors: PyTorch layout
 }
 
 async function validate(model: MambaOut, loader: DataLoader<Float32Array>, s: LoopState, suffix: string): Promise<EvalMetrics> {
