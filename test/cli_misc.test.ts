@@ -80,3 +80,34 @@ test('--pretrained cache: a verified file is used, its checksum recorded, and a 
   assert.notEqual(wrong.status, 0);
   assert.match(wrong.stderr, /does not fit mambaout_femto/);
 });
+
+test('mambaout-export: PyTorch-named safetensors equal to the source weights; ONNX graph gives the same logits', async () => {
+  const { readSafetensors } = await import('../src/checkpoint/safetensors.js');
+  const { loadCheckpoint } = await import('../src/checkpoint/pth.js');
+  const { OrtClassifier } = await import('../src/engine/onnxruntime.js');
+  const st = join(TMP, 'micro_weights.safetensors');
+  const r1 = cli('export', ['--model', 'mambaout_test', '--checkpoint', fixture('micro.pth'), '--format', 'safetensors', '-o', st]);
+  assert.equal(r1.status, 0, r1.stderr);
+  const exported = await readSafetensors(st);
+  const orig = (await loadCheckpoint(fixture('micro.pth'))).stateDict;
+  assert.deepEqual([...exported.keys()], [...orig.keys()], 'same names in state-dict order');
+  for (const [k, t] of orig) {
+    assert.deepEqual(exported.get(k)!.shape, t.shape, k);
+    assert.deepEqual(Array.from(exported.get(k)!.data as Float32Array), Array.from(t.data as Float32Array), k);
+  }
+  const onnx = join(TMP, 'micro.onnx');
+  const r2 = cli('export', ['--model', 'mambaout_test', '--checkpoint', fixture('micro.pth'), '--format', 'onnx', '-o', onnx]);
+  assert.equal(r2.status, 0, r2.stderr);
+  const io = await readSafetensors(fixture('micro_io.safetensors'));
+  const x = io.get('input_nchw')!;
+  const ort = await OrtClassifier.create(onnx);
+  const logits = await ort.run(x.data as Float32Array, x.shape[0], x.shape[2], x.shape[3]);
+  ort.dispose();
+  const ref = io.get('logits')!.data as Float32Array;
+  let worst = 0;
+  for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(logits[i] - ref[i]));
+  assert.ok(worst <= 1e-4, `ONNX logits differ from PyTorch by ${worst}`);
+  const bad = cli('export', ['--model', 'mambaout_femto', '--checkpoint', fixture('micro.pth'), '--format', 'onnx', '-o', onnx]);
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /does not fit mambaout_femto/);
+});
