@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { runMain } from '../src/cli/main.js';
 import { UserError } from '../src/errors.js';
-import { canIsolateGpus, launch } from '../src/dist/launcher.js';
+import { canIsolateGpus, launch } from '../src/distributed/launcher.js';
 
 const LAUNCHER_FLAGS = ['nproc-per-node', 'nnodes', 'node-rank', 'master-addr', 'master-port', 'gpu-isolation'] as const;
 type LauncherFlag = (typeof LAUNCHER_FLAGS)[number];

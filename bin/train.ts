@@ -14,9 +14,9 @@ import { listModelsTable } from '../src/cli/list_models.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
 import { runTraining } from '../src/train/loop.js';
 import { makeTinyImagenet } from '../src/data/tiny.js';
-import { setupDistributed } from '../src/dist/setup.js';
-import { isDistError } from '../src/dist/group.js';
-import { PEER_FAILURE_EXIT_CODE } from '../src/dist/launcher.js';
+import { setupDistributed } from '../src/distributed/setup.js';
+import { isDistError } from '../src/distributed/group.js';
+import { PEER_FAILURE_EXIT_CODE } from '../src/distributed/launcher.js';
 
 export const TINY_DEFAULT_ROOT = 'data/tiny-imagenet';
 

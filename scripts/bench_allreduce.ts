@@ -16,8 +16,8 @@ import { parseArgs } from 'node:util';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { cpus } from 'node:os';
-import { launch } from '../src/dist/launcher.js';
-import { ProcessGroup, type TransportKind } from '../src/dist/group.js';
+import { launch } from '../src/distributed/launcher.js';
+import { ProcessGroup, type TransportKind } from '../src/distributed/group.js';
 
 interface Row {
   world: number;

@@ -15,9 +15,9 @@ import { parseArgs } from 'node:util';
 import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { createModel } from '../src/models/mambaout.js';
 import { createOptimizer } from '../src/train/optim/index.js';
-import { DistContext } from '../src/dist/context.js';
-import { ProcessGroup } from '../src/dist/group.js';
-import { readDistEnv } from '../src/dist/env.js';
+import { DistContext } from '../src/distributed/context.js';
+import { ProcessGroup } from '../src/distributed/group.js';
+import { readDistEnv } from '../src/distributed/env.js';
 import { readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { Rng } from '../src/utils/rng.js';
 

@@ -3,7 +3,7 @@
  *   node --import tsx scripts/launch_bench_dist.ts 2 --model mambaout_femto --batch 128 --backend webgpu
  */
 import { fileURLToPath } from 'node:url';
-import { canIsolateGpus, launch } from '../src/dist/launcher.js';
+import { canIsolateGpus, launch } from '../src/distributed/launcher.js';
 
 const n = Number(process.argv[2]);
 const can = canIsolateGpus(n);

@@ -83,7 +83,7 @@ test('a worker killed mid-epoch stops the job with a message naming the rank; th
 });
 
 test('GPU isolation: workers start under unshare with the other GPUs\' device nodes covered', async () => {
-  const { workerCommand, canIsolateGpus, nvidiaDeviceNodes } = await import('../src/dist/launcher.js');
+  const { workerCommand, canIsolateGpus, nvidiaDeviceNodes } = await import('../src/distributed/launcher.js');
   assert.deepEqual(workerCommand(['x.js', '--a'], 0, 'none'), [process.execPath, ['x.js', '--a']]);
   const [cmd, args] = workerCommand(['x.js'], 1, 'mount');
   assert.equal(cmd, 'unshare');

@@ -35,7 +35,7 @@ import { dispatchClipGrad, type ClipMode } from './clip.js';
 import { ModelEmaV2 } from './ema.js';
 import { accuracyCounts, AverageMeter } from './metrics.js';
 import { argsToYaml } from '../cli/parse.js';
-import type { DistContext } from '../dist/context.js';
+import type { DistContext } from '../distributed/context.js';
 
 export type Args = Record<string, unknown>;
 

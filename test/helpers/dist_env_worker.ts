@@ -5,7 +5,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ProcessGroup } from '../../src/dist/group.js';
+import { ProcessGroup } from '../../src/distributed/group.js';
 
 const outDir = process.argv[2];
 const keys = ['RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'LOCAL_WORLD_SIZE', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'MAMBAOUT_WEBGPU_ADAPTER', 'CUDA_VISIBLE_DEVICES', 'DIST_TEST_MARK'];

@@ -12,7 +12,7 @@
  *   join         plain init (the test starts fewer ranks than WORLD_SIZE); reports the init error
  */
 import { createHash } from 'node:crypto';
-import { ProcessGroup, isDistError } from '../../src/dist/group.js';
+import { ProcessGroup, isDistError } from '../../src/distributed/group.js';
 import { Rng } from '../../src/utils/rng.js';
 
 const scenario = process.argv[2];
