@@ -12,6 +12,7 @@ import { existsSync } from 'node:fs';
 import { UserError } from '../src/errors.js';
 import { BACKEND_FLAGS, INFERENCE_MODEL_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
 import { buildYargs } from '../src/cli/parse.js';
+import { runMain } from '../src/cli/main.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
 import { getModelConfig } from '../src/models/registry.js';
 import { type EngineChoice } from '../src/inference/load.js';
@@ -139,23 +140,4 @@ async function main(argv: readonly string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e: unknown) => {
-    if (e instanceof UserError) {
-      process.stderr.write(`error: ${e.message}\n`);
-      process.exitCode = e.exitCode;
-    } else {
-      const err = e as Error;
-      process.stderr.write(`error: ${err?.message ?? String(e)}\n`);
-      process.stderr.write(
-        process.env.MAMBAOUT_DEBUG
-          ? `${err?.stack ?? ''}\n`
-          : 'This looks like a bug in mambaout; please report it with the command line (set MAMBAOUT_DEBUG=1 for a stack trace).\n',
-      );
-      process.exitCode = 3;
-    }
-  },
-);
+runMain(() => main(process.argv.slice(2)));

@@ -56,7 +56,7 @@ function intFlag(v: string | undefined, name: string, min: number): number | und
   return n;
 }
 
-runMain('mambaout-distributed-train', async () => {
+runMain(async () => {
   const argv = process.argv.slice(2);
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h') {
     process.stdout.write(USAGE + '\n');
@@ -99,7 +99,7 @@ runMain('mambaout-distributed-train', async () => {
     gpuIsolation,
   });
   if (r.exitCode !== 0) {
-    process.stderr.write(`mambaout-distributed-train: ${r.message ?? 'a worker failed'}; the job was stopped (the last checkpoint is intact: continue with --resume).\n`);
+    process.stderr.write(`error: ${r.message ?? 'a worker failed'}; the job was stopped (the last checkpoint is intact: continue with --resume).\n`);
   }
   return r.exitCode;
 });

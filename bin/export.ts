@@ -34,7 +34,7 @@ const FLAGS: Flag[] = [
   { dest: 'layout', type: 'string', default: 'nchw', describe: 'ONNX input layout: nchw ([N,3,H,W], as PyTorch) or nhwc', group: G, choices: ['nchw', 'nhwc'] },
 ];
 
-runMain('mambaout-export', async () => {
+runMain(async () => {
   const { args: a } = parseArgs({ scriptName: 'mambaout-export', usage: '$0 --model M (--checkpoint F | --pretrained) [--format onnx|safetensors] [-o FILE]', flags: FLAGS, positionals: [], argv: hideBin(process.argv) });
   if (a.__help) return 0;
   if (!a.model) throw new UserError('--model is required (e.g. --model mambaout_femto)');

@@ -20,7 +20,7 @@ import { PEER_FAILURE_EXIT_CODE } from '../src/distributed/launcher.js';
 
 export const TINY_DEFAULT_ROOT = 'data/tiny-imagenet';
 
-runMain('mambaout-train', async () => {
+runMain(async () => {
   const parsed = parseArgs({
     scriptName: 'mambaout-train',
     usage: '$0 [data_dir] [options]\n\nTrain a MambaOut model with the timm 0.6.11 recipe (flags and defaults of MambaOut\'s train.py).',

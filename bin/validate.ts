@@ -60,7 +60,7 @@ export const VALIDATE_FLAGS: Flag[] = [
   LIST_MODELS_FLAG,
 ];
 
-runMain('mambaout-validate', async () => {
+runMain(async () => {
   const parsed = parseArgs({
     scriptName: 'mambaout-validate',
     usage: '$0 <data> [options]\n\nValidate a MambaOut model on an ImageNet-style folder (timm validate.py).',

@@ -1,25 +1,28 @@
 /**
- * Shared entry-point wrapper for the CLIs: user errors print one sentence and exit non-zero, never a stack trace.
- * Unexpected errors print their message (and the stack only with MAMBAOUT_DEBUG=1).
+ * Shared entry-point wrapper for the CLIs: user errors print `error: <one sentence>` and exit with their code (2),
+ * never a stack trace. Unexpected errors print their message and exit 3 (the stack only with MAMBAOUT_DEBUG=1).
  */
 import { isUserError } from '../errors.js';
 
-export function runMain(name: string, fn: () => Promise<number | void>): void {
+export function runMain(fn: () => Promise<number | void>): void {
   fn().then(
     (code) => {
       process.exitCode = typeof code === 'number' ? code : 0;
     },
     (e: unknown) => {
       if (isUserError(e)) {
-        process.stderr.write(`${name}: error: ${e.message}\n`);
+        process.stderr.write(`error: ${e.message}\n`);
         process.exitCode = e.exitCode;
         return;
       }
       const err = e as Error;
-      process.stderr.write(`${name}: internal error: ${err?.message ?? String(e)}\n`);
-      if (process.env.MAMBAOUT_DEBUG) process.stderr.write(`${err?.stack ?? ''}\n`);
-      else process.stderr.write('(set MAMBAOUT_DEBUG=1 to see the stack trace, and please report it)\n');
-      process.exitCode = 1;
+      process.stderr.write(`error: ${err?.message ?? String(e)}\n`);
+      process.stderr.write(
+        process.env.MAMBAOUT_DEBUG
+          ? `${err?.stack ?? ''}\n`
+          : 'This looks like a bug in mambaout; please report it with the command line (set MAMBAOUT_DEBUG=1 for a stack trace).\n',
+      );
+      process.exitCode = 3;
     },
   );
 }
