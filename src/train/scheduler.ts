@@ -182,6 +182,18 @@ abstract class CycleScheduler extends Scheduler {
   }
 
   /** Cycle index i, its length T_i and the position t_cur inside it, for a post-warmup time t. */
+  /**
+   * The shared frame of the cyclic schedules: warmup below warmupT, lrMin after the last cycle, otherwise
+   * `shape(lrMax, tCurr, tI)` with lrMax = base lr x cycleDecay^i for each group.
+   */
+  protected cycleLr(t: number, shape: (lrMax: number, tCurr: number, tI: number) => number): number[] {
+    if (t < this.warmupT) return this.warmupLr(t);
+    const { i, tI, tCurr } = this.cycle(t);
+    if (!(i < this.cycleLimit)) return this.baseValues.map(() => this.lrMin);
+    const gamma = Math.pow(this.cycleDecay, i);
+    return this.baseValues.map((v) => shape(v * gamma, tCurr, tI));
+  }
+
   protected cycle(t: number): { i: number; tI: number; tCurr: number } {
     if (this.warmupPrefix) t = t - this.warmupT;
     const T = this.tInitial;
@@ -221,15 +233,8 @@ export class CosineLRScheduler extends CycleScheduler {
   }
 
   protected getLr(t: number): number[] {
-    if (t < this.warmupT) return this.warmupLr(t);
-    const { i, tI, tCurr } = this.cycle(t);
-    if (!(i < this.cycleLimit)) return this.baseValues.map(() => this.lrMin);
-    const gamma = Math.pow(this.cycleDecay, i);
     const k = this.kDecay;
-    return this.baseValues.map((v) => {
-      const lrMax = v * gamma;
-      return this.lrMin + 0.5 * (lrMax - this.lrMin) * (1 + Math.cos((Math.PI * Math.pow(tCurr, k)) / Math.pow(tI, k)));
-    });
+    return this.cycleLr(t, (lrMax, tCurr, tI) => this.lrMin + 0.5 * (lrMax - this.lrMin) * (1 + Math.cos((Math.PI * Math.pow(tCurr, k)) / Math.pow(tI, k))));
   }
 }
 
@@ -252,13 +257,8 @@ export class TanhLRScheduler extends CycleScheduler {
   }
 
   protected getLr(t: number): number[] {
-    if (t < this.warmupT) return this.warmupLr(t);
-    const { i, tI, tCurr } = this.cycle(t);
-    if (!(i < this.cycleLimit)) return this.baseValues.map(() => this.lrMin);
-    const gamma = Math.pow(this.cycleDecay, i);
-    const tr = tCurr / tI;
-    return this.baseValues.map((v) => {
-      const lrMax = v * gamma;
+    return this.cycleLr(t, (lrMax, tCurr, tI) => {
+      const tr = tCurr / tI;
       return this.lrMin + 0.5 * (lrMax - this.lrMin) * (1 - Math.tanh(this.lb * (1 - tr) + this.ub * tr));
     });
   }
@@ -281,15 +281,8 @@ export class PolyLRScheduler extends CycleScheduler {
   }
 
   protected getLr(t: number): number[] {
-    if (t < this.warmupT) return this.warmupLr(t);
-    const { i, tI, tCurr } = this.cycle(t);
-    if (!(i < this.cycleLimit)) return this.baseValues.map(() => this.lrMin);
-    const gamma = Math.pow(this.cycleDecay, i);
     const k = this.kDecay;
-    return this.baseValues.map((v) => {
-      const lrMax = v * gamma;
-      return this.lrMin + (lrMax - this.lrMin) * Math.pow(1 - Math.pow(tCurr, k) / Math.pow(tI, k), this.power);
-    });
+    return this.cycleLr(t, (lrMax, tCurr, tI) => this.lrMin + (lrMax - this.lrMin) * Math.pow(1 - Math.pow(tCurr, k) / Math.pow(tI, k), this.power));
   }
 }
 

@@ -8,6 +8,7 @@
  * This module imports tfjs only (not the WebGPU backend or Dawn), so the model can import it on any backend.
  */
 import * as tf from '@tensorflow/tfjs';
+import type { AdamKernelAttrs } from './adam.js';
 
 /** The function type tf.customGrad takes (its inputs are tensors followed by the save function). */
 type CustomGradFn = Parameters<typeof tf.customGrad>[0];
@@ -114,19 +115,8 @@ export function meanSpatialFused(x: tf.Tensor4D): tf.Tensor2D {
   return meanHW(x) as tf.Tensor2D;
 }
 
-export interface AdamScalars {
-  decay: number;
-  l2: number;
-  lerpW: number;
-  beta2: number;
-  oneMinusBeta2: number;
-  negStepSize: number;
-  bc2Sqrt: number;
-  eps: number;
-  useDecay: boolean;
-  useL2: boolean;
-  lowLerp: boolean;
-}
+/** Scalars of one fused Adam/AdamW update (the kernel's attributes). */
+export type AdamScalars = AdamKernelAttrs;
 
 /** One fused Adam/AdamW update: returns [param', m', v'] (see ./adam.ts for the maths). */
 export function adamUpdateFused(param: tf.Tensor, grad: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s: AdamScalars): tf.Tensor[] {
