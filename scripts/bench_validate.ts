@@ -12,6 +12,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { makeTinyImagenet, TINY_CLASSES } from '../src/data/tiny.js';
 import { createModel } from '../src/models/mambaout.js';
+import { initBackend } from '../src/backend/index.js';
 import { writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { validateOne } from '../src/inference/validate.js';
 import { createLogger } from '../src/log/logger.js';
@@ -35,6 +36,7 @@ try {
   const root = (await makeTinyImagenet({ root: path.join(dir, 'data'), classes, trainPerClass: 0, valPerClass: Math.ceil(n / classes), minSide: 375, maxSide: 500, seed: 1 })).root;
   const classMap = path.join(dir, 'classes.txt');
   await writeFile(classMap, TINY_CLASSES.slice(0, classes).join('\n') + '\n');
+  await initBackend('cpu'); // for building the random weights; validateOne picks the backend/engine to measure
   const model = createModel(values.model!, { seed: 0 });
   const ckpt = path.join(dir, 'weights.safetensors');
   await writeSafetensors(ckpt, model.stateDict());
