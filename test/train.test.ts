@@ -232,3 +232,21 @@ test('Ctrl-C saves a recovery checkpoint and exits cleanly; the recovery file re
   assert.match(r.stdout, /^Train: 2 \[/m);
   assert.doesNotMatch(r.stdout, /^Train: 1 \[/m);
 });
+
+test('--initial-checkpoint loads the weights (strict) before training; with lr 0 they come out unchanged', async () => {
+  const { loadCheckpoint } = await import('../src/checkpoint/pth.js');
+  const { fixture } = await import('./helpers.js');
+  const r = await runTraining(
+    argsOf([...DETERMINISTIC, '--lr', '0', '--warmup-lr', '0', '--min-lr', '0', '--weight-decay', '0', '-b', '16', '--num-classes', '10', '--initial-checkpoint', fixture('micro.pth'), '--output', TMP, '--experiment', 'initial']),
+    { logger: silent, dist: null },
+  );
+  assert.equal(r.epochsRun, 1);
+  const out = await readTrainCheckpoint(join(TMP, 'initial', 'last.safetensors'));
+  const ref = (await loadCheckpoint(fixture('micro.pth'))).stateDict;
+  for (const [k, t] of ref) assert.equal(maxAbsDiff(out.stateDict.get(k)!.data as Float32Array, t.data as Float32Array), 0, k);
+  // a checkpoint of another shape is refused with the list of mismatches
+  await assert.rejects(
+    runTraining(argsOf([...DETERMINISTIC, '-b', '16', '--initial-checkpoint', fixture('micro.pth'), '--output', TMP, '--experiment', 'initial-bad']), { logger: silent, dist: null }),
+    /head\.fc2\.bias \(checkpoint \[10\], model \[2\]\)/,
+  );
+});

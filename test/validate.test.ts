@@ -162,3 +162,9 @@ test('validate --log-format json: every log line is a pino JSON record', () => {
   }
   assert.ok(logLines.some((l) => JSON.parse(l).msg.startsWith(' * Acc@1 ')));
 });
+
+test('validate --amp: accepted with a warning that float32 is used', () => {
+  const r = run([data, '--model', 'mambaout_test', '--checkpoint', ckpt, '--img-size', String(IMG), '-b', '8', '-j', '0', '--amp']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout + r.stderr, /--amp: onnxruntime runs in float32 here .*continuing in float32/);
+});
