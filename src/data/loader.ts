@@ -107,7 +107,6 @@ class WorkerPool {
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
   private readonly pending = new Map<Worker, Pending>();
-  private readonly waiters: ((w: Worker) => void)[] = [];
   private broken: Error | null = null;
   private closed = false;
   /** called whenever a worker becomes idle (or the pool breaks); set by the running epoch */

@@ -15,7 +15,7 @@ export class Progress {
   private done = 0;
   private images = 0;
 
-  constructor(private readonly logger: Logger, private readonly total: number, private readonly label: string, fields = '') {
+  constructor(private readonly logger: Logger, total: number, label: string, fields = '') {
     if (!logger.interactive) return;
     this.bar = new cliProgress.SingleBar(
       {

@@ -182,7 +182,7 @@ export function fromTorchLayout(kind: ParamKind, shape: readonly number[], data:
 /** Row-major transpose of a 4-D array: out axis i = in axis perm[i]. */
 export function permute(data: Float32Array, shape: readonly number[], perm: readonly number[]): Float32Array {
   const out = new Float32Array(data.length);
-  const [s0, s1, s2, s3] = shape;
+  const [, s1, s2, s3] = shape;
   const inStrides = [s1 * s2 * s3, s2 * s3, s3, 1];
   const os = perm.map((p) => shape[p]);
   const st = perm.map((p) => inStrides[p]);

@@ -520,7 +520,7 @@ async function appendSummary(path: string, epoch: number, trainLoss: number, ev:
 }
 
 async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: number }> {
-  const { args, model, params, optimizer, mixup, trainLoss, dataConfig, numClasses, B, A, world, stepsPerEpoch } = s;
+  const { args, model, params, optimizer, mixup, trainLoss, dataConfig, numClasses, A, world, stepsPerEpoch } = s;
   const mixupOff = num(args, 'mixup_off_epoch');
   if (mixup && mixupOff > 0 && epoch >= mixupOff) mixup.mixupEnabled = false;
   const mixRng = new Rng(streamSeed(STREAM.mixup, s.seed, s.rank, epoch));
