@@ -28,6 +28,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import * as net from 'node:net';
 import { constants } from 'node:os';
 import { UserError } from '../errors.js';
+import type { DistEnv } from './env.js';
 
 export interface LaunchOptions {
   /** Script run by every worker (a .js file, or .ts with nodeArgs ['--import', 'tsx']). */
@@ -155,15 +156,8 @@ export async function findFreePort(host = '127.0.0.1'): Promise<number> {
   return p;
 }
 
-export interface WorkerIdentity {
-  rank: number;
-  localRank: number;
-  worldSize: number;
-  localWorldSize: number;
-  nodeRank: number;
-  masterAddr: string;
-  masterPort: number;
-}
+/** What a worker is told about itself: the torchrun-style environment (timm's `distributed` flag is derived). */
+export type WorkerIdentity = Omit<DistEnv, 'distributed'>;
 
 /**
  * Environment of one worker: the base environment plus the torchrun variables and the device pin.

@@ -383,7 +383,7 @@ export function createScheduler(
   args: SchedulerArgs,
   optimizer: Schedulable,
 ): { scheduler: Scheduler; numEpochs: number } {
-  let numEpochs = args.epochs;
+  const numEpochs = args.epochs;
   if (!(Number.isFinite(numEpochs) && numEpochs > 0)) {
     throw new UserError(`Invalid number of epochs ${args.epochs}; it must be > 0.`);
   }
@@ -415,67 +415,22 @@ export function createScheduler(
   const cooldown = args.cooldownEpochs ?? 10;
   const decayRate = args.decayRate ?? 0.1;
 
+  // Every schedule warms up the same way and shares the noise settings; the cyclic ones also share the cycle.
+  const common = { warmupLrInit, warmupT, ...noise };
+  const cyclic = { tInitial: numEpochs, lrMin: minLr, ...common, ...cycle };
+  const withCooldown = (s: CycleScheduler) => ({ scheduler: s, numEpochs: s.getCycleLength() + cooldown });
   switch (args.sched) {
-    case 'cosine': {
-      const s = new CosineLRScheduler(optimizer, {
-        tInitial: numEpochs,
-        lrMin: minLr,
-        warmupLrInit,
-        warmupT,
-        kDecay: args.lrKDecay ?? 1.0,
-        ...cycle,
-        ...noise,
-      });
-      numEpochs = s.getCycleLength() + cooldown;
-      return { scheduler: s, numEpochs };
-    }
-    case 'tanh': {
-      const s = new TanhLRScheduler(optimizer, {
-        tInitial: numEpochs,
-        lrMin: minLr,
-        warmupLrInit,
-        warmupT,
-        tInEpochs: true,
-        ...cycle,
-        ...noise,
-      });
-      numEpochs = s.getCycleLength() + cooldown;
-      return { scheduler: s, numEpochs };
-    }
-    case 'step': {
-      const s = new StepLRScheduler(optimizer, {
-        decayT: args.decayEpochs ?? 100,
-        decayRate,
-        warmupLrInit,
-        warmupT,
-        ...noise,
-      });
-      return { scheduler: s, numEpochs };
-    }
-    case 'multistep': {
-      const s = new MultiStepLRScheduler(optimizer, {
-        decayT: args.decayMilestones ?? [30, 60],
-        decayRate,
-        warmupLrInit,
-        warmupT,
-        ...noise,
-      });
-      return { scheduler: s, numEpochs };
-    }
-    case 'poly': {
-      const s = new PolyLRScheduler(optimizer, {
-        power: decayRate, // timm overloads decay_rate as the polynomial power
-        tInitial: numEpochs,
-        lrMin: minLr,
-        warmupLrInit,
-        warmupT,
-        kDecay: args.lrKDecay ?? 1.0,
-        ...cycle,
-        ...noise,
-      });
-      numEpochs = s.getCycleLength() + cooldown;
-      return { scheduler: s, numEpochs };
-    }
+    case 'cosine':
+      return withCooldown(new CosineLRScheduler(optimizer, { ...cyclic, kDecay: args.lrKDecay ?? 1.0 }));
+    case 'tanh':
+      return withCooldown(new TanhLRScheduler(optimizer, { ...cyclic, tInEpochs: true }));
+    case 'poly':
+      // timm overloads decay_rate as the polynomial power
+      return withCooldown(new PolyLRScheduler(optimizer, { ...cyclic, power: decayRate, kDecay: args.lrKDecay ?? 1.0 }));
+    case 'step':
+      return { scheduler: new StepLRScheduler(optimizer, { ...common, decayT: args.decayEpochs ?? 100, decayRate }), numEpochs };
+    case 'multistep':
+      return { scheduler: new MultiStepLRScheduler(optimizer, { ...common, decayT: args.decayMilestones ?? [30, 60], decayRate }), numEpochs };
     default:
       throw new UserError(
         `Unknown or unsupported scheduler '${args.sched}'; supported: ${SUPPORTED_SCHEDULERS.join(', ')} (plateau is not implemented).`,
