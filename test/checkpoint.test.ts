@@ -9,7 +9,6 @@ import { access, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { zipSync } from 'fflate';
 import { UserError } from '../src/errors.js';
 import type { HostTensor, TensorMap } from '../src/checkpoint/types.js';
 import { isHostTensor, pyAttributes, unpickle, type PyDict, type PyRecord, type PyValue } from '../src/checkpoint/pickle.js';
@@ -17,6 +16,8 @@ import { loadCheckpoint, readPth, rebuildTensor } from '../src/checkpoint/pth.js
 import { encodeSafetensors, readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { writeFileAtomic } from '../src/checkpoint/atomic.js';
 import { floatToBf16Bits, floatToHalfBits, halfToFloatTable, pickStateDict, stripPrefix } from '../src/checkpoint/state.js';
+import { zipSync } from 'fflate';
+import { PickleWriter, f32Bytes, makePth, u16Bytes } from './helpers/craft.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 const MICRO = fixture('micro.pth');
@@ -85,99 +86,6 @@ function expectedMicroKeys(): [string, number[]][] {
   out.push(['head.norm.weight', [128]], ['head.norm.bias', [128]]);
   out.push(['head.fc2.weight', [10, 128]], ['head.fc2.bias', [10]]);
   return out;
-}
-
-// ---------------------------------------------------------------------------
-// helpers to craft pickles and zip checkpoints
-
-class PickleWriter {
-  private b: number[] = [];
-  op(...xs: number[]): this {
-    for (const x of xs) this.b.push(x);
-    return this;
-  }
-  raw(bytes: Uint8Array | number[]): this {
-    return this.op(...bytes);
-  }
-  proto(p = 2): this {
-    return this.op(0x80, p);
-  }
-  global(module: string, name: string): this {
-    return this.op(0x63).raw(new TextEncoder().encode(`${module}\n${name}\n`));
-  }
-  str(s: string): this {
-    const e = new TextEncoder().encode(s);
-    const n = new Uint8Array(4);
-    new DataView(n.buffer).setUint32(0, e.length, true);
-    return this.op(0x58).raw(n).raw(e);
-  }
-  int(v: number): this {
-    if (v >= 0 && v < 256) return this.op(0x4b, v);
-    if (v >= 0 && v < 65536) return this.op(0x4d, v & 255, v >> 8);
-    const n = new Uint8Array(4);
-    new DataView(n.buffer).setInt32(0, v, true);
-    return this.op(0x4a).raw(n);
-  }
-  float(v: number): this {
-    const n = new Uint8Array(8);
-    new DataView(n.buffer).setFloat64(0, v, false);
-    return this.op(0x47).raw(n);
-  }
-  none(): this { return this.op(0x4e); }
-  mark(): this { return this.op(0x28); }
-  tuple(): this { return this.op(0x74); }
-  emptyTuple(): this { return this.op(0x29); }
-  emptyDict(): this { return this.op(0x7d); }
-  setitems(): this { return this.op(0x75); }
-  reduce(): this { return this.op(0x52); }
-  stop(): this { return this.op(0x2e); }
-  ints(xs: number[]): this {
-    this.mark();
-    for (const x of xs) this.int(x);
-    return this.tuple();
-  }
-  /** _rebuild_tensor_v2(persistent storage, offset, size, stride, False, OrderedDict()) */
-  tensor(key: string, storageType: string, storageNumel: number, offset: number, size: number[], stride: number[]): this {
-    this.global('torch._utils', '_rebuild_tensor_v2').mark();
-    this.mark().str('storage').global('torch', storageType).str(key).str('cpu').int(storageNumel).tuple().op(0x51);
-    this.int(offset).ints(size).ints(stride).op(0x89);
-    this.global('collections', 'OrderedDict').emptyTuple().reduce();
-    return this.tuple().reduce();
-  }
-  /** OrderedDict with entries written by the callbacks */
-  orderedDict(entries: [string, (p: this) => void][]): this {
-    this.global('collections', 'OrderedDict').emptyTuple().reduce().mark();
-    for (const [k, fn] of entries) {
-      this.str(k);
-      fn(this);
-    }
-    return this.setitems();
-  }
-  bytes(): Uint8Array {
-    return new Uint8Array(this.b);
-  }
-}
-
-function f32Bytes(values: number[]): Uint8Array {
-  return new Uint8Array(new Float32Array(values).buffer);
-}
-
-function u16Bytes(values: number[], bigEndian = false): Uint8Array {
-  const out = new Uint8Array(values.length * 2);
-  const dv = new DataView(out.buffer);
-  values.forEach((v, i) => dv.setUint16(i * 2, v, !bigEndian));
-  return out;
-}
-
-/** A torch.save-like zip archive. */
-function makePth(pkl: Uint8Array, storages: Record<string, Uint8Array>, opts: { level?: 0 | 6; byteorder?: string } = {}): Uint8Array {
-  const files: Record<string, Uint8Array> = {
-    'ck/data.pkl': pkl,
-    'ck/byteorder': new TextEncoder().encode(opts.byteorder ?? 'little'),
-    'ck/version': new TextEncoder().encode('3\n'),
-  };
-  for (const [k, v] of Object.entries(storages)) files[`ck/data/${k}`] = v;
-  return zipSync(files, { level: opts.level ?? 0 });
 }
 
 async function writeTmp(name: string, data: Uint8Array | string): Promise<string> {
