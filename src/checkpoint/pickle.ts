@@ -22,8 +22,13 @@
  *   torch dtypes and storage classes appearing as values -> PyGlobal.
  * Attributes set on a dict by BUILD (PyTorch stores `_metadata` on state dicts that way)
  * are kept aside, see `pyAttributes`.
+ *
+ * Bounded work (src/limits.ts CHECKPOINT_LIMITS): at most maxPickleOps opcodes (which bounds the stack, the memo
+ * and the objects made), LONG4 integers of at most maxLongBytes (decoded in linear time), text integers of at most
+ * Python's 4300 digits. Each refusal is one UserError naming the file.
  */
 import { UserError } from '../errors.js';
+import { CHECKPOINT_LIMITS } from '../limits.js';
 import type { HostTensor, StoredDType } from './types.js';
 
 /** A Python value as produced by `unpickle` (see the module comment). */
@@ -431,6 +436,7 @@ const MODULE_ALIASES: Record<string, string> = {
 class CorruptPickle extends Error {}
 
 const utf8 = new TextDecoder('utf-8');
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 const latin1 = new TextDecoder('latin1');
 
 class Unpickler {
@@ -487,6 +493,13 @@ class Unpickler {
     if (nl < 0) throw new CorruptPickle('pickle data ends early');
     this.pos = nl + 1;
     return latin1.decode(this.buf.subarray(start, nl));
+  }
+
+  /** A text INT / LONG line: at most Python's default 4300 digits (BigInt parsing is superlinear). */
+  private intLine(): string {
+    const s = this.line();
+    if (s.length > CHECKPOINT_LIMITS.maxIntDigits + 2) throw this.tooBig(`holds an integer of ${s.length} digits (INT/LONG)`);
+    return s;
   }
 
   private pop(): PyValue {
@@ -575,17 +588,31 @@ class Unpickler {
     return this.memo.get(i) as PyValue;
   }
 
+  /** Two's-complement little-endian integer (LONG1 / LONG4), in time linear in its length. */
   private long(bytes: Uint8Array): number | bigint {
-    if (bytes.length === 0) return 0;
-    let v = 0n;
-    for (let i = bytes.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[i]);
-    if (bytes[bytes.length - 1] & 0x80) v -= 1n << BigInt(8 * bytes.length);
+    const n = bytes.length;
+    if (n === 0) return 0;
+    if (n <= 6) {
+      let v = 0;
+      for (let i = n - 1; i >= 0; i--) v = v * 256 + bytes[i];
+      return bytes[n - 1] & 0x80 ? v - 2 ** (8 * n) : v;
+    }
+    let hex = '';
+    for (let i = n - 1; i >= 0; i--) hex += HEX[bytes[i]];
+    let v = BigInt('0x' + hex);
+    if (bytes[n - 1] & 0x80) v -= 1n << BigInt(8 * n);
     return narrowBigInt(v);
+  }
+
+  private tooBig(what: string): UserError {
+    return new UserError(`refusing to load '${this.opts.label}': its pickle ${what} at byte ${this.pos}, which no checkpoint needs`);
   }
 
   run(): PyValue {
     const st = this.stack;
-    for (;;) {
+    const maxOps = CHECKPOINT_LIMITS.maxPickleOps;
+    for (let ops = 1; ; ops++) {
+      if (ops > maxOps) throw this.tooBig(`runs more than ${maxOps} opcodes`);
       const op = this.u8();
       switch (op) {
         case 0x80: { // PROTO
@@ -624,18 +651,19 @@ class Unpickler {
         case 0x8b: { // LONG4
           const n = this.i32();
           if (n < 0) throw new CorruptPickle('negative LONG4 length');
+          if (n > CHECKPOINT_LIMITS.maxLongBytes) throw this.tooBig(`holds an integer of ${n} bytes (LONG4)`);
           st.push(this.long(this.bytes(n)));
           break;
         }
         case 0x49: { // INT (text)
-          const s = this.line();
+          const s = this.intLine();
           if (s === '01') st.push(true);
           else if (s === '00') st.push(false);
           else st.push(parseIntText(s));
           break;
         }
         case 0x4c: // LONG (text)
-          st.push(parseIntText(this.line().replace(/L$/, '')));
+          st.push(parseIntText(this.intLine().replace(/L$/, '')));
           break;
         case 0x47: st.push(this.view.getFloat64(this.need(8), false)); break; // BINFLOAT (big-endian)
         case 0x46: { // FLOAT (text)
@@ -772,11 +800,11 @@ class Unpickler {
           break;
         }
 
-        case 0x70: this.memo.set(parseIntStrict(this.line()), this.top()); break; // PUT
+        case 0x70: this.memo.set(parseIntStrict(this.intLine()), this.top()); break; // PUT
         case 0x71: this.memo.set(this.u8(), this.top()); break; // BINPUT
         case 0x72: this.memo.set(this.u32(), this.top()); break; // LONG_BINPUT
         case 0x94: this.memo.set(this.memo.size, this.top()); break; // MEMOIZE
-        case 0x67: st.push(this.memoGet(parseIntStrict(this.line()))); break; // GET
+        case 0x67: st.push(this.memoGet(parseIntStrict(this.intLine()))); break; // GET
         case 0x68: st.push(this.memoGet(this.u8())); break; // BINGET
         case 0x6a: st.push(this.memoGet(this.u32())); break; // LONG_BINGET
 

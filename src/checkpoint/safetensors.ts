@@ -6,6 +6,9 @@
  * padded with spaces so that 8 + N is a multiple of 8, then the raw little-endian data;
  * offsets are relative to the start of the data.
  *
+ * Like the reference reader (huggingface/safetensors), the header may be at most 100 MB and tensors may not
+ * overlap (a hostile file could otherwise alias one range under many names).
+ *
  * Supported dtypes: F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL. F16/BF16/F64 are
  * widened to Float32Array on read (HostTensor.dtype keeps the stored type) and rounded
  * back (nearest even) on write.
@@ -18,6 +21,9 @@ import { writeFileAtomic } from './atomic.js';
 
 /** A TensorMap (file order) that also carries the file's `__metadata__`. */
 export type SafetensorsMap = TensorMap & { metadata: Record<string, string> };
+
+/** huggingface/safetensors MAX_HEADER_SIZE */
+const MAX_HEADER_BYTES = 100_000_000;
 
 const FROM_ST: Record<string, StoredDType> = {
   F32: 'float32', F16: 'float16', BF16: 'bfloat16', F64: 'float64',
@@ -41,6 +47,7 @@ export function parseSafetensors(bytes: Uint8Array, label = 'safetensors data', 
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const n64 = dv.getBigUint64(0, true);
   if (n64 > BigInt(bytes.length - 8)) throw bad('its header length exceeds the file size: truncated or not safetensors');
+  if (n64 > BigInt(MAX_HEADER_BYTES)) throw bad(`its header is ${n64} bytes long, more than the ${MAX_HEADER_BYTES} the format allows`);
   const n = Number(n64);
   let header: unknown;
   try {
@@ -79,6 +86,10 @@ export function parseSafetensors(bytes: Uint8Array, label = 'safetensors data', 
     entries.push({ name, dtype, shape, begin, end, order: order++ });
   }
   entries.sort((a, b) => a.begin - b.begin || a.order - b.order);
+  for (let i = 1; i < entries.length; i++) {
+    const [p, q] = [entries[i - 1], entries[i]];
+    if (q.begin < p.end) throw bad(`tensors '${p.name}' and '${q.name}' overlap (bytes ${q.begin}..${Math.min(p.end, q.end)} belong to both)`);
+  }
   const map = new Map() as SafetensorsMap;
   for (const e of entries) {
     const raw = rawView(data.subarray(e.begin, e.end), e.dtype);

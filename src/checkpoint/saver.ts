@@ -13,6 +13,7 @@ import { basename, dirname, join } from 'node:path';
 import { UserError } from '../errors.js';
 import type { TensorMap } from './types.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
+import { writeError } from './atomic.js';
 
 export const TRAIN_CKPT_FORMAT = 'mambaout-train-checkpoint';
 export const CKPT_EXT = '.safetensors';
@@ -55,13 +56,35 @@ export function isTrainCheckpointMeta(meta: Record<string, string> | undefined |
 export async function readTrainCheckpoint(path: string): Promise<TrainCheckpoint> {
   const { tensors, metadata } = await readSafetensorsWithMeta(path);
   if (!isTrainCheckpointMeta(metadata)) throw new UserError(`'${path}' is not a mambaout training checkpoint (no training state inside); use it with --initial-checkpoint instead of --resume`);
-  let json: Record<string, unknown>;
+  return splitTrainTensors(tensors, parseTrainMeta(metadata!.json, path));
+}
+
+/**
+ * The `json` metadata of a training checkpoint, checked field by field (a hand-edited or hostile file gets one
+ * sentence, not a TypeError deep inside resume): a JSON object whose epoch is a whole number, arch a string, args,
+ * optimizer and extra objects (or absent/null), metric a number or null.
+ */
+export function parseTrainMeta(text: string | undefined, path: string): Record<string, unknown> {
+  const corrupt = (why: string) => new UserError(`'${path}' has corrupt checkpoint metadata (${why})`);
+  let json: unknown;
   try {
-    json = JSON.parse(metadata!.json);
+    json = JSON.parse(text ?? '');
   } catch {
-    throw new UserError(`'${path}' has corrupt checkpoint metadata`);
+    throw corrupt('its json entry is not JSON');
   }
-  return splitTrainTensors(tensors, json);
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObj(json)) throw corrupt('its json entry is not an object');
+  const optObj = (k: string) => {
+    if (json[k] !== undefined && json[k] !== null && !isObj(json[k])) throw corrupt(`'${k}' is not an object`);
+  };
+  if (!Number.isInteger(json.epoch) || (json.epoch as number) < 0) throw corrupt(`'epoch' is ${JSON.stringify(json.epoch) ?? 'missing'}, not a whole number`);
+  if (json.arch !== undefined && typeof json.arch !== 'string') throw corrupt("'arch' is not a string");
+  if (json.version !== undefined && !Number.isInteger(json.version)) throw corrupt("'version' is not a whole number");
+  if (json.metric !== undefined && json.metric !== null && typeof json.metric !== 'number') throw corrupt("'metric' is not a number");
+  optObj('args');
+  optObj('optimizer');
+  optObj('extra');
+  return json;
 }
 
 export function splitTrainTensors(tensors: TensorMap, json: Record<string, unknown>): TrainCheckpoint {
@@ -94,13 +117,18 @@ async function readSafetensorsWithMeta(path: string): Promise<{ tensors: TensorM
 /** Replace `dst` by a hard link to `src` atomically (link to a temp name, then rename); copy if links fail. */
 async function linkAtomic(src: string, dst: string): Promise<void> {
   const tmp = join(dirname(dst), `.${basename(dst)}.${process.pid}.tmp`);
-  await fsp.rm(tmp, { force: true });
   try {
-    await fsp.link(src, tmp);
-  } catch {
-    await fsp.copyFile(src, tmp);
+    await fsp.rm(tmp, { force: true });
+    try {
+      await fsp.link(src, tmp);
+    } catch {
+      await fsp.copyFile(src, tmp);
+    }
+    await fsp.rename(tmp, dst);
+  } catch (e) {
+    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    throw writeError(dst, e);
   }
-  await fsp.rename(tmp, dst);
 }
 
 /**

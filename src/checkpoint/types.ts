@@ -32,3 +32,16 @@ export function asFloat32(t: HostTensor): Float32Array {
   for (let i = 0; i < t.data.length; i++) out[i] = Number(t.data[i]);
   return out;
 }
+
+/**
+ * What the model a checkpoint is read for needs: lets the readers refuse, before allocating, a tensor larger than the
+ * model can use, and size their limits (src/limits.ts CHECKPOINT_LIMITS). Built by models/registry.ts expectedModel.
+ */
+export interface ExpectedModel {
+  /** model name, for messages */
+  name: string;
+  /** PyTorch state-dict shapes by parameter name; -1 = any size (the class dimension when not known yet) */
+  shapes: ReadonlyMap<string, readonly number[]>;
+  /** parameter count (with 1000 classes where the class count is open) */
+  numParams: number;
+}

@@ -6,7 +6,7 @@ import { loadCheckpoint } from '../checkpoint/pth.js';
 import type { TensorMap } from '../checkpoint/types.js';
 import { UserError } from '../errors.js';
 import { createModel } from '../models/mambaout.js';
-import { getModelConfig, type ModelConfig } from '../models/registry.js';
+import { expectedModel, getModelConfig, type ModelConfig } from '../models/registry.js';
 import { initBackend, type BackendResult } from '../backend/index.js';
 import { resolvePretrained } from '../pretrained.js';
 import type { InferenceEngine } from '../engine/index.js';
@@ -49,7 +49,7 @@ export function stateDictClasses(sd: TensorMap): number | null {
 export async function readWeights(opts: LoadOptions): Promise<{ stateDict: TensorMap; source: string }> {
   const config = getModelConfig(opts.model);
   if (opts.checkpoint) {
-    const { stateDict } = await loadCheckpoint(opts.checkpoint, { useEma: opts.useEma ?? false, stateDictOnly: true });
+    const { stateDict } = await loadCheckpoint(opts.checkpoint, { useEma: opts.useEma ?? false, stateDictOnly: true, expect: expectedModel(config.name) });
     return { stateDict, source: opts.checkpoint };
   }
   if (opts.pretrained || opts.pretrainedPath) {
@@ -59,7 +59,7 @@ export async function readWeights(opts: LoadOptions): Promise<{ stateDict: Tenso
       interactive: opts.interactive,
       log: opts.log,
       verify: async (f) => {
-        const { stateDict } = await loadCheckpoint(f, { stateDictOnly: true });
+        const { stateDict } = await loadCheckpoint(f, { stateDictOnly: true, expect: expectedModel(config.name) });
         const probe = createModel(config.name, { noInit: true, numClasses: stateDictClasses(stateDict) ?? undefined });
         try {
           probe.loadStateDict(stateDict); // strict: throws a UserError listing what does not fit
@@ -69,7 +69,7 @@ export async function readWeights(opts: LoadOptions): Promise<{ stateDict: Tenso
         sd = stateDict;
       },
     });
-    if (!sd) sd = (await loadCheckpoint(file, { stateDictOnly: true })).stateDict;
+    if (!sd) sd = (await loadCheckpoint(file, { stateDictOnly: true, expect: expectedModel(config.name) })).stateDict;
     return { stateDict: sd, source: file };
   }
   throw new UserError(`no weights given for ${opts.model}: pass --checkpoint FILE or --pretrained`);

@@ -2,6 +2,7 @@
  * Model registry: the five MambaOut sizes of the paper plus a tiny CI model, with timm-style default configs.
  */
 import { UserError } from '../errors.js';
+import type { ExpectedModel } from '../checkpoint/types.js';
 
 export interface DefaultCfg {
   url: string;
@@ -73,19 +74,62 @@ export function getModelConfig(name: string): ModelConfig {
   return c;
 }
 
-/** Exact parameter count of a MambaOut configuration (from the shapes of §11.3). */
-export function countParams(depths: readonly number[], dims: readonly number[], numClasses: number): number {
+/**
+ * PyTorch state-dict shapes of a MambaOut configuration, in state-dict order (the shapes of §11.3). With
+ * `numClasses` null, the class dimension of head.fc2 is -1 (any): what a checkpoint reader can check before it
+ * knows how many classes the file was trained for.
+ */
+export function stateDictShapes(depths: readonly number[], dims: readonly number[], numClasses: number | null): Map<string, number[]> {
+  const out = new Map<string, number[]>();
   const c0 = dims[0];
   const half = Math.floor(c0 / 2);
-  let n = half * 3 * 9 + half + 2 * half + c0 * half * 9 + c0 + 2 * c0; // stem
-  for (let i = 1; i < 4; i++) n += dims[i] * dims[i - 1] * 9 + dims[i] + 2 * dims[i];
+  const lin = (p: string, o: number, i: number) => out.set(`${p}.weight`, [o, i]).set(`${p}.bias`, [o]);
+  const norm = (p: string, c: number) => out.set(`${p}.weight`, [c]).set(`${p}.bias`, [c]);
+  const conv = (p: string, o: number, i: number, k: number) => out.set(`${p}.weight`, [o, i, k, k]).set(`${p}.bias`, [o]);
+  conv('downsample_layers.0.conv1', half, 3, 3);
+  norm('downsample_layers.0.norm1', half);
+  conv('downsample_layers.0.conv2', c0, half, 3);
+  norm('downsample_layers.0.norm2', c0);
+  for (let i = 1; i < 4; i++) {
+    conv(`downsample_layers.${i}.conv`, dims[i], dims[i - 1], 3);
+    norm(`downsample_layers.${i}.norm`, dims[i]);
+  }
   for (let s = 0; s < 4; s++) {
     const c = dims[s];
-    const h = Math.floor((8 / 3) * c);
-    const block = 2 * c + (c * 2 * h + 2 * h) + (c * 49 + c) + (h * c + c);
-    n += depths[s] * block;
+    const h = Math.floor((8 / 3) * c); // GatedCNNBlock expansion_ratio 8/3
+    for (let b = 0; b < depths[s]; b++) {
+      const p = `stages.${s}.${b}`;
+      norm(`${p}.norm`, c);
+      lin(`${p}.fc1`, 2 * h, c);
+      conv(`${p}.conv`, c, 1, 7); // depthwise 7x7, conv_ratio 1.0
+      lin(`${p}.fc2`, c, h);
+    }
   }
   const c3 = dims[3];
-  n += 2 * c3 + (c3 * 4 * c3 + 4 * c3) + 2 * 4 * c3 + (4 * c3 * numClasses + numClasses);
+  norm('norm', c3);
+  lin('head.fc1', 4 * c3, c3); // MlpHead, mlp_ratio 4
+  norm('head.norm', 4 * c3);
+  lin('head.fc2', numClasses ?? -1, 4 * c3);
+  return out;
+}
+
+/** Exact parameter count of a MambaOut configuration. */
+export function countParams(depths: readonly number[], dims: readonly number[], numClasses: number): number {
+  let n = 0;
+  for (const shape of stateDictShapes(depths, dims, numClasses).values()) n += shape.reduce((a, b) => a * b, 1);
   return n;
+}
+
+/**
+ * What loading a checkpoint into `name` needs (for the readers' checks before they allocate). `numClasses` null:
+ * the class dimension is left open (checkpoints are read before the class count is known, and pretrained weights
+ * with another head are loaded without it).
+ */
+export function expectedModel(name: string, numClasses: number | null = null): ExpectedModel {
+  const c = getModelConfig(name);
+  return {
+    name: c.name,
+    shapes: stateDictShapes(c.depths, c.dims, numClasses),
+    numParams: countParams(c.depths, c.dims, numClasses ?? c.defaultCfg.numClasses),
+  };
 }
