@@ -4,13 +4,14 @@
  * the MambaOut repository).
  *
  *   mambaout-demo --model mambaout_femto (--pretrained | --pretrained-path F | --checkpoint F)
- *       [--port 7860] [--host 127.0.0.1] [--max-upload-mb 20] [--topk 5] [--engine auto|onnxruntime|tfjs] ...
+ *       [--port 7860] [--host 127.0.0.1] [--max-upload-mb 20] [--max-image-pixels N] [--topk 5] [--engine auto|onnxruntime|tfjs] ...
  *
  * Loads the model once, starts the server, prints its address and serves until Ctrl-C (SIGINT) or SIGTERM.
  */
 import { existsSync } from 'node:fs';
 import { UserError } from '../src/errors.js';
-import { BACKEND_FLAGS, INFERENCE_MODEL_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
+import { BACKEND_FLAGS, IMAGE_LIMIT_FLAG, INFERENCE_MODEL_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
+import { limits, setMaxImagePixels } from '../src/limits.js';
 import { buildYargs } from '../src/cli/parse.js';
 import { runMain } from '../src/cli/main.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
@@ -28,6 +29,7 @@ const DEMO_FLAGS: Flag[] = [
   { dest: 'host', type: 'string', default: DEFAULT_DEMO_HOST, describe: `interface to listen on (default: ${DEFAULT_DEMO_HOST}, this machine only; 0.0.0.0 exposes the demo to the network)`, group: SV },
   { dest: 'max_upload_mb', type: 'number', default: DEFAULT_MAX_UPLOAD_MB, describe: `largest accepted upload in MB (default: ${DEFAULT_MAX_UPLOAD_MB})`, group: SV },
   ...BACKEND_FLAGS,
+  IMAGE_LIMIT_FLAG,
 ];
 
 const USAGE =
@@ -76,6 +78,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const maxMb = args.max_upload_mb as number;
   if (!(maxMb > 0)) throw new UserError(`--max-upload-mb must be a positive number, got ${maxMb}`);
   const topk = checkTopK(args.topk as number);
+  setMaxImagePixels(args.max_image_pixels as number | undefined);
   const host = String(args.host);
 
   const predictor = await Predictor.create({
@@ -107,6 +110,7 @@ async function main(argv: readonly string[]): Promise<number> {
       host,
       topk,
       maxUploadBytes: Math.round(maxMb * 1024 * 1024),
+      maxImagePixels: limits.maxImagePixels,
       log: { info: (m) => logger.info(m), warn: (m) => logger.warn(m), error: (m) => logger.error(m) },
     });
   } catch (e) {

@@ -12,7 +12,8 @@
 import { existsSync, statSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
 import { UserError } from '../src/errors.js';
-import { BACKEND_FLAGS, INFERENCE_MODEL_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
+import { BACKEND_FLAGS, IMAGE_LIMIT_FLAG, INFERENCE_MODEL_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
+import { setMaxImagePixels } from '../src/limits.js';
 import { buildYargs } from '../src/cli/parse.js';
 import { runMain } from '../src/cli/main.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
@@ -33,6 +34,7 @@ const PREDICT_FLAGS: Flag[] = [
   { dest: 'topk', type: 'number', default: DEFAULT_TOPK, describe: `number of classes to show per image (default: ${DEFAULT_TOPK})`, group: OUT },
   { dest: 'json', type: 'string', default: undefined, describe: 'print the predictions as JSON, or write them to FILE (--json FILE)', group: OUT },
   ...BACKEND_FLAGS,
+  IMAGE_LIMIT_FLAG,
 ];
 
 interface PredictArgs {
@@ -55,6 +57,7 @@ interface PredictArgs {
   json: string | null;
   backend: string | undefined;
   logFormat: LogFormat;
+  maxImagePixels: number | null;
 }
 
 const USAGE =
@@ -123,6 +126,7 @@ function parse(argv: readonly string[]): PredictArgs | null {
     json: json === undefined ? null : json,
     backend: get('backend') as string | undefined,
     logFormat: (get('log_format') as LogFormat) ?? 'text',
+    maxImagePixels: posInt('max_image_pixels'),
   };
 }
 
@@ -133,6 +137,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const logger = createLogger({ format: args.logFormat, stream: process.stderr });
 
   getModelConfig(args.model); // unknown model: a UserError listing the known ones
+  setMaxImagePixels(args.maxImagePixels);
   const weightSources = [args.checkpoint && '--checkpoint', (args.pretrained || args.pretrainedPath) && '--pretrained'].filter(Boolean);
   if (weightSources.length === 0) throw new UserError(`no weights given for ${args.model}: pass --pretrained, --pretrained-path FILE or --checkpoint FILE`);
   if (weightSources.length > 1) throw new UserError('pass either --checkpoint or --pretrained/--pretrained-path, not both');

@@ -9,7 +9,8 @@
 import { existsSync, statSync } from 'node:fs';
 import { hideBin } from 'yargs/helpers';
 import { parseArgs } from '../src/cli/parse.js';
-import { BACKEND_FLAGS, LIST_MODELS_FLAG, inertNotices, type Flag } from '../src/cli/options.js';
+import { BACKEND_FLAGS, IMAGE_LIMIT_FLAG, LIST_MODELS_FLAG, inertNotices, type Flag } from '../src/cli/options.js';
+import { setMaxImagePixels } from '../src/limits.js';
 import { runMain } from '../src/cli/main.js';
 import { listModelsTable } from '../src/cli/list_models.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
@@ -57,6 +58,7 @@ export const VALIDATE_FLAGS: Flag[] = [
   { dest: 'engine', type: 'string', default: 'auto', describe: 'inference engine: auto (onnxruntime on CPU, tfjs on GPU), onnxruntime, tfjs', group: 'Runtime (mambaout):', choices: ENGINE_CHOICES },
   { dest: 'threads', type: 'number', default: undefined, describe: 'CPU threads for onnxruntime (default: all cores)', group: 'Runtime (mambaout):' },
   ...BACKEND_FLAGS,
+  IMAGE_LIMIT_FLAG,
   LIST_MODELS_FLAG,
 ];
 
@@ -103,6 +105,8 @@ runMain(async () => {
     threads: (r.threads as number | null) ?? undefined,
   };
   if (!Number.isInteger(base.batchSize) || base.batchSize < 1) throw new UserError(`--batch-size must be a positive integer, got ${base.batchSize}`);
+  if (!Number.isInteger(base.workers) || base.workers < 0) throw new UserError(`--workers must be a whole number >= 0, got ${base.workers}`);
+  setMaxImagePixels(r.max_image_pixels as number | null | undefined);
   const { names, bulk: bulkModels } = await expandModels(base.model);
   const ckptIsDir = base.checkpoint !== '' && existsSync(base.checkpoint) && statSync(base.checkpoint).isDirectory();
   if (base.checkpoint && !existsSync(base.checkpoint)) throw new UserError(`checkpoint '${base.checkpoint}' does not exist`);

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { Predictor } from '../src/inference/predict.js';
 import { FifoQueue, startDemoServer, type DemoPrediction, type DemoServer } from '../src/demo/server.js';
 import { fixture } from './helpers.js';
+import { pngBomb } from './helpers/craft.js';
 
 const CHELSEA = readFileSync(fixture('photos/chelsea.jpg'));
 const COFFEE = readFileSync(fixture('photos/coffee.jpg'));
@@ -152,6 +153,35 @@ test('4 concurrent requests are all answered (queued, not dropped), and the serv
   }
   const again = await post(form(COFFEE, 'after.jpg'));
   assert.equal(again.status, 200);
+});
+
+test('decompression bombs -> 413 with a sentence, from the header; memory stays flat and the server keeps serving', { timeout: 20_000 }, async () => {
+  const info = (await (await fetch(new URL('api/info', base))).json()) as { maxImagePixels: number };
+  assert.equal(info.maxImagePixels, 178_956_970);
+  const bomb = pngBomb(15000, 15000); // 0.7 MB upload, 675 MB decoded
+  assert.ok(bomb.length < 1024 * 1024);
+  const rss0 = process.memoryUsage().rss;
+  for (let i = 0; i < 5; i++) {
+    const r = i % 2 ? await post(bomb, { 'content-type': 'image/png', 'x-filename': 'bomb.png' }) : await post(form(bomb, 'bomb.png', 'image', 'image/png'));
+    assert.equal(r.status, 413);
+    assert.match(String(r.json.error), /^'bomb\.png' is 15000x15000 pixels \(225\.0 MP\), more than this server decodes \(179\.0 MP, --max-image-pixels\); send a smaller image$/);
+  }
+  const grown = process.memoryUsage().rss - rss0;
+  assert.ok(grown < 100e6, `RSS grew by ${(grown / 1e6).toFixed(0)} MB over 5 bombs`);
+  const ok = await post(form(CHELSEA, 'chelsea.jpg'));
+  assert.equal(ok.status, 200);
+  checkPrediction(ok.json as unknown as DemoPrediction, 'chelsea.jpg');
+});
+
+test('a lower per-server pixel limit applies to every upload', async () => {
+  const small = await startDemoServer({ predictor, port: 0, maxImagePixels: 1000 });
+  try {
+    const r = await fetch(new URL('api/predict', small.url), { method: 'POST', body: new Uint8Array(CHELSEA), headers: { 'content-type': 'image/jpeg' } });
+    assert.equal(r.status, 413);
+    assert.match(((await r.json()) as { error: string }).error, /more than this server decodes \(1000 pixels, --max-image-pixels\)/);
+  } finally {
+    await small.close();
+  }
 });
 
 test('FifoQueue runs jobs one at a time, in submission order, past failures', async () => {

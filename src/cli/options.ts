@@ -4,6 +4,7 @@
  * `inert` flags have no meaning on tfjs: they are accepted and produce a one-line notice when set.
  */
 import type { Options } from 'yargs';
+import { DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV } from '../limits.js';
 
 export interface Flag {
   /** argparse dest name, e.g. 'grad_accum_steps' (CLI spelling is --grad-accum-steps). */
@@ -71,6 +72,13 @@ export const INFERENCE_MODEL_FLAGS: Flag[] = [
 ];
 
 export const LIST_MODELS_FLAG: Flag = { dest: 'list_models', type: 'boolean', default: false, describe: 'print the available models with their parameter counts and exit', group: 'Runtime (mambaout):' };
+
+/** --max-image-pixels: train, validate, predict and demo (src/limits.ts). */
+export const IMAGE_LIMIT_FLAG: Flag = {
+  dest: 'max_image_pixels', type: 'number', default: undefined, group: RT,
+  describe: `refuse images with more pixels than this, read from the header before decoding (default ${DEFAULT_MAX_IMAGE_PIXELS}, ` +
+    `2x Pillow's MAX_IMAGE_PIXELS, where Pillow raises DecompressionBombError; env ${MAX_IMAGE_PIXELS_ENV})`,
+};
 
 export const BACKEND_FLAGS: Flag[] = [
   { dest: 'backend', type: 'string', default: undefined, describe: 'tfjs backend: auto, webgpu, tensorflow, wasm, cpu (env MAMBAOUT_BACKEND)', group: RT, choices: ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] },
@@ -201,6 +209,7 @@ export const TRAIN_FLAGS: Flag[] = [
   { dest: 'use_multi_epochs_loader', type: 'boolean', default: false, describe: 'use the multi-epochs-loader to save time at the beginning of every epoch', group: MS, inert: 'loader workers persist already' },
   { dest: 'log_wandb', type: 'boolean', default: false, describe: 'log training and validation metrics to wandb', group: MS, inert: 'wandb is not available in Node' },
   ...BACKEND_FLAGS,
+  IMAGE_LIMIT_FLAG,
   LIST_MODELS_FLAG,
   { dest: 'dist_timeout', type: 'number', default: 300, describe: 'seconds before a silent distributed peer is declared dead', group: RT },
 ];

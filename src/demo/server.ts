@@ -3,22 +3,26 @@
  * see its top classes, one JSON endpoint that classifies an upload.
  *
  *   GET  /              the page (src/demo/page.ts)
- *   GET  /api/info      {model, engine, description, numClasses, inputSize, topk, maxUploadBytes}
+ *   GET  /api/info      {model, engine, description, numClasses, inputSize, topk, maxUploadBytes, maxImagePixels}
  *   POST /api/predict   multipart/form-data with a file field `image` (or the first file), or the image bytes as the
  *                       raw body (Content-Type image/* or application/octet-stream)
  *                       -> 200 {path, topk: [{index, name, probability}], model, engine, ms}
  *                          (the shape of one `mambaout-predict --json` entry plus model, engine and the time in ms)
- *                       -> 400 not an image / no file, 413 over the size limit, 415 other content types,
- *                          503 queue full; every error body is {error: "one sentence"}
+ *                       -> 400 not an image / no file, 413 over the size limit or over the pixel limit (a
+ *                          decompression bomb: checked from the image header before decoding), 415 other content
+ *                          types, 503 queue full; every error body is {error: "one sentence"}
  *   other methods on these routes -> 405 with an Allow header; unknown routes -> 404.
  *
  * The model is loaded once, before the server starts. Requests are served in arrival order, one classification at a
  * time (a FIFO queue): decoding and inference both run inside the queue, so memory stays bounded by one image at a
  * time plus the queued uploads. Bad input never crashes the server: every error ends in a JSON reply.
+ * An image is at most `maxImagePixels` pixels (src/limits.ts; --max-image-pixels), so one decode takes at most
+ * 3 bytes per pixel (537 MB at the default limit); large JPEGs are decoded at reduced scale (decode.ts).
  */
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import multipart from '@fastify/multipart';
-import { DecodeError } from '../data/decode.js';
+import { DecodeError, ImageTooLargeError } from '../data/decode.js';
+import { describePixels, limits } from '../limits.js';
 import { UserError } from '../errors.js';
 import { DEFAULT_TOPK, Predictor, checkTopK, type TopKEntry } from '../inference/predict.js';
 import { DEMO_PAGE_CSP, DEMO_PAGE_HTML } from './page.js';
@@ -45,6 +49,8 @@ export interface DemoServerOptions {
   host?: string;
   /** Largest accepted upload in bytes (default 20 MB). */
   maxUploadBytes?: number;
+  /** Largest accepted image in pixels, read from its header (default limits.maxImagePixels: --max-image-pixels). */
+  maxImagePixels?: number;
   /** Classes returned per image (default 5). */
   topk?: number;
   /** Requests waiting for the model beyond this number are answered 503 (default 32). */
@@ -123,6 +129,8 @@ export async function buildDemoApp(opts: DemoServerOptions): Promise<FastifyInst
   if (!Number.isFinite(maxUpload) || maxUpload <= 0) throw new UserError(`the upload limit must be a positive size, got ${maxUpload} bytes`);
   const topk = checkTopK(opts.topk ?? DEFAULT_TOPK);
   const maxQueue = opts.maxQueue ?? DEFAULT_MAX_QUEUE;
+  const maxPixels = opts.maxImagePixels ?? limits.maxImagePixels;
+  if (!Number.isInteger(maxPixels) || maxPixels < 1) throw new UserError(`the pixel limit must be a positive whole number, got ${maxPixels}`);
   const log = opts.log;
   const queue = new FifoQueue();
   const tooLarge = `the image is larger than the upload limit of ${fmtMB(maxUpload)}`;
@@ -150,7 +158,7 @@ export async function buildDemoApp(opts: DemoServerOptions): Promise<FastifyInst
     if (code === 'FST_FILES_LIMIT' || code === 'FST_PARTS_LIMIT' || code === 'FST_FIELDS_LIMIT') {
       status = 413; // multipart's own status for its count limits
       message = 'the form holds more files or fields than accepted; send one image per request';
-    } else if (status === 413 || code === 'FST_REQ_FILE_TOO_LARGE' || code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    } else if ((status === 413 && !(err instanceof HttpError)) || code === 'FST_REQ_FILE_TOO_LARGE' || code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       status = 413;
       message = tooLarge;
     } else if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
@@ -192,6 +200,7 @@ export async function buildDemoApp(opts: DemoServerOptions): Promise<FastifyInst
       inputSize: [c, h, w],
       topk,
       maxUploadBytes: maxUpload,
+      maxImagePixels: maxPixels,
     };
   });
   app.route({ method: ['POST', ...OTHER_METHODS], url: '/api/info', handler: methodNotAllowed('GET') });
@@ -207,8 +216,16 @@ export async function buildDemoApp(opts: DemoServerOptions): Promise<FastifyInst
       const t0 = performance.now();
       let result: TopKEntry[];
       try {
-        result = await predictor.classifyBuffer(data, name, topk);
+        result = await predictor.classifyBuffer(data, name, topk, maxPixels);
       } catch (e) {
+        if (e instanceof ImageTooLargeError) {
+          log?.warn(`demo: refused ${name}: ${e.width}x${e.height} pixels, above the limit of ${maxPixels}`);
+          throw new HttpError(
+            413,
+            `'${name}' is ${e.width}x${e.height} pixels (${describePixels(e.width * e.height)}), more than this server decodes ` +
+              `(${describePixels(maxPixels)}, --max-image-pixels); send a smaller image`,
+          );
+        }
         if (e instanceof DecodeError) {
           throw new HttpError(400, `'${name}' is not an image that can be read (JPEG, PNG, WebP, GIF, TIFF, AVIF...): ${e.reason}`);
         }

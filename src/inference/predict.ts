@@ -13,7 +13,7 @@
 import { readdir, realpath, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { UserError } from '../errors.js';
-import { DecodeError, decodeRGB, type RGBImage } from '../data/decode.js';
+import { DecodeError, decodeRGB, type DecodeOptions, type RGBImage } from '../data/decode.js';
 import { evalTransform, resolveDataConfig, type DataConfig, type ModelDataDefaults } from '../data/transforms/eval.js';
 import type { ModelConfig } from '../models/registry.js';
 import { loadClassifier, type LoadedClassifier, type LoadOptions } from './load.js';
@@ -234,9 +234,21 @@ export class Predictor {
     return images.map((_, i) => topK(softmax(logits, i * c, c), topk, this.classNames));
   }
 
-  /** Top-k classes of one encoded image (JPEG, PNG, WebP, ...). Throws DecodeError when it cannot be decoded. */
-  async classifyBuffer(data: Uint8Array, name = '<upload>', topk = DEFAULT_TOPK): Promise<TopKEntry[]> {
-    const image = await decodeRGB(data, name);
+  /**
+   * How images are decoded for this predictor: the pixel limit (src/limits.ts unless given) and, since only the
+   * eval resize size is needed, large JPEGs at reduced scale (decode.ts `reduceTo`).
+   */
+  decodeOptions(maxPixels?: number): DecodeOptions {
+    const [, h, w] = this.dataConfig.inputSize;
+    return { maxPixels, reduceTo: Math.ceil(Math.max(h, w) / (this.dataConfig.cropPct || 1)) };
+  }
+
+  /**
+   * Top-k classes of one encoded image (JPEG, PNG, WebP, ...). Throws DecodeError when it cannot be decoded
+   * (ImageTooLargeError above `maxPixels`, default limits.maxImagePixels).
+   */
+  async classifyBuffer(data: Uint8Array, name = '<upload>', topk = DEFAULT_TOPK, maxPixels?: number): Promise<TopKEntry[]> {
+    const image = await decodeRGB(data, name, this.decodeOptions(maxPixels));
     return (await this.classifyImages([image], topk))[0];
   }
 
@@ -252,7 +264,7 @@ export class Predictor {
     const decodeBatch = (start: number): Promise<Decoded[]> =>
       Promise.all(
         paths.slice(start, start + bs).map((path) =>
-          decodeRGB(path).then(
+          decodeRGB(path, undefined, this.decodeOptions()).then(
             (image): Decoded => ({ path, image }),
             (e: unknown): Decoded => {
               if (e instanceof DecodeError) return { path, error: e.reason };

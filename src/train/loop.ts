@@ -9,18 +9,19 @@
  * 1 epoch, and the same command twice on the cpu backend writes the same summary.csv.
  */
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, promises as fsp } from 'node:fs';
+import { existsSync, statSync, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
+import { setMaxImagePixels } from '../limits.js';
 import type { Logger } from '../log/logger.js';
 import { Progress } from '../log/progress.js';
 import { Rng } from '../utils/rng.js';
 import { initBackend, releaseBackend, type BackendResult } from '../backend/index.js';
 import { createModel, type MambaOut } from '../models/mambaout.js';
-import { getModelConfig } from '../models/registry.js';
+import { expectedModel, getModelConfig } from '../models/registry.js';
 import { loadCheckpoint } from '../checkpoint/pth.js';
 import { CheckpointSaver, readTrainCheckpoint, type TrainCheckpoint } from '../checkpoint/saver.js';
-import { writeFileAtomic } from '../checkpoint/atomic.js';
+import { writeError, writeFileAtomic } from '../checkpoint/atomic.js';
 import { resolvePretrained } from '../pretrained.js';
 import { resolveSplit, scanImageFolder, type ImageFolder } from '../data/folder.js';
 import { resolveDataConfig, type DataConfig } from '../data/transforms/eval.js';
@@ -159,6 +160,13 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
   if (num(args, 'aug_repeats') > 0) throw new UserError('--aug-repeats (repeated augmentation sampler) is not supported by mambaout');
   if (optNum(args, 'layer_decay') !== undefined) throw new UserError('--layer-decay is not supported by mambaout (for MambaOut timm applies no per-layer scaling anyway)');
   if (bool(args, 'save_images')) log('--save-images is not supported; ignoring it.');
+  const nWorkers = num(args, 'workers');
+  if (!Number.isInteger(nWorkers) || nWorkers < 0) throw new UserError(`--workers must be a whole number >= 0, got ${nWorkers}`);
+  const outRoot = str(args, 'output');
+  if (outRoot && existsSync(outRoot) && !statSync(outRoot).isDirectory()) {
+    throw new UserError(`--output '${outRoot}' is a file; give a folder (it is created when missing)`);
+  }
+  setMaxImagePixels(optNum(args, 'max_image_pixels'));
 
   // ---- datasets first: a missing folder should fail before any heavy work
   const dataDir = str(args, 'data_dir');
@@ -196,10 +204,10 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
         interactive: logger.interactive,
         log,
         verify: async (f) => {
-          await loadCheckpoint(f, { stateDictOnly: true });
+          await loadCheckpoint(f, { stateDictOnly: true, expect: expectedModel(modelName) });
         },
       });
-      const { stateDict } = await loadCheckpoint(file, { stateDictOnly: true });
+      const { stateDict } = await loadCheckpoint(file, { stateDictOnly: true, expect: expectedModel(modelName) });
       if (numClasses !== (stateDict.get('head.fc2.bias')?.shape[0] ?? numClasses)) {
         // timm's load_pretrained drops the classifier when num_classes differs.
         stateDict.delete('head.fc2.weight');
@@ -212,7 +220,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       }
     }
     if (str(args, 'initial_checkpoint')) {
-      const { stateDict } = await loadCheckpoint(str(args, 'initial_checkpoint'), { useEma: true, stateDictOnly: true });
+      const { stateDict } = await loadCheckpoint(str(args, 'initial_checkpoint'), { useEma: true, stateDictOnly: true, expect: expectedModel(modelName) });
       model.loadStateDict(stateDict);
       log(`Loaded state_dict from checkpoint '${str(args, 'initial_checkpoint')}'`);
     }
@@ -394,7 +402,9 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     if (isMain) {
       const exp = str(args, 'experiment') || [timestamp(), safeModelName(modelName), String(W)].join('-');
       outputDir = join(str(args, 'output') || './output/train', exp);
-      await fsp.mkdir(outputDir, { recursive: true });
+      await fsp.mkdir(outputDir, { recursive: true }).catch((e: unknown) => {
+        throw writeError(outputDir, e);
+      });
       saver = new CheckpointSaver(outputDir, num(args, 'checkpoint_hist'), evalMetric === 'loss', log);
       const { __yaml, ...rest } = args;
       await writeFileAtomic(join(outputDir, 'args.yaml'), (__yaml as string) ?? argsToYaml(rest));
