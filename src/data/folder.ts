@@ -6,7 +6,9 @@
  *
  * Differences from timm, on purpose: `.webp` is accepted by default (timm 0.6.11 only takes
  * .png/.jpg/.jpeg; pass `extensions` to restrict), and symlink cycles are walked only once
- * (os.walk(followlinks=True) would recurse forever).
+ * (os.walk(followlinks=True) would recurse forever). A folder or image whose name is not valid UTF-8
+ * (Python reads it through surrogateescape, Node's strings cannot hold it) is refused by name with a
+ * UserError: a silently dropped class would shift every label after it.
  */
 import { existsSync, statSync } from 'node:fs';
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
@@ -201,6 +203,7 @@ async function walk(
     // os.walk ignores folders it cannot list (onerror=None)
     return;
   }
+  if (entries.some((e) => e.name.includes('\uFFFD'))) await refuseNonUtf8(dir, exts);
   const subdirs: string[] = [];
   for (const ent of entries) {
     const p = path.join(dir, ent.name);
@@ -220,6 +223,68 @@ async function walk(
     }
   }
   for (const d of subdirs) await walk(path.join(dir, d), d, exts, out, seen);
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Whether `name` is valid UTF-8. */
+function isUtf8(name: Uint8Array): boolean {
+  try {
+    strictUtf8.decode(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A file name with every byte that is not part of valid UTF-8 written as \xNN (as Python's repr of surrogateescape). */
+export function escapeFileName(name: Uint8Array): string {
+  let out = '';
+  for (let i = 0; i < name.length; ) {
+    const b = name[i];
+    const len = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    if (len && i + len <= name.length && isUtf8(name.subarray(i, i + len))) {
+      out += strictUtf8.decode(name.subarray(i, i + len));
+      i += len;
+    } else {
+      out += `\\x${b.toString(16).padStart(2, '0')}`;
+      i++;
+    }
+  }
+  return out;
+}
+
+/**
+ * Called when a listing of `dir` holds U+FFFD (what Node puts in place of bytes that are not UTF-8): lists it again
+ * as raw bytes and refuses the first sub-folder or image whose name is not UTF-8 (names that merely contain U+FFFD
+ * are fine).
+ */
+async function refuseNonUtf8(dir: string, exts: Set<string>): Promise<void> {
+  let raw;
+  try {
+    raw = await readdir(dir, { withFileTypes: true, encoding: 'buffer' });
+  } catch {
+    return;
+  }
+  for (const ent of raw) {
+    const name = ent.name as unknown as Buffer;
+    if (isUtf8(name)) continue;
+    let isDirectory = ent.isDirectory();
+    if (ent.isSymbolicLink()) {
+      try {
+        isDirectory = (await stat(Buffer.concat([Buffer.from(dir + path.sep), name]))).isDirectory();
+      } catch {
+        isDirectory = false;
+      }
+    }
+    const shown = escapeFileName(name);
+    const isImage = exts.has(path.extname(name.toString('latin1')).toLowerCase());
+    if (!isDirectory && !isImage) continue;
+    throw new UserError(
+      `${isDirectory ? 'folder' : 'image'} '${shown}' in ${dir} has a name that is not valid UTF-8, which mambaout cannot ` +
+        `use as ${isDirectory ? 'a class name' : 'a path'}; rename it to UTF-8 (e.g. convmv -f latin1 -t utf-8 --notest -r ${dir})`,
+    );
+  }
 }
 
 /** timm `load_class_map` for .txt files: line i (stripped) -> index i. Returns the names by index. */

@@ -19,7 +19,8 @@
  * after `graceMs`, SIGKILL; the result names the first failing rank and its cause and carries a non-zero exit
  * code (the worker's code, or 128 + signal number). When several workers fail at once, one killed by a signal
  * is blamed first, then one whose code is not PEER_FAILURE_EXIT_CODE (what a worker should exit with when it
- * stops because of another rank's failure). SIGINT/SIGTERM/SIGHUP sent to the launcher are forwarded
+ * stops because of another rank's failure). When every failed worker blames a peer, the worker that is still
+ * running after the others gave up on it (hung, stopped, deadlocked: it never exits by itself) is named. SIGINT/SIGTERM/SIGHUP sent to the launcher are forwarded
  * to all workers (they run in their own process groups, so a terminal Ctrl-C reaches them exactly once), and
  * the same grace/kill sequence applies.
  */
@@ -218,6 +219,8 @@ export const PEER_FAILURE_EXIT_CODE = 75;
 
 /** Failures within this window after the first one compete for the blame (see onExit). */
 const BLAME_WINDOW_MS = 150;
+/** How long, when only peer failures were seen, the launcher waits for all but one worker to exit (a hung rank). */
+const HANG_WAIT_MS = 3000;
 
 function signalNumber(sig: NodeJS.Signals): number {
   return (constants.signals as Record<string, number>)[sig] ?? 0;
@@ -335,10 +338,31 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
 
   const candidates: { rank: number; message: string; exitCode: number; bySignal: boolean }[] = [];
   let blameTimer: NodeJS.Timeout | null = null;
+  let firstFailureAt = 0;
   const decideBlame = (): void => {
     if (failure || interrupted || candidates.length === 0) return;
-    const c =
-      candidates.find((x) => x.bySignal) ?? candidates.find((x) => x.exitCode !== PEER_FAILURE_EXIT_CODE) ?? candidates[0];
+    const own = candidates.find((x) => x.bySignal) ?? candidates.find((x) => x.exitCode !== PEER_FAILURE_EXIT_CODE);
+    if (!own) {
+      // Every worker that stopped did so because of a peer. The peer that stopped answering does not exit by itself:
+      // once all other workers have exited, the one still running is it.
+      const running = exits.map((e, i) => (e === null ? i : -1)).filter((i) => i >= 0);
+      if (running.length > 1 && Date.now() - firstFailureAt < HANG_WAIT_MS) {
+        blameTimer = setTimeout(decideBlame, BLAME_WINDOW_MS);
+        return;
+      }
+      if (running.length === 1) {
+        const rank = nodeRank * nproc + running[0];
+        const gaveUp = candidates.map((c) => c.rank).join(', ');
+        failure = {
+          rank,
+          message: `rank ${rank} stopped answering: rank(s) ${gaveUp} gave up waiting for it (see their messages) while it kept running`,
+          exitCode: candidates[0].exitCode,
+        };
+        stopAll('SIGTERM');
+        return;
+      }
+    }
+    const c = own ?? candidates[0];
     failure = { rank: c.rank, message: c.message, exitCode: c.exitCode };
     stopAll('SIGTERM');
   };
@@ -372,7 +396,10 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
           // Exits that happen together are reported in an arbitrary order (one SIGCHLD, waitpid per child), and
           // a worker that dies usually makes its peers fail right after. Collect failures for a moment and
           // blame a worker killed by a signal first, else the first one seen.
-          if (!blameTimer) blameTimer = setTimeout(decideBlame, BLAME_WINDOW_MS);
+          if (!blameTimer) {
+            firstFailureAt = Date.now();
+            blameTimer = setTimeout(decideBlame, BLAME_WINDOW_MS);
+          }
         }
         if (--remaining === 0) {
           if (blameTimer && !failure) {
