@@ -220,7 +220,7 @@ export const PEER_FAILURE_EXIT_CODE = 75;
 /** Failures within this window after the first one compete for the blame (see onExit). */
 const BLAME_WINDOW_MS = 150;
 /** How long, when only peer failures were seen, the launcher waits for all but one worker to exit (a hung rank). */
-const HANG_WAIT_MS = 3000;
+const HANG_WAIT_MS = 10_000;
 
 function signalNumber(sig: NodeJS.Signals): number {
   return (constants.signals as Record<string, number>)[sig] ?? 0;
