@@ -10,6 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../utils/rng.js';
+import '../backend/tfjs.js';
 import { fusedOpsActive, layerNormFused } from '../backend/kernels/webgpu/ops.js';
 
 export type ParamKind = 'linear' | 'conv' | 'dwconv' | 'vector';

@@ -18,6 +18,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs';
 import { UserError } from '../../../errors.js';
+import '../../tfjs.js';
 import { conv2dBackpropFilterNHWC, type ConvGeometry } from './conv2d_backprop_filter.js';
 import { depthwiseBackpropFilterNHWC, depthwiseBackpropInputNHWC } from './depthwise_backprop.js';
 import { broadcastBinary, broadcastShape, reduceSum, splitAlongAxis, type BinaryOp } from './elementwise.js';
