@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { backend_util } from '@tensorflow/tfjs';
+import '../src/backend/tfjs.js'; // the cpu backend and tfjs's gradients
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { initWebGPU, listWebGPUAdapters, releaseWebGPU, webgpuDevice, type WebGPUAdapterEntry } from '../src/backend/webgpu.js';
 import {
