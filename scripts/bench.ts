@@ -14,7 +14,7 @@
  * (train and eval) and the optimizer alone, and the step time for several WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE values.
  * (It found tfjs's Mean gradient building `ones(x.shape)` on the host: ~2 s of a 2.7 s femto step.)
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { initBackend, releaseBackend } from '../src/backend/index.js';

@@ -106,7 +106,7 @@ async function benchTfjsWasm(model: string, stateDict: TensorMap, size: number, 
   const [{ initBackend }, { createModel }, tf] = await Promise.all([
     import('../src/backend/index.js'),
     import('../src/models/mambaout.js'),
-    import('@tensorflow/tfjs'),
+    import('@tensorflow/tfjs-core'),
   ]);
   await initBackend('wasm', { wasmThreads: threads });
   const m = createModel(model, { noInit: true });

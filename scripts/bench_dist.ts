@@ -10,7 +10,7 @@
  * exactly the data of 1 process with --batch N·B: `--save FILE` (1 process) and `--compare FILE` (N processes) check
  * that the weights after the timed steps agree. Prints img/s (global), step time and all-reduce time per step.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { parseArgs } from 'node:util';
 import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { createModel } from '../src/models/mambaout.js';

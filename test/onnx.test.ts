@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import onnxProto from 'onnx-proto';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { buildOnnxModel, expectedStateDictShapes, onnxConfigFor, writeOnnx } from '../src/export/onnx.js';
 import { OrtClassifier, nchwToNhwc, nhwcToNchw } from '../src/engine/onnxruntime.js';
 import { loadCheckpoint } from '../src/checkpoint/pth.js';

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { loadCheckpoint } from '../src/checkpoint/pth.js';
 import { decodeRGB } from '../src/data/decode.js';
 import { evalTransform, resolveDataConfig } from '../src/data/transforms/eval.js';

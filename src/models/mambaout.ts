@@ -2,7 +2,7 @@
  * MambaOut (Yu & Wang 2024, models/mambaout.py) on tfjs. Activations are NHWC throughout, which is also what the
  * PyTorch code uses inside its blocks (channels-last), so no permutes are needed.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { UserError } from '../errors.js';
 import type { HostTensor, TensorMap } from '../checkpoint/types.js';
 import { asFloat32, numel } from '../checkpoint/types.js';

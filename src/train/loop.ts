@@ -8,7 +8,7 @@
  * Randomness: every source is seeded from (--seed, rank, epoch), so 2 epochs straight equal 1 epoch + resume +
  * 1 epoch, and the same command twice on the cpu backend writes the same summary.csv.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
