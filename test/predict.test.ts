@@ -99,7 +99,7 @@ test('softmax and topK', () => {
   assert.equal(topK([0.5, 0.5], 5, ['x', 'y']).length, 2, 'k is clamped to the number of classes');
 });
 
-test('class names: ImageNet-1k from the mobilenet package, class_<i>, class map files', () => {
+test('class names: ImageNet-1k from our data file, class_<i>, class map files', () => {
   const names = imagenetClassNames();
   assert.equal(names.length, 1000);
   assert.equal(names[0], 'tench, Tinca tinca');
