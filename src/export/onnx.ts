@@ -33,6 +33,7 @@ import { UserError } from '../errors.js';
 import { asFloat32, numel, type HostTensor, type TensorMap } from '../checkpoint/types.js';
 import { writeFileAtomic } from '../checkpoint/atomic.js';
 import { getModelConfig } from '../models/registry.js';
+import { VERSION } from '../version.js';
 import {
   AttributeType as AT,
   DataType as DT,
@@ -432,7 +433,7 @@ export function buildOnnxModel(config: OnnxModelConfig, stateDict: TensorMap, op
   return encodeModel({
     irVersion,
     producerName: 'mambaout',
-    producerVersion: '0.1.0',
+    producerVersion: VERSION,
     opsetImport: [{ domain: '', version: opset }],
     graph: {
       name: opts.graphName ?? 'mambaout',
