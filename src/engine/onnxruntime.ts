@@ -24,6 +24,22 @@ type OrtModule = typeof Ort;
 
 let ortPromise: Promise<OrtModule> | null = null;
 
+/** What fixes a missing engine: the version range of our dependency (1.16.x: nothing downloaded at install). */
+export const ORT_INSTALL_COMMAND = 'npm install onnxruntime-node@~1.16.3';
+
+let fallbackNoticeGiven = false;
+
+/**
+ * The one warning a process prints when `--engine auto` falls back to tfjs because onnxruntime-node did not load
+ * (null after the first call): what happened, what it costs, the command that fixes it.
+ */
+export function ortFallbackNotice(e: unknown): string | null {
+  if (fallbackNoticeGiven) return null;
+  fallbackNoticeGiven = true;
+  const msg = e instanceof Error ? e.message : String(e);
+  return `${msg}; until then inference runs on tfjs (about 10x slower on CPU)`;
+}
+
 /**
  * Import onnxruntime-node on first use. A missing package or a native binary that fails to load (unsupported
  * platform, missing libstdc++) becomes one UserError.
@@ -41,9 +57,11 @@ export function loadOnnxRuntime(): Promise<OrtModule> {
       (e: unknown) => {
         ortPromise = null;
         const why = e instanceof Error ? e.message.split('\n')[0] : String(e);
+        const missing = (e as NodeJS.ErrnoException)?.code === 'ERR_MODULE_NOT_FOUND' || /Cannot find (module|package)/.test(why);
         throw new UserError(
-          `onnxruntime-node could not be loaded (${why}); install it with \`npm install onnxruntime-node\` ` +
-            `or run with the tfjs engine instead.`,
+          missing
+            ? `onnxruntime-node is not installed; \`${ORT_INSTALL_COMMAND}\` installs it (or pass --engine tfjs)`
+            : `onnxruntime-node could not be loaded (${why}); \`${ORT_INSTALL_COMMAND}\` reinstalls it, or pass --engine tfjs`,
         );
       },
     );
