@@ -11,7 +11,7 @@ import {
   Conv2d, DepthwiseConv2d, LayerNorm, Linear, Param, ParamStore, dropPath, dropout, fromTorchLayout, gelu,
   toTorchLayout, torchShape,
 } from './layers.js';
-import { getModelConfig, type ModelConfig } from './registry.js';
+import { getModelConfig, type ModelConfig, type ModelName } from './registry.js';
 import { fusedOpsActive, gatedConvGeluFused, meanSpatialFused } from '../backend/kernels/webgpu/ops.js';
 
 export interface CreateModelOptions {
@@ -254,6 +254,7 @@ function abbreviate(list: string[], max = 12): string {
   return list.length <= max ? list.join(', ') : `${list.slice(0, max).join(', ')} ... (${list.length} in all)`;
 }
 
-export function createModel(name: string, opts: CreateModelOptions = {}): MambaOut {
+/** A model by registered name (a string from a user goes through getModelConfig first: it names the known ones). */
+export function createModel(name: ModelName, opts: CreateModelOptions = {}): MambaOut {
   return new MambaOut(getModelConfig(name), opts);
 }

@@ -150,8 +150,8 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
   const A = num(args, 'grad_accum_steps');
   if (!Number.isInteger(B) || B < 1) throw new UserError(`--batch-size must be a positive integer, got ${B}`);
   if (!Number.isInteger(A) || A < 1) throw new UserError(`--grad-accum-steps must be a positive integer, got ${A}`);
-  const modelName = str(args, 'model');
-  const mcfg = getModelConfig(modelName);
+  const mcfg = getModelConfig(str(args, 'model'));
+  const modelName = mcfg.name;
   if (str(args, 'dataset') && !/^(folder\/?|)$/.test(str(args, 'dataset'))) {
     throw new UserError(`--dataset '${str(args, 'dataset')}' is not supported: only ImageNet-style folders (leave --dataset empty)`);
   }
