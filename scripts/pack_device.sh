@@ -9,19 +9,30 @@ root=$(pwd); out="$root/.device"
 [ -f package.json ] || { echo "run from the project root" >&2; exit 2; }
 grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
 shared="$root/../shared/device/pack.sh"
+# The device runs a Node this project supports (engines: ^22.12 || >=24): with an older one here, carry Node 22
+# from the npm registry (.ci/node-line.sh) instead of the local binary.
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 22 || (a === 22 && b >= 12) ? 0 : 1)'; then
+  PATH="$(dirname "$(bash "$root/.ci/node-line.sh" 22)"):$PATH"
+  export PATH
+fi
+mkdir -p "$out"
+[ "$(cat "$out/node.version" 2>/dev/null)" = "$(node --version)" ] || rm -f "$out/node.xz"
 # node binary + Vulkan loader debs: reuse the shared script's steps when they are missing
-if [ ! -f "$out/node.xz" ] || ! ls "$out"/debs/libvulkan1_*.deb >/dev/null 2>&1; then
+if [ ! -f "$out/node.xz" ] || [ "$(readlink -f "$(command -v node)")" -nt "$out/node.xz" ] || ! ls "$out"/debs/libvulkan1_*.deb >/dev/null 2>&1; then
   [ -f "$shared" ] || { echo "need $shared for node and the Vulkan loader" >&2; exit 2; }
   bash "$shared" >/dev/null
+  node --version > "$out/node.version"
 fi
 rm -rf "$out/webgpu-mini"
+# The generated tfjs gradient bundle is git-ignored, so the device copy of the tree lacks it: it travels here.
+[ -f src/backend/tfjs_extras.generated.js ] || node scripts/build_tfjs_extras.mjs
 tar -C "$root" -cf - \
   --exclude='*.map' --exclude='*.d.ts' --exclude='*.min.js' --exclude='*.min.js.html' --exclude='*.es2017.js' --exclude='*.fesm.js' \
   --exclude='node_modules/@tensorflow/*/dist/miniprogram' --exclude='node_modules/@tensorflow/tfjs-node*' \
   --exclude='node_modules/webgpu/dist/darwin-*' --exclude='node_modules/webgpu/dist/win32-*' --exclude='node_modules/webgpu/dist/linux-arm64' \
   --exclude='node_modules/onnxruntime-node/bin' \
   --exclude='node_modules/typescript' --exclude='node_modules/playwright-core' --exclude='node_modules/@types' --exclude='node_modules/.cache' \
-  node_modules | xz -T2 -6 > "$out/app.tar.xz"
+  node_modules src/backend/tfjs_extras.generated.js | xz -T2 -6 > "$out/app.tar.xz"
 cat > "$out/setup.sh" <<'SETUP'
 # (onnxruntime-node binaries are left out: on the GPU the tfjs engine is used)
 # source me on the device machine, from the project root
