@@ -17,6 +17,7 @@ import { runMain } from '../src/cli/main.js';
 import { UserError } from '../src/errors.js';
 import { readWeights, stateDictClasses } from '../src/inference/load.js';
 import { createModel } from '../src/models/mambaout.js';
+import { getModelConfig } from '../src/models/registry.js';
 import { buildOnnxModel, writeOnnx } from '../src/export/onnx.js';
 import { writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { initBackend } from '../src/backend/index.js';
@@ -43,7 +44,7 @@ runMain(async () => {
   const numClasses = stateDictClasses(stateDict) ?? undefined;
   // Strict check through the model: every key present with the right shape.
   await initBackend('cpu');
-  const m = createModel(model, { noInit: true, numClasses });
+  const m = createModel(getModelConfig(model).name, { noInit: true, numClasses });
   m.loadStateDict(stateDict);
   const format = a.format as string;
   const out = (a.output as string) || `${model}.${format}`;

@@ -14,11 +14,12 @@
  * (train and eval) and the optimizer alone, and the step time for several WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE values.
  * (It found tfjs's Mean gradient building `ones(x.shape)` on the host: ~2 s of a 2.7 s femto step.)
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { createModel } from '../src/models/mambaout.js';
+import { getModelConfig } from '../src/models/registry.js';
 import { createOptimizer } from '../src/train/optim/index.js';
 import { isUserError } from '../src/errors.js';
 
@@ -49,7 +50,7 @@ async function main(): Promise<void> {
   console.log(backend.message);
   const B = argv.batch;
   const S = argv['img-size'];
-  const model = createModel(argv.model, { seed: 0 });
+  const model = createModel(getModelConfig(argv.model).name, { seed: 0 });
   const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
   const opt = createOptimizer(params, { opt: 'adamw', lr: 1e-3, weightDecay: 0.05 });
   const x = tf.randomNormal([B, S, S, 3]) as tf.Tensor4D;

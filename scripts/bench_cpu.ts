@@ -103,13 +103,14 @@ function randomImages(n: number, size: number, seed = 1): Float32Array {
 
 /** tfjs MambaOut (src/models) on the wasm backend, batch 1. */
 async function benchTfjsWasm(model: string, stateDict: TensorMap, size: number, threads: number, rounds: number): Promise<Result> {
-  const [{ initBackend }, { createModel }, tf] = await Promise.all([
+  const [{ initBackend }, { createModel }, { getModelConfig }, tf] = await Promise.all([
     import('../src/backend/index.js'),
     import('../src/models/mambaout.js'),
-    import('@tensorflow/tfjs'),
+    import('../src/models/registry.js'),
+    import('@tensorflow/tfjs-core'),
   ]);
   await initBackend('wasm', { wasmThreads: threads });
-  const m = createModel(model, { noInit: true });
+  const m = createModel(getModelConfig(model).name, { noInit: true });
   m.loadStateDict(stateDict);
   const x = tf.tensor4d(randomImages(1, size), [1, size, size, 3]);
   const [r] = await timeCases(

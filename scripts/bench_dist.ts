@@ -10,10 +10,11 @@
  * exactly the data of 1 process with --batch N·B: `--save FILE` (1 process) and `--compare FILE` (N processes) check
  * that the weights after the timed steps agree. Prints img/s (global), step time and all-reduce time per step.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { parseArgs } from 'node:util';
 import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { createModel } from '../src/models/mambaout.js';
+import { getModelConfig } from '../src/models/registry.js';
 import { createOptimizer } from '../src/train/optim/index.js';
 import { DistContext } from '../src/distributed/context.js';
 import { ProcessGroup } from '../src/distributed/group.js';
@@ -45,7 +46,7 @@ const group = world > 1 ? await ProcessGroup.init({ rank, worldSize: world, mast
 const dist = group ? new DistContext(group) : null;
 const backend = await initBackend(values.backend, { training: true });
 process.stderr.write(`${rank === 0 ? '[rank 0] ' : ''}${backend.message}\n`);
-const model = createModel(values.model!, { seed: 0 });
+const model = createModel(getModelConfig(values.model!).name, { seed: 0 });
 const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
 const opt = createOptimizer(params, { opt: 'adamw', lr: 1e-3, weightDecay: 0.05 });
 if (dist) await dist.broadcastParams(params);

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { makeTinyImagenet, TINY_CLASSES } from '../src/data/tiny.js';
 import { createModel } from '../src/models/mambaout.js';
+import { getModelConfig } from '../src/models/registry.js';
 import { initBackend } from '../src/backend/index.js';
 import { writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { validateOne } from '../src/inference/validate.js';
@@ -37,7 +38,7 @@ try {
   const classMap = path.join(dir, 'classes.txt');
   await writeFile(classMap, TINY_CLASSES.slice(0, classes).join('\n') + '\n');
   await initBackend('cpu'); // for building the random weights; validateOne picks the backend/engine to measure
-  const model = createModel(values.model!, { seed: 0 });
+  const model = createModel(getModelConfig(values.model!).name, { seed: 0 });
   const ckpt = path.join(dir, 'weights.safetensors');
   await writeSafetensors(ckpt, model.stateDict());
   model.dispose();

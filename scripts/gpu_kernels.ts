@@ -14,8 +14,9 @@
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import * as tf from '@tensorflow/tfjs';
-import { backend_util } from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
+import { backend_util } from '@tensorflow/tfjs-core';
+import '../src/backend/tfjs.js'; // the cpu backend and tfjs's gradients
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { initWebGPU, listWebGPUAdapters, releaseWebGPU, webgpuDevice, type WebGPUAdapterEntry } from '../src/backend/webgpu.js';
 import {

@@ -1,14 +1,26 @@
 /**
- * mambaout public API. The CLIs in bin/ are thin shells over these functions.
+ * mambaout public API. The CLIs in bin/ are thin shells over these functions. One ES module graph without top-level
+ * await, so `require('mambaout')` works too (require(esm), Node 22.12+).
  *
- *   import * as m from 'mambaout';
+ *   import * as m from 'mambaout';      // or: const m = require('mambaout');
  *   await m.initBackend('auto');
  *   const model = m.createModel('mambaout_femto', { numClasses: 1000 });
  *   model.loadStateDict((await m.loadCheckpoint('mambaout_femto.pth')).stateDict);
  *   const logits = model.forward(imagesNHWC);
  */
 export { createModel, MambaOut, type CreateModelOptions } from './models/mambaout.js';
-export { listModels, getModelConfig, countParams, MODEL_CONFIGS, type ModelConfig, type DefaultCfg } from './models/registry.js';
+export {
+  listModels,
+  getModelConfig,
+  countParams,
+  isModelName,
+  MODEL_CONFIGS,
+  MODEL_NAMES,
+  type ModelName,
+  type ModelConfig,
+  type DefaultCfg,
+} from './models/registry.js';
+export { VERSION } from './version.js';
 export { loadCheckpoint, readPth, type LoadedCheckpoint, type CheckpointMeta } from './checkpoint/pth.js';
 export { readSafetensors, writeSafetensors } from './checkpoint/safetensors.js';
 export { writeFileAtomic } from './checkpoint/atomic.js';

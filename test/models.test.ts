@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { createModel, type MambaOut } from '../src/models/mambaout.js';
 import { countParams, listModels, MODEL_CONFIGS } from '../src/models/registry.js';
 import { toTorchLayout } from '../src/models/layers.js';

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { loadCheckpoint } from '../src/checkpoint/pth.js';
 import { decodeRGB } from '../src/data/decode.js';
 import { evalTransform, resolveDataConfig } from '../src/data/transforms/eval.js';
@@ -99,7 +99,7 @@ test('softmax and topK', () => {
   assert.equal(topK([0.5, 0.5], 5, ['x', 'y']).length, 2, 'k is clamped to the number of classes');
 });
 
-test('class names: ImageNet-1k from the mobilenet package, class_<i>, class map files', () => {
+test('class names: ImageNet-1k from our data file, class_<i>, class map files', () => {
   const names = imagenetClassNames();
   assert.equal(names.length, 1000);
   assert.equal(names[0], 'tench, Tinca tinca');

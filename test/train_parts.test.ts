@@ -7,7 +7,8 @@
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
+import '../src/backend/tfjs.js'; // the cpu backend and tfjs's gradients
 import { loadCheckpoint } from '../src/checkpoint/pth.js';
 import { readSafetensors } from '../src/checkpoint/safetensors.js';
 import type { HostTensor, TensorMap } from '../src/checkpoint/types.js';

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { makeTinyImagenet } from '../src/data/tiny.js';
 import { scanImageFolder } from '../src/data/folder.js';
 import { decodeRGB } from '../src/data/decode.js';

@@ -7,8 +7,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '@tensorflow/tfjs';
-import type { backend_util } from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
+import type { backend_util } from '@tensorflow/tfjs-core';
 import { initWebGPU, mergeDawnFlags, parseAdapterList, releaseWebGPU } from '../src/backend/webgpu.js';
 import { registerWebGPUKernels, unregisterWebGPUKernels, webgpuKernelsRegistered } from '../src/backend/kernels/webgpu/index.js';
 import { Rng } from '../src/utils/rng.js';

@@ -6,10 +6,11 @@
  * 224 px needs ~0.67 GB per image of batch in a training step), cpu. One log line names the backend chosen and why
  * the others were skipped. wasm gains the gradient kernels it lacks from kernels/cpu, so `--backend wasm` trains.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
+import './tfjs.js';
 
 export const BACKEND_CHOICES = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];

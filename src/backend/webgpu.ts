@@ -24,7 +24,7 @@
  *
  * Also: tfjs-webgpu's `dataSync()/arraySync()` need OffscreenCanvas and fail in Node: read with `await data()`.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { registerWebGPUKernels, unregisterWebGPUKernels } from './kernels/webgpu/index.js';
 

@@ -2,7 +2,7 @@
  * What the training loop needs from distributed training: rank/world, weight broadcast from rank 0, gradient
  * averaging, scalar averaging (metrics). Implemented over the ring all-reduce process group (group.ts).
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import type { NamedParameter } from '../train/optim/base.js';
 
 /** The process-group operations the context uses (see group.ts). */

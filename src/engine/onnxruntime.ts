@@ -11,16 +11,34 @@
  * memory arena stays small.
  */
 import { availableParallelism } from 'node:os';
-import { stat } from 'node:fs/promises';
-import type * as Ort from 'onnxruntime-node';
+import { readFile, stat } from 'node:fs/promises';
+// onnxruntime-node 1.16 re-exports onnxruntime-common's API but ships no typings of its own.
+import type * as Ort from 'onnxruntime-common';
 import { UserError } from '../errors.js';
 import type { TensorMap } from '../checkpoint/types.js';
 import { buildOnnxModel, type OnnxExportOptions, type OnnxModelConfig } from '../export/onnx.js';
+import { readProtoFields } from '../export/onnx_proto.js';
 import { checkBatchArgs, type InferenceEngine } from './index.js';
 
 type OrtModule = typeof Ort;
 
 let ortPromise: Promise<OrtModule> | null = null;
+
+/** What fixes a missing engine: the version range of our dependency (1.16.x: nothing downloaded at install). */
+export const ORT_INSTALL_COMMAND = 'npm install onnxruntime-node@~1.16.3';
+
+let fallbackNoticeGiven = false;
+
+/**
+ * The one warning a process prints when `--engine auto` falls back to tfjs because onnxruntime-node did not load
+ * (null after the first call): what happened, what it costs, the command that fixes it.
+ */
+export function ortFallbackNotice(e: unknown): string | null {
+  if (fallbackNoticeGiven) return null;
+  fallbackNoticeGiven = true;
+  const msg = e instanceof Error ? e.message : String(e);
+  return `${msg}; until then inference runs on tfjs (about 10x slower on CPU)`;
+}
 
 /**
  * Import onnxruntime-node on first use. A missing package or a native binary that fails to load (unsupported
@@ -39,9 +57,11 @@ export function loadOnnxRuntime(): Promise<OrtModule> {
       (e: unknown) => {
         ortPromise = null;
         const why = e instanceof Error ? e.message.split('\n')[0] : String(e);
+        const missing = (e as NodeJS.ErrnoException)?.code === 'ERR_MODULE_NOT_FOUND' || /Cannot find (module|package)/.test(why);
         throw new UserError(
-          `onnxruntime-node could not be loaded (${why}); install it with \`npm install onnxruntime-node\` ` +
-            `or run with the tfjs engine instead.`,
+          missing
+            ? `onnxruntime-node is not installed; \`${ORT_INSTALL_COMMAND}\` installs it (or pass --engine tfjs)`
+            : `onnxruntime-node could not be loaded (${why}); \`${ORT_INSTALL_COMMAND}\` reinstalls it, or pass --engine tfjs`,
         );
       },
     );
@@ -157,10 +177,11 @@ export class OrtClassifier implements InferenceEngine {
     const maxBatch = opts.maxBatch ?? 8;
     if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new UserError(`maxBatch must be a positive integer (got ${maxBatch}).`);
     const session = await createOrtSession(model, { threads, spinning: opts.spinning });
+    const layout = inputLayoutOf(typeof model === 'string' ? new Uint8Array(await readFile(model)) : model);
     const inputName = session.inputNames[0];
     const outputName = session.outputNames.includes('logits') ? 'logits' : session.outputNames[0];
     const label = opts.label ?? (typeof model === 'string' ? model : 'onnx model');
-    return new OrtClassifier(ort, session, detectLayout(session), threads, maxBatch, label, inputName, outputName);
+    return new OrtClassifier(ort, session, layout, threads, maxBatch, label, inputName, outputName);
   }
 
   /**
@@ -238,18 +259,28 @@ export class OrtClassifier implements InferenceEngine {
         out = new Float32Array(n * numClasses);
       }
       out.set(data, start * numClasses);
-      for (const v of Object.values(result)) v.dispose();
     }
     return out!;
   }
 }
 
-/** 'nhwc' when the declared input shape is [N,H,W,3], else 'nchw' (the exporter's default). */
-function detectLayout(session: Ort.InferenceSession): ImageLayout {
-  const meta = session.inputMetadata?.[0];
-  if (meta && meta.isTensor) {
-    const s = meta.shape;
-    if (s.length === 4 && s[3] === 3 && s[1] !== 3) return 'nhwc';
+/**
+ * 'nhwc' when the model's first graph input is declared [N,H,W,3], else 'nchw' (the exporter's default). Read from
+ * the ModelProto itself (onnxruntime-node 1.16 has no input-metadata API); bytes that are not a readable model give
+ * 'nchw' (onnxruntime has already accepted them, so this is only about the declared shape).
+ */
+export function inputLayoutOf(model: Uint8Array): ImageLayout {
+  try {
+    const sub = (b: Uint8Array | bigint | undefined): Map<number, (Uint8Array | bigint)[]> =>
+      b instanceof Uint8Array ? readProtoFields(b) : new Map();
+    // ModelProto.graph (7) -> GraphProto.input (11) -> ValueInfoProto.type (2) -> TypeProto.tensor_type (1)
+    // -> shape (2) -> dim (1) -> Dimension.dim_value (1)
+    const input = sub(sub(readProtoFields(model).get(7)?.[0]).get(11)?.[0]);
+    const shape = sub(sub(sub(input.get(2)?.[0]).get(1)?.[0]).get(2)?.[0]);
+    const dims = (shape.get(1) ?? []).map((d) => sub(d).get(1)?.[0]);
+    if (dims.length === 4 && dims[3] === 3n && dims[1] !== 3n) return 'nhwc';
+  } catch {
+    // not a model we can read: keep the default
   }
   return 'nchw';
 }

@@ -1,7 +1,7 @@
 /**
  * tfjs inference engine: the MambaOut model on the active tfjs backend.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import type { MambaOut } from '../models/mambaout.js';
 import { checkBatchArgs, type InferenceEngine } from './index.js';
 

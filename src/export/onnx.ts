@@ -29,17 +29,21 @@
  * [out, in/groups, kH, kW] are used as they are (ONNX Conv has the same layout); Linear weights [out, in] are
  * transposed to Gemm's [in, out].
  */
-import onnxProto from 'onnx-proto';
 import { UserError } from '../errors.js';
 import { asFloat32, numel, type HostTensor, type TensorMap } from '../checkpoint/types.js';
 import { writeFileAtomic } from '../checkpoint/atomic.js';
 import { getModelConfig } from '../models/registry.js';
-
-const { onnx } = onnxProto;
-type INodeProto = onnxProto.onnx.INodeProto;
-type ITensorProto = onnxProto.onnx.ITensorProto;
-type IAttributeProto = onnxProto.onnx.IAttributeProto;
-type IValueInfoProto = onnxProto.onnx.IValueInfoProto;
+import { VERSION } from '../version.js';
+import {
+  AttributeType as AT,
+  DataType as DT,
+  encodeModel,
+  type AttributeProto,
+  type Dimension,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
+} from './onnx_proto.js';
 
 /** The part of a model config the exporter needs. */
 export interface OnnxModelConfig {
@@ -190,14 +194,11 @@ function validateConfig(config: OnnxModelConfig): void {
 // ---------------------------------------------------------------------------------------------------------------
 // Graph builder
 
-const AT = onnx.AttributeProto.AttributeType;
-const DT = onnx.TensorProto.DataType;
-
 type AttrValue = number | number[] | string | { float: number };
 
 class GraphBuilder {
-  readonly nodes: INodeProto[] = [];
-  readonly initializers: ITensorProto[] = [];
+  readonly nodes: NodeProto[] = [];
+  readonly initializers: TensorProto[] = [];
   private counter = 0;
   private readonly constCache = new Map<string, string>();
 
@@ -240,7 +241,7 @@ class GraphBuilder {
   /** Append a node; returns its output names. */
   node(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}, nOut = 1, hint = opType): string[] {
     const outputs = Array.from({ length: nOut }, () => this.fresh(hint));
-    const attribute: IAttributeProto[] = Object.entries(attrs).map(([name, v]) => attr(name, v));
+    const attribute: AttributeProto[] = Object.entries(attrs).map(([name, v]) => attr(name, v));
     this.nodes.push({ opType, input: inputs, output: outputs, attribute, name: this.fresh(`n_${opType}`) });
     return outputs;
   }
@@ -250,7 +251,7 @@ class GraphBuilder {
   }
 }
 
-function attr(name: string, v: AttrValue): IAttributeProto {
+function attr(name: string, v: AttrValue): AttributeProto {
   if (typeof v === 'string') return { name, type: AT.STRING, s: new TextEncoder().encode(v) };
   if (Array.isArray(v)) return { name, type: AT.INTS, ints: v };
   if (typeof v === 'object') return { name, type: AT.FLOAT, f: v.float };
@@ -421,21 +422,18 @@ export function buildOnnxModel(config: OnnxModelConfig, stateDict: TensorMap, op
   // Give the final value its public name.
   g.nodes.push({ opType: 'Identity', input: [x], output: ['logits'], name: 'logits_identity' });
 
-  const nDim: onnxProto.onnx.TensorShapeProto.IDimension = batch === 'dynamic' ? { dimParam: 'N' } : { dimValue: batch };
-  const spatial = (p: string): onnxProto.onnx.TensorShapeProto.IDimension =>
+  const nDim: Dimension = batch === 'dynamic' ? { dimParam: 'N' } : { dimValue: batch };
+  const spatial = (p: string): Dimension =>
     opts.imageSize ? { dimValue: opts.imageSize } : { dimParam: p };
-  const inputDims = layout === 'nhwc' ? [nDim, spatial('H'), spatial('W'), { dimValue: 3 }] : [nDim, { dimValue: 3 }, spatial('H'), spatial('W')];
-  const tensorInfo = (name: string, dimList: onnxProto.onnx.TensorShapeProto.IDimension[]): IValueInfoProto => ({
-    name,
-    type: { tensorType: { elemType: DT.FLOAT, shape: { dim: dimList } } },
-  });
+  const inputDims: Dimension[] = layout === 'nhwc' ? [nDim, spatial('H'), spatial('W'), { dimValue: 3 }] : [nDim, { dimValue: 3 }, spatial('H'), spatial('W')];
+  const tensorInfo = (name: string, dimList: Dimension[]): ValueInfoProto => ({ name, elemType: DT.FLOAT, dims: dimList });
 
   // IR version: 8 covers opset <= 17, 9 covers 18-20, 10 covers 21.
   const irVersion = opset <= 17 ? 8 : opset <= 20 ? 9 : 10;
-  const model: onnxProto.onnx.IModelProto = {
+  return encodeModel({
     irVersion,
     producerName: 'mambaout',
-    producerVersion: '0.1.0',
+    producerVersion: VERSION,
     opsetImport: [{ domain: '', version: opset }],
     graph: {
       name: opts.graphName ?? 'mambaout',
@@ -450,10 +448,7 @@ export function buildOnnxModel(config: OnnxModelConfig, stateDict: TensorMap, op
       { key: 'dims', value: dims.join(',') },
       { key: 'num_classes', value: String(numClasses) },
     ],
-  };
-  const encoded = onnx.ModelProto.encode(onnx.ModelProto.create(model)).finish();
-  // protobufjs hands back a Node Buffer; return a plain Uint8Array view of the same bytes.
-  return new Uint8Array(encoded.buffer, encoded.byteOffset, encoded.byteLength);
+  });
 }
 
 /** Write a serialized ONNX model crash-safely (temporary file, fsync, rename). */

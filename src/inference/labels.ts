@@ -1,35 +1,22 @@
 /**
  * Class names for predictions.
  *
- * ImageNet-1k: the 1000 names come from `@tensorflow-models/mobilenet` (dist/imagenet_classes.js, Apache-2.0,
- * `IMAGENET_CLASSES`: index -> name). Its order is the standard ILSVRC-2012 synset order (n01440764 'tench' ... 
- * n15075141 'toilet tissue'), i.e. the sorted-synset order of ImageFolder that timm and torchvision use, so index i
- * of a MambaOut head is name i here. We import only that data file, not the package's index (which would pull in
- * tfjs-converter).
+ * ImageNet-1k: the 1000 names of imagenet_classes.ts (our own data file; its header names the source and the
+ * order: the standard ILSVRC-2012 synset order, i.e. the sorted-synset order of ImageFolder that timm and
+ * torchvision use, so index i of a MambaOut head is name i here).
  *
  * Other class counts: `class_<i>`, unless a class-map file gives one name per line (the format of timm's
  * `--class-map` text files: line i names class i).
  */
 import { readFileSync } from 'node:fs';
-import { IMAGENET_CLASSES } from '@tensorflow-models/mobilenet/dist/imagenet_classes.js';
+import { IMAGENET_CLASSES } from './imagenet_classes.js';
 import { UserError } from '../errors.js';
 
 export const IMAGENET_NUM_CLASSES = 1000;
 
-let imagenetCache: readonly string[] | null = null;
-
 /** The 1000 ImageNet-1k class names, index order. */
 export function imagenetClassNames(): readonly string[] {
-  if (!imagenetCache) {
-    const names: string[] = [];
-    for (let i = 0; i < IMAGENET_NUM_CLASSES; i++) {
-      const n = IMAGENET_CLASSES[i];
-      if (typeof n !== 'string') throw new Error(`ImageNet label table has no entry ${i}`);
-      names.push(n);
-    }
-    imagenetCache = Object.freeze(names);
-  }
-  return imagenetCache;
+  return IMAGENET_CLASSES;
 }
 
 /**

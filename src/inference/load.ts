@@ -103,7 +103,10 @@ export async function loadClassifier(opts: LoadOptions): Promise<LoadedClassifie
         });
       } catch (e) {
         if (choice === 'onnxruntime') throw e;
-        why = `onnxruntime unavailable: ${(e as Error).message}`;
+        why = 'onnxruntime unavailable';
+        const { ortFallbackNotice } = await import('../engine/onnxruntime.js');
+        const notice = ortFallbackNotice(e);
+        if (notice) (opts.log ?? ((m: string) => process.stderr.write(`warning: ${m}\n`)))(notice);
       }
     }
   }

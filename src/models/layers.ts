@@ -8,8 +8,9 @@
  *  - LayerNorm weight/bias: [C] in both.
  * `toTorchLayout` / `fromTorchLayout` convert one tensor between the two at load/save time.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import type { Rng } from '../utils/rng.js';
+import '../backend/tfjs.js';
 import { fusedOpsActive, layerNormFused } from '../backend/kernels/webgpu/ops.js';
 
 export type ParamKind = 'linear' | 'conv' | 'dwconv' | 'vector';

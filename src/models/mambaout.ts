@@ -2,7 +2,7 @@
  * MambaOut (Yu & Wang 2024, models/mambaout.py) on tfjs. Activations are NHWC throughout, which is also what the
  * PyTorch code uses inside its blocks (channels-last), so no permutes are needed.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { UserError } from '../errors.js';
 import type { HostTensor, TensorMap } from '../checkpoint/types.js';
 import { asFloat32, numel } from '../checkpoint/types.js';
@@ -11,7 +11,7 @@ import {
   Conv2d, DepthwiseConv2d, LayerNorm, Linear, Param, ParamStore, dropPath, dropout, fromTorchLayout, gelu,
   toTorchLayout, torchShape,
 } from './layers.js';
-import { getModelConfig, type ModelConfig } from './registry.js';
+import { getModelConfig, type ModelConfig, type ModelName } from './registry.js';
 import { fusedOpsActive, gatedConvGeluFused, meanSpatialFused } from '../backend/kernels/webgpu/ops.js';
 
 export interface CreateModelOptions {
@@ -254,6 +254,7 @@ function abbreviate(list: string[], max = 12): string {
   return list.length <= max ? list.join(', ') : `${list.slice(0, max).join(', ')} ... (${list.length} in all)`;
 }
 
-export function createModel(name: string, opts: CreateModelOptions = {}): MambaOut {
+/** A model by registered name (a string from a user goes through getModelConfig first: it names the known ones). */
+export function createModel(name: ModelName, opts: CreateModelOptions = {}): MambaOut {
   return new MambaOut(getModelConfig(name), opts);
 }

@@ -16,8 +16,19 @@ export interface DefaultCfg {
   paramCount?: number;
 }
 
+/** The registered model names, in listing order. */
+export const MODEL_NAMES = ['mambaout_femto', 'mambaout_kobe', 'mambaout_tiny', 'mambaout_small', 'mambaout_base', 'mambaout_test'] as const;
+
+/** A registered model name: the typings tell 'mambaout_femto' from any string (createModel takes only these). */
+export type ModelName = (typeof MODEL_NAMES)[number];
+
+/** Whether `s` names a registered model (narrows a CLI or config string to ModelName). */
+export function isModelName(s: string): s is ModelName {
+  return (MODEL_NAMES as readonly string[]).includes(s);
+}
+
 export interface ModelConfig {
-  name: string;
+  name: ModelName;
   depths: number[];
   dims: number[];
   defaultCfg: DefaultCfg;
@@ -27,7 +38,7 @@ const RELEASE = 'https://github.com/yuweihao/MambaOut/releases/download/model';
 const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
 
-function cfg(name: string, numClasses = 1000, paramCount?: number): DefaultCfg {
+function cfg(name: ModelName, numClasses = 1000, paramCount?: number): DefaultCfg {
   return {
     url: `${RELEASE}/${name}.pth`,
     numClasses,
@@ -40,7 +51,7 @@ function cfg(name: string, numClasses = 1000, paramCount?: number): DefaultCfg {
   };
 }
 
-export const MODEL_CONFIGS: Readonly<Record<string, ModelConfig>> = Object.freeze({
+export const MODEL_CONFIGS: Readonly<Record<ModelName, ModelConfig>> = Object.freeze({
   mambaout_femto: { name: 'mambaout_femto', depths: [3, 3, 9, 3], dims: [48, 96, 192, 288], defaultCfg: cfg('mambaout_femto', 1000, 7_304_536) },
   mambaout_kobe: { name: 'mambaout_kobe', depths: [3, 3, 15, 3], dims: [48, 96, 192, 288], defaultCfg: cfg('mambaout_kobe', 1000, 9_141_208) },
   mambaout_tiny: { name: 'mambaout_tiny', depths: [3, 3, 9, 3], dims: [96, 192, 384, 576], defaultCfg: cfg('mambaout_tiny', 1000, 26_545_096) },
@@ -55,8 +66,8 @@ export const MODEL_CONFIGS: Readonly<Record<string, ModelConfig>> = Object.freez
   },
 });
 
-export function listModels(filter?: string): string[] {
-  const names = Object.keys(MODEL_CONFIGS);
+export function listModels(filter?: string): ModelName[] {
+  const names = [...MODEL_NAMES];
   if (!filter) return names;
   const re = new RegExp('^' + filter.split('*').map(escapeRe).join('.*') + '$');
   return names.filter((n) => re.test(n));
@@ -67,7 +78,7 @@ function escapeRe(s: string): string {
 }
 
 export function getModelConfig(name: string): ModelConfig {
-  const c = MODEL_CONFIGS[name];
+  const c = isModelName(name) ? MODEL_CONFIGS[name] : undefined;
   if (!c) {
     throw new UserError(`unknown model '${name}'; known models: ${listModels().join(', ')}`);
   }

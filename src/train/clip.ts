@@ -18,7 +18,7 @@
  * axis 1), so pass `outAxis(name, rank)` returning the axis that indexes output units in the Variable's
  * layout. The default is 0 (PyTorch layout).
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import type { GradMap, NamedParameter } from './optim/base.js';
 import { UserError } from '../errors.js';
 

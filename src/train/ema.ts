@@ -7,7 +7,7 @@
  * The copies are non-trainable Variables in the same layout as the model's Variables; stateDict()
  * returns them as host tensors in that layout (a checkpoint writer converts layouts like the weights).
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import type { HostTensor, TensorMap } from '../checkpoint/types.js';
 import { UserError } from '../errors.js';
 import type { NamedParameter } from './optim/base.js';

@@ -8,7 +8,7 @@
  * Randomness: every source is seeded from (--seed, rank, epoch), so 2 epochs straight equal 1 epoch + resume +
  * 1 epoch, and the same command twice on the cpu backend writes the same summary.csv.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, statSync, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
@@ -151,8 +151,8 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
   const A = num(args, 'grad_accum_steps');
   if (!Number.isInteger(B) || B < 1) throw new UserError(`--batch-size must be a positive integer, got ${B}`);
   if (!Number.isInteger(A) || A < 1) throw new UserError(`--grad-accum-steps must be a positive integer, got ${A}`);
-  const modelName = str(args, 'model');
-  const mcfg = getModelConfig(modelName);
+  const mcfg = getModelConfig(str(args, 'model'));
+  const modelName = mcfg.name;
   if (str(args, 'dataset') && !/^(folder\/?|)$/.test(str(args, 'dataset'))) {
     throw new UserError(`--dataset '${str(args, 'dataset')}' is not supported: only ImageNet-style folders (leave --dataset empty)`);
   }

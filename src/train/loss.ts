@@ -4,7 +4,7 @@
  * mean over the batch. Logits are [B, C]; hard labels are int class indices [B]; soft targets [B, C].
  * log-softmax is the numerically stable form z - max(z) - log(sum(exp(z - max(z)))) (tf.logSoftmax).
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import { UserError } from '../errors.js';
 
 /** Hard labels: an int tensor [B] or a plain array of class indices. */

@@ -6,7 +6,7 @@
  * Ties between equal logits are broken by tf.topk (lower class index first); torch's order for exact
  * ties is unspecified, so results can differ only for rows with tied scores at the k-th place.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import type { Labels } from './loss.js';
 
 function labelTensor(labels: Labels): tf.Tensor1D {

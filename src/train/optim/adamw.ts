@@ -10,7 +10,7 @@
  *   p <- p - (lr / (1 - b1^t)) * m / denom
  * The scalar factors are computed in float64 on the host and applied as float32 scalars, as torch does.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import type { HostTensor } from '../../checkpoint/types.js';
 import { UserError } from '../../errors.js';
 import { adamUpdateFused, fusedKernelActive } from '../../backend/kernels/webgpu/ops.js';

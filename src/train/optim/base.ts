@@ -10,7 +10,7 @@
  *   `assign`, so the number of live tensors does not grow with the number of steps.
  * - No step reads tensor data back to the host (no dataSync), so GPU backends are never stalled.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import type { HostTensor, TensorMap } from '../../checkpoint/types.js';
 import { UserError } from '../../errors.js';
 

@@ -16,7 +16,7 @@
  * Unlike timm (which divides p.grad in place), the caller's gradients are left untouched.
  * Everything, the clip factor and trust ratios included, stays on the device (no host reads).
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import type { HostTensor } from '../../checkpoint/types.js';
 import { UserError } from '../../errors.js';
 import {

@@ -7,7 +7,7 @@
  *   p = p - lr*d
  * timm's `sgd` (and `nesterov`) is nesterov=True; `momentum` is nesterov=False.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import type { HostTensor } from '../../checkpoint/types.js';
 import { UserError } from '../../errors.js';
 import { Optimizer, bool, num, type GradMap, type GroupSpec, type NamedParameter, type ParamGroup } from './base.js';

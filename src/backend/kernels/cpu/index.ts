@@ -15,9 +15,10 @@
  * code does not cover (NCHW, dilation > 1, non-float32) fall back to tfjs's original kernel on cpu; on wasm, where
  * no original exists, they throw a UserError naming the limitation.
  */
-import * as tf from '@tensorflow/tfjs';
-import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
+import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import { UserError } from '../../../errors.js';
+import '../../tfjs.js';
 import { conv2dBackpropFilterNHWC, type ConvGeometry } from './conv2d_backprop_filter.js';
 import { depthwiseBackpropFilterNHWC, depthwiseBackpropInputNHWC } from './depthwise_backprop.js';
 import { broadcastBinary, broadcastShape, reduceSum, splitAlongAxis, type BinaryOp } from './elementwise.js';

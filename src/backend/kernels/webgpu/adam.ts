@@ -13,7 +13,7 @@
  * Same order of operations as src/train/optim/adamw.ts; the GPU compiler may contract a multiply and an add
  * into one fma, so results agree with the op path to float32 rounding (a few ulp), not bit for bit.
  */
-import type { TensorInfo } from '@tensorflow/tfjs';
+import type { TensorInfo } from '@tensorflow/tfjs-core';
 import type { KernelArgs } from './conv2d_backprop_filter.js';
 import { dispatch2D, runCustomProgram, uniformStruct, type UniformType } from './dispatch.js';
 

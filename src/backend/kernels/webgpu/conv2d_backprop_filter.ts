@@ -15,8 +15,8 @@
  *
  * Not covered (falls back to tfjs's kernel): NCHW data format and non-float32 inputs.
  */
-import { backend_util } from '@tensorflow/tfjs';
-import type { KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
+import { backend_util } from '@tensorflow/tfjs-core';
+import type { KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 
 /** Arguments tfjs passes to a kernel function. */

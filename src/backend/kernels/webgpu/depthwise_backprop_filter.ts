@@ -14,8 +14,8 @@
  *
  * Not covered (falls back to tfjs's kernel): dilations > 1, filter width > 32, non-float32 inputs.
  */
-import { backend_util } from '@tensorflow/tfjs';
-import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs';
+import { backend_util } from '@tensorflow/tfjs-core';
+import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { sumSplits, type KernelArgs } from './conv2d_backprop_filter.js';
 

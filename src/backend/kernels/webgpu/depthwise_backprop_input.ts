@@ -11,9 +11,9 @@
  * Not covered (tfjs's kernel is used): strides or dilations other than 1, channel multiplier > 1, paddings larger
  * than the filter, non-float32 inputs.
  */
-import * as tf from '@tensorflow/tfjs';
-import { backend_util } from '@tensorflow/tfjs';
-import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
+import { backend_util } from '@tensorflow/tfjs-core';
+import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { KernelArgs } from './conv2d_backprop_filter.js';
 import { dispatch2D, disposeInfos, runCustomProgram, uniformStruct } from './dispatch.js';
 

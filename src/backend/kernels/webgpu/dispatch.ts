@@ -17,8 +17,8 @@
  * computePassEncoder, commandQueueOwnedIds, uniformPendingDisposal, activeTimers, ...): checked against
  * @tensorflow/tfjs-backend-webgpu 4.22.
  */
-import * as tf from '@tensorflow/tfjs';
-import type { DataType, TensorInfo } from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
+import type { DataType, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 
 export type UniformType = 'i32' | 'u32' | 'f32';

@@ -18,7 +18,7 @@
  * rounding; gelu'(x) = 0.5 (1 + erf(x / √2)) + x exp(-x²/2) / √(2π) is what tfjs's autodiff of that expression
  * gives (its Erf gradient is the exact 2/√π exp(-x²)).
  */
-import type { TensorInfo } from '@tensorflow/tfjs';
+import type { TensorInfo } from '@tensorflow/tfjs-core';
 import type { KernelArgs } from './conv2d_backprop_filter.js';
 import { dispatch2D, runCustomProgram, uniformStruct } from './dispatch.js';
 

@@ -13,8 +13,8 @@
  * backend is 'webgpu'): MambaoutLayerNorm / MambaoutLayerNormGrad, MambaoutGatedGelu / MambaoutGatedGeluGradConv /
  * MambaoutGatedGeluGrad (GatedCNN's gate), MambaoutAdam (Adam/AdamW update).
  */
-import * as tf from '@tensorflow/tfjs';
-import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
+import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import { conv2dBackpropFilterWebGPU, type KernelArgs } from './conv2d_backprop_filter.js';
 import { depthwiseBackpropFilterWebGPU } from './depthwise_backprop_filter.js';
 import { batchMatMulKernel } from './matmul.js';

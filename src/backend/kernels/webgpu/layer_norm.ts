@@ -13,7 +13,7 @@
  * ceil(C / T) values in registers (C is compiled in), row sums meet in shared memory. Mean and variance are two
  * passes over the registers, as tf.moments computes them (mean, then mean of squared differences).
  */
-import type { TensorInfo } from '@tensorflow/tfjs';
+import type { TensorInfo } from '@tensorflow/tfjs-core';
 import type { KernelArgs } from './conv2d_backprop_filter.js';
 import { dispatch2D, disposeInfos, runCustomProgram, uniformStruct, type CustomProgram } from './dispatch.js';
 

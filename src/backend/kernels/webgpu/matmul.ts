@@ -23,8 +23,8 @@
  *
  * Not covered (tfjs's kernel is used): non-float32 inputs, batch shapes that broadcast other than 1-vs-n.
  */
-import { broadcast_util, util } from '@tensorflow/tfjs';
-import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs';
+import { broadcast_util, util } from '@tensorflow/tfjs-core';
+import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { sumSplits, type KernelArgs } from './conv2d_backprop_filter.js';
 import { runCustomProgram, uniformStruct, type CustomProgram } from './dispatch.js';

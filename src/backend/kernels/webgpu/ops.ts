@@ -7,7 +7,7 @@
  *
  * This module imports tfjs only (not the WebGPU backend or Dawn), so the model can import it on any backend.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
 import type { AdamKernelAttrs } from './adam.js';
 
 /** The function type tf.customGrad takes (its inputs are tensors followed by the save function). */

@@ -11,8 +11,8 @@
  * Covered: float32, reduction axes = a leading prefix of the shape with at least 256 rows; everything else goes
  * to tfjs's kernel.
  */
-import { util } from '@tensorflow/tfjs';
-import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs';
+import { util } from '@tensorflow/tfjs-core';
+import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { sumSplits, type KernelArgs } from './conv2d_backprop_filter.js';
 import { runCustomProgram, uniformStruct } from './dispatch.js';
