@@ -2,6 +2,7 @@
  * Model registry: the five MambaOut sizes of the paper plus a tiny CI model, with timm-style default configs.
  */
 import { UserError } from '../errors.js';
+import { didYouMean } from '../utils/suggest.js';
 
 export interface DefaultCfg {
   url: string;
@@ -21,6 +22,12 @@ export interface ModelConfig {
   dims: number[];
   defaultCfg: DefaultCfg;
 }
+
+/**
+ * The model every CLI uses when neither --model nor a checkpoint names one. A stated deviation from timm, whose
+ * train.py defaults to resnet50 and validate.py to dpn92: neither exists here.
+ */
+export const DEFAULT_MODEL = 'mambaout_femto';
 
 const RELEASE = 'https://github.com/yuweihao/MambaOut/releases/download/model';
 const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
@@ -68,7 +75,7 @@ function escapeRe(s: string): string {
 export function getModelConfig(name: string): ModelConfig {
   const c = MODEL_CONFIGS[name];
   if (!c) {
-    throw new UserError(`unknown model '${name}'; known models: ${listModels().join(', ')}`);
+    throw new UserError(`unknown model '${name}'${didYouMean(name, listModels())}; known models: ${listModels().join(', ')}`);
   }
   return c;
 }
