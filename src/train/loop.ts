@@ -40,7 +40,7 @@ import { ModelEmaV2 } from './ema.js';
 import { accuracyCounts, AverageMeter } from './metrics.js';
 import { readResumeCheckpoint, type ResumeState } from './resume.js';
 import { TrainingCurves } from './curves.js';
-import { checkNoPrefetcher, checkWorkerSeeding, distBnLogLine, ttaReduce } from './timm_flags.js';
+import { checkNoPrefetcher, checkWorkerSeeding, distBnLogLine, trainAugPlan, ttaReduce, type TrainAugPlan } from './timm_flags.js';
 import { pyExp, pyFixed, pyG, pyRepr } from '../utils/pyformat.js';
 import { argsToYaml } from '../cli/parse.js';
 import type { DistContext } from '../distributed/context.js';
@@ -337,7 +337,15 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       cutmixAlpha: num(args, 'cutmix'),
       cutmixMinmax: (args.cutmix_minmax as [number, number] | null) ?? null,
     };
-    const useMixup = mixupActive(mixupArgs); // timm keeps mixup/cutmix with --no-aug
+    const aug = trainAugPlan({
+      noAug: bool(args, 'no_aug'),
+      mixupActive: mixupActive(mixupArgs), // timm keeps mixup/cutmix with --no-aug
+      trainInterpolation: str(args, 'train_interpolation'),
+      modelInterpolation: dataConfig.interpolation,
+      reprob: num(args, 'reprob'),
+      resplit: bool(args, 'resplit'),
+    });
+    const useMixup = aug.mixup;
     const noPrefetcherNote = checkNoPrefetcher(bool(args, 'no_prefetcher'), useMixup);
     if (noPrefetcherNote) log(noPrefetcherNote);
     const mixup = useMixup
@@ -367,8 +375,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
         vflip: num(args, 'vflip'),
         aa: str(args, 'aa') || null,
         colorJitter: num(args, 'color_jitter'),
-        // timm: --no-aug or an empty --train-interpolation use the model's (data config's) interpolation
-        interpolation: bool(args, 'no_aug') || !str(args, 'train_interpolation') ? dataConfig.interpolation : str(args, 'train_interpolation'),
+        interpolation: aug.interpolation, // --no-aug or '': the model's (timm)
         noAug: bool(args, 'no_aug'),
         cropPct: null,
         mean: dataConfig.mean as [number, number, number],
@@ -415,7 +422,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     const state: LoopState = {
       args, logger, dist, model, params, optimizer, scheduler, ema, emaModel, mixup, trainLoss, trainLoader, evalLoader,
       dataConfig, numClasses, B, A, world, rank, stepsPerEpoch, seed, saver, isMain, log, ctx,
-      numEpochs, interrupted: false, modelMeta,
+      numEpochs, interrupted: false, modelMeta, aug,
     };
 
     let bestMetric: number | null = null;
@@ -519,6 +526,7 @@ interface LoopState {
   numEpochs: number;
   interrupted: boolean;
   modelMeta: ModelMeta;
+  aug: TrainAugPlan;
 }
 
 async function checkpointState(s: LoopState, epoch: number, extra: Record<string, unknown> = {}): Promise<TrainCheckpoint> {
@@ -559,7 +567,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
   const mixRng = new Rng(streamSeed(STREAM.mixup, s.seed, s.rank, epoch));
   const eraseRng = new Rng(streamSeed(STREAM.erase, s.seed, s.rank, epoch));
   model.rng.seed(streamSeed(STREAM.droppath, s.seed, s.rank, epoch));
-  const reprob = num(args, 'reprob');
+  const reprob = s.aug.reprob;
   const smoothing = num(args, 'smoothing');
   const logInterval = Math.max(1, num(args, 'log_interval'));
   const recoveryInterval = num(args, 'recovery_interval');
@@ -601,9 +609,9 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
         softTargets = smoothedOneHot(batch.labels, numClasses, smoothing);
       }
       const x = normalizeBatch(images, dataConfig.mean, dataConfig.std);
-      if (reprob > 0 && !bool(args, 'no_aug')) {
+      if (reprob > 0) {
         // --resplit: the first half of the batch is not erased (timm re_num_splits = num_aug_splits or 2)
-        eraseBatch(x, n, H, W, 3, { probability: reprob, mode: str(args, 'remode') as 'pixel' | 'rand' | 'const', maxCount: num(args, 'recount'), numSplits: bool(args, 'resplit') ? 2 : 0 }, eraseRng);
+        eraseBatch(x, n, H, W, 3, { probability: reprob, mode: str(args, 'remode') as 'pixel' | 'rand' | 'const', maxCount: num(args, 'recount'), numSplits: s.aug.eraseSplits }, eraseRng);
       }
 
       const updateGrad = (batchIdx + 1) % A === 0;

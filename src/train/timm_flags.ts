@@ -63,3 +63,32 @@ export function ttaReduce(logits: tf.Tensor2D, labels: Int32Array, k: number): {
   for (let i = 0; i < kept.length; i++) kept[i] = labels[i * k];
   return { logits: reduced, labels: kept.subarray(0, groups) };
 }
+
+/** What timm 0.6.11 train.py does with the augmentation flags that interact (create_loader + PrefetchLoader). */
+export interface TrainAugPlan {
+  /** Mixup/CutMix on: `mixup > 0 or cutmix > 0 or cutmix_minmax` — --no-aug does not turn it off. */
+  mixup: boolean;
+  /** Interpolation of the train transform: the model's when --no-aug or --train-interpolation is ''. */
+  interpolation: string;
+  /** Erasing probability used by the prefetcher: 0 with --no-aug. */
+  reprob: number;
+  /** Leading batch splits left unerased: --resplit -> num_aug_splits or 2. */
+  eraseSplits: number;
+}
+
+export function trainAugPlan(o: {
+  noAug: boolean;
+  mixupActive: boolean;
+  trainInterpolation: string;
+  modelInterpolation: string;
+  reprob: number;
+  resplit: boolean;
+  augSplits?: number;
+}): TrainAugPlan {
+  return {
+    mixup: o.mixupActive,
+    interpolation: o.noAug || !o.trainInterpolation ? o.modelInterpolation : o.trainInterpolation,
+    reprob: o.noAug ? 0 : o.reprob,
+    eraseSplits: o.resplit ? o.augSplits || 2 : 0,
+  };
+}
