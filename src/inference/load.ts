@@ -11,7 +11,7 @@ import type { TensorMap } from '../checkpoint/types.js';
 import { buildModelMeta, modelMetaFromSafetensors, metaDataDefaults, type ModelMeta } from '../checkpoint/model_meta.js';
 import { UserError } from '../errors.js';
 import { createModel } from '../models/mambaout.js';
-import { DEFAULT_MODEL, MODEL_CONFIGS, getModelConfig, listModels, type ModelConfig } from '../models/registry.js';
+import { DEFAULT_MODEL, MODEL_CONFIGS, getModelConfig, listModels, namedArchitecture, type ModelConfig } from '../models/registry.js';
 import { resolveDataConfig, type ModelDataDefaults } from '../data/transforms/eval.js';
 import { initBackend, type BackendResult } from '../backend/index.js';
 import { resolvePretrained } from '../pretrained.js';
@@ -87,8 +87,9 @@ export function resolveArchitecture(requested: string | null | undefined, found:
  * Null when the architecture is not one of ours or the args do not describe a usable data config.
  */
 export function metaFromTimmCheckpoint(ck: CheckpointMeta, numClasses: number | null): ModelMeta | null {
-  const arch = ck.arch ?? (typeof ck.args?.model === 'string' ? ck.args.model : undefined);
-  if (!arch || !MODEL_CONFIGS[arch] || numClasses === null) return null;
+  const named = ck.arch ?? (typeof ck.args?.model === 'string' ? ck.args.model : undefined);
+  if (!named || !MODEL_CONFIGS[named] || numClasses === null) return null;
+  const arch = named;
   const a = ck.args ?? {};
   const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
   const nums = (v: unknown) => (Array.isArray(v) && v.every((x) => typeof x === 'number') ? (v as number[]) : null);
@@ -112,7 +113,7 @@ export async function readWeights(opts: LoadOptions): Promise<LoadedWeights> {
     const { stateDict, meta: ck } = await loadCheckpoint(opts.checkpoint, { useEma: opts.useEma ?? false, stateDictOnly: true });
     const source = opts.checkpoint;
     const meta = modelMetaFromSafetensors(ck.metadata, source) ?? metaFromTimmCheckpoint(ck, stateDictClasses(stateDict));
-    const architecture = resolveArchitecture(opts.model, meta?.architecture ?? ck.arch, source);
+    const architecture = resolveArchitecture(opts.model, meta?.architecture ?? namedArchitecture(ck.arch, stateDict), source);
     const ckClasses = stateDictClasses(stateDict);
     if (meta && ckClasses !== null && meta.num_classes !== ckClasses) {
       throw new UserError(`the checkpoint ${source} says it has ${meta.num_classes} classes but its classifier has ${ckClasses}`);

@@ -154,27 +154,24 @@ export async function validateOne(a: ValidateArgs, logger: Logger): Promise<Vali
     if (!existsSync(a.data)) throw new UserError(`data folder '${a.data}' does not exist`);
     const root = resolveSplit(a.data, a.split);
     const ds = await scanImageFolder(root, { classMap: a.classMap || undefined });
+    // --valid-labels: the logits are cut to these columns and the folder's labels index them (timm)
+    const validCols = a.validLabels ? await readValidLabels(a.validLabels, numClasses) : null;
+    const outClasses = validCols ? validCols.length : numClasses;
     // A checkpoint that knows its class names maps the folder's classes by name (a subset of them included).
-    const byName = !a.classMap && classifier.classNames ? labelsByName(ds.classes, classifier.classNames) : null;
+    const byName = !a.classMap && !validCols && classifier.classNames ? labelsByName(ds.classes, classifier.classNames) : null;
     if (byName) {
       for (const smp of ds.samples) smp.label = byName[smp.label];
       logger.info(`Matched the ${ds.classes.length} class folder(s) to the checkpoint's class names`);
-    } else if (!a.classMap && ds.classes.length !== numClasses) {
+    } else if (!a.classMap && ds.classes.length !== outClasses) {
       throw new UserError(
-        `the dataset in ${root} has ${ds.classes.length} classes but the model has ${numClasses} (from the checkpoint or --num-classes); ` +
-          `pass --class-map to map folder names to the model's class indices`,
+        `the dataset in ${root} has ${ds.classes.length} classes but the model has ${outClasses}` +
+          `${validCols ? ' kept by --valid-labels' : ' (from the checkpoint or --num-classes)'}; pass --class-map to map folder names to the model's class indices`,
       );
     }
-    if (ds.classes.length > numClasses) {
-      throw new UserError(`the class map has ${ds.classes.length} classes but the model has ${numClasses}`);
+    if (ds.classes.length > outClasses) {
+      throw new UserError(`the class map has ${ds.classes.length} classes but the model has ${outClasses}${validCols ? ' kept by --valid-labels' : ''}`);
     }
     const [, H, W] = cfg.inputSize;
-    const validCols = a.validLabels ? await readValidLabels(a.validLabels, numClasses) : null;
-    const outClasses = validCols ? validCols.length : numClasses;
-    if (validCols) {
-      const over = ds.samples.find((smp) => smp.label >= outClasses);
-      if (over) throw new UserError(`--valid-labels keeps ${outClasses} classes but '${over.path}' has label ${over.label}; the folder's labels must index the kept classes`);
-    }
     const real = a.realLabels ? await RealLabels.load(a.realLabels) : null;
     // timm runs one warm-up forward on random input before timing.
     await engine.infer(new Float32Array(Math.min(a.batchSize, 2) * H * W * 3), Math.min(a.batchSize, 2), H, W);

@@ -80,6 +80,28 @@ export function getModelConfig(name: string): ModelConfig {
   return c;
 }
 
+/**
+ * The registered model whose shapes a bare state dict has (stage widths and block counts), or null. Lets a plain
+ * `.pth` / `.safetensors` state dict (e.g. a release file) name its architecture without --model.
+ */
+export function architectureOf(sd: ReadonlyMap<string, { shape: readonly number[] }>): string | null {
+  for (const [name, c] of Object.entries(MODEL_CONFIGS)) {
+    const widths = c.dims.every((d, i) => sd.get(i === 0 ? 'downsample_layers.0.conv2.weight' : `downsample_layers.${i}.conv.weight`)?.shape[0] === d);
+    const blocks = c.depths.every((n, st) => sd.has(`stages.${st}.${n - 1}.fc1.weight`) && !sd.has(`stages.${st}.${n}.fc1.weight`));
+    if (widths && blocks) return name;
+  }
+  return null;
+}
+
+/**
+ * The architecture a checkpoint without our metadata holds: its timm `arch` when that is one of ours, else what its
+ * shapes say, else the `arch` as written (an unknown name is then reported), else null.
+ */
+export function namedArchitecture(arch: string | null | undefined, sd: ReadonlyMap<string, { shape: readonly number[] }>): string | null {
+  if (arch && MODEL_CONFIGS[arch]) return arch;
+  return architectureOf(sd) ?? arch ?? null;
+}
+
 /** Exact parameter count of a MambaOut configuration (from the shapes of §11.3). */
 export function countParams(depths: readonly number[], dims: readonly number[], numClasses: number): number {
   const c0 = dims[0];

@@ -20,7 +20,7 @@ import { Progress } from '../log/progress.js';
 import { Rng } from '../utils/rng.js';
 import { initBackend, releaseBackend, type BackendResult } from '../backend/index.js';
 import { createModel, type MambaOut } from '../models/mambaout.js';
-import { getModelConfig } from '../models/registry.js';
+import { MODEL_CONFIGS, getModelConfig, namedArchitecture } from '../models/registry.js';
 import { loadCheckpoint } from '../checkpoint/pth.js';
 import { CheckpointSaver, type TrainCheckpoint } from '../checkpoint/saver.js';
 import { buildModelMeta, type ModelMeta } from '../checkpoint/model_meta.js';
@@ -38,7 +38,7 @@ import { createTrainLoss, crossEntropy, type TrainLoss } from './loss.js';
 import { dispatchClipGrad, type ClipMode } from './clip.js';
 import { ModelEmaV2 } from './ema.js';
 import { accuracyCounts, AverageMeter } from './metrics.js';
-import { readResumeCheckpoint, type ResumeState } from './resume.js';
+import { readResumeCheckpoint, torchOptimizerToTfjsLayout, type ResumeState } from './resume.js';
 import { TrainingCurves } from './curves.js';
 import { checkNoPrefetcher, checkWorkerSeeding, distBnLogLine, trainAugPlan, ttaReduce, type TrainAugPlan } from './timm_flags.js';
 import { pyExp, pyFixed, pyG, pyRepr } from '../utils/pyformat.js';
@@ -253,8 +253,9 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       const file = str(args, 'resume');
       if (!existsSync(file)) throw new UserError(`--resume checkpoint '${file}' does not exist`);
       resumed = await readResumeCheckpoint(file);
-      if (resumed.arch && resumed.arch !== modelName) {
-        throw new UserError(`--model ${modelName} conflicts with the checkpoint '${file}', which holds a ${resumed.arch} model; pass --model ${resumed.arch}`);
+      const held = namedArchitecture(resumed.arch, resumed.stateDict);
+      if (held && held !== modelName && MODEL_CONFIGS[held]) {
+        throw new UserError(`--model ${modelName} conflicts with the checkpoint '${file}', which holds a ${held} model; pass --model ${held}`);
       }
       if (resumed.kind === 'weights') {
         model.loadStateDict(resumed.stateDict);
@@ -263,7 +264,10 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
         log('Restoring model state from checkpoint...');
         model.loadStateDict(resumed.stateDict);
         if (!bool(args, 'no_resume_opt') && resumed.optimizer) {
-          optimizer.loadStateDict(resumed.optimizer);
+          // torch's per-parameter state is in PyTorch layout: permute conv tensors to ours first
+          const kinds = new Map(model.parameterInfo().map((p) => [p.name, p.kind]));
+          const layout = optimizer.parameters().map((p) => ({ name: p.name, kind: kinds.get(p.name)!, shape: p.variable.shape }));
+          optimizer.loadStateDict(resumed.kind === 'timm' && resumed.optimizer instanceof Map ? torchOptimizerToTfjsLayout(resumed.optimizer, layout) : resumed.optimizer);
           log('Restoring optimizer state from checkpoint...');
         }
         for (const k of resumed.ignored) log(`Not restoring '${k}' from the checkpoint: loss-scaler state has no use in float32 training`);

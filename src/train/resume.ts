@@ -13,7 +13,9 @@ import { open } from 'node:fs/promises';
 import { loadCheckpoint } from '../checkpoint/pth.js';
 import { stripPrefix, pickStateDict } from '../checkpoint/state.js';
 import { isTrainCheckpointMeta, readTrainCheckpoint } from '../checkpoint/saver.js';
-import type { TensorMap } from '../checkpoint/types.js';
+import { asFloat32, type HostTensor, type TensorMap } from '../checkpoint/types.js';
+import { isHostTensor } from '../checkpoint/pickle.js';
+import { fromTorchLayout, torchShape, type ParamKind } from '../models/layers.js';
 import { readSafetensors } from '../checkpoint/safetensors.js';
 import { unflattenOptimizerState, type LoadableStateDict, type OptimizerStateMeta } from './optim/index.js';
 import { UserError } from '../errors.js';
@@ -96,4 +98,49 @@ export async function readResumeCheckpoint(path: string): Promise<ResumeState> {
     arch: meta.arch ?? null,
     ignored: ['amp_scaler', 'amp'].filter((k) => root.get(k) !== undefined && root.get(k) !== null),
   };
+}
+
+/** A parameter as the optimizer numbers it: name, layout kind, tfjs shape. */
+export interface ParamLayout {
+  name: string;
+  kind: ParamKind;
+  shape: readonly number[];
+}
+
+/**
+ * torch's optimizer state holds per-parameter tensors (exp_avg, exp_avg_sq, momentum_buffer...) in PyTorch layout;
+ * ours are in the tfjs layout of each parameter (conv weights HWIO). Returns a copy of a torch optimizer state_dict
+ * whose conv tensors are permuted to our layout. `params` are in the optimizer's order (groups in order), which is
+ * how torch's parameter ids map onto parameters (by position in param_groups[*].params).
+ */
+export function torchOptimizerToTfjsLayout(opt: Map<unknown, unknown>, params: readonly ParamLayout[]): Map<unknown, unknown> {
+  const groups = opt.get('param_groups');
+  const state = opt.get('state');
+  if (!Array.isArray(groups) || !(state instanceof Map)) return opt; // loadStateDict reports what is wrong
+  const byId = new Map<string, ParamLayout>();
+  let pos = 0;
+  for (const g of groups) {
+    const ids = g instanceof Map ? g.get('params') : null;
+    if (!Array.isArray(ids)) return opt;
+    for (const id of ids) if (pos < params.length) byId.set(String(id), params[pos++]);
+  }
+  const out = new Map<unknown, unknown>();
+  for (const [id, entry] of state) {
+    const p = byId.get(String(id));
+    if (!p || !(entry instanceof Map) || (p.kind !== 'conv' && p.kind !== 'dwconv')) {
+      out.set(id, entry);
+      continue;
+    }
+    const want = torchShape(p.kind, p.shape);
+    const converted = new Map<unknown, unknown>();
+    for (const [k, v] of entry) {
+      const t = v as HostTensor;
+      const sameShape = isHostTensor(v) && t.shape.length === want.length && t.shape.every((d, i) => d === want[i]);
+      converted.set(k, sameShape ? { dtype: 'float32', shape: [...p.shape], data: fromTorchLayout(p.kind, p.shape, asFloat32(t)) } : v);
+    }
+    out.set(id, converted);
+  }
+  const copy = new Map(opt);
+  copy.set('state', out);
+  return copy;
 }

@@ -24,8 +24,9 @@ export function editDistance(a: string, b: string): number {
 }
 
 /**
- * The known names close to `input` (case-insensitive), best first: within a third of the longer name's length
- * (at least 2 edits); failing that, names containing / contained in the input (at least 4 characters).
+ * The known names closest to `input` (case-insensitive): those at the smallest edit distance, if that is within a
+ * third of the longer name's length (at least 2 edits); failing that, names containing / contained in the input
+ * (at least 4 characters).
  */
 export function closestNames(input: string, known: readonly string[], max = 3): string[] {
   const q = input.toLowerCase();
@@ -38,8 +39,9 @@ export function closestNames(input: string, known: readonly string[], max = 3): 
     else if (Math.min(q.length, kl.length) >= 4 && (kl.includes(q) || q.includes(kl))) containing.push(k);
   }
   near.sort((a, b) => a[1] - b[1] || a[0].localeCompare(b[0]));
-  // Substring matches ('tiny' -> 'mambaout_tiny') only when nothing is a few edits away.
-  return (near.length ? near.map((n) => n[0]) : containing.sort()).slice(0, max);
+  // The closest ones only (ties kept); substring matches ('tiny' -> 'mambaout_tiny') when nothing is a few edits away.
+  const best = near.length ? near.filter((n) => n[1] === near[0][1]).map((n) => n[0]) : containing.sort();
+  return best.slice(0, max);
 }
 
 /** ' (did you mean X?)' / ' (did you mean X or Y?)', or '' when nothing is close. */
