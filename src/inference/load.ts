@@ -71,6 +71,7 @@ export interface LoadedWeights {
  * The architecture to build: `requested` (--model) must agree with what the checkpoint `source` says it holds.
  */
 export function resolveArchitecture(requested: string | null | undefined, found: string | null | undefined, source: string): string {
+  if (requested) getModelConfig(requested); // unknown --model: a UserError with "did you mean"
   if (requested && found && requested !== found) {
     throw new UserError(`--model ${requested} conflicts with the checkpoint ${source}, which holds a ${found} model; drop --model or pass --model ${found}`);
   }
@@ -78,7 +79,6 @@ export function resolveArchitecture(requested: string | null | undefined, found:
   if (!requested && found && !MODEL_CONFIGS[found]) {
     throw new UserError(`the checkpoint ${source} holds a '${found}' model, which mambaout does not have; known models: ${listModels().join(', ')}`);
   }
-  getModelConfig(arch); // unknown --model: a UserError with "did you mean"
   return arch;
 }
 
