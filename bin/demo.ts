@@ -3,7 +3,8 @@
  * mambaout-demo: a local web page to classify images with a MambaOut model (the counterpart of the Gradio demo of
  * the MambaOut repository).
  *
- *   mambaout-demo --model mambaout_femto (--pretrained | --pretrained-path F | --checkpoint F)
+ *   mambaout-demo --checkpoint output/train/EXP/model_best.safetensors      (model, classes, size from the file)
+ *   mambaout-demo [--model mambaout_femto] (--pretrained | --pretrained-path F)
  *       [--port 7860] [--host 127.0.0.1] [--max-upload-mb 20] [--max-image-pixels N] [--topk 5] [--engine auto|onnxruntime|tfjs] ...
  *
  * Loads the model once, starts the server, prints its address and serves until Ctrl-C (SIGINT) or SIGTERM.
@@ -12,10 +13,10 @@ import { existsSync } from 'node:fs';
 import { UserError } from '../src/errors.js';
 import { BACKEND_FLAGS, IMAGE_LIMIT_FLAG, INFERENCE_MODEL_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
 import { limits, setMaxImagePixels } from '../src/limits.js';
-import { buildYargs } from '../src/cli/parse.js';
+import { buildYargs, normalizeArgv } from '../src/cli/parse.js';
 import { runMain } from '../src/cli/main.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
-import { getModelConfig } from '../src/models/registry.js';
+import { DEFAULT_MODEL, getModelConfig } from '../src/models/registry.js';
 import { type EngineChoice } from '../src/inference/load.js';
 import { DEFAULT_TOPK, Predictor, checkTopK } from '../src/inference/predict.js';
 import { DEFAULT_DEMO_HOST, DEFAULT_DEMO_PORT, DEFAULT_MAX_UPLOAD_MB, startDemoServer } from '../src/demo/server.js';
@@ -33,11 +34,11 @@ const DEMO_FLAGS: Flag[] = [
 ];
 
 const USAGE =
-  '$0 --model NAME (--pretrained | --pretrained-path FILE | --checkpoint FILE) [options]\n\n' +
+  '$0 (--checkpoint FILE | [--model NAME] --pretrained | --pretrained-path FILE) [options]\n\n' +
   'Start a local web page where you can drop an image and see the classes the model predicts.';
 
 function parse(argv: readonly string[]): Record<string, unknown> | null {
-  const parsed = buildYargs('mambaout-demo', USAGE, argv, { 'camel-case-expansion': false })
+  const parsed = buildYargs('mambaout-demo', USAGE, normalizeArgv(argv, DEMO_FLAGS), { 'camel-case-expansion': false })
     .options(toYargs(DEMO_FLAGS))
     .parseSync() as Record<string, unknown>;
   if (parsed.help) return null;
@@ -65,12 +66,12 @@ async function main(argv: readonly string[]): Promise<number> {
   const args = parse(argv);
   if (!args) return 0;
   const logger = createLogger({ format: (args.log_format as LogFormat) ?? 'text', stream: process.stderr });
-  const model = String(args.model);
-  getModelConfig(model); // unknown model: a UserError listing the known ones
+  const model = (args.model as string | undefined) ?? null; // null: the checkpoint's architecture, else the default
+  if (model) getModelConfig(model); // unknown model: a UserError with the closest names
   const checkpoint = String(args.checkpoint ?? '');
   const pretrainedPath = String(args.pretrained_path ?? '');
   const pretrained = Boolean(args.pretrained) || Boolean(pretrainedPath);
-  if (!checkpoint && !pretrained) throw new UserError(`no weights given for ${model}: pass --pretrained, --pretrained-path FILE or --checkpoint FILE`);
+  if (!checkpoint && !pretrained) throw new UserError(`no weights given for ${model ?? DEFAULT_MODEL}: pass --pretrained, --pretrained-path FILE or --checkpoint FILE`);
   if (checkpoint && pretrained) throw new UserError('pass either --checkpoint or --pretrained/--pretrained-path, not both');
   if (checkpoint && !existsSync(checkpoint)) throw new UserError(`checkpoint '${checkpoint}' does not exist`);
   const port = args.port as number;
@@ -99,7 +100,7 @@ async function main(argv: readonly string[]): Promise<number> {
     classMap: String(args.class_map ?? '') || null,
   });
   logger.info(predictor.description);
-  logger.info(`Model ${model} (${predictor.numClasses} classes) weights ${predictor.loaded.source}`);
+  logger.info(`Model ${predictor.modelName} (${predictor.numClasses} classes) weights ${predictor.loaded.source}`);
 
   let server;
   try {

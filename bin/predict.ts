@@ -2,10 +2,13 @@
 /**
  * mambaout-predict: classify images with a MambaOut model and print the top-k ImageNet classes.
  *
- *   mambaout-predict IMAGE_OR_DIR... --model mambaout_femto (--pretrained | --pretrained-path F | --checkpoint F)
+ *   mambaout-predict IMAGE_OR_DIR... --checkpoint output/train/EXP/model_best.safetensors
+ *   mambaout-predict IMAGE_OR_DIR... [--model mambaout_femto] (--pretrained | --pretrained-path F)
  *       [--topk 5] [--json [FILE]] [--img-size N] [--crop-pct P] [--interpolation M] [--num-classes N]
  *       [--class-map FILE] [--engine auto|onnxruntime|tfjs] [--backend B] [-b BATCH]
  *
+ * A checkpoint written by mambaout-train (or exported) names its architecture, classes and preprocessing, so
+ * --checkpoint alone is enough; --model, when given, must agree with it.
  * Predictions go to stdout (text, or JSON with --json); log lines and warnings go to stderr. Exit codes: 0 all
  * images classified, 1 some images could not be decoded (skipped, named in a warning), 2 user error.
  */
@@ -14,12 +17,13 @@ import { dirname, extname, resolve } from 'node:path';
 import { UserError } from '../src/errors.js';
 import { BACKEND_FLAGS, IMAGE_LIMIT_FLAG, INFERENCE_MODEL_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
 import { setMaxImagePixels } from '../src/limits.js';
-import { buildYargs } from '../src/cli/parse.js';
+import { buildYargs, normalizeArgv } from '../src/cli/parse.js';
 import { runMain } from '../src/cli/main.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
-import { getModelConfig } from '../src/models/registry.js';
+import { DEFAULT_MODEL, getModelConfig } from '../src/models/registry.js';
 import { type EngineChoice } from '../src/inference/load.js';
 import { writeFileAtomic } from '../src/checkpoint/atomic.js';
+import { pyRepr } from '../src/utils/pyformat.js';
 import {
   DEFAULT_BATCH_SIZE, DEFAULT_TOPK, IMAGE_EXTENSIONS, Predictor, checkTopK, collectImagePaths, formatPrediction,
   type Prediction,
@@ -39,7 +43,8 @@ const PREDICT_FLAGS: Flag[] = [
 
 interface PredictArgs {
   inputs: string[];
-  model: string;
+  /** --model as given (null: the checkpoint's architecture, else the default model). */
+  model: string | null;
   pretrained: boolean;
   pretrainedPath: string;
   checkpoint: string;
@@ -61,8 +66,9 @@ interface PredictArgs {
 }
 
 const USAGE =
-  '$0 IMAGE_OR_DIR... --model NAME (--pretrained | --pretrained-path FILE | --checkpoint FILE) [options]\n\n' +
-  'Classify images and print the top-k classes with their probabilities. Folders are searched recursively for ' +
+  '$0 IMAGE_OR_DIR... (--checkpoint FILE | [--model NAME] --pretrained | --pretrained-path FILE) [options]\n\n' +
+  'Classify images and print the top-k classes with their probabilities. A checkpoint brings its architecture, class ' +
+  'names and preprocessing; without one the model is ' + DEFAULT_MODEL + '. Folders are searched recursively for ' +
   `${IMAGE_EXTENSIONS.join(', ')} files.`;
 
 /** Whether a token looks like an image input rather than a JSON output file name. */
@@ -76,7 +82,7 @@ function looksLikeInput(token: string): boolean {
 }
 
 function parse(argv: readonly string[]): PredictArgs | null {
-  const parsed = buildYargs('mambaout-predict', USAGE, argv, { 'parse-positional-numbers': false, 'camel-case-expansion': false })
+  const parsed = buildYargs('mambaout-predict', USAGE, normalizeArgv(argv, PREDICT_FLAGS), { 'parse-positional-numbers': false, 'camel-case-expansion': false })
     .options(toYargs(PREDICT_FLAGS))
     .parseSync() as Record<string, unknown>;
   if (parsed.help) return null;
@@ -109,7 +115,7 @@ function parse(argv: readonly string[]): PredictArgs | null {
   };
   return {
     inputs,
-    model: String(get('model')),
+    model: (get('model') as string | undefined) ?? null,
     pretrained: Boolean(get('pretrained')),
     pretrainedPath: String(get('pretrained_path') ?? ''),
     checkpoint: String(get('checkpoint') ?? ''),
@@ -136,10 +142,10 @@ async function main(argv: readonly string[]): Promise<number> {
   // Log lines and warnings on stderr: stdout carries only the predictions (pipeable JSON).
   const logger = createLogger({ format: args.logFormat, stream: process.stderr });
 
-  getModelConfig(args.model); // unknown model: a UserError listing the known ones
+  if (args.model) getModelConfig(args.model); // unknown model: a UserError with the closest names
   setMaxImagePixels(args.maxImagePixels);
   const weightSources = [args.checkpoint && '--checkpoint', (args.pretrained || args.pretrainedPath) && '--pretrained'].filter(Boolean);
-  if (weightSources.length === 0) throw new UserError(`no weights given for ${args.model}: pass --pretrained, --pretrained-path FILE or --checkpoint FILE`);
+  if (weightSources.length === 0) throw new UserError(`no weights given for ${args.model ?? DEFAULT_MODEL}: pass --pretrained, --pretrained-path FILE or --checkpoint FILE`);
   if (weightSources.length > 1) throw new UserError('pass either --checkpoint or --pretrained/--pretrained-path, not both');
   if (args.checkpoint && !existsSync(args.checkpoint)) throw new UserError(`checkpoint '${args.checkpoint}' does not exist`);
   if (args.json) {
@@ -170,8 +176,8 @@ async function main(argv: readonly string[]): Promise<number> {
     logger.info(predictor.description);
     const [, h, w] = predictor.dataConfig.inputSize;
     logger.info(
-      `Model ${args.model} (${predictor.numClasses} classes) weights ${predictor.loaded.source}; input ${h}x${w}, ` +
-        `crop_pct ${predictor.dataConfig.cropPct}, ${predictor.dataConfig.interpolation}; ${paths.length} image(s)`,
+      `Model ${predictor.modelName} (${predictor.numClasses} classes) weights ${predictor.loaded.source}; input ${h}x${w}, ` +
+        `crop_pct ${pyRepr(predictor.dataConfig.cropPct)}, ${predictor.dataConfig.interpolation}; ${paths.length} image(s)`,
     );
     const jsonToStdout = args.json === '';
     const t0 = performance.now();

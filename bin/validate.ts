@@ -3,8 +3,9 @@
  * mambaout-validate: timm validate.py for MambaOut.
  *
  *   mambaout-validate /data/imagenet --model mambaout_femto --pretrained -b 128
- *   mambaout-validate DATA --model mambaout_test --checkpoint output/train/EXP/model_best.safetensors
- *   mambaout-validate DATA --model mambaout_tiny --checkpoint output/train/EXP/   (bulk: every checkpoint in the folder)
+ *   mambaout-validate DATA --checkpoint output/train/EXP/model_best.safetensors   (model, classes, size from the file)
+ *   mambaout-validate DATA --checkpoint output/train/EXP/   (bulk: every checkpoint in the folder)
+ *   mambaout-validate IMAGENET --pretrained --real-labels real.json   (ImageNet-ReaL top-1/top-5)
  */
 import { existsSync, statSync } from 'node:fs';
 import { hideBin } from 'yargs/helpers';
@@ -14,7 +15,8 @@ import { setMaxImagePixels } from '../src/limits.js';
 import { runMain } from '../src/cli/main.js';
 import { listModelsTable } from '../src/cli/list_models.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
-import { checkpointsIn, expandModels, validateOne, writeResults, type ValidateArgs, type ValidateResult } from '../src/inference/validate.js';
+import { checkpointsIn, expandModels, resultJson, validateOne, writeResults, type ValidateArgs, type ValidateResult } from '../src/inference/validate.js';
+import { DEFAULT_MODEL } from '../src/models/registry.js';
 import { UserError, isUserError } from '../src/errors.js';
 import { ENGINE_CHOICES, type EngineChoice } from '../src/inference/load.js';
 
@@ -23,7 +25,7 @@ export const VALIDATE_FLAGS: Flag[] = [
   { dest: 'dataset', type: 'string', default: '', describe: 'dataset type (default: ImageFolder/ImageTar if empty)', group: G, alias: ['d'] },
   { dest: 'split', type: 'string', default: 'validation', describe: 'dataset split (default: validation)', group: G },
   { dest: 'dataset_download', type: 'boolean', default: false, describe: 'Allow download of dataset for torch/ and tfds/ datasets', group: G, inert: 'only folder datasets are supported' },
-  { dest: 'model', type: 'string', default: 'dpn92', describe: 'model architecture (a name, "all", a wildcard, or a file of names)', group: G, alias: ['m'] },
+  { dest: 'model', type: 'string', default: undefined, describe: `model architecture: a name, "all", a wildcard, or a file of names (default: the checkpoint's architecture, else ${DEFAULT_MODEL}; timm's "dpn92" does not exist here)`, group: G, alias: ['m'] },
   { dest: 'workers', type: 'number', default: 4, describe: 'number of data loading workers (default: 4)', group: G, alias: ['j'] },
   { dest: 'batch_size', type: 'number', default: 256, describe: 'mini-batch size (default: 256)', group: G, alias: ['b'] },
   { dest: 'img_size', type: 'number', default: undefined, describe: 'Input image dimension, uses model default if empty', group: G },
@@ -42,7 +44,7 @@ export const VALIDATE_FLAGS: Flag[] = [
   { dest: 'pretrained_path', type: 'string', default: '', describe: 'local file with the release weights (instead of the cache/download)', group: G },
   { dest: 'num_gpu', type: 'number', default: 1, describe: 'Number of GPUS to use', group: G, inert: 'one device per process' },
   { dest: 'test_pool', type: 'boolean', default: false, describe: 'enable test time pool', group: G, inert: 'not meaningful for MambaOut' },
-  { dest: 'no_prefetcher', type: 'boolean', default: false, describe: 'disable fast prefetcher', group: G, inert: 'the loader always prefetches' },
+  { dest: 'no_prefetcher', type: 'boolean', default: false, describe: 'disable fast prefetcher', group: G, inert: 'evaluation batches are the same numbers with or without it (no mixup or erasing at eval)' },
   { dest: 'pin_mem', type: 'boolean', default: false, describe: 'Pin CPU memory in DataLoader', group: G, inert: 'no pinned memory in tfjs' },
   { dest: 'channels_last', type: 'boolean', default: false, describe: 'Use channels_last memory layout', group: G, inert: 'tfjs activations are always NHWC' },
   { dest: 'amp', type: 'boolean', default: false, describe: 'Use AMP mixed precision (warns and uses float32 where unsupported)', group: G },
@@ -53,8 +55,8 @@ export const VALIDATE_FLAGS: Flag[] = [
   { dest: 'torchscript', type: 'boolean', default: false, describe: 'torch.jit.script the full model', group: G, inert: 'no TorchScript on tfjs' },
   { dest: 'fuser', type: 'string', default: '', describe: 'Select jit fuser', group: G, inert: 'no jit fuser on tfjs' },
   { dest: 'results_file', type: 'string', default: '', describe: 'Output csv (or .json) file for validation results (summary)', group: G },
-  { dest: 'real_labels', type: 'string', default: '', describe: 'Real labels JSON file for imagenet evaluation', group: G, inert: 'ImageNet-ReaL labels are not supported' },
-  { dest: 'valid_labels', type: 'string', default: '', describe: 'Valid label indices txt file for validation of partial label space', group: G, inert: 'not supported' },
+  { dest: 'real_labels', type: 'string', default: '', describe: 'Real labels JSON file for imagenet evaluation (ImageNet-ReaL; replaces top-1/top-5)', group: G },
+  { dest: 'valid_labels', type: 'string', default: '', describe: 'Valid label indices txt file for validation of partial label space', group: G },
   { dest: 'engine', type: 'string', default: 'auto', describe: 'inference engine: auto (onnxruntime on CPU, tfjs on GPU), onnxruntime, tfjs', group: 'Runtime (mambaout):', choices: ENGINE_CHOICES },
   { dest: 'threads', type: 'number', default: undefined, describe: 'CPU threads for onnxruntime (default: all cores)', group: 'Runtime (mambaout):' },
   ...BACKEND_FLAGS,
@@ -82,7 +84,7 @@ runMain(async () => {
   const base: ValidateArgs = {
     data: r.data as string,
     split: r.split as string,
-    model: r.model as string,
+    model: (r.model as string | null) || null,
     checkpoint: r.checkpoint as string,
     pretrained: r.pretrained as boolean,
     pretrainedPath: r.pretrained_path as string,
@@ -99,6 +101,8 @@ runMain(async () => {
     classMap: r.class_map as string,
     logFreq: Math.max(1, r.log_freq as number),
     resultsFile: r.results_file as string,
+    realLabels: r.real_labels as string,
+    validLabels: r.valid_labels as string,
     engine: r.engine as EngineChoice,
     backend: (r.backend as string | null) ?? undefined,
     amp: Boolean(r.amp || r.native_amp || r.apex_amp),
@@ -114,7 +118,7 @@ runMain(async () => {
   if (!bulkModels && !ckptIsDir) {
     const result = await validateOne({ ...base, model: names[0] }, logger);
     if (base.resultsFile) await writeResults(base.resultsFile, [result]);
-    process.stdout.write('--result\n' + JSON.stringify(result, null, 4) + '\n');
+    process.stdout.write('--result\n' + resultJson(result) + '\n');
     return 0;
   }
   // bulk mode
@@ -126,7 +130,7 @@ runMain(async () => {
   } else {
     for (const m of names) jobs.push({ ...base, model: m });
   }
-  logger.info(`Running bulk validation on these pretrained models: ${jobs.map((j) => j.model + (j.checkpoint ? `:${j.checkpoint}` : '')).join(', ')}`);
+  logger.info(`Running bulk validation on these pretrained models: ${jobs.map((j) => (j.model ?? '(from checkpoint)') + (j.checkpoint ? `:${j.checkpoint}` : '')).join(', ')}`);
   const results: ValidateResult[] = [];
   for (const j of jobs) {
     try {
@@ -135,7 +139,7 @@ runMain(async () => {
       results.push(res);
     } catch (e) {
       if (!isUserError(e)) throw e;
-      logger.error(`${j.model}${j.checkpoint ? ` (${j.checkpoint})` : ''}: ${e.message}`);
+      logger.error(`${j.model ?? "(model from checkpoint)"}${j.checkpoint ? ` (${j.checkpoint})` : ''}: ${e.message}`);
     }
   }
   results.sort((a, b) => b.top1 - a.top1);

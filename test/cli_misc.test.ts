@@ -109,5 +109,5 @@ test('mambaout-export: PyTorch-named safetensors equal to the source weights; ON
   assert.ok(worst <= 1e-4, `ONNX logits differ from PyTorch by ${worst}`);
   const bad = cli('export', ['--model', 'mambaout_femto', '--checkpoint', fixture('micro.pth'), '--format', 'onnx', '-o', onnx]);
   assert.notEqual(bad.status, 0);
-  assert.match(bad.stderr, /does not fit mambaout_femto/);
+  assert.match(bad.stderr, /--model mambaout_femto conflicts with the checkpoint .*micro\.pth, which holds a mambaout_test model/);
 });

@@ -230,7 +230,7 @@ test('CLI user errors: one sentence on stderr, exit 2, no stack trace', () => {
     [[PHOTOS[0], '--model', 'resnet50', '--checkpoint', MICRO], /^error: unknown model 'resnet50'; known models: mambaout_femto, .*mambaout_test\n$/],
     [[PHOTOS[0], '--model', 'mambaout_test'], /^error: no weights given for mambaout_test: pass --pretrained, --pretrained-path FILE or --checkpoint FILE\n$/],
     [[PHOTOS[0], ...MODEL_ARGS, '--topk', '0'], /^error: --topk must be a positive integer, got 0\n$/],
-    [[PHOTOS[0], ...MODEL_ARGS, '--bogus-flag'], /^error: Unknown argument: bogus-flag\n$/],
+    [[PHOTOS[0], ...MODEL_ARGS, '--bogus-flag'], /^error: unknown option --bogus-flag; see --help for the options\n$/],
   ];
   for (const [args, re] of cases) {
     const r = runCli(args);

@@ -702,7 +702,7 @@ describe('schedulers', () => {
     assert.ok(Math.abs(p.lrAt(5)[0] - (0.1 + 0.9 * 0.25)) < 1e-15);
     const { numEpochs } = createScheduler({ ...recipe, sched: 'poly' }, fakeOptimizer([1]));
     assert.equal(numEpochs, 310);
-    assert.throws(() => createScheduler({ ...recipe, sched: 'plateau' }, fakeOptimizer([1])), (e: unknown) => {
+    assert.throws(() => createScheduler({ ...recipe, sched: 'sgdr' }, fakeOptimizer([1])), (e: unknown) => {
       assert.ok(e instanceof UserError);
       assert.match(e.message, /cosine/);
       return true;

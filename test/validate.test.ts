@@ -115,7 +115,7 @@ test('validate: bad input ends in one sentence and a non-zero exit', () => {
     [[data, '--model', 'mambaout_test', '--checkpoint', ckpt, '--num-classes', '5'], /has 3 classes but --num-classes is 5/],
     [[data, '--model', 'nope_model', '--checkpoint', ckpt], /unknown model 'nope_model'; known models: mambaout_femto/],
     [[data, '--model', 'mambaout_test', '--checkpoint', join(TMP, 'none.pth')], /checkpoint '.*none.pth' does not exist/],
-    [[data, '--model', 'mambaout_femto', '--checkpoint', ckpt], /does not fit mambaout_femto/],
+    [[data, '--model', 'mambaout_femto', '--checkpoint', ckpt], /--model mambaout_femto conflicts with the checkpoint .*model\.safetensors, which holds a mambaout_test model/],
   ];
   for (const [args, re] of cases) {
     const r = run([...args, '--img-size', String(IMG), '-j', '0']);

@@ -4,16 +4,20 @@
  * Format: one `.safetensors` file. Tensors: `state_dict.<name>` (model, PyTorch names and layouts, so the weights
  * load straight into PyTorch after stripping the prefix — or use exportWeights), `state_dict_ema.<name>` (EMA, when
  * enabled), `optimizer.<k>` (optimizer state tensors). `__metadata__` holds `format` = 'mambaout-train-checkpoint'
- * and `json` = everything else (epoch, arch, version 2, args, metric, optimizer hyper-parameters, RNG states, ...).
+ * and `json` = everything else (epoch, arch, version 2, args, metric, optimizer hyper-parameters, RNG states, ...),
+ * and `config` = what the model is (architecture, classes and their names, eval preprocessing: model_meta.ts), so
+ * predict/validate/export/demo need nothing but the file.
  * Every file is written atomically (temporary name, fsync, rename), so a crash at any moment leaves the previous
  * `last` intact.
  */
 import { promises as fsp } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { UserError } from '../errors.js';
+import { pyRepr } from '../utils/pyformat.js';
 import type { TensorMap } from './types.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 import { writeError } from './atomic.js';
+import { modelMetaFromSafetensors, SAFETENSORS_META_KEY, type ModelMeta } from './model_meta.js';
 
 export const TRAIN_CKPT_FORMAT = 'mambaout-train-checkpoint';
 export const CKPT_EXT = '.safetensors';
@@ -29,6 +33,8 @@ export interface TrainCheckpoint {
   optimizer?: { tensors: TensorMap; meta: unknown } | null;
   /** Anything else resume needs (RNG states, num_updates, batch index of a recovery file...). */
   extra?: Record<string, unknown>;
+  /** What the model is: architecture, classes, class names, eval preprocessing. */
+  modelMeta?: ModelMeta | null;
 }
 
 export async function writeTrainCheckpoint(path: string, ck: TrainCheckpoint): Promise<void> {
@@ -46,7 +52,9 @@ export async function writeTrainCheckpoint(path: string, ck: TrainCheckpoint): P
     has_ema: Boolean(ck.stateDictEma),
     extra: ck.extra ?? {},
   };
-  await writeSafetensors(path, map, { format: TRAIN_CKPT_FORMAT, json: JSON.stringify(json) });
+  const metadata: Record<string, string> = { format: TRAIN_CKPT_FORMAT, json: JSON.stringify(json) };
+  if (ck.modelMeta) metadata[SAFETENSORS_META_KEY] = JSON.stringify(ck.modelMeta);
+  await writeSafetensors(path, map, metadata);
 }
 
 export function isTrainCheckpointMeta(meta: Record<string, string> | undefined | null): boolean {
@@ -56,7 +64,7 @@ export function isTrainCheckpointMeta(meta: Record<string, string> | undefined |
 export async function readTrainCheckpoint(path: string): Promise<TrainCheckpoint> {
   const { tensors, metadata } = await readSafetensorsWithMeta(path);
   if (!isTrainCheckpointMeta(metadata)) throw new UserError(`'${path}' is not a mambaout training checkpoint (no training state inside); use it with --initial-checkpoint instead of --resume`);
-  return splitTrainTensors(tensors, parseTrainMeta(metadata!.json, path));
+  return { ...splitTrainTensors(tensors, parseTrainMeta(metadata!.json, path)), modelMeta: modelMetaFromSafetensors(metadata, path) };
 }
 
 /**
@@ -205,5 +213,5 @@ export class CheckpointSaver {
 }
 
 function formatMetric(m: number): string {
-  return Number.isNaN(m) ? 'None' : String(m);
+  return Number.isNaN(m) ? 'None' : pyRepr(m);
 }

@@ -5,6 +5,7 @@
  */
 import type { Options } from 'yargs';
 import { DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV } from '../limits.js';
+import { DEFAULT_MODEL } from '../models/registry.js';
 
 export interface Flag {
   /** argparse dest name, e.g. 'grad_accum_steps' (CLI spelling is --grad-accum-steps). */
@@ -57,7 +58,7 @@ const IM = 'Model parameters:';
 const ID = 'Data parameters:';
 /** Model/weights/engine flags shared by mambaout-predict and mambaout-demo. */
 export const INFERENCE_MODEL_FLAGS: Flag[] = [
-  { dest: 'model', type: 'string', default: 'mambaout_femto', describe: 'model name (default: mambaout_femto)', group: IM, alias: ['m'] },
+  { dest: 'model', type: 'string', default: undefined, describe: `model name (default: the checkpoint's architecture, else ${DEFAULT_MODEL})`, group: IM, alias: ['m'] },
   { dest: 'pretrained', type: 'boolean', default: false, describe: 'use the released ImageNet-1k weights (cached download)', group: IM },
   { dest: 'pretrained_path', type: 'string', default: '', describe: 'local file with the released weights (instead of the cache/download)', group: IM },
   { dest: 'checkpoint', type: 'string', default: '', describe: 'path to a checkpoint (.pth / .pth.tar / .safetensors, from mambaout-train or timm)', group: IM },
@@ -93,7 +94,7 @@ export const TRAIN_FLAGS: Flag[] = [
   { dest: 'dataset_download', type: 'boolean', default: false, describe: 'allow download of dataset for torch/ and tfds/ datasets', group: DS, inert: 'only folder datasets are supported' },
   { dest: 'class_map', type: 'string', default: '', describe: 'path to class to idx mapping file (default: "")', group: DS },
   // Model
-  { dest: 'model', type: 'string', default: 'resnet50', describe: 'Name of model to train (default: "resnet50")', group: MD },
+  { dest: 'model', type: 'string', default: DEFAULT_MODEL, describe: `Name of model to train (default: "${DEFAULT_MODEL}"; timm's "resnet50" does not exist here)`, group: MD, alias: ['m'] },
   { dest: 'pretrained', type: 'boolean', default: false, describe: 'Start with pretrained version of specified network (if avail)', group: MD },
   { dest: 'pretrained_path', type: 'string', default: '', describe: 'local file with the release weights (instead of the cache/download)', group: MD },
   { dest: 'initial_checkpoint', type: 'string', default: '', describe: 'Initialize model from this checkpoint (default: none)', group: MD },
@@ -144,7 +145,7 @@ export const TRAIN_FLAGS: Flag[] = [
   { dest: 'decay_epochs', type: 'number', default: 100, describe: 'epoch interval to decay LR', group: LR },
   { dest: 'warmup_epochs', type: 'number', default: 5, describe: 'epochs to warmup LR, if scheduler supports', group: LR },
   { dest: 'cooldown_epochs', type: 'number', default: 10, describe: 'epochs to cooldown LR at min_lr, after cyclic schedule ends', group: LR },
-  { dest: 'patience_epochs', type: 'number', default: 10, describe: 'patience epochs for Plateau LR scheduler (default: 10)', group: LR },
+  { dest: 'patience_epochs', type: 'number', default: 10, describe: 'patience epochs for Plateau LR scheduler (default: 10; --sched plateau)', group: LR },
   { dest: 'decay_rate', type: 'number', default: 0.1, describe: 'LR decay rate (default: 0.1)', group: LR, alias: ['dr'] },
   // Augmentation
   { dest: 'no_aug', type: 'boolean', default: false, describe: 'Disable all training augmentation, override other train aug args', group: AU },
@@ -162,7 +163,7 @@ export const TRAIN_FLAGS: Flag[] = [
   { dest: 'reprob', type: 'number', default: 0.25, describe: 'Random erase prob (default: 0.25)', group: AU },
   { dest: 'remode', type: 'string', default: 'pixel', describe: 'Random erase mode (default: "pixel")', group: AU, choices: ['pixel', 'rand', 'const'] },
   { dest: 'recount', type: 'number', default: 1, describe: 'Random erase count (default: 1)', group: AU },
-  { dest: 'resplit', type: 'boolean', default: false, describe: 'Do not random erase first (clean) augmentation split', group: AU },
+  { dest: 'resplit', type: 'boolean', default: false, describe: 'Do not random erase first (clean) augmentation split (no aug splits: the first half of each batch, as timm)', group: AU },
   { dest: 'mixup', type: 'number', default: 0.8, describe: 'mixup alpha, mixup enabled if > 0. (default: 0.8)', group: AU },
   { dest: 'cutmix', type: 'number', default: 1.0, describe: 'cutmix alpha, cutmix enabled if > 0. (default: 1.0)', group: AU },
   { dest: 'cutmix_minmax', type: 'array-number', default: undefined, describe: 'cutmix min/max ratio, overrides alpha and enables cutmix if set (default: None)', group: AU },
@@ -171,7 +172,7 @@ export const TRAIN_FLAGS: Flag[] = [
   { dest: 'mixup_mode', type: 'string', default: 'batch', describe: 'How to apply mixup/cutmix params. Per "batch", "pair", or "elem"', group: AU, choices: ['batch', 'pair', 'elem'] },
   { dest: 'mixup_off_epoch', type: 'number', default: 0, describe: 'Turn off mixup after this epoch, disabled if 0 (default: 0)', group: AU },
   { dest: 'smoothing', type: 'number', default: 0.1, describe: 'Label smoothing (default: 0.1)', group: AU },
-  { dest: 'train_interpolation', type: 'string', default: 'random', describe: 'Training interpolation (random, bilinear, bicubic default: "random")', group: AU },
+  { dest: 'train_interpolation', type: 'string', default: 'random', describe: 'Training interpolation (random, bilinear, bicubic default: "random"; "" or --no-aug: the model\'s)', group: AU },
   { dest: 'drop', type: 'number', default: 0.0, describe: 'Dropout rate (default: 0.)', group: AU, inert: 'timm passes it as drop_rate, which MambaOut ignores' },
   { dest: 'drop_connect', type: 'number', default: undefined, describe: 'Drop connect rate, DEPRECATED, use drop-path (default: None)', group: AU },
   { dest: 'drop_path', type: 'number', default: undefined, describe: 'Drop path rate (default: None)', group: AU },
@@ -181,15 +182,15 @@ export const TRAIN_FLAGS: Flag[] = [
   { dest: 'bn_momentum', type: 'number', default: undefined, describe: 'BatchNorm momentum override (if not None)', group: BN, inert: 'no BatchNorm' },
   { dest: 'bn_eps', type: 'number', default: undefined, describe: 'BatchNorm epsilon override (if not None)', group: BN, inert: 'no BatchNorm' },
   { dest: 'sync_bn', type: 'boolean', default: false, describe: 'Enable NVIDIA Apex or Torch synchronized BatchNorm.', group: BN, inert: 'no BatchNorm' },
-  { dest: 'dist_bn', type: 'string', default: 'reduce', describe: 'Distribute BatchNorm stats between nodes after each epoch ("broadcast", "reduce", or "")', group: BN },
+  { dest: 'dist_bn', type: 'string', default: 'reduce', describe: 'Distribute BatchNorm stats between nodes after each epoch ("broadcast", "reduce", or ""); MambaOut has no BatchNorm, so only timm\'s log line', group: BN },
   { dest: 'split_bn', type: 'boolean', default: false, describe: 'Enable separate BN layers per augmentation split.', group: BN, inert: 'no BatchNorm' },
   // EMA
   { dest: 'model_ema', type: 'boolean', default: false, describe: 'Enable tracking moving average of model weights', group: EM },
-  { dest: 'model_ema_force_cpu', type: 'boolean', default: false, describe: 'Force ema to be tracked on CPU, rank=0 node only. Disables EMA validation.', group: EM },
+  { dest: 'model_ema_force_cpu', type: 'boolean', default: false, describe: 'Force ema to be tracked on CPU, rank=0 node only. Disables EMA validation (here: the EMA stays with the weights; EMA validation is skipped)', group: EM },
   { dest: 'model_ema_decay', type: 'number', default: 0.9998, describe: 'decay factor for model weights moving average (default: 0.9998)', group: EM },
   // Misc
   { dest: 'seed', type: 'number', default: 42, describe: 'random seed (default: 42)', group: MS },
-  { dest: 'worker_seeding', type: 'string', default: 'all', describe: 'worker seed mode (default: all)', group: MS },
+  { dest: 'worker_seeding', type: 'string', default: 'all', describe: 'worker seed mode (default: all; "part" is refused: numpy worker streams cannot be reproduced)', group: MS },
   { dest: 'log_interval', type: 'number', default: 50, describe: 'how many batches to wait before logging training status', group: MS },
   { dest: 'recovery_interval', type: 'number', default: 0, describe: 'how many batches to wait before writing recovery checkpoint', group: MS },
   { dest: 'checkpoint_hist', type: 'number', default: 10, describe: 'number of checkpoints to keep (default: 10)', group: MS },
@@ -200,12 +201,12 @@ export const TRAIN_FLAGS: Flag[] = [
   { dest: 'native_amp', type: 'boolean', default: false, describe: 'Use Native Torch AMP mixed precision', group: MS },
   { dest: 'no_ddp_bb', type: 'boolean', default: false, describe: 'Force broadcast buffers for native DDP to off.', group: MS, inert: 'MambaOut has no buffers' },
   { dest: 'pin_mem', type: 'boolean', default: false, describe: 'Pin CPU memory in DataLoader for more efficient (sometimes) transfer to GPU.', group: MS, inert: 'no pinned memory in tfjs' },
-  { dest: 'no_prefetcher', type: 'boolean', default: false, describe: 'disable fast prefetcher', group: MS },
+  { dest: 'no_prefetcher', type: 'boolean', default: false, describe: 'disable fast prefetcher (accepted without mixup/cutmix, where both timm paths give the same batches)', group: MS },
   { dest: 'output', type: 'string', default: '', describe: 'path to output folder (default: none, current dir)', group: MS },
   { dest: 'experiment', type: 'string', default: '', describe: 'name of train experiment, name of sub-folder for output', group: MS },
   { dest: 'eval_metric', type: 'string', default: 'top1', describe: 'Best metric (default: "top1")', group: MS },
-  { dest: 'tta', type: 'number', default: 0, describe: 'Test/inference time augmentation (oversampling) factor. 0=None (default: 0)', group: MS },
-  { dest: 'local_rank', type: 'number', default: 0, describe: 'local rank (set by the launcher; LOCAL_RANK env wins)', group: MS },
+  { dest: 'tta', type: 'number', default: 0, describe: 'Test/inference time augmentation (oversampling) factor. 0=None (default: 0); timm 0.6.11 averages k consecutive validation outputs', group: MS },
+  { dest: 'local_rank', type: 'number', default: undefined, describe: 'local rank, also spelled --local_rank (set by PyTorch launchers; the LOCAL_RANK environment variable wins; default: from RANK)', group: MS },
   { dest: 'use_multi_epochs_loader', type: 'boolean', default: false, describe: 'use the multi-epochs-loader to save time at the beginning of every epoch', group: MS, inert: 'loader workers persist already' },
   { dest: 'log_wandb', type: 'boolean', default: false, describe: 'log training and validation metrics to wandb', group: MS, inert: 'wandb is not available in Node' },
   ...BACKEND_FLAGS,

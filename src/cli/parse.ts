@@ -6,6 +6,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
 import YAML from 'yaml';
 import { UserError } from '../errors.js';
+import { didYouMean } from '../utils/suggest.js';
 import { flagName, toYargs, type Flag } from './options.js';
 
 export interface ParsedArgs {
@@ -51,7 +52,7 @@ export function loadYamlConfig(file: string): Record<string, unknown> {
  * --no-* flags), user errors as UserError instead of process.exit.
  */
 export function buildYargs(scriptName: string, usage: string, argv: readonly string[], config: Record<string, boolean>): Argv {
-  return yargs([...argv])
+  const y: Argv = yargs([...argv])
     .scriptName(scriptName)
     .usage(usage)
     // timm has flags spelled --no-aug, --no-resume-opt, --no-prefetcher: they are flags of their own, not negations.
@@ -61,10 +62,51 @@ export function buildYargs(scriptName: string, usage: string, argv: readonly str
     .alias('help', 'h')
     .version(false)
     .wrap(Math.min(120, process.stdout.columns || 100))
-    .exitProcess(false)
-    .fail((msg, err) => {
-      throw new UserError(msg || err?.message || 'invalid arguments');
-    });
+    .exitProcess(false);
+  return y.fail((msg, err) => {
+    throw new UserError(unknownFlagMessage(msg, y) ?? (msg || err?.message || 'invalid arguments'));
+  });
+}
+
+/** yargs' "Unknown argument(s): a, b" as one sentence with the closest known flags. */
+function unknownFlagMessage(msg: string | undefined, y: Argv | undefined): string | null {
+  const m = /^Unknown arguments?: (.*)$/.exec(msg ?? '');
+  if (!m || !y) return null;
+  // yargs lists every spelling it accepts (aliases, camelCase expansions); suggest the dashed ones.
+  const known = Object.keys((y as unknown as { getOptions(): { key: Record<string, unknown> } }).getOptions().key).filter((k) => !/[A-Z_]/.test(k) && k !== '$0');
+  const dash = (k: string) => (k.length === 1 ? `-${k}` : `--${k}`);
+  const given = m[1].split(', ');
+  // yargs also lists the camelCase expansion of an unknown dashed flag; name each flag once.
+  const parts = given
+    .filter((k) => !/[A-Z]/.test(k) || !given.some((g) => g.includes('-') && g.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) === k))
+    .map((k) => `${dash(k)}${didYouMean(k, known, dash)}`);
+  return `unknown option${parts.length > 1 ? 's' : ''} ${parts.join(', ')}; see --help for the options`;
+}
+
+/**
+ * Spellings argparse accepts that yargs would read differently: a multi-letter alias after one dash (`-vb 64`,
+ * which yargs splits into -v -b) and underscores in a flag name (`--local_rank 0`, timm's own spelling, and the
+ * `--local-rank` that PyTorch >= 2 launchers pass). Both are rewritten to the dashed long flag.
+ */
+export function normalizeArgv(argv: readonly string[], flags: readonly Flag[]): string[] {
+  const longByAlias = new Map<string, string>();
+  for (const f of flags) for (const a of f.alias ?? []) if (a.length > 1) longByAlias.set(a, flagName(f.dest));
+  const dests = new Set(flags.map((f) => f.dest));
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const eq = a.indexOf('=');
+    const head = eq >= 0 ? a.slice(0, eq) : a;
+    const tail = eq >= 0 ? a.slice(eq) : '';
+    if (/^-[A-Za-z][\w]+$/.test(head) && longByAlias.has(head.slice(1))) out.push(`--${longByAlias.get(head.slice(1))}${tail}`);
+    else if (/^--\w+_\w*$/.test(head) && dests.has(head.slice(2))) out.push(`--${flagName(head.slice(2))}${tail}`);
+    else out.push(a);
+  }
+  return out;
 }
 
 export function parseArgs(opts: {
@@ -75,7 +117,8 @@ export function parseArgs(opts: {
   argv: readonly string[];
   epilog?: string;
 }): ParsedArgs {
-  const configFile = preParseConfig(opts.argv);
+  const argv = normalizeArgv(opts.argv, opts.flags);
+  const configFile = preParseConfig(argv);
   const overrides = configFile ? loadYamlConfig(configFile) : {};
   const byDest = new Map(opts.flags.map((f) => [f.dest, f]));
   const unknownConfigKeys: string[] = [];
@@ -86,7 +129,7 @@ export function parseArgs(opts: {
     if (f) flagDefs[flagName(dest)].default = v;
     else if (!opts.positionals.some((p) => p.name === dest)) unknownConfigKeys.push(k);
   }
-  let y = buildYargs(opts.scriptName, opts.usage, opts.argv, {})
+  let y = buildYargs(opts.scriptName, opts.usage, argv, {})
     .option('config', { alias: 'c', type: 'string', default: '', describe: 'YAML config file specifying default arguments', group: 'Config:' })
     .options(flagDefs);
   if (opts.epilog) y = y.epilog(opts.epilog);

@@ -11,7 +11,8 @@ import { ProcessGroup, isDistError } from './group.js';
 import { UserError } from '../errors.js';
 
 export async function setupDistributed(args: Record<string, unknown>, logger: Logger): Promise<DistContext | null> {
-  const env = readDistEnv();
+  // timm: LOCAL_RANK from the environment when set, else --local_rank / --local-rank (PyTorch launchers pass it)
+  const env = readDistEnv(process.env, { localRankArg: (args.local_rank as number | null) ?? undefined });
   if (!env.distributed) return null;
   const timeoutMs = 1000 * ((args.dist_timeout as number | null) ?? 300);
   let group: ProcessGroup;

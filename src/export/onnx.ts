@@ -69,6 +69,8 @@ export interface OnnxExportOptions {
   imageSize?: number;
   /** Name recorded in the ModelProto's graph (default 'mambaout'). */
   graphName?: string;
+  /** More metadata_props (the model's class names and preprocessing: checkpoint/model_meta.ts onnxMetadataProps). */
+  metadata?: readonly { key: string; value: string }[];
 }
 
 /** Defaults (see the header for why). */
@@ -447,6 +449,7 @@ export function buildOnnxModel(config: OnnxModelConfig, stateDict: TensorMap, op
       { key: 'depths', value: depths.join(',') },
       { key: 'dims', value: dims.join(',') },
       { key: 'num_classes', value: String(numClasses) },
+      ...(opts.metadata ?? []).filter((p) => !['input_layout', 'depths', 'dims', 'num_classes'].includes(p.key)),
     ],
   });
 }

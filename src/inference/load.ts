@@ -1,12 +1,18 @@
 /**
- * Load a classifier for inference (validate, predict, demo): weights from --checkpoint or --pretrained, engine
+ * Load a classifier for inference (validate, predict, demo, export): weights from --checkpoint or --pretrained, engine
  * chosen by measurement: onnxruntime on CPU (about 20x faster than tfjs-wasm on 2 cores), tfjs on a GPU backend.
+ *
+ * A checkpoint describes itself (checkpoint/model_meta.ts): its architecture, classes, class names and eval
+ * preprocessing come from the file, so `--checkpoint F` alone is enough. `--model` may repeat the architecture;
+ * a different one is an error naming both. Without either, the model is DEFAULT_MODEL (mambaout_femto).
  */
-import { loadCheckpoint } from '../checkpoint/pth.js';
+import { loadCheckpoint, type CheckpointMeta } from '../checkpoint/pth.js';
 import type { TensorMap } from '../checkpoint/types.js';
+import { buildModelMeta, modelMetaFromSafetensors, metaDataDefaults, type ModelMeta } from '../checkpoint/model_meta.js';
 import { UserError } from '../errors.js';
 import { createModel } from '../models/mambaout.js';
-import { expectedModel, getModelConfig, type ModelConfig } from '../models/registry.js';
+import { DEFAULT_MODEL, MODEL_CONFIGS, expectedModel, getModelConfig, isModelName, listModels, namedArchitecture, type ModelConfig } from '../models/registry.js';
+import { resolveDataConfig, type ModelDataDefaults } from '../data/transforms/eval.js';
 import { initBackend, type BackendResult } from '../backend/index.js';
 import { resolvePretrained } from '../pretrained.js';
 import type { InferenceEngine } from '../engine/index.js';
@@ -15,7 +21,8 @@ export type EngineChoice = 'auto' | 'onnxruntime' | 'tfjs';
 export const ENGINE_CHOICES: readonly EngineChoice[] = ['auto', 'onnxruntime', 'tfjs'];
 
 export interface LoadOptions {
-  model: string;
+  /** `--model` as given; null/undefined: the checkpoint's architecture, else DEFAULT_MODEL. */
+  model?: string | null;
   checkpoint?: string;
   pretrained?: boolean;
   pretrainedPath?: string;
@@ -31,6 +38,12 @@ export interface LoadOptions {
 export interface LoadedClassifier {
   engine: InferenceEngine;
   config: ModelConfig;
+  /** What the checkpoint says about itself (null: release weights or a bare state dict). */
+  meta: ModelMeta | null;
+  /** Eval data defaults: the checkpoint's metadata, else the model's default_cfg. */
+  dataDefaults: ModelDataDefaults;
+  /** Class names from the checkpoint (null when it has none). */
+  classNames: string[] | null;
   numClasses: number;
   paramCount: number;
   /** Where the weights came from. */
@@ -46,12 +59,71 @@ export function stateDictClasses(sd: TensorMap): number | null {
   return b && b.shape.length === 1 ? b.shape[0] : null;
 }
 
-export async function readWeights(opts: LoadOptions): Promise<{ stateDict: TensorMap; source: string }> {
-  const config = getModelConfig(opts.model);
-  if (opts.checkpoint) {
-    const { stateDict } = await loadCheckpoint(opts.checkpoint, { useEma: opts.useEma ?? false, stateDictOnly: true, expect: expectedModel(config.name) });
-    return { stateDict, source: opts.checkpoint };
+export interface LoadedWeights {
+  stateDict: TensorMap;
+  source: string;
+  /** The model to build: --model, else the checkpoint's architecture, else DEFAULT_MODEL. */
+  architecture: string;
+  meta: ModelMeta | null;
+}
+
+/**
+ * The architecture to build: `requested` (--model) must agree with what the checkpoint `source` says it holds.
+ */
+export function resolveArchitecture(requested: string | null | undefined, found: string | null | undefined, source: string): string {
+  if (requested) getModelConfig(requested); // unknown --model: a UserError with "did you mean"
+  if (requested && found && requested !== found) {
+    throw new UserError(`--model ${requested} conflicts with the checkpoint ${source}, which holds a ${found} model; drop --model or pass --model ${found}`);
   }
+  const arch = requested || found || DEFAULT_MODEL;
+  if (!requested && found && !isModelName(found)) {
+    throw new UserError(`the checkpoint ${source} holds a '${found}' model, which mambaout does not have; known models: ${listModels().join(', ')}`);
+  }
+  return arch;
+}
+
+/**
+ * Metadata of a timm train.py checkpoint (`arch` + the pickled `args`): what the PyTorch run trained with.
+ * Null when the architecture is not one of ours or the args do not describe a usable data config.
+ */
+export function metaFromTimmCheckpoint(ck: CheckpointMeta, numClasses: number | null): ModelMeta | null {
+  const named = ck.arch ?? (typeof ck.args?.model === 'string' ? ck.args.model : undefined);
+  if (!named || !isModelName(named) || numClasses === null) return null;
+  const arch = named;
+  const a = ck.args ?? {};
+  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+  const nums = (v: unknown) => (Array.isArray(v) && v.every((x) => typeof x === 'number') ? (v as number[]) : null);
+  try {
+    const dc = resolveDataConfig(MODEL_CONFIGS[arch].defaultCfg, {
+      imgSize: num(a.img_size),
+      inputSize: nums(a.input_size),
+      cropPct: num(a.crop_pct),
+      mean: nums(a.mean),
+      std: nums(a.std),
+      interpolation: typeof a.interpolation === 'string' ? a.interpolation : null,
+    });
+    return buildModelMeta({ architecture: arch, numClasses, ...dc });
+  } catch {
+    return null; // args that do not make a data config: fall back to the model's defaults
+  }
+}
+
+export async function readWeights(opts: LoadOptions): Promise<LoadedWeights> {
+  if (opts.checkpoint) {
+    // The architecture is known only once the file is read: the general size caps apply (src/limits.ts), and a
+    // --model that disagrees is reported by name below.
+    const { stateDict, meta: ck } = await loadCheckpoint(opts.checkpoint, { useEma: opts.useEma ?? false, stateDictOnly: true });
+    const source = opts.checkpoint;
+    const meta = modelMetaFromSafetensors(ck.metadata, source) ?? metaFromTimmCheckpoint(ck, stateDictClasses(stateDict));
+    const architecture = resolveArchitecture(opts.model, meta?.architecture ?? namedArchitecture(ck.arch, stateDict), source);
+    const ckClasses = stateDictClasses(stateDict);
+    if (meta && ckClasses !== null && meta.num_classes !== ckClasses) {
+      throw new UserError(`the checkpoint ${source} says it has ${meta.num_classes} classes but its classifier has ${ckClasses}`);
+    }
+    return { stateDict, source, architecture, meta };
+  }
+  const architecture = resolveArchitecture(opts.model, null, '');
+  const config = getModelConfig(architecture);
   if (opts.pretrained || opts.pretrainedPath) {
     let sd: TensorMap | null = null;
     const file = await resolvePretrained(config.name, {
@@ -70,15 +142,16 @@ export async function readWeights(opts: LoadOptions): Promise<{ stateDict: Tenso
       },
     });
     if (!sd) sd = (await loadCheckpoint(file, { stateDictOnly: true, expect: expectedModel(config.name) })).stateDict;
-    return { stateDict: sd, source: file };
+    return { stateDict: sd, source: file, architecture, meta: null };
   }
-  throw new UserError(`no weights given for ${opts.model}: pass --checkpoint FILE or --pretrained`);
+  throw new UserError(`no weights given for ${architecture}: pass --checkpoint FILE or --pretrained`);
 }
 
 export async function loadClassifier(opts: LoadOptions): Promise<LoadedClassifier> {
-  const config = getModelConfig(opts.model);
-  const { stateDict, source } = await readWeights(opts);
+  const { stateDict, source, architecture, meta } = await readWeights(opts);
+  const config = getModelConfig(architecture);
   const ckClasses = stateDictClasses(stateDict);
+
   if (opts.numClasses != null && ckClasses != null && opts.numClasses !== ckClasses) {
     throw new UserError(`the checkpoint ${source} has ${ckClasses} classes but --num-classes is ${opts.numClasses}`);
   }
@@ -122,5 +195,9 @@ export async function loadClassifier(opts: LoadOptions): Promise<LoadedClassifie
     engine.name === 'onnxruntime'
       ? `engine: ${engine.describe()}; tfjs ${backend ? backend.message : 'not used'}`
       : `engine: ${engine.describe()}${why ? ` (${why})` : ''}; ${backend?.message ?? ''}`;
-  return { engine, config, numClasses, paramCount, source, description, backend };
+  return {
+    engine, config, numClasses, paramCount, source, description, backend, meta,
+    dataDefaults: meta ? metaDataDefaults(meta) : config.defaultCfg,
+    classNames: meta?.label_names ?? null,
+  };
 }

@@ -1,8 +1,8 @@
 /**
  * Classify images: the shared core of `mambaout-predict` and `mambaout-demo`.
  *
- * Pipeline per image, identical to validate (timm eval transform with the model's default cfg, i.e. 224 px,
- * crop_pct 1.0, bicubic, ImageNet mean/std, unless overridden):
+ * Pipeline per image, identical to validate (timm eval transform with the checkpoint's data config, or the model's
+ * default cfg — 224 px, crop_pct 1.0, bicubic, ImageNet mean/std — for release weights, unless overridden):
  *   decodeRGB (sharp, PIL-compatible) -> evalTransform (Resize + CenterCrop + Normalize, NHWC float32)
  *   -> engine.infer on a batch -> softmax over the logits (float64) -> top-k.
  *
@@ -14,8 +14,7 @@ import { readdir, realpath, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { UserError } from '../errors.js';
 import { DecodeError, decodeRGB, type DecodeOptions, type RGBImage } from '../data/decode.js';
-import { evalTransform, resolveDataConfig, type DataConfig, type ModelDataDefaults } from '../data/transforms/eval.js';
-import type { ModelConfig } from '../models/registry.js';
+import { evalTransform, resolveDataConfig, type DataConfig } from '../data/transforms/eval.js';
 import { loadClassifier, type LoadedClassifier, type LoadOptions } from './load.js';
 import { resolveClassNames } from './labels.js';
 
@@ -135,12 +134,6 @@ export async function collectImagePaths(inputs: readonly string[], opts: { onWar
   return out;
 }
 
-/** Model data defaults (timm default_cfg) of a registry entry, for resolveDataConfig. */
-export function modelDataDefaults(config: ModelConfig): ModelDataDefaults {
-  const d = config.defaultCfg;
-  return { inputSize: d.inputSize, interpolation: d.interpolation, mean: d.mean, std: d.std, cropPct: d.cropPct };
-}
-
 export interface PredictorOptions extends LoadOptions {
   /** --img-size: square input size (default: the model's, 224). */
   imgSize?: number | null;
@@ -180,12 +173,13 @@ export class Predictor {
   static async create(opts: PredictorOptions): Promise<Predictor> {
     const loaded = await loadClassifier(opts);
     try {
-      const dataConfig = resolveDataConfig(modelDataDefaults(loaded.config), {
+      // The checkpoint's own preprocessing and class names (it was trained with them); flags override.
+      const dataConfig = resolveDataConfig(loaded.dataDefaults, {
         imgSize: opts.imgSize,
         cropPct: opts.cropPct,
         interpolation: opts.interpolation,
       });
-      const names = resolveClassNames(loaded.numClasses, opts.classMap);
+      const names = opts.classMap ? resolveClassNames(loaded.numClasses, opts.classMap) : (loaded.classNames ?? resolveClassNames(loaded.numClasses));
       return new Predictor(loaded, dataConfig, names);
     } catch (e) {
       loaded.engine.dispose();

@@ -12,12 +12,15 @@ import { resolveSplit, scanImageFolder } from '../data/folder.js';
 import { resolveDataConfig, type DataConfig } from '../data/transforms/eval.js';
 import { DataLoader } from '../data/loader.js';
 import { loadClassifier, type EngineChoice } from './load.js';
+import { RealLabels, readValidLabels, selectColumns } from './real_labels.js';
 import { writeFileAtomic } from '../checkpoint/atomic.js';
+import { pyFixed, pyJson, pyRepr, pyRoundTo } from '../utils/pyformat.js';
 
 export interface ValidateArgs {
   data: string;
   split: string;
-  model: string;
+  /** --model as given; null: the checkpoint's architecture, else the default model. */
+  model: string | null;
   checkpoint: string;
   pretrained: boolean;
   pretrainedPath: string;
@@ -34,6 +37,10 @@ export interface ValidateArgs {
   classMap: string;
   logFreq: number;
   resultsFile: string;
+  /** --real-labels: ImageNet-ReaL json (''/absent = none). */
+  realLabels?: string;
+  /** --valid-labels: text file of class indices (''/absent = none). */
+  validLabels?: string;
   engine: EngineChoice;
   backend?: string;
   amp: boolean;
@@ -56,11 +63,32 @@ export interface ValidateResult {
   checkpoint?: string;
 }
 
-const round = (v: number, d: number): number => {
-  const f = 10 ** d;
-  return Math.round(v * f) / f;
-};
+const round = pyRoundTo; // Python's round(x, n)
 const padL = (s: string, n: number): string => s.padStart(n);
+
+/** Result fields that Python prints as floats (100.0, not 100). */
+export const RESULT_FLOAT_KEYS: ReadonlySet<string> = new Set(['top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'crop_pct', 'loss']);
+
+/** The results as validate.py prints them after `--result` (json.dumps, indent 4). */
+export function resultJson(result: ValidateResult | ValidateResult[]): string {
+  return pyJson(result, RESULT_FLOAT_KEYS, 4);
+}
+
+/**
+ * Folder labels -> the model's class indices by name, for a checkpoint that knows its class names: a validation
+ * folder holding some of the training classes is scored against the right outputs. Null when a folder class is not
+ * among the names (then the folder's own sorted order is used, as timm does).
+ */
+export function labelsByName(folderClasses: readonly string[], modelClasses: readonly string[]): Int32Array | null {
+  const index = new Map(modelClasses.map((c, i) => [c, i]));
+  const map = new Int32Array(folderClasses.length);
+  for (let i = 0; i < folderClasses.length; i++) {
+    const j = index.get(folderClasses[i]);
+    if (j === undefined) return null;
+    map[i] = j;
+  }
+  return map;
+}
 
 /** Cross-entropy (mean) and top-1/top-k hit counts of host logits [n, C] against labels. */
 export function scoreLogits(logits: Float32Array, labels: ArrayLike<number>, numClasses: number, k = 5): { lossSum: number; hit1: number; hitK: number } {
@@ -105,8 +133,10 @@ export async function validateOne(a: ValidateArgs, logger: Logger): Promise<Vali
     logger.info(classifier.description);
     if (a.amp) logger.warn(`--amp: ${engine.name} runs in float32 here (no half precision on this path); continuing in float32.`);
     logger.info(`Loaded ${a.checkpoint ? `checkpoint '${a.checkpoint}'` : `pretrained weights '${classifier.source}'`}`);
-    logger.info(`Model ${a.model} created, param count: ${classifier.paramCount}`);
-    const cfg: DataConfig = resolveDataConfig(classifier.config.defaultCfg, {
+    const modelName = classifier.config.name;
+    logger.info(`Model ${modelName} created, param count: ${classifier.paramCount}`);
+    // The checkpoint's own data config (input size, crop, mean/std); flags override as in timm.
+    const cfg: DataConfig = resolveDataConfig(classifier.dataDefaults, {
       imgSize: a.imgSize,
       inputSize: a.inputSize,
       cropPct: a.cropPct,
@@ -117,23 +147,32 @@ export async function validateOne(a: ValidateArgs, logger: Logger): Promise<Vali
     logger.info('Data processing configuration for current model + dataset:');
     logger.info(`\tinput_size: (${cfg.inputSize.join(', ')})`);
     logger.info(`\tinterpolation: ${cfg.interpolation}`);
-    logger.info(`\tmean: (${cfg.mean.join(', ')})`);
-    logger.info(`\tstd: (${cfg.std.join(', ')})`);
-    logger.info(`\tcrop_pct: ${Number.isInteger(cfg.cropPct) ? cfg.cropPct.toFixed(1) : cfg.cropPct}`);
+    logger.info(`\tmean: (${cfg.mean.map(pyRepr).join(', ')})`);
+    logger.info(`\tstd: (${cfg.std.map(pyRepr).join(', ')})`);
+    logger.info(`\tcrop_pct: ${pyRepr(cfg.cropPct)}`);
 
     if (!existsSync(a.data)) throw new UserError(`data folder '${a.data}' does not exist`);
     const root = resolveSplit(a.data, a.split);
     const ds = await scanImageFolder(root, { classMap: a.classMap || undefined });
-    if (!a.classMap && ds.classes.length !== numClasses) {
+    // --valid-labels: the logits are cut to these columns and the folder's labels index them (timm)
+    const validCols = a.validLabels ? await readValidLabels(a.validLabels, numClasses) : null;
+    const outClasses = validCols ? validCols.length : numClasses;
+    // A checkpoint that knows its class names maps the folder's classes by name (a subset of them included).
+    const byName = !a.classMap && !validCols && classifier.classNames ? labelsByName(ds.classes, classifier.classNames) : null;
+    if (byName) {
+      for (const smp of ds.samples) smp.label = byName[smp.label];
+      logger.info(`Matched the ${ds.classes.length} class folder(s) to the checkpoint's class names`);
+    } else if (!a.classMap && ds.classes.length !== outClasses) {
       throw new UserError(
-        `the dataset in ${root} has ${ds.classes.length} classes but the model has ${numClasses} (from the checkpoint or --num-classes); ` +
-          `pass --class-map to map folder names to the model's class indices`,
+        `the dataset in ${root} has ${ds.classes.length} classes but the model has ${outClasses}` +
+          `${validCols ? ' kept by --valid-labels' : ' (from the checkpoint or --num-classes)'}; pass --class-map to map folder names to the model's class indices`,
       );
     }
-    if (ds.classes.length > numClasses) {
-      throw new UserError(`the class map has ${ds.classes.length} classes but the model has ${numClasses}`);
+    if (ds.classes.length > outClasses) {
+      throw new UserError(`the class map has ${ds.classes.length} classes but the model has ${outClasses}${validCols ? ' kept by --valid-labels' : ''}`);
     }
     const [, H, W] = cfg.inputSize;
+    const real = a.realLabels ? await RealLabels.load(a.realLabels) : null;
     // timm runs one warm-up forward on random input before timing.
     await engine.infer(new Float32Array(Math.min(a.batchSize, 2) * H * W * 3), Math.min(a.batchSize, 2), H, W);
 
@@ -161,8 +200,10 @@ export async function validateOne(a: ValidateArgs, logger: Logger): Promise<Vali
       for await (const batch of loader) {
         batchIdx++;
         const n = batch.labels.length;
-        const logits = await engine.infer(batch.images, n, H, W);
-        const s = scoreLogits(logits, batch.labels, numClasses, 5);
+        const raw = await engine.infer(batch.images, n, H, W);
+        const logits = validCols ? selectColumns(raw, n, numClasses, validCols) : raw;
+        real?.addResult(logits, outClasses, batch.paths);
+        const s = scoreLogits(logits, batch.labels, outClasses, 5);
         lossSum += s.lossSum;
         hit1 += s.hit1;
         hit5 += s.hitK;
@@ -174,10 +215,11 @@ export async function validateOne(a: ValidateArgs, logger: Logger): Promise<Vali
         progress.update(1, n);
         if (batchIdx % a.logFreq === 0) {
           logger.info(
-            `Test: [${padL(String(batchIdx), 4)}/${loader.length}]  Time: ${dt.toFixed(3)}s (${avgT.toFixed(3)}s, ${padL((a.batchSize / avgT).toFixed(2), 7)}/s)  ` +
-              `Loss: ${padL((s.lossSum / n).toFixed(4), 7)} (${padL((lossSum / count).toFixed(4), 6)})  ` +
-              `Acc@1: ${padL(((100 * s.hit1) / n).toFixed(3), 7)} (${padL(((100 * hit1) / count).toFixed(3), 7)})  ` +
-              `Acc@5: ${padL(((100 * s.hitK) / n).toFixed(3), 7)} (${padL(((100 * hit5) / count).toFixed(3), 7)})`,
+            `Test: [${padL(String(batchIdx), 4)}/${loader.length}]  Time: ${pyFixed(dt, 3)}s (${pyFixed(avgT, 3)}s, ${padL(pyFixed(a.batchSize / avgT, 2), 7)}/s)  ` +
+              `Loss: ${padL(pyFixed(s.lossSum / n, 4), 7)} (${padL(pyFixed(lossSum / count, 4), 6)})  ` +
+              `Acc@1: ${padL(pyFixed((100 * s.hit1) / n, 3), 7)} (${padL(pyFixed((100 * hit1) / count, 3), 7)})  ` +
+              `Acc@5: ${padL(pyFixed((100 * s.hitK) / n, 3), 7)} (${padL(pyFixed((100 * hit5) / count, 3), 7)})`,
+            { event: 'validate_batch', step: batchIdx, steps: loader.length, loss: lossSum / count, top1: (100 * hit1) / count, top5: (100 * hit5) / count, img_per_sec: a.batchSize / avgT },
           );
         }
       }
@@ -187,10 +229,11 @@ export async function validateOne(a: ValidateArgs, logger: Logger): Promise<Vali
     }
     if (count === 0) throw new UserError(`no readable images in ${root} (${skippedPaths.length} skipped)`);
     const secs = (performance.now() - t0) / 1000;
-    const top1 = round((100 * hit1) / count, 4);
-    const top5 = round((100 * hit5) / count, 4);
+    // ReaL mode replaces top-1/top-5 at the end (timm); the loss stays the folder labels'.
+    const top1 = round(real ? real.accuracy(1) : (100 * hit1) / count, 4);
+    const top5 = round(real ? real.accuracy(5) : (100 * hit5) / count, 4);
     const result: ValidateResult = {
-      model: a.model,
+      model: modelName,
       top1,
       top1_err: round(100 - top1, 4),
       top5,
@@ -203,16 +246,22 @@ export async function validateOne(a: ValidateArgs, logger: Logger): Promise<Vali
       skipped: skippedPaths.length,
       loss: round(lossSum / count, 6),
     };
-    logger.info(` * Acc@1 ${top1.toFixed(3)} (${result.top1_err.toFixed(3)}) Acc@5 ${top5.toFixed(3)} (${result.top5_err.toFixed(3)})`);
-    logger.info(`${count} images in ${secs.toFixed(1)} s (${(count / secs).toFixed(1)} img/s)${skippedPaths.length ? `, ${skippedPaths.length} unreadable image(s) skipped` : ''}`);
+    logger.info(` * Acc@1 ${pyFixed(top1, 3)} (${pyFixed(result.top1_err, 3)}) Acc@5 ${pyFixed(top5, 3)} (${pyFixed(result.top5_err, 3)})`, {
+      event: 'validate_result', model: modelName, top1, top5, loss: result.loss, images: count,
+    });
+    logger.info(`${count} images in ${pyFixed(secs, 1)} s (${pyFixed(count / secs, 1)} img/s)${skippedPaths.length ? `, ${skippedPaths.length} unreadable image(s) skipped` : ''}`);
     return result;
   } finally {
     engine.dispose();
   }
 }
 
-/** Models named by `--model`: a name, 'all', a wildcard, or a text file with one name per line. */
-export async function expandModels(spec: string): Promise<{ names: string[]; bulk: boolean }> {
+/**
+ * Models named by `--model`: a name, 'all', a wildcard, or a text file with one name per line. No --model (null):
+ * one job whose model comes from the checkpoint (or the default model).
+ */
+export async function expandModels(spec: string | null): Promise<{ names: (string | null)[]; bulk: boolean }> {
+  if (spec === null || spec === '') return { names: [null], bulk: false };
   if (spec === 'all') return { names: listModels().filter((n) => n !== 'mambaout_test'), bulk: true };
   if (spec.includes('*')) {
     const names = listModels(spec);
@@ -233,10 +282,10 @@ export async function checkpointsIn(dir: string): Promise<string[]> {
   return files.map((f) => join(dir, f));
 }
 
-/** Write results as CSV (header = keys of the first result) or JSON, by extension; atomically. */
+/** Write results as CSV (header = keys of the first result) or JSON, by extension; atomically. Floats print as Python's. */
 export async function writeResults(file: string, results: ValidateResult[]): Promise<void> {
   if (extname(file).toLowerCase() === '.json') {
-    await writeFileAtomic(file, JSON.stringify(results, null, 4) + '\n');
+    await writeFileAtomic(file, resultJson(results) + '\n');
     return;
   }
   if (!results.length) {
@@ -244,10 +293,10 @@ export async function writeResults(file: string, results: ValidateResult[]): Pro
     return;
   }
   const keys = Object.keys(results[0]);
-  const esc = (v: unknown) => {
-    const s = v === undefined || v === null ? '' : String(v);
+  const esc = (k: string, v: unknown) => {
+    const s = v === undefined || v === null ? '' : typeof v === 'number' && RESULT_FLOAT_KEYS.has(k) ? pyRepr(v) : String(v);
     return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
   };
-  const lines = [keys.join(','), ...results.map((r) => keys.map((k) => esc((r as unknown as Record<string, unknown>)[k])).join(','))];
+  const lines = [keys.join(','), ...results.map((r) => keys.map((k) => esc(k, (r as unknown as Record<string, unknown>)[k])).join(','))];
   await writeFileAtomic(file, lines.join('\n') + '\n');
 }

@@ -15,7 +15,11 @@ export class Progress {
   private done = 0;
   private images = 0;
 
-  constructor(private readonly logger: Logger, total: number, label: string, fields = '') {
+  /**
+   * `fields`: extra columns with `{name}` placeholders, e.g. 'loss {loss} | lr {lr}'. Until the first update()
+   * brings their values they show '-' (cli-progress would print the literal `{loss}` in the first frame).
+   */
+  constructor(private readonly logger: Logger, total: number, label: string, fields = '', private readonly stream: NodeJS.WritableStream = process.stdout) {
     if (!logger.interactive) return;
     this.bar = new cliProgress.SingleBar(
       {
@@ -24,14 +28,16 @@ export class Progress {
         clearOnComplete: true,
         stopOnComplete: false,
         etaBuffer: 20,
-        stream: process.stdout,
+        stream: stream as NodeJS.WriteStream,
       },
       cliProgress.Presets.shades_classic,
     );
-    this.bar.start(total, 0, { rate: '0.0' });
+    const initial: ProgressPayload = { rate: '0.0' };
+    for (const m of fields.matchAll(/\{(\w+)\}/g)) initial[m[1]] = '-';
+    this.bar.start(total, 0, initial);
     logger.setInterceptor((line) => {
       // cli-progress redraws on the next update; clear the current line first.
-      process.stdout.write('\r\x1b[K' + line + '\n');
+      this.stream.write('\r\x1b[K' + line + '\n');
       this.bar?.render();
     });
     this.start = performance.now();

@@ -3,6 +3,7 @@
  */
 import { UserError } from '../errors.js';
 import type { ExpectedModel } from '../checkpoint/types.js';
+import { didYouMean } from '../utils/suggest.js';
 
 export interface DefaultCfg {
   url: string;
@@ -33,6 +34,12 @@ export interface ModelConfig {
   dims: number[];
   defaultCfg: DefaultCfg;
 }
+
+/**
+ * The model every CLI uses when neither --model nor a checkpoint names one. A stated deviation from timm, whose
+ * train.py defaults to resnet50 and validate.py to dpn92: neither exists here.
+ */
+export const DEFAULT_MODEL = 'mambaout_femto';
 
 const RELEASE = 'https://github.com/yuweihao/MambaOut/releases/download/model';
 const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
@@ -80,9 +87,31 @@ function escapeRe(s: string): string {
 export function getModelConfig(name: string): ModelConfig {
   const c = isModelName(name) ? MODEL_CONFIGS[name] : undefined;
   if (!c) {
-    throw new UserError(`unknown model '${name}'; known models: ${listModels().join(', ')}`);
+    throw new UserError(`unknown model '${name}'${didYouMean(name, listModels())}; known models: ${listModels().join(', ')}`);
   }
   return c;
+}
+
+/**
+ * The registered model whose shapes a bare state dict has (stage widths and block counts), or null. Lets a plain
+ * `.pth` / `.safetensors` state dict (e.g. a release file) name its architecture without --model.
+ */
+export function architectureOf(sd: ReadonlyMap<string, { shape: readonly number[] }>): string | null {
+  for (const [name, c] of Object.entries(MODEL_CONFIGS)) {
+    const widths = c.dims.every((d, i) => sd.get(i === 0 ? 'downsample_layers.0.conv2.weight' : `downsample_layers.${i}.conv.weight`)?.shape[0] === d);
+    const blocks = c.depths.every((n, st) => sd.has(`stages.${st}.${n - 1}.fc1.weight`) && !sd.has(`stages.${st}.${n}.fc1.weight`));
+    if (widths && blocks) return name;
+  }
+  return null;
+}
+
+/**
+ * The architecture a checkpoint without our metadata holds: its timm `arch` when that is one of ours, else what its
+ * shapes say, else the `arch` as written (an unknown name is then reported), else null.
+ */
+export function namedArchitecture(arch: string | null | undefined, sd: ReadonlyMap<string, { shape: readonly number[] }>): string | null {
+  if (arch && isModelName(arch)) return arch;
+  return architectureOf(sd) ?? arch ?? null;
 }
 
 /**

@@ -3,7 +3,10 @@
  *
  * Flow: args -> (distributed init) -> backend -> model (+ pretrained / initial checkpoint) -> data config ->
  * optimizer -> resume -> EMA -> broadcast weights -> scheduler -> datasets/loaders -> mixup -> loss -> output dir
- * (args.yaml, CheckpointSaver) -> epochs: train, validate (+EMA), scheduler step, summary.csv, checkpoint.
+ * (args.yaml, CheckpointSaver) -> epochs: train, validate (+EMA), scheduler step, summary.csv, curves.svg/png (curves.ts),
+ * checkpoint (with the model's metadata: architecture, classes and names, eval preprocessing).
+ * Log lines are timm's text with Python's number formatting; with --log-format json each also carries its numbers as
+ * fields (event, epoch, step, loss, lr, img_per_sec, top1, top5, ...).
  *
  * Randomness: every source is seeded from (--seed, rank, epoch), so 2 epochs straight equal 1 epoch + resume +
  * 1 epoch, and the same command twice on the cpu backend writes the same summary.csv.
@@ -18,9 +21,10 @@ import { Progress } from '../log/progress.js';
 import { Rng } from '../utils/rng.js';
 import { initBackend, releaseBackend, type BackendResult } from '../backend/index.js';
 import { createModel, type MambaOut } from '../models/mambaout.js';
-import { expectedModel, getModelConfig } from '../models/registry.js';
+import { expectedModel, getModelConfig, isModelName, namedArchitecture } from '../models/registry.js';
 import { loadCheckpoint } from '../checkpoint/pth.js';
-import { CheckpointSaver, readTrainCheckpoint, type TrainCheckpoint } from '../checkpoint/saver.js';
+import { CheckpointSaver, type TrainCheckpoint } from '../checkpoint/saver.js';
+import { buildModelMeta, type ModelMeta } from '../checkpoint/model_meta.js';
 import { writeError, writeFileAtomic } from '../checkpoint/atomic.js';
 import { resolvePretrained } from '../pretrained.js';
 import { resolveSplit, scanImageFolder, type ImageFolder } from '../data/folder.js';
@@ -29,12 +33,16 @@ import { DataLoader, type Batch } from '../data/loader.js';
 import { DistributedSampler, OrderedDistributedSampler, SequentialSampler, type Sampler } from '../data/sampler.js';
 import { Mixup, mixupActive } from '../data/mixup.js';
 import { eraseBatch } from '../data/transforms/erasing.js';
-import { createOptimizer, flattenOptimizerState, unflattenOptimizerState, type Optimizer, type ParamGroup, type NamedParameter, type OptimizerStateMeta } from './optim/index.js';
+import { createOptimizer, flattenOptimizerState, type Optimizer, type ParamGroup, type NamedParameter } from './optim/index.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
 import { createTrainLoss, crossEntropy, type TrainLoss } from './loss.js';
 import { dispatchClipGrad, type ClipMode } from './clip.js';
 import { ModelEmaV2 } from './ema.js';
 import { accuracyCounts, AverageMeter } from './metrics.js';
+import { readResumeCheckpoint, torchOptimizerToTfjsLayout, type ResumeState } from './resume.js';
+import { TrainingCurves } from './curves.js';
+import { checkNoPrefetcher, checkWorkerSeeding, distBnLogLine, trainAugPlan, ttaReduce, type TrainAugPlan } from './timm_flags.js';
+import { pyExp, pyFixed, pyG, pyRepr } from '../utils/pyformat.js';
 import { argsToYaml } from '../cli/parse.js';
 import type { DistContext } from '../distributed/context.js';
 
@@ -83,28 +91,7 @@ function timestamp(d = new Date()): string {
   return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
 }
 
-function fmtG(v: number, digits: number): string {
-  // Python's '{:#.Ng}': N significant digits, keep trailing zeros.
-  if (!Number.isFinite(v)) return String(v);
-  if (v === 0) return (0).toFixed(digits - 1);
-  const exp = Math.floor(Math.log10(Math.abs(v)));
-  if (exp < -4 || exp >= digits) {
-    const [m, e] = v.toExponential(digits - 1).split('e');
-    const en = Number(e);
-    return `${m}e${en < 0 ? '-' : '+'}${String(Math.abs(en)).padStart(2, '0')}`;
-  }
-  return v.toFixed(Math.max(digits - 1 - exp, 0));
-}
-
-function fmtE(v: number, digits: number): string {
-  const [m, e] = v.toExponential(digits).split('e');
-  const en = Number(e);
-  return `${m}e${en < 0 ? '-' : '+'}${String(Math.abs(en)).padStart(2, '0')}`;
-}
-
 const padL = (s: string | number, n: number): string => String(s).padStart(n);
-/** Python's repr of a float: 1 -> '1.0'. */
-const pyFloat = (v: number): string => (Number.isInteger(v) ? v.toFixed(1) : String(v));
 
 /** Normalize a uint8 NHWC batch into float32 (x - 255·mean) / (255·std), as timm's prefetcher. */
 export function normalizeBatch(u8: Uint8Array, mean: readonly number[], std: readonly number[], out?: Float32Array): Float32Array {
@@ -167,6 +154,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     throw new UserError(`--output '${outRoot}' is a file; give a folder (it is created when missing)`);
   }
   setMaxImagePixels(optNum(args, 'max_image_pixels'));
+  checkWorkerSeeding(str(args, 'worker_seeding'));
 
   // ---- datasets first: a missing folder should fail before any heavy work
   const dataDir = str(args, 'data_dir');
@@ -239,9 +227,17 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     log('Data processing configuration for current model + dataset:');
     log(`\tinput_size: (${dataConfig.inputSize.join(', ')})`);
     log(`\tinterpolation: ${dataConfig.interpolation}`);
-    log(`\tmean: (${dataConfig.mean.map(pyFloat).join(', ')})`);
-    log(`\tstd: (${dataConfig.std.map(pyFloat).join(', ')})`);
-    log(`\tcrop_pct: ${pyFloat(dataConfig.cropPct)}`);
+    log(`\tmean: (${dataConfig.mean.map(pyRepr).join(', ')})`);
+    log(`\tstd: (${dataConfig.std.map(pyRepr).join(', ')})`);
+    log(`\tcrop_pct: ${pyRepr(dataConfig.cropPct)}`);
+    // What every checkpoint of this run says about the model: predict/validate/export/demo need nothing else.
+    const modelMeta: ModelMeta = buildModelMeta({
+      ...dataConfig,
+      architecture: modelName,
+      numClasses,
+      numFeatures: mcfg.dims[mcfg.dims.length - 1],
+      classNames: Array.from({ length: numClasses }, (_, i) => trainSet.classes[i] ?? `class_${i}`),
+    });
 
     // ---- optimizer
     const betas = args.opt_betas as number[] | null;
@@ -258,19 +254,34 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     } else log('AMP not enabled. Training in float32.');
 
     // ---- resume
+    // (ours, or a timm train.py .pth.tar: a run started in PyTorch continues here; train/resume.ts)
     let resumeEpoch: number | null = null;
-    let resumed: TrainCheckpoint | null = null;
+    let resumed: ResumeState | null = null;
     if (str(args, 'resume')) {
       const file = str(args, 'resume');
       if (!existsSync(file)) throw new UserError(`--resume checkpoint '${file}' does not exist`);
-      resumed = await readTrainCheckpoint(file);
-      model.loadStateDict(resumed.stateDict);
-      if (!bool(args, 'no_resume_opt') && resumed.optimizer) {
-        optimizer.loadStateDict(unflattenOptimizerState(resumed.optimizer.tensors, resumed.optimizer.meta as OptimizerStateMeta));
-        log('Restoring optimizer state from checkpoint...');
+      resumed = await readResumeCheckpoint(file);
+      const held = namedArchitecture(resumed.arch, resumed.stateDict);
+      if (held && held !== modelName && isModelName(held)) {
+        throw new UserError(`--model ${modelName} conflicts with the checkpoint '${file}', which holds a ${held} model; pass --model ${held}`);
       }
-      resumeEpoch = resumed.version > 1 ? resumed.epoch + 1 : resumed.epoch;
-      log(`Loaded checkpoint '${file}' (epoch ${resumed.epoch})`);
+      if (resumed.kind === 'weights') {
+        model.loadStateDict(resumed.stateDict);
+        log(`Loaded checkpoint '${file}' (model weights only; no training state inside)`);
+      } else {
+        log('Restoring model state from checkpoint...');
+        model.loadStateDict(resumed.stateDict);
+        if (!bool(args, 'no_resume_opt') && resumed.optimizer) {
+          // torch's per-parameter state is in PyTorch layout: permute conv tensors to ours first
+          const kinds = new Map(model.parameterInfo().map((p) => [p.name, p.kind]));
+          const layout = optimizer.parameters().map((p) => ({ name: p.name, kind: kinds.get(p.name)!, shape: p.variable.shape }));
+          optimizer.loadStateDict(resumed.kind === 'timm' && resumed.optimizer instanceof Map ? torchOptimizerToTfjsLayout(resumed.optimizer, layout) : resumed.optimizer);
+          log('Restoring optimizer state from checkpoint...');
+        }
+        for (const k of resumed.ignored) log(`Not restoring '${k}' from the checkpoint: loss-scaler state has no use in float32 training`);
+        resumeEpoch = resumed.resumeEpoch;
+        log(`Loaded checkpoint '${file}' (epoch ${resumed.epoch})`);
+      }
     }
 
     // ---- EMA (after resume, before the weights are broadcast: timm's order)
@@ -315,6 +326,8 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
         decayEpochs: num(args, 'decay_epochs'),
         decayMilestones: args.decay_milestones as number[],
         decayRate: num(args, 'decay_rate'),
+        patienceEpochs: num(args, 'patience_epochs'),
+        evalMetric: str(args, 'eval_metric'),
       },
       optimizer,
     );
@@ -336,7 +349,17 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       cutmixAlpha: num(args, 'cutmix'),
       cutmixMinmax: (args.cutmix_minmax as [number, number] | null) ?? null,
     };
-    const useMixup = mixupActive(mixupArgs) && !bool(args, 'no_aug');
+    const aug = trainAugPlan({
+      noAug: bool(args, 'no_aug'),
+      mixupActive: mixupActive(mixupArgs), // timm keeps mixup/cutmix with --no-aug
+      trainInterpolation: str(args, 'train_interpolation'),
+      modelInterpolation: dataConfig.interpolation,
+      reprob: num(args, 'reprob'),
+      resplit: bool(args, 'resplit'),
+    });
+    const useMixup = aug.mixup;
+    const noPrefetcherNote = checkNoPrefetcher(bool(args, 'no_prefetcher'), useMixup);
+    if (noPrefetcherNote) log(noPrefetcherNote);
     const mixup = useMixup
       ? new Mixup({
           ...mixupArgs,
@@ -364,7 +387,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
         vflip: num(args, 'vflip'),
         aa: str(args, 'aa') || null,
         colorJitter: num(args, 'color_jitter'),
-        interpolation: str(args, 'train_interpolation'),
+        interpolation: aug.interpolation, // --no-aug or '': the model's (timm)
         noAug: bool(args, 'no_aug'),
         cropPct: null,
         mean: dataConfig.mean as [number, number, number],
@@ -413,22 +436,28 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     const state: LoopState = {
       args, logger, dist, model, params, optimizer, scheduler, ema, emaModel, mixup, trainLoss, trainLoader, evalLoader,
       dataConfig, numClasses, B, A, world, rank, stepsPerEpoch, seed, saver, isMain, log, ctx,
-      numEpochs, interrupted: false,
+      numEpochs, interrupted: false, modelMeta, aug,
     };
 
     let bestMetric: number | null = null;
     let bestEpoch: number | null = null;
     let epochsRun = 0;
     const summaryPath = outputDir ? join(outputDir, 'summary.csv') : '';
+    const curves = outputDir ? new TrainingCurves(outputDir, `${modelName} on ${dataDir}`) : null;
+    await curves?.seedFromSummary(summaryPath, startEpoch);
+    const distBnLine = distBnLogLine(str(args, 'dist_bn'), world);
+    // --model-ema-force-cpu: timm keeps the EMA but does not validate it (its metrics do not pick checkpoints)
+    const validateEma = !bool(args, 'model_ema_force_cpu');
     try {
       for (let epoch = startEpoch; epoch < numEpochs; epoch++) {
         trainLoader.setEpoch(epoch);
         const trainMetrics = await trainOneEpoch(epoch, state);
         if (state.interrupted) break;
-        let evalMetrics = await validate(model, evalLoader, state, '');
-        if (ema && emaModel) {
+        if (distBnLine) log(distBnLine); // MambaOut has no BatchNorm buffers: nothing to average
+        let evalMetrics = await validate(model, evalLoader, state, '', epoch);
+        if (ema && emaModel && validateEma) {
           copyEmaTo(ema, emaModel);
-          evalMetrics = await validate(emaModel, evalLoader, state, ' (EMA)');
+          evalMetrics = await validate(emaModel, evalLoader, state, ' (EMA)', epoch);
         }
         const metricValue = evalMetrics[evalMetric as keyof EvalMetrics];
         if (metricValue === undefined) throw new UserError(`--eval-metric '${evalMetric}' is not one of loss, top1, top5`);
@@ -436,6 +465,19 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
         epochsRun++;
         if (isMain && saver) {
           await appendSummary(summaryPath, epoch, trainMetrics.loss, evalMetrics, bestMetric === null);
+          if (curves) {
+            curves.add({ epoch, train_loss: trainMetrics.loss, eval_loss: evalMetrics.loss, eval_top1: evalMetrics.top1, eval_top5: evalMetrics.top5, lr: trainMetrics.lr });
+            try {
+              await curves.write();
+            } catch (e) {
+              logger.warn(`could not draw ${join(outputDir, 'curves.svg')}: ${(e as Error).message}`);
+            }
+          }
+          logger.info(
+            `Epoch ${epoch}: train_loss ${pyG(trainMetrics.loss, 4, true)}  eval_loss ${pyG(evalMetrics.loss, 4, true)}  ` +
+              `top1 ${pyFixed(evalMetrics.top1, 3)}  top5 ${pyFixed(evalMetrics.top5, 3)}  lr ${pyExp(trainMetrics.lr, 3)}`,
+            { event: 'epoch', epoch, train_loss: trainMetrics.loss, eval_loss: evalMetrics.loss, top1: evalMetrics.top1, top5: evalMetrics.top5, lr: trainMetrics.lr },
+          );
           const ck = await checkpointState(state, epoch);
           const r = await saver.saveCheckpoint(epoch, ck, metricValue);
           bestMetric = r.bestMetric;
@@ -450,7 +492,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       await trainLoader.close();
       await evalLoader.close();
     }
-    if (bestMetric !== null) log(`*** Best metric: ${bestMetric} (epoch ${bestEpoch})`);
+    if (bestMetric !== null) log(`*** Best metric: ${pyRepr(bestMetric)} (epoch ${bestEpoch})`);
     ema?.dispose();
     emaModel?.dispose();
     optimizer.dispose();
@@ -497,6 +539,8 @@ interface LoopState {
   ctx: TrainContext;
   numEpochs: number;
   interrupted: boolean;
+  modelMeta: ModelMeta;
+  aug: TrainAugPlan;
 }
 
 async function checkpointState(s: LoopState, epoch: number, extra: Record<string, unknown> = {}): Promise<TrainCheckpoint> {
@@ -517,26 +561,27 @@ async function checkpointState(s: LoopState, epoch: number, extra: Record<string
     stateDictEma: ema,
     optimizer: { tensors: opt.tensors, meta: opt.meta },
     extra,
+    modelMeta: s.modelMeta,
   };
 }
 
 async function appendSummary(path: string, epoch: number, trainLoss: number, ev: EvalMetrics, writeHeader: boolean): Promise<void> {
   let text = '';
   if (writeHeader) text += 'epoch,train_loss,eval_loss,eval_top1,eval_top5\n';
-  text += `${epoch},${trainLoss},${ev.loss},${ev.top1},${ev.top5}\n`;
+  text += `${epoch},${pyRepr(trainLoss)},${pyRepr(ev.loss)},${pyRepr(ev.top1)},${pyRepr(ev.top5)}\n`;  // csv writes str(float)
   // Append by rewriting atomically: a crash never leaves a half-written row.
   const prev = existsSync(path) ? await fsp.readFile(path, 'utf8') : '';
   await writeFileAtomic(path, prev + text);
 }
 
-async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: number }> {
+async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: number; lr: number }> {
   const { args, model, params, optimizer, mixup, trainLoss, dataConfig, numClasses, A, world, stepsPerEpoch } = s;
   const mixupOff = num(args, 'mixup_off_epoch');
   if (mixup && mixupOff > 0 && epoch >= mixupOff) mixup.mixupEnabled = false;
   const mixRng = new Rng(streamSeed(STREAM.mixup, s.seed, s.rank, epoch));
   const eraseRng = new Rng(streamSeed(STREAM.erase, s.seed, s.rank, epoch));
   model.rng.seed(streamSeed(STREAM.droppath, s.seed, s.rank, epoch));
-  const reprob = num(args, 'reprob');
+  const reprob = s.aug.reprob;
   const smoothing = num(args, 'smoothing');
   const logInterval = Math.max(1, num(args, 'log_interval'));
   const recoveryInterval = num(args, 'recovery_interval');
@@ -578,8 +623,9 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
         softTargets = smoothedOneHot(batch.labels, numClasses, smoothing);
       }
       const x = normalizeBatch(images, dataConfig.mean, dataConfig.std);
-      if (reprob > 0 && !bool(args, 'no_aug')) {
-        eraseBatch(x, n, H, W, 3, { probability: reprob, mode: str(args, 'remode') as 'pixel' | 'rand' | 'const', maxCount: num(args, 'recount') }, eraseRng);
+      if (reprob > 0) {
+        // --resplit: the first half of the batch is not erased (timm re_num_splits = num_aug_splits or 2)
+        eraseBatch(x, n, H, W, 3, { probability: reprob, mode: str(args, 'remode') as 'pixel' | 'rand' | 'const', maxCount: num(args, 'recount'), numSplits: s.aug.eraseSplits }, eraseRng);
       }
 
       const updateGrad = (batchIdx + 1) % A === 0;
@@ -636,15 +682,21 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
           losses.update(shown, n);
         }
         const pct = (100 * batchIdx) / Math.max(lenLoader - 1, 1);
-        s.log(
-          `Train: ${epoch} [${padL(batchIdx, 4)}/${lenLoader} (${padL(pct.toFixed(0), 3)}%)]  ` +
-            `Loss: ${fmtG(shown, 4)} (${fmtG(losses.avg, 3)})  ` +
-            `Time: ${batchTime.val.toFixed(3)}s, ${padL(((n * world) / batchTime.val).toFixed(2), 7)}/s  ` +
-            `(${batchTime.avg.toFixed(3)}s, ${padL(((n * world) / batchTime.avg).toFixed(2), 7)}/s)  ` +
-            `LR: ${fmtE(lr, 3)}  Data: ${dataTime.val.toFixed(3)} (${dataTime.avg.toFixed(3)})`,
-        );
+        if (s.isMain) {
+          s.logger.info(
+            `Train: ${epoch} [${padL(batchIdx, 4)}/${lenLoader} (${padL(pyFixed(pct, 0), 3)}%)]  ` +
+              `Loss: ${pyG(shown, 4, true)} (${pyG(losses.avg, 3, true)})  ` +
+              `Time: ${pyFixed(batchTime.val, 3)}s, ${padL(pyFixed((n * world) / batchTime.val, 2), 7)}/s  ` +
+              `(${pyFixed(batchTime.avg, 3)}s, ${padL(pyFixed((n * world) / batchTime.avg, 2), 7)}/s)  ` +
+              `LR: ${pyExp(lr, 3)}  Data: ${pyFixed(dataTime.val, 3)} (${pyFixed(dataTime.avg, 3)})`,
+            {
+              event: 'train', epoch, step: batchIdx, steps: lenLoader, loss: shown, loss_avg: losses.avg, lr,
+              img_per_sec: (n * world) / batchTime.val, batch_time: batchTime.val, data_time: dataTime.val,
+            },
+          );
+        }
       }
-      progress?.update(1, n * world, { loss: losses.avg.toFixed(4), lr: fmtE(lr, 3) });
+      progress?.update(1, n * world, { loss: pyFixed(losses.avg, 4), lr: pyExp(lr, 3) });
       const stop = s.ctx.stopRequested?.() ?? false;
       if (s.saver && recoveryInterval > 0 && (lastBatch || (batchIdx + 1) % recoveryInterval === 0) && updateGrad) {
         await s.saver.saveRecovery(epoch, batchIdx, await checkpointState(s, epoch, { batch_idx: batchIdx }));
@@ -665,7 +717,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
     await iterator.return?.(undefined);
     if (accum) for (const t of accum.values()) t.dispose();
   }
-  return { loss: losses.avg };
+  return { loss: losses.avg, lr: optimizer.meanLr };
 }
 
 /** PyTorch output axis of a parameter in its tfjs layout (for AGC unit-wise norms). */
@@ -678,7 +730,7 @@ function outAxisOf(model: MambaOut, name: string, rank: number): number {
   return 0; // Linear [out, in] and 1-D tensors: PyTorch layout
 }
 
-async function validate(model: MambaOut, loader: DataLoader<Float32Array>, s: LoopState, suffix: string): Promise<EvalMetrics> {
+async function validate(model: MambaOut, loader: DataLoader<Float32Array>, s: LoopState, suffix: string, epoch: number): Promise<EvalMetrics> {
   const losses = new AverageMeter();
   const top1 = new AverageMeter();
   const top5 = new AverageMeter();
@@ -690,18 +742,23 @@ async function validate(model: MambaOut, loader: DataLoader<Float32Array>, s: Lo
   let batchIdx = -1;
   const progress = s.isMain ? new Progress(s.logger, loader.length, `Test${suffix}`) : null;
   const k5 = Math.min(5, s.numClasses);
+  const tta = Math.max(0, Math.floor(num(s.args, 'tta') || 0));
   try {
     for await (const batch of loader) {
       batchIdx++;
       const n = batch.labels.length;
+      let kept = n; // rows scored: n, or n / --tta groups
       const [lossT, counts] = tf.tidy(() => {
-        const logits = model.forward(tf.tensor4d(batch.images, [n, H, W, 3]));
-        return [crossEntropy(logits, batch.labels), accuracyCounts(logits, batch.labels, [1, k5])];
+        const full = model.forward(tf.tensor4d(batch.images, [n, H, W, 3])) as tf.Tensor2D;
+        // --tta k: mean of each k consecutive outputs against every k-th label (timm 0.6.11 validate())
+        const { logits, labels } = ttaReduce(full, batch.labels, tta);
+        kept = labels.length;
+        return [crossEntropy(logits, labels), accuracyCounts(logits, labels, [1, k5])];
       });
       const lossV = (await lossT.data())[0];
       const c = await counts.data();
       tf.dispose([lossT, counts]);
-      let vals = [lossV, (100 * c[0]) / n, (100 * c[1]) / n];
+      let vals = [lossV, (100 * c[0]) / kept, (100 * c[1]) / kept];
       if (s.dist && s.world > 1) vals = await s.dist.allreduceScalars(vals, 'avg');
       losses.update(vals[0], n);
       top1.update(vals[1], n);
@@ -710,12 +767,15 @@ async function validate(model: MambaOut, loader: DataLoader<Float32Array>, s: Lo
       end = performance.now();
       progress?.update(1, n * s.world);
       if (batchIdx === lastIdx || batchIdx % logInterval === 0) {
-        s.log(
-          `Test${suffix}: [${padL(batchIdx, 4)}/${lastIdx}]  Time: ${batchTime.val.toFixed(3)} (${batchTime.avg.toFixed(3)})  ` +
-            `Loss: ${padL(losses.val.toFixed(4), 7)} (${padL(losses.avg.toFixed(4), 6)})  ` +
-            `Acc@1: ${padL(top1.val.toFixed(4), 7)} (${padL(top1.avg.toFixed(4), 7)})  ` +
-            `Acc@5: ${padL(top5.val.toFixed(4), 7)} (${padL(top5.avg.toFixed(4), 7)})`,
-        );
+        if (s.isMain) {
+          s.logger.info(
+            `Test${suffix}: [${padL(batchIdx, 4)}/${lastIdx}]  Time: ${pyFixed(batchTime.val, 3)} (${pyFixed(batchTime.avg, 3)})  ` +
+              `Loss: ${padL(pyFixed(losses.val, 4), 7)} (${padL(pyFixed(losses.avg, 4), 6)})  ` +
+              `Acc@1: ${padL(pyFixed(top1.val, 4), 7)} (${padL(pyFixed(top1.avg, 4), 7)})  ` +
+              `Acc@5: ${padL(pyFixed(top5.val, 4), 7)} (${padL(pyFixed(top5.avg, 4), 7)})`,
+            { event: suffix ? 'eval_ema' : 'eval', epoch, step: batchIdx, steps: loader.length, loss: losses.avg, top1: top1.avg, top5: top5.avg },
+          );
+        }
       }
     }
   } finally {

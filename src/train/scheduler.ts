@@ -1,5 +1,5 @@
 /**
- * Learning-rate schedulers as in timm 0.6.11 (timm/scheduler/*): cosine, tanh, step, multistep, poly,
+ * Learning-rate schedulers as in timm 0.6.11 (timm/scheduler/*): cosine, tanh, step, multistep, poly, plateau,
  * and `createScheduler(args, optimizer)` (timm's create_scheduler).
  *
  * timm semantics:
@@ -132,14 +132,14 @@ export abstract class Scheduler {
     return this.warmupSteps.map((s) => this.warmupLrInit + t * s);
   }
 
-  private isApplyNoise(t: number): boolean {
+  protected isApplyNoise(t: number): boolean {
     const r = this.noiseRangeT;
     if (r === null) return false;
     if (Array.isArray(r)) return r[0] <= t && t < r[1];
     return t >= r;
   }
 
-  private calculateNoise(t: number): number {
+  protected calculateNoise(t: number): number {
     const rng = new Rng(this.noiseSeed + t);
     if (this.noiseType === 'normal') {
       for (;;) {
@@ -351,7 +351,103 @@ function bisectRight(a: readonly number[], x: number): number {
   return lo;
 }
 
-export const SUPPORTED_SCHEDULERS = ['cosine', 'tanh', 'step', 'multistep', 'poly'] as const;
+/**
+ * timm 0.6.11 PlateauLRScheduler (timm/scheduler/plateau_lr.py): linear warmup, then torch's ReduceLROnPlateau
+ * on the eval metric (`--sched plateau`, `--patience-epochs`, `--decay-rate`, `--min-lr`):
+ *
+ *   step(epoch, metric):  epoch <= warmup_t -> lr = warmup_lr_init + epoch · (base - warmup_lr_init) / warmup_t
+ *                         else: undo last epoch's noise, then ReduceLROnPlateau.step(metric): the metric improves
+ *                         when it beats the best by a relative 1e-4 (mode 'max' for top-1, 'min' when the eval
+ *                         metric is a loss); after more than `patience` epochs without improvement every group's
+ *                         lr becomes max(lr · decay_rate, min_lr) (changes under 1e-8 are skipped) and the bad-epoch
+ *                         count restarts; then noise (when in range) perturbs the lr for one epoch.
+ *
+ * Unlike the other schedules it has state (best metric, bad epochs), which timm does not save in checkpoints either:
+ * a resumed run starts counting afresh from the lr stored in the optimizer state. Where timm fails on resume past the
+ * warmup (ReduceLROnPlateau.step(None)), a step without a metric here leaves the lr as it is.
+ */
+export interface PlateauOptions extends SchedulerCommonOptions {
+  decayRate?: number;
+  patienceT?: number;
+  threshold?: number;
+  cooldownT?: number;
+  lrMin?: number;
+  mode?: 'min' | 'max';
+}
+
+export class PlateauLRScheduler extends Scheduler {
+  readonly decayRate: number;
+  readonly patienceT: number;
+  readonly threshold: number;
+  readonly cooldownT: number;
+  readonly lrMin: number;
+  readonly mode: 'min' | 'max';
+  private best: number;
+  private numBadEpochs = 0;
+  private cooldownCounter = 0;
+  private restoreLr: number[] | null = null;
+
+  constructor(optimizer: Schedulable, opts: PlateauOptions) {
+    super(optimizer, { ...opts, tInEpochs: true });
+    this.decayRate = opts.decayRate ?? 0.1;
+    this.patienceT = opts.patienceT ?? 10;
+    this.threshold = opts.threshold ?? 1e-4;
+    this.cooldownT = opts.cooldownT ?? 0;
+    this.lrMin = opts.lrMin ?? 0;
+    this.mode = opts.mode ?? 'max';
+    if (!(this.decayRate < 1)) throw new UserError(`--decay-rate for the plateau schedule must be < 1, got ${this.decayRate}`);
+    if (!Number.isInteger(this.patienceT) || this.patienceT < 0) throw new UserError(`--patience-epochs must be a whole number >= 0, got ${this.patienceT}`);
+    this.best = this.mode === 'max' ? -Infinity : Infinity;
+    this.initWarmup();
+  }
+
+  /** Only the warmup part is a function of t; after it the lr depends on the metrics seen. */
+  protected getLr(t: number): number[] {
+    return this.warmupLr(t);
+  }
+
+  private isBetter(a: number): boolean {
+    return this.mode === 'max' ? a > this.best * (1 + this.threshold) : a < this.best * (1 - this.threshold);
+  }
+
+  override step(epoch: number, metric?: number): void {
+    this.metric = metric;
+    if (epoch <= this.warmupT) {
+      this.updateGroups(this.warmupLr(epoch));
+      return;
+    }
+    if (this.restoreLr) {
+      this.optimizer.paramGroups.forEach((g, i) => (g.lr = this.restoreLr![i]));
+      this.restoreLr = null;
+    }
+    if (metric === undefined || !Number.isFinite(metric)) return;
+    if (this.isBetter(metric)) {
+      this.best = metric;
+      this.numBadEpochs = 0;
+    } else {
+      this.numBadEpochs++;
+    }
+    if (this.cooldownCounter > 0) {
+      this.cooldownCounter--;
+      this.numBadEpochs = 0;
+    }
+    if (this.numBadEpochs > this.patienceT) {
+      for (const g of this.optimizer.paramGroups) {
+        const next = Math.max(g.lr * this.decayRate, this.lrMin);
+        if (g.lr - next > 1e-8) g.lr = next;
+      }
+      this.cooldownCounter = this.cooldownT;
+      this.numBadEpochs = 0;
+    }
+    if (this.isApplyNoise(epoch)) {
+      const noise = this.calculateNoise(epoch);
+      this.restoreLr = this.optimizer.paramGroups.map((g) => g.lr);
+      for (const g of this.optimizer.paramGroups) g.lr = g.lr + g.lr * noise;
+    }
+  }
+}
+
+export const SUPPORTED_SCHEDULERS = ['cosine', 'tanh', 'step', 'multistep', 'poly', 'plateau'] as const;
 
 /** timm train.py's scheduler arguments (yargs camelCase of the flag names). Absent values take train.py defaults. */
 export interface SchedulerArgs {
@@ -373,6 +469,10 @@ export interface SchedulerArgs {
   decayEpochs?: number;
   decayMilestones?: number[];
   decayRate?: number;
+  /** `--patience-epochs` (plateau only). */
+  patienceEpochs?: number;
+  /** `--eval-metric`: the plateau schedule minimises when it names a loss, else maximises (timm). */
+  evalMetric?: string;
 }
 
 /**
@@ -431,9 +531,15 @@ export function createScheduler(
       return { scheduler: new StepLRScheduler(optimizer, { ...common, decayT: args.decayEpochs ?? 100, decayRate }), numEpochs };
     case 'multistep':
       return { scheduler: new MultiStepLRScheduler(optimizer, { ...common, decayT: args.decayMilestones ?? [30, 60], decayRate }), numEpochs };
+    case 'plateau':
+      return {
+        scheduler: new PlateauLRScheduler(optimizer, {
+          ...common, decayRate, patienceT: args.patienceEpochs ?? 10, lrMin: minLr, cooldownT: 0,
+          mode: (args.evalMetric ?? 'top1').includes('loss') ? 'min' : 'max',
+        }),
+        numEpochs,
+      };
     default:
-      throw new UserError(
-        `Unknown or unsupported scheduler '${args.sched}'; supported: ${SUPPORTED_SCHEDULERS.join(', ')} (plateau is not implemented).`,
-      );
+      throw new UserError(`Unknown or unsupported scheduler '${args.sched}'; supported: ${SUPPORTED_SCHEDULERS.join(', ')}.`);
   }
 }

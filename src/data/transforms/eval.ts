@@ -17,6 +17,7 @@
  * Output layout is NHWC (H·W·3) because the tfjs model takes NHWC.
  */
 import { UserError } from '../../errors.js';
+import { pyRound as roundHalfEven } from '../../utils/pyformat.js';
 import { INTERPOLATIONS, resizeRGB, type Interpolation, type RGBImage, type Region } from './resize.js';
 
 export const IMAGENET_DEFAULT_MEAN: readonly [number, number, number] = [0.485, 0.456, 0.406];
@@ -141,14 +142,8 @@ export function resolveDataConfig(model: ModelDataDefaults = {}, args: DataConfi
   };
 }
 
-/** Python's round() for x.0 / x.5 values: half to even. */
-export function roundHalfEven(x: number): number {
-  const f = Math.floor(x);
-  const d = x - f;
-  if (d > 0.5) return f + 1;
-  if (d < 0.5) return f;
-  return f % 2 === 0 ? f : f + 1;
-}
+/** Python's round(): half to even (one definition, in utils/pyformat.ts). */
+export { roundHalfEven };
 
 /** Size [width, height] that timm's eval Resize produces for an image of `w`×`h`. */
 export function evalResizeSize(w: number, h: number, cfg: Pick<DataConfig, 'inputSize' | 'cropPct'>): [number, number] {

@@ -36,14 +36,8 @@ const f32 = Math.fround;
 // Python number semantics
 // ---------------------------------------------------------------------------------------------
 
-/** Python 3 `round(x)`: nearest integer, ties to even. */
-export function pyRound(x: number): number {
-  const f = Math.floor(x);
-  const d = x - f;
-  if (d > 0.5) return f + 1;
-  if (d < 0.5) return f;
-  return f % 2 === 0 ? f : f + 1;
-}
+/** Python 3 `round(x)`: nearest integer, ties to even (one definition, in utils/pyformat.ts). */
+export { pyRound } from '../../utils/pyformat.js';
 
 /** Python `round(x, 15)` (correctly rounded decimal rounding, then the nearest double). */
 export function pyRound15(x: number): number {
