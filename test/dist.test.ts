@@ -7,7 +7,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -262,9 +262,22 @@ describe('process group over sockets', () => {
     await assert.rejects(ProcessGroup.init({ rank: 2, worldSize: 2 }), /rank 2 is out of range for world size 2/);
   });
 
-  for (const W of [1, 2, 3, 4]) {
-    test(`collectives with ${W} process(es): exact results, bit-identical on all ranks`, async () => {
-      const res = await runRanks(W, 'collectives', W === 3 ? { DIST_TRANSPORT: 'tcp' } : {});
+  // W=2: shared memory with a 1 MiB inbox (payloads of 200-260 KB wrap around the ring buffer and wait for
+  // acknowledgements; the 2 MB ones travel inline, in order with the others);
+  // W=3: TCP; W=4: shared memory with the default inbox; W=2 again over plain unix sockets.
+  const shm = process.platform === 'linux';
+  const cases: { W: number; env: Record<string, string>; socket: string; shm: boolean }[] = [
+    { W: 1, env: {}, socket: '', shm: false },
+    { W: 2, env: { DIST_SHM_BYTES: String(1024 * 1024) }, socket: 'unix', shm },
+    { W: 2, env: { DIST_TRANSPORT: 'unix' }, socket: 'unix', shm: false },
+    { W: 3, env: { DIST_TRANSPORT: 'tcp' }, socket: 'tcp', shm: false },
+    { W: 4, env: {}, socket: 'unix', shm },
+  ];
+  for (const c of cases) {
+    const via = c.W === 1 ? '' : c.shm ? ' over shared memory' : ` over ${c.socket} sockets`;
+    test(`collectives with ${c.W} process(es)${via}: exact results, bit-identical on all ranks`, async () => {
+      const W = c.W;
+      const res = await runRanks(W, 'collectives', c.env);
       for (let r = 0; r < W; r++) {
         const o = res[r];
         assert.equal(o.code, 0, `rank ${r} exit ${o.code} ${o.signal}\n${o.stderr}`);
@@ -273,10 +286,14 @@ describe('process group over sockets', () => {
         assert.ok((o.json.checks as number) > 100);
         assert.deepEqual(o.json.hashes, res[0].json!.hashes, `rank ${r} results differ from rank 0's`);
         if (W > 1) {
-          const want = W === 3 ? 'tcp' : process.platform === 'win32' ? 'tcp' : 'unix';
+          const want = process.platform === 'win32' ? 'tcp' : c.socket;
           assert.deepEqual(o.json.transport, { left: want, right: want });
+          assert.deepEqual(o.json.sharedMemory, { left: c.shm, right: c.shm });
+          if (c.shm) assert.ok((o.json.shmBytes as number) > 4e6, `rank ${r}: ${o.json.shmBytes} bytes through shared memory`);
+          else assert.equal(o.json.shmBytes, 0);
         }
       }
+      if (c.shm) assert.deepEqual(readdirSync('/dev/shm').filter((f) => f.startsWith('mambaout-dist-')), [], 'mailbox files are removed');
     });
   }
 

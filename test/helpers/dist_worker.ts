@@ -151,7 +151,7 @@ async function collectives(g: ProcessGroup): Promise<void> {
   });
   expectEq('async scalars', await scal, [(W * (W + 1)) / 2]);
   expectEq('async broadcast', Array.from(bc), [7, 8, 9]);
-  out({ checks, failures, hashes, transport: g.transport });
+  out({ checks, failures, hashes, transport: g.transport, sharedMemory: g.sharedMemory, shmBytes: g.sharedMemoryBytes });
 }
 
 async function main(): Promise<void> {
@@ -164,7 +164,8 @@ async function main(): Promise<void> {
       masterPort: Number(process.env.MASTER_PORT),
       timeoutMs,
       initTimeoutMs,
-      transport: process.env.DIST_TRANSPORT === 'tcp' ? 'tcp' : 'auto',
+      transport: (['tcp', 'unix'].includes(process.env.DIST_TRANSPORT ?? '') ? process.env.DIST_TRANSPORT : 'auto') as 'tcp' | 'unix' | 'auto',
+      shmBytes: process.env.DIST_SHM_BYTES ? Number(process.env.DIST_SHM_BYTES) : undefined,
     });
   } catch (e) {
     out({ phase: 'init', ...errInfo(e) });
