@@ -68,7 +68,7 @@ import {
   type PayloadSink,
 } from './transport.js';
 
-export { DistError, isDistError } from './transport.js';
+export { DistError, isDistError, reduceClock } from './transport.js';
 export type { ReduceOp, ScalarReduceOp } from './allreduce.js';
 export type { TransportKind } from './tcp.js';
 
@@ -205,6 +205,14 @@ export class ProcessGroup {
   /** Socket kinds of the ring edges, e.g. { left: 'unix', right: 'unix' } (null for world size 1). */
   get transport(): { left: 'tcp' | 'unix'; right: 'tcp' | 'unix' } | null {
     return this.ring ? { left: this.ring.left.via, right: this.ring.right.via } : null;
+  }
+
+  /**
+   * Send payloads through shared memory where the ring edge has a mailbox (default true); false sends them over the
+   * socket as before (benchmarks compare both in one process). Receiving handles either at any time.
+   */
+  set useSharedMemory(on: boolean) {
+    if (this.ring) this.ring.right.shmEnabled = on;
   }
 
   /** Payload bytes this rank has moved through shared memory so far (sent plus received). */

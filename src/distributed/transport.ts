@@ -258,8 +258,19 @@ function getSimd(): SimdKernels | null {
   return simd;
 }
 
+/** Time spent in the reduction kernels (addF32, divideF32), for the per-step breakdown; counted while `on`. */
+export const reduceClock = { on: false, ms: 0 };
+
 /** dst[i] += src[i] for i < src.length (IEEE float32 sums; SIMD when available). */
 export function addF32(dst: Float32Array, src: Float32Array): void {
+  if (reduceClock.on) {
+    const t0 = performance.now();
+    addF32Kernel(dst, src);
+    reduceClock.ms += performance.now() - t0;
+  } else addF32Kernel(dst, src);
+}
+
+function addF32Kernel(dst: Float32Array, src: Float32Array): void {
   const n = src.length;
   const k = getSimd();
   if (!k || n < 64) {
@@ -279,6 +290,14 @@ export function addF32(dst: Float32Array, src: Float32Array): void {
 
 /** a[i] = a[i] / w (IEEE float32 quotients, the same bits as `a[i] / w` in JS; SIMD when available). */
 export function divideF32(a: Float32Array, w: number): void {
+  if (reduceClock.on) {
+    const t0 = performance.now();
+    divideF32Kernel(a, w);
+    reduceClock.ms += performance.now() - t0;
+  } else divideF32Kernel(a, w);
+}
+
+function divideF32Kernel(a: Float32Array, w: number): void {
   const n = a.length;
   const k = getSimd();
   if (!k || n < 64) {
@@ -441,6 +460,8 @@ export class Link {
   private shmScratch: Uint8Array | null = null;
   /** Payload bytes moved through shared memory (both directions), for benchmarks. */
   shmBytes = 0;
+  /** Send large payloads through the mailbox when there is one (false: inline, as over a plain socket). */
+  shmEnabled = true;
 
   constructor(opts: LinkOptions) {
     this.peer = opts.peer;
@@ -704,7 +725,7 @@ export class Link {
       }
       const f = this.outQueue[0];
       const length = f.payload ? f.payload.length : 0;
-      if (out && f.payload && out.fits(length)) {
+      if (out && this.shmEnabled && f.payload && out.fits(length)) {
         if (!out.hasRoom(length)) return; // an Ack will call pump() again
         try {
           out.write(f.payload);

@@ -35,7 +35,7 @@ import { dispatchClipGrad, type ClipMode } from './clip.js';
 import { ModelEmaV2 } from './ema.js';
 import { accuracyCounts, AverageMeter } from './metrics.js';
 import { argsToYaml } from '../cli/parse.js';
-import type { DistContext } from '../distributed/context.js';
+import type { DistributedDataParallel } from './ddp.js';
 
 export type Args = Record<string, unknown>;
 
@@ -65,7 +65,7 @@ export interface TrainResult {
 
 export interface TrainContext {
   logger: Logger;
-  dist: DistContext | null;
+  dist: DistributedDataParallel | null;
   /** Set by a SIGINT/SIGTERM handler: stop at the next micro-batch boundary after saving a recovery checkpoint. */
   stopRequested?: () => boolean;
   /** Test hook: called after each optimizer update. */
@@ -462,7 +462,7 @@ function copyEmaTo(ema: ModelEmaV2, model: MambaOut): void {
 interface LoopState {
   args: Args;
   logger: Logger;
-  dist: DistContext | null;
+  dist: DistributedDataParallel | null;
   model: MambaOut;
   params: NamedParameter[];
   optimizer: Optimizer<ParamGroup>;
