@@ -10,6 +10,7 @@
  *   old      one flat buffer after the backward pass, payloads over the ring's sockets (the path before issue 13)
  *   flat     one flat buffer after the backward pass, payloads through shared memory between ranks of one machine
  *   overlap  gradient buckets read back while the backward pass is still running on the GPU, shared memory (default)
+ *   overlap-mt  the same, the buckets exchanged on --comm-threads worker threads (src/distributed/pool.ts)
  * Each path: --warmup untimed steps, --steps timed steps (img/s, ms/step, JS issue time of forward + backward), then
  * --breakdown profiled steps whose exchange is timed phase by phase (src/train/ddp.ts StepProfile; the probes
  * synchronise with the GPU, so these steps are not in the img/s figure). A 1-device run with a path other than none
@@ -28,11 +29,12 @@ import { createModel } from '../src/models/mambaout.js';
 import { createOptimizer } from '../src/train/optim/index.js';
 import { DistributedDataParallel, type StepProfile } from '../src/train/ddp.js';
 import { ProcessGroup } from '../src/distributed/group.js';
+import { CommPool } from '../src/distributed/pool.js';
 import { readDistEnv } from '../src/distributed/env.js';
 import { readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { Rng } from '../src/utils/rng.js';
 
-const PATHS = ['none', 'old', 'flat', 'overlap'] as const;
+const PATHS = ['none', 'old', 'flat', 'overlap', 'overlap-mt'] as const;
 type Path = (typeof PATHS)[number];
 
 const { values } = parseArgs({
@@ -44,6 +46,7 @@ const { values } = parseArgs({
     breakdown: { type: 'string', default: '0' },
     paths: { type: 'string' },
     'bucket-mb': { type: 'string', default: '4' },
+    'comm-threads': { type: 'string', default: '4' },
     backend: { type: 'string', default: 'auto' },
     'img-size': { type: 'string', default: '224' },
     seed: { type: 'string', default: '0' },
@@ -69,8 +72,13 @@ const model = createModel(values.model!, { seed: 0 });
 const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
 const opt = createOptimizer(params, { opt: 'adamw', lr: 1e-3, weightDecay: 0.05 });
 const bucketBytes = Math.round(Number(values['bucket-mb']) * 1024 * 1024);
+const pool = paths.includes('overlap-mt')
+  ? await CommPool.create(group, { threads: Number(values['comm-threads']), masterAddr: env.masterAddr || '127.0.0.1', timeoutMs: 300_000, nodeRank: env.nodeRank })
+  : null;
 const plain = new DistributedDataParallel(group, params, { bucketBytes });
 const profiling = new DistributedDataParallel(group, params, { bucketBytes, profile: true });
+const plainMt = new DistributedDataParallel(group, params, { bucketBytes, pool });
+const profilingMt = new DistributedDataParallel(group, params, { bucketBytes, profile: true, pool });
 await plain.broadcastParams();
 
 // This rank's slice of the fixed global batch [world·B, S, S, 3].
@@ -96,7 +104,7 @@ let issueMs = 0;
 let exchangeMs = 0;
 async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
   const t0 = performance.now();
-  const f = path === 'overlap' ? ddp.watch(lossFn) : lossFn;
+  const f = path === 'overlap' || path === 'overlap-mt' ? ddp.watch(lossFn) : lossFn;
   const { value, grads } = tf.tidy(() => tf.variableGrads(f, vars));
   const t1 = performance.now();
   issueMs += t1 - t0;
@@ -127,11 +135,12 @@ interface Row {
 }
 const rows: Row[] = [];
 for (const path of paths) {
-  for (let i = 0; i < warmup; i++) await step(path, plain);
+  const [ddp, ddpProf] = path === 'overlap-mt' ? [plainMt, profilingMt] : [plain, profiling];
+  for (let i = 0; i < warmup; i++) await step(path, ddp);
   issueMs = 0;
   exchangeMs = 0;
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) await step(path, plain);
+  for (let i = 0; i < steps; i++) await step(path, ddp);
   const ms = (performance.now() - t0) / steps;
   const row: Row = {
     path, img_s: +((B * world) / (ms / 1000)).toFixed(1), ms_per_step: +ms.toFixed(1), issue_ms: +(issueMs / steps).toFixed(1),
@@ -140,8 +149,8 @@ for (const path of paths) {
   if (profiled > 0 && path !== 'none') {
     const prof: StepProfile[] = [];
     for (let i = 0; i < profiled; i++) {
-      await step(path, profiling);
-      if (profiling.lastProfile) prof.push(profiling.lastProfile);
+      await step(path, ddpProf);
+      if (ddpProf.lastProfile) prof.push(ddpProf.lastProfile);
     }
     const keys = ['tail', 'readback', 'exchange', 'reduce', 'upload', 'exposed'] as const;
     const bd = { buckets: prof[0]?.buckets ?? 0 } as Omit<StepProfile, 'mode'>;
@@ -163,11 +172,11 @@ for (const path of paths) {
 if (rank === 0) {
   const f = (v: number | undefined): string => (v === undefined || Number.isNaN(v) ? '-' : v.toFixed(1)).padStart(8);
   console.log(`\n${values.model}, ${world} device(s), batch ${B} per device (ms; breakdown = median of ${profiled} profiled steps, slowest rank)`);
-  console.log(`${'path'.padEnd(8)} ${'img/s'.padStart(9)} ${'step'.padStart(8)} ${'issue'.padStart(8)} ${'exch'.padStart(8)} |` +
+  console.log(`${'path'.padEnd(10)} ${'img/s'.padStart(9)} ${'step'.padStart(8)} ${'issue'.padStart(8)} ${'exch'.padStart(8)} |` +
     ` ${'tail'.padStart(8)} ${'readback'.padStart(8)} ${'transp'.padStart(8)} ${'reduce'.padStart(8)} ${'upload'.padStart(8)} ${'exposed'.padStart(8)} buckets`);
   for (const r of rows) {
     const b = r.breakdown;
-    console.log(`${r.path.padEnd(8)} ${r.img_s.toFixed(1).padStart(9)} ${f(r.ms_per_step)} ${f(r.issue_ms)} ${f(r.exchange_ms)} |` +
+    console.log(`${r.path.padEnd(10)} ${r.img_s.toFixed(1).padStart(9)} ${f(r.ms_per_step)} ${f(r.issue_ms)} ${f(r.exchange_ms)} |` +
       ` ${f(b?.tail)} ${f(b?.readback)} ${f(b ? b.exchange - b.reduce : undefined)} ${f(b?.reduce)} ${f(b?.upload)} ${f(b?.exposed)} ${b ? String(b.buckets).padStart(7) : '      -'}`);
   }
   const sd = await model.stateDictAsync();
@@ -189,5 +198,6 @@ if (rank === 0) {
 }
 tf.dispose([x, yOneHot]);
 model.dispose();
+await pool?.close();
 await group.close();
 await releaseBackend();

@@ -33,6 +33,8 @@ const KEY_BYTES = 64;
 export const SHM_MIN_PAYLOAD = 64 * 1024;
 /** Default capacity of one inbox. */
 export const DEFAULT_SHM_BYTES = 32 * 1024 * 1024;
+/** Smallest inbox worth having: messages up to half of it go through it (an all-reduce chunk of a 4 MiB bucket). */
+export const MIN_SHM_BYTES = 4 * 1024 * 1024;
 
 /** What the receiver tells the sender in its ring HELLO. */
 export interface ShmOffer {
@@ -83,16 +85,19 @@ export class ShmInbox {
   }
 
   /**
-   * A new inbox of `bytes` payload bytes in `dir`, or null when the file system has less than `reserveFactor` times
-   * that free (several ranks each create one; tmpfs in a container is often 64 MiB) or anything fails.
+   * A new inbox of up to `bytes` payload bytes in `dir`: at most an eighth of the free space there (several ranks and
+   * channels each create one, and tmpfs in a container is often only 64 MiB), at least MIN_SHM_BYTES; null when that
+   * does not fit or anything fails (the edge then stays on its socket).
    */
-  static create(dir: string, tag: string, bytes: number, reserveFactor = 2): ShmInbox | null {
+  static create(dir: string, tag: string, bytes: number): ShmInbox | null {
     let fd = -1;
     const path = join(dir, `mambaout-dist-${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
     try {
       const fs = statfsSync(dir);
       const free = Number(fs.bavail) * Number(fs.bsize);
-      if (free < (bytes + KEY_BYTES) * reserveFactor) return null;
+      const want = bytes;
+      bytes = Math.min(want, Math.floor(free / 8 / (1 << 20)) * (1 << 20));
+      if (bytes < 1 || bytes < Math.min(MIN_SHM_BYTES, want)) return null;
       fd = openSync(path, 'wx+', 0o600);
       ftruncateSync(fd, KEY_BYTES + bytes);
       const key = randomBytes(16).toString('hex');

@@ -39,6 +39,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Logger } from '../log/logger.js';
 import { readDistEnv } from '../distributed/env.js';
 import { ProcessGroup, reduceClock, type TransportKind } from '../distributed/group.js';
+import type { CommPool } from '../distributed/pool.js';
 import { UserError } from '../errors.js';
 import type { NamedParameter } from './optim/base.js';
 
@@ -57,6 +58,11 @@ export interface DdpOptions {
   bucketBytes?: number;
   /** Time the phases of every exchange (adds GPU synchronisations; benchmarks only). */
   profile?: boolean;
+  /**
+   * Exchange the buckets on these worker threads (src/distributed/pool.ts) instead of the main thread: bucket b on
+   * channel b. The readback is copied into shared memory once, and the upload reads from there.
+   */
+  pool?: CommPool | null;
 }
 
 /** Phases of one gradient exchange, in milliseconds from the moment `allreduceGrads` was called. */
@@ -118,6 +124,10 @@ export class DistributedDataParallel {
   private readonly indexById = new Map<number, number>();
   private pending: PendingStep | null = null;
   private readonly profile: boolean;
+  private readonly pool: CommPool | null;
+  /** Shared-memory home of the buckets when a pool exchanges them (bucket b at bucketOffset[b]). */
+  private shared: Float32Array | null = null;
+  private readonly bucketOffset: number[] = [];
 
   constructor(
     readonly group: Communicator,
@@ -125,6 +135,7 @@ export class DistributedDataParallel {
     opts: DdpOptions = {},
   ) {
     this.profile = opts.profile ?? false;
+    this.pool = opts.pool ?? null;
     const cap = opts.bucketBytes ?? 4 * 1024 * 1024;
     if (!(cap >= 4)) throw new UserError(`the gradient bucket size must be at least 4 bytes, got ${cap}.`);
     // DDP order: parameters in reverse registration order, which is roughly the order the backward pass produces them.
@@ -142,6 +153,12 @@ export class DistributedDataParallel {
       this.bucketOf[i] = this.buckets.length - 1;
     }
     params.forEach((p, i) => this.indexById.set(p.variable.id, i));
+    let off = 0;
+    for (const b of this.buckets) {
+      this.bucketOffset.push(off);
+      off += b.bytes / 4;
+    }
+    if (this.pool && off > 0) this.shared = this.pool.alloc(off);
   }
 
   get rank(): number {
@@ -299,13 +316,22 @@ export class DistributedDataParallel {
     let tRead = 0;
     let tEx = 0;
     for (let b = 0; b < this.buckets.length; b++) {
-      const buf = await step.readbacks[b]!;
+      let buf = await step.readbacks[b]!;
       tRead = performance.now();
       if (b === 0) tFirst = tRead;
       const bucket = this.buckets[b];
+      let reduced: Promise<void>;
+      if (this.pool && this.shared) {
+        const view = this.shared.subarray(this.bucketOffset[b], this.bucketOffset[b] + buf.length);
+        view.set(buf);
+        buf = view;
+        reduced = this.pool.allreduce(view, 'avg', b);
+      } else {
+        reduced = this.group.allreduce(buf, { op: 'avg' });
+      }
       // Queued in bucket order (identical on every rank); uploaded as soon as it is averaged.
       done.push(
-        this.group.allreduce(buf, { op: 'avg' }).then(() => {
+        reduced.then(() => {
           tEx = performance.now();
           tf.tidy(() => {
             const parts = tf.split(tf.tensor1d(buf), bucket.members.map((i) => this.params[i].variable.size));
