@@ -297,6 +297,17 @@ describe('process group over sockets', () => {
     });
   }
 
+  for (const W of [2, 3]) {
+    test(`all-reduce on worker threads (CommPool, 2 channels) equals the group's own, ${W} processes`, async () => {
+      const res = await runRanks(W, 'pool');
+      for (let r = 0; r < W; r++) {
+        assert.equal(res[r].code, 0, res[r].stderr);
+        assert.equal(res[r].json?.equal, true, JSON.stringify(res[r].json));
+        assert.equal(res[r].json?.hash, res[0].json?.hash);
+      }
+    });
+  }
+
   test('a hung rank makes the others fail with a timeout naming it', async () => {
     const res = await runRanks(3, 'hang', { HANG_RANK: '1', DIST_TIMEOUT_MS: '1500' }, { waitFor: [0, 2] });
     for (const r of [0, 2]) {
