@@ -10,7 +10,8 @@
  *   old      one flat buffer after the backward pass, payloads over the ring's sockets (the path before issue 13)
  *   flat     one flat buffer after the backward pass, payloads through shared memory between ranks of one machine
  *   overlap  gradient buckets read back while the backward pass is still running on the GPU, shared memory (default)
- *   overlap-mt  the same, the buckets exchanged on --comm-threads worker threads (src/distributed/pool.ts)
+ *   overlap-sock  the same over the ring's sockets (to separate the two levers)
+ *   overlap-mt  overlap, the buckets exchanged on --comm-threads worker threads (src/distributed/pool.ts)
  * Each path: --warmup untimed steps, --steps timed steps (img/s, ms/step, JS issue time of forward + backward), then
  * --breakdown profiled steps whose exchange is timed phase by phase (src/train/ddp.ts StepProfile; the probes
  * synchronise with the GPU, so these steps are not in the img/s figure). A 1-device run with a path other than none
@@ -34,7 +35,7 @@ import { readDistEnv } from '../src/distributed/env.js';
 import { readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { Rng } from '../src/utils/rng.js';
 
-const PATHS = ['none', 'old', 'flat', 'overlap', 'overlap-mt'] as const;
+const PATHS = ['none', 'old', 'flat', 'overlap', 'overlap-sock', 'overlap-mt'] as const;
 type Path = (typeof PATHS)[number];
 
 const { values } = parseArgs({
@@ -104,13 +105,13 @@ let issueMs = 0;
 let exchangeMs = 0;
 async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
   const t0 = performance.now();
-  const f = path === 'overlap' || path === 'overlap-mt' ? ddp.watch(lossFn) : lossFn;
+  const f = path.startsWith('overlap') ? ddp.watch(lossFn) : lossFn;
   const { value, grads } = tf.tidy(() => tf.variableGrads(f, vars));
   const t1 = performance.now();
   issueMs += t1 - t0;
   let g = new Map<string, tf.Tensor>(params.map((p) => [p.name, grads[p.variable.name]]));
   if (path !== 'none') {
-    group.useSharedMemory = path !== 'old';
+    group.useSharedMemory = path !== 'old' && path !== 'overlap-sock';
     g = await ddp.allreduceGrads(params, g);
     exchangeMs += performance.now() - t1;
   }
@@ -165,7 +166,7 @@ for (const path of paths) {
   rows.push(row);
   if (rank === 0) {
     console.log(JSON.stringify({ model: values.model, backend: backend.description, world, batch_per_device: B, global_batch: B * world, img_size: S,
-      transport: world === 1 || path === 'none' ? 'none' : group.sharedMemory?.right && path !== 'old' ? 'shm' : group.transport?.right, bucket_mb: Number(values['bucket-mb']), ...row }));
+      transport: world === 1 || path === 'none' ? 'none' : group.sharedMemory?.right && path !== 'old' && path !== 'overlap-sock' ? 'shm' : group.transport?.right, bucket_mb: Number(values['bucket-mb']), ...row }));
   }
 }
 

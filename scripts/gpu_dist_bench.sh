@@ -2,11 +2,12 @@
 # Data-parallel scaling on the 2-GPU machine (nvidia-h200-x2), in one command (~5 min, under 8):
 #   source .device/setup.sh && bash scripts/gpu_dist_bench.sh
 # For mambaout_femto and mambaout_tiny, 224 px, fp32, synthetic data, 128 images per GPU:
-#   1. 1 GPU, batch 128: paths none (the baseline), old, overlap, overlap-mt, each with a phase breakdown
-#   2. 1 GPU, batch 256: the same gradient paths, weights saved (reference for 3)
+#   1. 1 GPU, batch 128: paths none (the baseline), flat, overlap: readback/upload costs with nothing to exchange
+#   2. 1 GPU, batch 256: the gradient paths of 3, weights saved (reference for 3)
 #   3. 2 GPUs, 128 each (launch_bench_dist.ts 2): paths old (the path before issue 13: one flat buffer after the
-#      backward pass over unix sockets), overlap (buckets during the backward pass, shared memory), overlap-mt (the same
-#      on 4 communication threads per rank); the weights after all steps are compared with 2 (--compare)
+#      backward pass, over unix sockets), flat (the same through shared memory), overlap-sock (buckets during the
+#      backward pass, sockets), overlap (buckets, shared memory: the default), overlap-mt (buckets on 4 communication
+#      threads per rank), each with a phase breakdown; the weights after all steps are compared with 2 (--compare)
 #   4. PyTorch + timm: python3 torch_step.py (1 GPU) and torchrun --nproc_per_node 2 torch_step.py (DDP over NCCL)
 # and prints one table with img/s and scaling ratios. Logs (stdout/stderr of every run) go to $OUT (or /tmp).
 # NVLink multicast stays off (the machine's rule): NCCL_NVLS_ENABLE=0 also for torchrun.
@@ -23,6 +24,7 @@ trap 'rm -rf "$ref"' EXIT
 T=(node --import tsx)
 MODELS=${MODELS:-mambaout_femto mambaout_tiny}
 BATCH=${BATCH:-128}
+PATHS2=old,flat,overlap-sock,overlap,overlap-mt
 COMMON=(--backend "${BACKEND:-webgpu}" --img-size "${IMG:-224}" --warmup 2 --steps 5 --breakdown 2)
 echo "$(date -u +%FT%TZ) $(nproc) cores; /dev/shm: $(df -h /dev/shm | awk 'NR==2 {print $2" size, "$4" free"}'); $(nvidia-smi -L | tr '\n' ' ')"
 
@@ -42,9 +44,9 @@ run() { # name cmd...: stdout (JSON lines + table) to $ref/name.out, both stream
 }
 
 for M in $MODELS; do
-  run "$M-1gpu" "${T[@]}" scripts/bench_dist.ts --model $M --batch $BATCH "${COMMON[@]}" --paths none,old,overlap,overlap-mt
-  run "$M-1gpu-b2x" "${T[@]}" scripts/bench_dist.ts --model $M --batch $((2 * BATCH)) "${COMMON[@]}" --paths old,overlap,overlap-mt --save "$ref/$M.safetensors"
-  run "$M-2gpu" "${T[@]}" scripts/launch_bench_dist.ts 2 --model $M --batch $BATCH "${COMMON[@]}" --paths old,overlap,overlap-mt --compare "$ref/$M.safetensors"
+  run "$M-1gpu" "${T[@]}" scripts/bench_dist.ts --model $M --batch $BATCH "${COMMON[@]}" --paths none,flat,overlap
+  run "$M-1gpu-b2x" "${T[@]}" scripts/bench_dist.ts --model $M --batch $((2 * BATCH)) "${COMMON[@]}" --paths $PATHS2 --save "$ref/$M.safetensors"
+  run "$M-2gpu" "${T[@]}" scripts/launch_bench_dist.ts 2 --model $M --batch $BATCH "${COMMON[@]}" --paths $PATHS2 --compare "$ref/$M.safetensors"
   run "$M-torch-1gpu" python3 ../shared/bench/torch_step.py --model $M --batch $BATCH
   run "$M-torch-2gpu" torchrun --nproc_per_node 2 ../shared/bench/torch_step.py --model $M --batch $BATCH
 done
