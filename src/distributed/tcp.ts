@@ -12,6 +12,11 @@
  *    {rank, token}; it accepts one connection from its right neighbour (r+1) % W. Bulk data flows
  *    left -> right, so each rank reads on the socket it opened (which can use a fixed `onread` buffer).
  * 4. Listeners are closed; the unix socket file is removed.
+ * 5. Between ranks of one machine (same hostname, boot id and NODE_RANK) with transport 'auto', the connecting
+ *    (receiving) rank also creates a shared-memory inbox in /dev/shm and offers it in its HELLO; the left neighbour
+ *    opens it, checks its key and confirms (ShmOk), and from then on sends large payloads through it (shm.ts). Ranks
+ *    with different NODE_RANKs never share memory or unix sockets, even on one host (so a two-launcher test on one
+ *    machine exercises the TCP path between "nodes").
  *
  * Why unix sockets locally: one Node stream reads 29 MB in 6.2 ms over a unix socket vs 8.8 ms over loopback
  * TCP (1 MiB read buffer, 16-core host); ring all-reduce of 7.3M floats: W=3 29 vs 33 ms, W=4 35 vs 38 ms

@@ -30,6 +30,12 @@
  * when every write so far has completed, and a collective only resolves after its writes are flushed, so the
  * caller may reuse its buffer as soon as the promise resolves.
  *
+ * Shared memory. On an edge between ranks of one machine, payloads of SHM_MIN_PAYLOAD bytes or more go through the
+ * receiver's mailbox file (shm.ts) instead of the socket: the header carries FLAG_SHM and the payload length, the
+ * receiver reads the bytes from the mailbox in socket order (CopySink reads straight into the destination) and answers
+ * with an Ack frame (header only, `total` = bytes consumed) that frees room for the sender's next payloads. Frames that
+ * wait for room are queued in order with everything sent after them.
+ *
  * Backpressure. Sends reference memory the caller owns (no copies), so an over-eager sender costs no memory;
  * a sender that is ahead of us (frames for a collective this rank has not started yet) is buffered up to
  * `maxBufferedBytes`, after which the socket is paused and TCP flow control pushes back on the sender.
