@@ -111,7 +111,11 @@ class PendingStep {
     if (this.grads[i]) return;
     this.grads[i] = g;
     const b = this.ddp.bucketOf[i];
-    if (--this.missing[b] === 0) this.readbacks[b] = this.ddp.startReadback(this.ddp.buckets[b], this.grads);
+    if (--this.missing[b] === 0) {
+      const p = this.ddp.startReadback(this.ddp.buckets[b], this.grads);
+      p.catch(() => {}); // awaited (and its failure reported) by allreduceGrads, in bucket order
+      this.readbacks[b] = p;
+    }
   }
 }
 
@@ -329,19 +333,20 @@ export class DistributedDataParallel {
       } else {
         reduced = this.group.allreduce(buf, { op: 'avg' });
       }
-      // Queued in bucket order (identical on every rank); uploaded as soon as it is averaged.
-      done.push(
-        reduced.then(() => {
-          tEx = performance.now();
-          tf.tidy(() => {
-            const parts = tf.split(tf.tensor1d(buf), bucket.members.map((i) => this.params[i].variable.size));
-            bucket.members.forEach((i, k) => {
-              const v = this.params[i].variable;
-              out.set(this.params[i].name, tf.keep(parts[k].reshape(v.shape)));
-            });
+      // Queued in bucket order (identical on every rank); uploaded as soon as it is averaged. A failure is reported by
+      // the Promise.all below, not as an unhandled rejection while a later bucket's readback is awaited.
+      const uploaded = reduced.then(() => {
+        tEx = performance.now();
+        tf.tidy(() => {
+          const parts = tf.split(tf.tensor1d(buf), bucket.members.map((i) => this.params[i].variable.size));
+          bucket.members.forEach((i, k) => {
+            const v = this.params[i].variable;
+            out.set(this.params[i].name, tf.keep(parts[k].reshape(v.shape)));
           });
-        }),
-      );
+        });
+      });
+      uploaded.catch(() => {});
+      done.push(uploaded);
     }
     await Promise.all(done);
     for (const t of grads.values()) t.dispose();
