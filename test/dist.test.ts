@@ -5,7 +5,7 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -473,6 +473,21 @@ describe('node-level environment of a launcher (torchrun, Slurm, Kubernetes PyTo
       [{ MASTER_PORT: '70000' }, /MASTER_PORT must be a TCP port/],
     ];
     for (const [env, re] of bad) assert.throws(() => readNodeConfig({}, env), (e: unknown) => e instanceof UserError && re.test(e.message), JSON.stringify(env));
+  });
+
+  test('mambaout-distributed-train takes the node layout from the environment and says what is missing', () => {
+    const bin = fileURLToPath(new URL('../bin/distributed_train.ts', import.meta.url));
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ NNODES: '2' }, /^error: the job has 2 nodes but this node's rank is not set; give --node-rank or set NODE_RANK\.$/m],
+      [{ PET_NNODES: '1:4', PET_NODE_RANK: '0' }, /^error: PET_NNODES=1:4 is an elastic range/m],
+      [{ WORLD_SIZE: '2', RANK: '1' }, /^error: with more than one node give --master-addr and --master-port, or MASTER_ADDR and MASTER_PORT/m],
+    ];
+    for (const [env, re] of cases) {
+      const r = spawnSync(process.execPath, [...NODE_ARGS, bin, '2', '/nonexistent-data'], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.status, 2, `${JSON.stringify(env)}: ${r.stderr}`);
+      assert.match(r.stderr, re, JSON.stringify(env));
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+    }
   });
 
   const NODE = helper('dist_node.ts');
