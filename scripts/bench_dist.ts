@@ -9,7 +9,8 @@
  *   none     no exchange at all (the 1-device baseline; with N devices the ranks drift apart)
  *   old      one flat buffer after the backward pass, payloads over the ring's sockets (the path before issue 13)
  *   flat     one flat buffer after the backward pass, payloads through shared memory between ranks of one machine
- *   overlap  gradient buckets read back while the backward pass is still running on the GPU, shared memory (default)
+ *   overlap  gradient buckets read back while the backward pass is still running on the GPU, shared memory (default);
+ *            AdamW updates each bucket's parameters as soon as the bucket is averaged (all overlap paths)
  *   overlap-sock  the same over the ring's sockets (to separate the two levers)
  *   overlap-mt  overlap, the buckets exchanged on --comm-threads worker threads (src/distributed/pool.ts)
  * Each path: --warmup untimed steps, --steps timed steps (img/s, ms/step, JS issue time of forward + backward), then
@@ -112,10 +113,17 @@ async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
   let g = new Map<string, tf.Tensor>(params.map((p) => [p.name, grads[p.variable.name]]));
   if (path !== 'none') {
     group.useSharedMemory = path !== 'old' && path !== 'overlap-sock';
-    g = await ddp.allreduceGrads(params, g);
+    // overlap paths: the optimizer updates each bucket's parameters as soon as the bucket is back on the GPU
+    const onBucket = path.startsWith('overlap')
+      ? (gb: Map<string, tf.Tensor>): void => {
+          opt.step(gb);
+          for (const t of gb.values()) t.dispose();
+        }
+      : undefined;
+    g = await ddp.allreduceGrads(params, g, { onBucket });
     exchangeMs += performance.now() - t1;
   }
-  opt.step(g);
+  if (g.size > 0) opt.step(g);
   for (const t of g.values()) t.dispose();
   await value.data();
   value.dispose();

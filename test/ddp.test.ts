@@ -78,6 +78,28 @@ test('overlapped buckets start during the backward pass and average to the same 
   s.model.dispose();
 });
 
+test('onBucket hands over every averaged bucket once, as soon as it is back, and nothing is returned', async () => {
+  const s = setup(40_000);
+  const ddp = new DistributedDataParallel(new FakeGroup(), s.params, { bucketBytes: 40_000 });
+  const r1 = tf.tidy(() => tf.variableGrads(ddp.watch(s.loss), s.vars));
+  const whole = await ddp.allreduceGrads(s.params, new Map(s.params.map((p) => [p.name, r1.grads[p.variable.name]])));
+  const r2 = tf.tidy(() => tf.variableGrads(ddp.watch(s.loss), s.vars));
+  const seen: string[][] = [];
+  const got = new Map<string, Float32Array>();
+  const rest = await ddp.allreduceGrads(s.params, new Map(s.params.map((p) => [p.name, r2.grads[p.variable.name]])), {
+    onBucket: (g) => {
+      seen.push([...g.keys()]);
+      for (const [k, t] of g) got.set(k, t.dataSync() as Float32Array);
+      tf.dispose([...g.values()]);
+    },
+  });
+  assert.equal(rest.size, 0);
+  assert.deepEqual(seen, ddp.buckets.map((b) => b.members.map((i) => s.params[i].name)));
+  for (const [k, t] of whole) assert.deepEqual(Array.from(got.get(k)!), Array.from(t.dataSync()), k);
+  tf.dispose([r1.value, r2.value, ...whole.values(), s.x, s.y]);
+  s.model.dispose();
+});
+
 test('without a tape to hook (or with other parameters) the exchange falls back to one flat buffer', async () => {
   const s = setup(1 << 20);
   const group = new FakeGroup();

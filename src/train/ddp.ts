@@ -65,6 +65,16 @@ export interface DdpOptions {
   pool?: CommPool | null;
 }
 
+export interface ExchangeOptions {
+  /**
+   * Receives each bucket's averaged gradients as soon as they are uploaded (and owns them: dispose them), e.g. to run
+   * the optimizer on them while later buckets are still exchanged; allreduceGrads then returns an empty map. Fine for
+   * optimizers whose update of a parameter depends only on its own gradient and state (all of src/train/optim, which
+   * keep torch's per-parameter step counts), not with gradient clipping by the global norm.
+   */
+  onBucket?: (grads: Map<string, tf.Tensor>) => void;
+}
+
 /** Phases of one gradient exchange, in milliseconds from the moment `allreduceGrads` was called. */
 export interface StepProfile {
   mode: 'flat' | 'overlap';
@@ -274,7 +284,7 @@ export class DistributedDataParallel {
    * Average gradients over ranks; returns new tensors (the inputs are disposed). Uses the buckets of a `watch`ed
    * backward pass when there is one, else one flat buffer.
    */
-  async allreduceGrads(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>): Promise<Map<string, tf.Tensor>> {
+  async allreduceGrads(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>, opts: ExchangeOptions = {}): Promise<Map<string, tf.Tensor>> {
     const step = this.pending;
     this.pending = null;
     const t0 = performance.now();
@@ -283,8 +293,11 @@ export class DistributedDataParallel {
     reduceClock.on = this.profile;
     try {
       const sameParams = params.length === this.params.length && params.every((p, i) => p === this.params[i]);
-      if (step && sameParams && params.every((p) => grads.has(p.name))) return await this.exchangeBuckets(step, grads, t0, probe);
-      return await this.exchangeFlat(params, grads, t0, probe);
+      if (step && sameParams && params.every((p) => grads.has(p.name))) return await this.exchangeBuckets(step, grads, t0, probe, opts.onBucket);
+      const out = await this.exchangeFlat(params, grads, t0, probe);
+      if (!opts.onBucket) return out;
+      opts.onBucket(out);
+      return new Map();
     } finally {
       reduceClock.on = false;
     }
@@ -309,7 +322,9 @@ export class DistributedDataParallel {
     return out;
   }
 
-  private async exchangeBuckets(step: PendingStep, grads: Map<string, tf.Tensor>, t0: number, probe: Promise<number> | null): Promise<Map<string, tf.Tensor>> {
+  private async exchangeBuckets(
+    step: PendingStep, grads: Map<string, tf.Tensor>, t0: number, probe: Promise<number> | null, onBucket?: (g: Map<string, tf.Tensor>) => void,
+  ): Promise<Map<string, tf.Tensor>> {
     // Parameters whose gradients were not seen during the backward pass (used more than once): now.
     this.params.forEach((p, i) => {
       if (!step.grads[i]) step.ready(i, grads.get(p.name)!);
@@ -319,6 +334,7 @@ export class DistributedDataParallel {
     let tFirst = 0;
     let tRead = 0;
     let tEx = 0;
+    let uploadProbe: Promise<number> | null = null;
     for (let b = 0; b < this.buckets.length; b++) {
       let buf = await step.readbacks[b]!;
       tRead = performance.now();
@@ -337,20 +353,25 @@ export class DistributedDataParallel {
       // the Promise.all below, not as an unhandled rejection while a later bucket's readback is awaited.
       const uploaded = reduced.then(() => {
         tEx = performance.now();
+        const mine = onBucket ? new Map<string, tf.Tensor>() : out;
         tf.tidy(() => {
           const parts = tf.split(tf.tensor1d(buf), bucket.members.map((i) => this.params[i].variable.size));
           bucket.members.forEach((i, k) => {
             const v = this.params[i].variable;
-            out.set(this.params[i].name, tf.keep(parts[k].reshape(v.shape)));
+            mine.set(this.params[i].name, tf.keep(parts[k].reshape(v.shape)));
           });
         });
+        if (onBucket) {
+          if (probe) uploadProbe = this.probeGpu(mine);
+          onBucket(mine);
+        }
       });
       uploaded.catch(() => {});
       done.push(uploaded);
     }
     await Promise.all(done);
     for (const t of grads.values()) t.dispose();
-    if (probe) await this.record('overlap', this.buckets.length, t0, probe, tFirst, tRead, tEx, out);
+    if (probe) await this.record('overlap', this.buckets.length, t0, probe, tFirst, tRead, tEx, out, uploadProbe);
     return out;
   }
 
@@ -367,11 +388,12 @@ export class DistributedDataParallel {
 
   private async record(
     mode: StepProfile['mode'], buckets: number, t0: number, probe: Promise<number>, tFirst: number, tRead: number, tEx: number, out: Map<string, tf.Tensor>,
+    uploadProbe: Promise<number> | null = null,
   ): Promise<void> {
     const exposed = performance.now() - t0;
     const reduce = reduceClock.ms;
     const tGpu = await probe;
-    const up = await this.probeGpu(out);
+    const up = await (uploadProbe ?? this.probeGpu(out));
     this.lastProfile = {
       mode,
       tail: tGpu - t0,
