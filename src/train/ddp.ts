@@ -100,6 +100,16 @@ interface TapeNode {
   gradient?: (dys: tf.Tensor[]) => Record<string, () => tf.Tensor>;
 }
 
+/** The parts of a WebGPU device and buffer that upload() uses (dawn.node's objects). */
+interface GpuBufferLike {
+  readonly size: number;
+  destroy(): void;
+}
+interface GpuDeviceLike {
+  createBuffer(desc: { size: number; usage: number }): GpuBufferLike;
+  queue: { writeBuffer(buffer: GpuBufferLike, offset: number, data: ArrayBufferLike, dataOffset: number, size: number): void };
+}
+
 interface Bucket {
   /** Parameter indices, in bucket order. */
   members: number[];
@@ -142,6 +152,9 @@ export class DistributedDataParallel {
   /** Shared-memory home of the buckets when a pool exchanges them (bucket b at bucketOffset[b]). */
   private shared: Float32Array | null = null;
   private readonly bucketOffset: number[] = [];
+  /** webgpu: one persistent GPU buffer per bucket that the averaged gradients are written into (see upload()). */
+  private readonly gpuBuffers: (GpuBufferLike | null)[] = [];
+  private gpuUpload = true;
 
   constructor(
     readonly group: Communicator,
@@ -355,7 +368,7 @@ export class DistributedDataParallel {
         tEx = performance.now();
         const mine = onBucket ? new Map<string, tf.Tensor>() : out;
         tf.tidy(() => {
-          const parts = tf.split(tf.tensor1d(buf), bucket.members.map((i) => this.params[i].variable.size));
+          const parts = tf.split(this.upload(b, buf), bucket.members.map((i) => this.params[i].variable.size));
           bucket.members.forEach((i, k) => {
             const v = this.params[i].variable;
             mine.set(this.params[i].name, tf.keep(parts[k].reshape(v.shape)));
@@ -373,6 +386,43 @@ export class DistributedDataParallel {
     for (const t of grads.values()) t.dispose();
     if (probe) await this.record('overlap', this.buckets.length, t0, probe, tFirst, tRead, tEx, out, uploadProbe);
     return out;
+  }
+
+  /**
+   * The averaged bucket as a tensor on the device. tfjs uploads a host array through a staging buffer that it creates
+   * mapped and destroys again on every upload (tfjs-backend-webgpu uploadToGPU: acquireBuffer(..., reuse=false)), i.e.
+   * one buffer creation per bucket per step (the flat path's first version paid ~0.25 s per femto step for 172 of
+   * them). On webgpu the bucket is instead written with queue.writeBuffer (Dawn copies it through its own staging
+   * ring) into a GPU buffer created once per bucket, and wrapped without a copy (zeroCopy: tfjs never frees it). The
+   * split that reads it is submitted long before the next step writes the buffer again (every readback submits).
+   * Shared-memory arrays (the pool's) and other backends take the plain path.
+   */
+  private upload(b: number, buf: Float32Array): tf.Tensor1D {
+    if (this.gpuUpload && !(buf.buffer instanceof SharedArrayBuffer) && tf.getBackend() === 'webgpu') {
+      const device = (tf.backend() as unknown as { device?: GpuDeviceLike }).device;
+      const usage = (globalThis as unknown as { GPUBufferUsage?: Record<string, number> }).GPUBufferUsage;
+      if (device && usage) {
+        try {
+          let g = this.gpuBuffers[b] ?? null;
+          if (!g || g.size !== buf.byteLength) {
+            g?.destroy();
+            g = device.createBuffer({ size: buf.byteLength, usage: usage.STORAGE | usage.COPY_SRC | usage.COPY_DST });
+            this.gpuBuffers[b] = g;
+          }
+          device.queue.writeBuffer(g, 0, buf.buffer, buf.byteOffset, buf.byteLength);
+          return tf.tensor({ buffer: g, zeroCopy: true } as unknown as Float32Array, [buf.length], 'float32') as tf.Tensor1D;
+        } catch {
+          this.gpuUpload = false; // this Dawn does not take it: tfjs's own upload from now on
+        }
+      }
+    }
+    return tf.tensor1d(buf);
+  }
+
+  /** Free the GPU buffers of the bucket uploads. */
+  dispose(): void {
+    for (const g of this.gpuBuffers) g?.destroy();
+    this.gpuBuffers.length = 0;
   }
 
   /** A 1-float readback issued after every kernel so far: resolves when the GPU has finished them. */
