@@ -328,7 +328,8 @@ export class DistributedDataParallel {
     const tEx = performance.now();
     const out = new Map<string, tf.Tensor>();
     tf.tidy(() => {
-      const parts = tf.split(tf.tensor1d(buf), tensors.map((t) => t.size));
+      // (slot past the buckets: the flat buffer gets its own persistent GPU buffer)
+      const parts = tf.split(this.upload(this.buckets.length, buf), tensors.map((t) => t.size));
       order.forEach((p, i) => out.set(p.name, tf.keep(parts[i].reshape(tensors[i].shape))));
     });
     if (probe) await this.record('flat', 1, t0, probe, tRead, tRead, tEx, out);
