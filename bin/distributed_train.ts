@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { runMain } from '../src/cli/main.js';
 import { UserError } from '../src/errors.js';
 import { canIsolateGpus, launch } from '../src/distributed/launcher.js';
+import { readNodeConfig } from '../src/distributed/env.js';
 
 const LAUNCHER_FLAGS = ['nproc-per-node', 'nnodes', 'node-rank', 'master-addr', 'master-port', 'gpu-isolation'] as const;
 type LauncherFlag = (typeof LAUNCHER_FLAGS)[number];
@@ -63,13 +64,18 @@ runMain(async () => {
     return argv.length === 0 ? 2 : 0;
   }
   const { launcher, nproc, rest } = splitArgs(argv);
-  const nprocPerNode = intFlag(launcher['nproc-per-node'], 'nproc-per-node', 1) ?? nproc;
-  if (!nprocPerNode || nprocPerNode < 1) throw new UserError('give the number of processes per machine first (mambaout-distributed-train NUM_GPUS DATA ...) or with --nproc-per-node');
-  const nnodes = intFlag(launcher.nnodes, 'nnodes', 1) ?? 1;
-  const nodeRank = intFlag(launcher['node-rank'], 'node-rank', 0) ?? 0;
-  if (nodeRank >= nnodes) throw new UserError(`--node-rank ${nodeRank} is out of range for --nnodes ${nnodes}`);
-  const masterPort = intFlag(launcher['master-port'], 'master-port', 1);
-  if (nnodes > 1 && (!launcher['master-addr'] || !masterPort)) throw new UserError('with --nnodes > 1 give --master-addr and --master-port (the address of the node with rank 0)');
+  // Flags first, then the scheduler's environment (torchrun's PET_*, NNODES/NODE_RANK, a PyTorchJob's WORLD_SIZE/RANK).
+  const node = readNodeConfig({
+    nprocPerNode: intFlag(launcher['nproc-per-node'], 'nproc-per-node', 1) ?? nproc ?? undefined,
+    nnodes: intFlag(launcher.nnodes, 'nnodes', 1),
+    nodeRank: intFlag(launcher['node-rank'], 'node-rank', 0),
+    masterAddr: launcher['master-addr'],
+    masterPort: intFlag(launcher['master-port'], 'master-port', 1),
+  });
+  const { nprocPerNode, nnodes, nodeRank, masterAddr, masterPort } = node;
+  if (!nprocPerNode || nprocPerNode < 1) throw new UserError('give the number of processes per machine first (mambaout-distributed-train NUM_GPUS DATA ...), with --nproc-per-node or NPROC_PER_NODE');
+  if (nnodes > 1 && (!masterAddr || !masterPort)) throw new UserError('with more than one node give --master-addr and --master-port, or MASTER_ADDR and MASTER_PORT (the address of the node with rank 0)');
+  if (nnodes > 1) process.stderr.write(`mambaout-distributed-train: node ${nodeRank} of ${nnodes} (${node.source}), rendezvous at ${masterAddr}:${masterPort}\n`);
 
   // WebGPU workers must each see only their own GPU (Dawn cannot tell identical GPUs apart): hide the others.
   const iso = launcher['gpu-isolation'] ?? 'auto';
@@ -93,7 +99,7 @@ runMain(async () => {
     nprocPerNode,
     nnodes,
     nodeRank,
-    masterAddr: launcher['master-addr'],
+    masterAddr,
     masterPort,
     nodeArgs: ts ? ['--import', 'tsx'] : [],
     gpuIsolation,

@@ -14,7 +14,7 @@ import { listModelsTable } from '../src/cli/list_models.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
 import { runTraining } from '../src/train/loop.js';
 import { makeTinyImagenet } from '../src/data/tiny.js';
-import { setupDistributed } from '../src/distributed/setup.js';
+import { setupDistributed } from '../src/train/ddp.js';
 import { isDistError } from '../src/distributed/group.js';
 import { PEER_FAILURE_EXIT_CODE } from '../src/distributed/launcher.js';
 

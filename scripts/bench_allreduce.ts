@@ -2,7 +2,7 @@
  * All-reduce throughput of the process group between local processes.
  *
  *   node --import tsx scripts/bench_allreduce.ts [--worlds 2,3,4] [--floats 7300000] [--iters 10] [--warmup 3]
- *        [--bucket-mb 4] [--transport auto,tcp] [--op avg] [--json]
+ *        [--bucket-mb 4] [--transport auto,unix,tcp] [--op avg] [--json]
  *
  * For every (world size, transport, bucket size) it launches W workers (this file again, through the
  * launcher), each all-reduces a Float32Array of --floats random values (default 7.3M: mambaout_femto's
@@ -15,7 +15,7 @@
 import { parseArgs } from 'node:util';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { launch } from '../src/distributed/launcher.js';
 import { ProcessGroup, type TransportKind } from '../src/distributed/group.js';
 
@@ -29,6 +29,8 @@ interface Row {
   maxMs: number;
   algbwGBs: number;
   busbwGBs: number;
+  /** CPU time (user + system) of rank 0 per call, median: what the call costs when cores are scarce. */
+  cpuMs: number;
 }
 
 const { values: a } = parseArgs({
@@ -60,22 +62,29 @@ async function worker(): Promise<void> {
   }
   const op = a.op === 'sum' ? 'sum' : 'avg';
   const times: number[] = [];
+  const cpu: number[] = [];
   for (let it = 0; it < Number(a.warmup) + Number(a.iters); it++) {
     await g.barrier();
+    const c0 = process.cpuUsage();
     const t0 = performance.now();
     await g.allreduce(buf, { op });
     const dt = performance.now() - t0;
+    const c = process.cpuUsage(c0);
     const [slowest] = await g.allreduceScalars([dt], 'max');
-    if (it >= Number(a.warmup)) times.push(slowest);
+    if (it >= Number(a.warmup)) {
+      times.push(slowest);
+      cpu.push((c.user + c.system) / 1000);
+    }
   }
   if (g.rank === 0) {
     times.sort((p, q) => p - q);
+    cpu.sort((p, q) => p - q);
     const med = times[Math.floor(times.length / 2)];
     const bytes = floats * 4;
     const algbw = bytes / (med / 1000) / 1e9;
     const row: Row = {
       world: g.worldSize,
-      transport: `${a.transport}(${g.transport?.left ?? '-'})`,
+      transport: `${a.transport}(${g.sharedMemory?.left ? 'shm' : g.transport?.left ?? '-'})`,
       bucketMB,
       floats,
       medianMs: med,
@@ -83,6 +92,7 @@ async function worker(): Promise<void> {
       maxMs: times[times.length - 1],
       algbwGBs: algbw,
       busbwGBs: (algbw * 2 * (g.worldSize - 1)) / g.worldSize,
+      cpuMs: cpu[Math.floor(cpu.length / 2)],
     };
     process.stdout.write(`ROW ${JSON.stringify(row)}\n`);
   }
@@ -95,7 +105,8 @@ async function main(): Promise<void> {
   if (!a.json) {
     console.log(`all-reduce of ${Number(a.floats).toLocaleString('en-US')} float32 (${((Number(a.floats) * 4) / 1e6).toFixed(1)} MB), op=${a.op}, ` +
       `${a.iters} timed calls after ${a.warmup} warm-up; ${cpus().length} CPU cores; node ${process.version}`);
-    console.log('world  transport     bucket   median ms   min ms   max ms   algbw GB/s   busbw GB/s');
+    console.log(`load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+    console.log('world  transport     bucket   median ms   min ms   max ms   algbw GB/s   busbw GB/s   rank-0 CPU ms');
   }
   for (const w of list(a.worlds!).map(Number)) {
     for (const transport of list(a.transport!)) {
@@ -117,7 +128,7 @@ async function main(): Promise<void> {
         if (!a.json) {
           console.log(
             `${String(row.world).padStart(5)}  ${row.transport.padEnd(12)} ${(row.bucketMB + ' MB').padStart(7)}  ${row.medianMs.toFixed(1).padStart(10)} ` +
-              `${row.minMs.toFixed(1).padStart(8)} ${row.maxMs.toFixed(1).padStart(8)}  ${row.algbwGBs.toFixed(3).padStart(11)}  ${row.busbwGBs.toFixed(3).padStart(11)}`,
+              `${row.minMs.toFixed(1).padStart(8)} ${row.maxMs.toFixed(1).padStart(8)}  ${row.algbwGBs.toFixed(3).padStart(11)}  ${row.busbwGBs.toFixed(3).padStart(11)}  ${row.cpuMs.toFixed(1).padStart(13)}`,
           );
         }
       }

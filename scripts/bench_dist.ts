@@ -2,13 +2,27 @@
  * Data-parallel scaling benchmark: the model step (forward, backward, gradient all-reduce, AdamW) on synthetic data,
  * one process per device. Run directly for 1 device or under the launcher for N:
  *
- *   node --import tsx scripts/bench_dist.ts --model mambaout_femto --batch 128 --backend webgpu
- *   node --import tsx bin/distributed_train.ts ... (not this) — use:
- *   MAMBAOUT_LAUNCH_SCRIPT=scripts/bench_dist.ts node --import tsx scripts/launch_bench_dist.ts 2 --model ... 
+ *   node --import tsx scripts/bench_dist.ts --model mambaout_femto --batch 128 --backend webgpu --paths none,flat,overlap
+ *   node --import tsx scripts/launch_bench_dist.ts 2 --model mambaout_femto --batch 128 --backend webgpu --paths old,overlap --breakdown 3
+ *
+ * --paths runs one measurement per gradient path, one after the other in the same processes (same compiled shaders):
+ *   none     no exchange at all (the 1-device baseline; with N devices the ranks drift apart)
+ *   old      one flat buffer after the backward pass, payloads over the ring's sockets (the path before issue 13)
+ *   flat     one flat buffer after the backward pass, payloads through shared memory between ranks of one machine
+ *   overlap  gradient buckets read back while the backward pass is still running on the GPU, shared memory (default);
+ *            AdamW updates each bucket's parameters as soon as the bucket is averaged (all overlap paths)
+ *   overlap-sock  the same over the ring's sockets (to separate the two levers)
+ *   overlap-mt  overlap, the buckets exchanged on --comm-threads worker threads (src/distributed/pool.ts)
+ * Each path: --warmup untimed steps, --steps timed steps (img/s, ms/step, JS issue time of forward + backward), then
+ * --breakdown profiled steps whose exchange is timed phase by phase (src/train/ddp.ts StepProfile; the probes
+ * synchronise with the GPU, so these steps are not in the img/s figure). A 1-device run with a path other than none
+ * measures the readback and upload costs with nothing to exchange.
  *
  * Every rank takes its slice of one fixed global batch (generated from --seed), so N processes with --batch B see
- * exactly the data of 1 process with --batch N·B: `--save FILE` (1 process) and `--compare FILE` (N processes) check
- * that the weights after the timed steps agree. Prints img/s (global), step time and all-reduce time per step.
+ * exactly the data of 1 process with --batch N·B: `--save FILE` (1 process) and `--compare FILE` (N processes, same
+ * --paths, --warmup, --steps and --breakdown) check that the weights after all steps agree.
+ *
+ * Output (rank 0): one JSON line per path ({"path": ..., "img_s": ..., "breakdown": {...}}), then a table.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { parseArgs } from 'node:util';
@@ -16,11 +30,15 @@ import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { createModel } from '../src/models/mambaout.js';
 import { getModelConfig } from '../src/models/registry.js';
 import { createOptimizer } from '../src/train/optim/index.js';
-import { DistContext } from '../src/distributed/context.js';
+import { DistributedDataParallel, type StepProfile } from '../src/train/ddp.js';
 import { ProcessGroup } from '../src/distributed/group.js';
+import { CommPool } from '../src/distributed/pool.js';
 import { readDistEnv } from '../src/distributed/env.js';
 import { readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { Rng } from '../src/utils/rng.js';
+
+const PATHS = ['none', 'old', 'flat', 'overlap', 'overlap-sock', 'overlap-mt'] as const;
+type Path = (typeof PATHS)[number];
 
 const { values } = parseArgs({
   options: {
@@ -28,6 +46,10 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '128' },
     steps: { type: 'string', default: '5' },
     warmup: { type: 'string', default: '2' },
+    breakdown: { type: 'string', default: '0' },
+    paths: { type: 'string' },
+    'bucket-mb': { type: 'string', default: '4' },
+    'comm-threads': { type: 'string', default: '4' },
     backend: { type: 'string', default: 'auto' },
     'img-size': { type: 'string', default: '224' },
     seed: { type: 'string', default: '0' },
@@ -42,14 +64,25 @@ const B = Number(values.batch);
 const S = Number(values['img-size']);
 const steps = Number(values.steps);
 const warmup = Number(values.warmup);
-const group = world > 1 ? await ProcessGroup.init({ rank, worldSize: world, masterAddr: env.masterAddr, masterPort: env.masterPort, timeoutMs: 300_000 }) : null;
-const dist = group ? new DistContext(group) : null;
+const profiled = Number(values.breakdown);
+const paths = (values.paths ?? (world > 1 ? 'overlap' : 'none')).split(',').map((p) => p.trim()) as Path[];
+for (const p of paths) if (!PATHS.includes(p)) throw new Error(`unknown path '${p}' (use ${PATHS.join(', ')})`);
+
+const group = await ProcessGroup.init({ ...env, timeoutMs: 300_000 });
 const backend = await initBackend(values.backend, { training: true });
-process.stderr.write(`${rank === 0 ? '[rank 0] ' : ''}${backend.message}\n`);
+if (rank === 0) process.stderr.write(`[rank 0] ${backend.message}\n`);
 const model = createModel(getModelConfig(values.model!).name, { seed: 0 });
 const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
 const opt = createOptimizer(params, { opt: 'adamw', lr: 1e-3, weightDecay: 0.05 });
-if (dist) await dist.broadcastParams(params);
+const bucketBytes = Math.round(Number(values['bucket-mb']) * 1024 * 1024);
+const pool = paths.includes('overlap-mt')
+  ? await CommPool.create(group, { threads: Number(values['comm-threads']), masterAddr: env.masterAddr || '127.0.0.1', timeoutMs: 300_000, nodeRank: env.nodeRank })
+  : null;
+const plain = new DistributedDataParallel(group, params, { bucketBytes });
+const profiling = new DistributedDataParallel(group, params, { bucketBytes, profile: true });
+const plainMt = new DistributedDataParallel(group, params, { bucketBytes, pool });
+const profilingMt = new DistributedDataParallel(group, params, { bucketBytes, profile: true, pool });
+await plain.broadcastParams();
 
 // This rank's slice of the fixed global batch [world·B, S, S, 3].
 const rng = new Rng(Number(values.seed));
@@ -68,32 +101,94 @@ for (let i = 0; i < world * B; i++) {
 const x = tf.tensor4d(xs, [B, S, S, 3]);
 const yOneHot = tf.oneHot(tf.tensor1d(labels, 'int32'), model.numClasses);
 const vars = params.map((p) => p.variable);
+const lossFn = (): tf.Scalar => tf.losses.softmaxCrossEntropy(yOneHot, model.forward(x, { training: false })) as tf.Scalar;
 
-let reduceMs = 0;
-async function step(): Promise<void> {
-  const { value, grads } = tf.tidy(() => tf.variableGrads(() => tf.losses.softmaxCrossEntropy(yOneHot, model.forward(x, { training: false })) as tf.Scalar, vars));
+let issueMs = 0;
+let exchangeMs = 0;
+async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
+  const t0 = performance.now();
+  const f = path.startsWith('overlap') ? ddp.watch(lossFn) : lossFn;
+  const { value, grads } = tf.tidy(() => tf.variableGrads(f, vars));
+  const t1 = performance.now();
+  issueMs += t1 - t0;
   let g = new Map<string, tf.Tensor>(params.map((p) => [p.name, grads[p.variable.name]]));
-  if (dist) {
-    const t0 = performance.now();
-    g = await dist.allreduceGrads(params, g);
-    reduceMs += performance.now() - t0;
+  if (path !== 'none') {
+    group.useSharedMemory = path !== 'old' && path !== 'overlap-sock';
+    // overlap paths: the optimizer updates each bucket's parameters as soon as the bucket is back on the GPU
+    const onBucket = path.startsWith('overlap')
+      ? (gb: Map<string, tf.Tensor>): void => {
+          opt.step(gb);
+          for (const t of gb.values()) t.dispose();
+        }
+      : undefined;
+    g = await ddp.allreduceGrads(params, g, { onBucket });
+    exchangeMs += performance.now() - t1;
   }
-  opt.step(g);
+  if (g.size > 0) opt.step(g);
   for (const t of g.values()) t.dispose();
   await value.data();
   value.dispose();
 }
 
-for (let i = 0; i < warmup; i++) await step();
-reduceMs = 0;
-const t0 = performance.now();
-for (let i = 0; i < steps; i++) await step();
-const ms = (performance.now() - t0) / steps;
+function median(a: number[]): number {
+  const s = [...a].sort((p, q) => p - q);
+  return s.length ? s[Math.floor(s.length / 2)] : NaN;
+}
+
+interface Row {
+  path: Path;
+  img_s: number;
+  ms_per_step: number;
+  issue_ms: number;
+  exchange_ms: number;
+  breakdown: Omit<StepProfile, 'mode'> | null;
+}
+const rows: Row[] = [];
+for (const path of paths) {
+  const [ddp, ddpProf] = path === 'overlap-mt' ? [plainMt, profilingMt] : [plain, profiling];
+  for (let i = 0; i < warmup; i++) await step(path, ddp);
+  issueMs = 0;
+  exchangeMs = 0;
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) await step(path, ddp);
+  const ms = (performance.now() - t0) / steps;
+  const row: Row = {
+    path, img_s: +((B * world) / (ms / 1000)).toFixed(1), ms_per_step: +ms.toFixed(1), issue_ms: +(issueMs / steps).toFixed(1),
+    exchange_ms: +(exchangeMs / steps).toFixed(1), breakdown: null,
+  };
+  if (profiled > 0 && path !== 'none') {
+    const prof: StepProfile[] = [];
+    for (let i = 0; i < profiled; i++) {
+      await step(path, ddpProf);
+      if (ddpProf.lastProfile) prof.push(ddpProf.lastProfile);
+    }
+    const keys = ['tail', 'readback', 'exchange', 'reduce', 'upload', 'exposed'] as const;
+    const bd = { buckets: prof[0]?.buckets ?? 0 } as Omit<StepProfile, 'mode'>;
+    for (const k of keys) {
+      // the slowest rank sets the pace: median over steps of the max over ranks
+      const perStep = [];
+      for (const p of prof) perStep.push((await group.allreduceScalars([p[k]], 'max'))[0]);
+      bd[k] = +median(perStep).toFixed(1);
+    }
+    row.breakdown = bd;
+  }
+  rows.push(row);
+  if (rank === 0) {
+    console.log(JSON.stringify({ model: values.model, backend: backend.description, world, batch_per_device: B, global_batch: B * world, img_size: S,
+      transport: world === 1 || path === 'none' ? 'none' : group.sharedMemory?.right && path !== 'old' && path !== 'overlap-sock' ? 'shm' : group.transport?.right, bucket_mb: Number(values['bucket-mb']), ...row }));
+  }
+}
+
 if (rank === 0) {
-  console.log(JSON.stringify({
-    model: values.model, backend: backend.description, world, batch_per_device: B, global_batch: B * world, img_size: S,
-    img_s: +((B * world) / (ms / 1000)).toFixed(1), ms_per_step: +ms.toFixed(1), allreduce_ms_per_step: +(reduceMs / steps).toFixed(1),
-  }));
+  const f = (v: number | undefined): string => (v === undefined || Number.isNaN(v) ? '-' : v.toFixed(1)).padStart(8);
+  console.log(`\n${values.model}, ${world} device(s), batch ${B} per device (ms; breakdown = median of ${profiled} profiled steps, slowest rank)`);
+  console.log(`${'path'.padEnd(10)} ${'img/s'.padStart(9)} ${'step'.padStart(8)} ${'issue'.padStart(8)} ${'exch'.padStart(8)} |` +
+    ` ${'tail'.padStart(8)} ${'readback'.padStart(8)} ${'transp'.padStart(8)} ${'reduce'.padStart(8)} ${'upload'.padStart(8)} ${'exposed'.padStart(8)} buckets`);
+  for (const r of rows) {
+    const b = r.breakdown;
+    console.log(`${r.path.padEnd(10)} ${r.img_s.toFixed(1).padStart(9)} ${f(r.ms_per_step)} ${f(r.issue_ms)} ${f(r.exchange_ms)} |` +
+      ` ${f(b?.tail)} ${f(b?.readback)} ${f(b ? b.exchange - b.reduce : undefined)} ${f(b?.reduce)} ${f(b?.upload)} ${f(b?.exposed)} ${b ? String(b.buckets).padStart(7) : '      -'}`);
+  }
   const sd = await model.stateDictAsync();
   if (values.save) await writeSafetensors(values.save, sd);
   if (values.compare) {
@@ -108,10 +203,11 @@ if (rank === 0) {
         scale = Math.max(scale, Math.abs(b[i]));
       }
     }
-    console.log(JSON.stringify({ compare: values.compare, steps: warmup + steps, max_abs_weight_diff: worst, max_abs_weight: scale }));
+    console.log(JSON.stringify({ compare: values.compare, steps: paths.length * (warmup + steps + profiled), max_abs_weight_diff: worst, max_abs_weight: scale }));
   }
 }
 tf.dispose([x, yOneHot]);
 model.dispose();
-await group?.close();
+await pool?.close();
+await group.close();
 await releaseBackend();

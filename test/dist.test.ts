@@ -5,13 +5,13 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { readDistEnv, distModeLine, distTimeoutMs } from '../src/distributed/env.js';
+import { readDistEnv, readNodeConfig, distModeLine, distTimeoutMs } from '../src/distributed/env.js';
 import { ProcessGroup } from '../src/distributed/group.js';
 import { RingAllgather, RingAllreduce, RingBroadcast, type RingCollective, type RingSend } from '../src/distributed/allreduce.js';
 import { findFreePort, launch, workerEnv } from '../src/distributed/launcher.js';
@@ -262,9 +262,22 @@ describe('process group over sockets', () => {
     await assert.rejects(ProcessGroup.init({ rank: 2, worldSize: 2 }), /rank 2 is out of range for world size 2/);
   });
 
-  for (const W of [1, 2, 3, 4]) {
-    test(`collectives with ${W} process(es): exact results, bit-identical on all ranks`, async () => {
-      const res = await runRanks(W, 'collectives', W === 3 ? { DIST_TRANSPORT: 'tcp' } : {});
+  // W=2: shared memory with a 1 MiB inbox (payloads of 200-260 KB wrap around the ring buffer and wait for
+  // acknowledgements; the 2 MB ones travel inline, in order with the others);
+  // W=3: TCP; W=4: shared memory with the default inbox; W=2 again over plain unix sockets.
+  const shm = process.platform === 'linux';
+  const cases: { W: number; env: Record<string, string>; socket: string; shm: boolean }[] = [
+    { W: 1, env: {}, socket: '', shm: false },
+    { W: 2, env: { DIST_SHM_BYTES: String(1024 * 1024) }, socket: 'unix', shm },
+    { W: 2, env: { DIST_TRANSPORT: 'unix' }, socket: 'unix', shm: false },
+    { W: 3, env: { DIST_TRANSPORT: 'tcp' }, socket: 'tcp', shm: false },
+    { W: 4, env: {}, socket: 'unix', shm },
+  ];
+  for (const c of cases) {
+    const via = c.W === 1 ? '' : c.shm ? ' over shared memory' : ` over ${c.socket} sockets`;
+    test(`collectives with ${c.W} process(es)${via}: exact results, bit-identical on all ranks`, async () => {
+      const W = c.W;
+      const res = await runRanks(W, 'collectives', c.env);
       for (let r = 0; r < W; r++) {
         const o = res[r];
         assert.equal(o.code, 0, `rank ${r} exit ${o.code} ${o.signal}\n${o.stderr}`);
@@ -273,9 +286,24 @@ describe('process group over sockets', () => {
         assert.ok((o.json.checks as number) > 100);
         assert.deepEqual(o.json.hashes, res[0].json!.hashes, `rank ${r} results differ from rank 0's`);
         if (W > 1) {
-          const want = W === 3 ? 'tcp' : process.platform === 'win32' ? 'tcp' : 'unix';
+          const want = process.platform === 'win32' ? 'tcp' : c.socket;
           assert.deepEqual(o.json.transport, { left: want, right: want });
+          assert.deepEqual(o.json.sharedMemory, { left: c.shm, right: c.shm });
+          if (c.shm) assert.ok((o.json.shmBytes as number) > 4e6, `rank ${r}: ${o.json.shmBytes} bytes through shared memory`);
+          else assert.equal(o.json.shmBytes, 0);
         }
+      }
+      if (c.shm) assert.deepEqual(readdirSync('/dev/shm').filter((f) => f.startsWith('mambaout-dist-')), [], 'mailbox files are removed');
+    });
+  }
+
+  for (const W of [2, 3]) {
+    test(`all-reduce on worker threads (CommPool, 2 channels) equals the group's own, ${W} processes`, async () => {
+      const res = await runRanks(W, 'pool');
+      for (let r = 0; r < W; r++) {
+        assert.equal(res[r].code, 0, res[r].stderr);
+        assert.equal(res[r].json?.equal, true, JSON.stringify(res[r].json));
+        assert.equal(res[r].json?.hash, res[0].json?.hash);
       }
     });
   }
@@ -420,4 +448,121 @@ describe('launcher', () => {
     assert.deepEqual(res.workers.map((w: { code: number }) => w.code), [0, 0]);
     assert.match(err, /got SIGTERM/);
   });
+});
+
+// ------------------------------------------------------------------------------------------------ schedulers
+
+describe('node-level environment of a launcher (torchrun, Slurm, Kubernetes PyTorchJob)', () => {
+  test('flags, then PET_*, then NNODES/NODE_RANK, then WORLD_SIZE/RANK as nodes; MASTER_* from the environment', () => {
+    assert.deepEqual(readNodeConfig({}, {}), { nprocPerNode: undefined, nnodes: 1, nodeRank: 0, masterAddr: undefined, masterPort: undefined, source: 'single node' });
+    const slurm = { NNODES: '4', NODE_RANK: '2', MASTER_ADDR: 'node-a', MASTER_PORT: '29500', NPROC_PER_NODE: '8' };
+    assert.deepEqual(readNodeConfig({}, slurm), { nprocPerNode: 8, nnodes: 4, nodeRank: 2, masterAddr: 'node-a', masterPort: 29500, source: 'NNODES/NODE_RANK' });
+    // PyTorchJob without nprocPerNode: WORLD_SIZE pods, RANK = pod index
+    const pod = { WORLD_SIZE: '3', RANK: '1', MASTER_ADDR: 'job-master-0', MASTER_PORT: '23456' };
+    assert.deepEqual(readNodeConfig({ nprocPerNode: 2 }, pod), { nprocPerNode: 2, nnodes: 3, nodeRank: 1, masterAddr: 'job-master-0', masterPort: 23456, source: 'WORLD_SIZE/RANK (one launcher per node)' });
+    // PyTorchJob with nprocPerNode: WORLD_SIZE counts processes, torchrun's PET_* variables describe the nodes
+    const pet = { WORLD_SIZE: '16', RANK: '1', PET_NNODES: '2', PET_NODE_RANK: '1', PET_NPROC_PER_NODE: '8', MASTER_ADDR: 'm', MASTER_PORT: '23456' };
+    assert.deepEqual(readNodeConfig({}, pet), { nprocPerNode: 8, nnodes: 2, nodeRank: 1, masterAddr: 'm', masterPort: 23456, source: 'PET_NNODES/PET_NODE_RANK' });
+    assert.deepEqual(readNodeConfig({ nnodes: 1, nodeRank: 0, nprocPerNode: 4, masterPort: 1234 }, pet), { nprocPerNode: 4, nnodes: 1, nodeRank: 0, masterAddr: 'm', masterPort: 1234, source: '--nnodes/--node-rank' });
+    const bad: [Record<string, string>, RegExp][] = [
+      [{ PET_NNODES: '1:4', PET_NODE_RANK: '0' }, /^PET_NNODES=1:4 is an elastic range/],
+      [{ NNODES: '2' }, /the job has 2 nodes but this node's rank is not set/],
+      [{ NNODES: '2', NODE_RANK: '2' }, /node rank 2 is out of range for 2 node\(s\)/],
+      [{ WORLD_SIZE: '2' }, /WORLD_SIZE=2 is set but RANK is not/],
+      [{ NNODES: 'two', NODE_RANK: '0' }, /NNODES must be a whole number >= 1, got 'two'/],
+      [{ MASTER_PORT: '70000' }, /MASTER_PORT must be a TCP port/],
+    ];
+    for (const [env, re] of bad) assert.throws(() => readNodeConfig({}, env), (e: unknown) => e instanceof UserError && re.test(e.message), JSON.stringify(env));
+  });
+
+  test('mambaout-distributed-train takes the node layout from the environment and says what is missing', () => {
+    const bin = fileURLToPath(new URL('../bin/distributed_train.ts', import.meta.url));
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ NNODES: '2' }, /^error: the job has 2 nodes but this node's rank is not set; give --node-rank or set NODE_RANK\.$/m],
+      [{ PET_NNODES: '1:4', PET_NODE_RANK: '0' }, /^error: PET_NNODES=1:4 is an elastic range/m],
+      [{ WORLD_SIZE: '2', RANK: '1' }, /^error: with more than one node give --master-addr and --master-port, or MASTER_ADDR and MASTER_PORT/m],
+    ];
+    for (const [env, re] of cases) {
+      const r = spawnSync(process.execPath, [...NODE_ARGS, bin, '2', '/nonexistent-data'], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.status, 2, `${JSON.stringify(env)}: ${r.stderr}`);
+      assert.match(r.stderr, re, JSON.stringify(env));
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+    }
+  });
+
+  const NODE = helper('dist_node.ts');
+  /** Runs the per-node launchers (one process each) and checks the 2 x 2 job they form. */
+  async function checkTwoNodeJob(dir: string, results: { code: number | null; out: string; err: string }[]): Promise<void> {
+    for (const r of results) assert.equal(r.code, 0, `${r.out}\n${r.err}`);
+    for (let r = 0; r < 4; r++) {
+      const rec = JSON.parse(readFileSync(join(dir, `rank${r}.json`), 'utf8'));
+      assert.equal(rec.env.RANK, String(r));
+      assert.equal(rec.env.WORLD_SIZE, '4');
+      assert.equal(rec.env.LOCAL_RANK, String(r % 2));
+      assert.equal(rec.env.NODE_RANK, String(r >> 1));
+      assert.equal(rec.sum, 6, `rank ${r}: all four ranks took part`);
+      // ring 0 -> 1 -> 2 -> 3 -> 0: inside a node shared memory over a unix socket, between nodes TCP
+      const leftSame = r % 2 === 1;
+      assert.deepEqual(rec.transport, { left: leftSame ? 'unix' : 'tcp', right: leftSame ? 'tcp' : 'unix' }, `rank ${r}`);
+      if (process.platform === 'linux') assert.deepEqual(rec.sharedMemory, { left: leftSame, right: !leftSame }, `rank ${r}`);
+    }
+  }
+  function run(cmd: string, args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
+    return new Promise((resolve) => {
+      const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      p.stdout!.on('data', (d) => (out += d));
+      p.stderr!.on('data', (d) => (err += d));
+      const t = setTimeout(() => p.kill('SIGKILL'), 90_000);
+      p.on('close', (code) => {
+        clearTimeout(t);
+        resolve({ code, out, err });
+      });
+    });
+  }
+
+  test('examples/slurm/train.sbatch: srun starts one launcher per node, which form one job over TCP', async () => {
+    const tmp = tempDir('mambaout-slurm-');
+    try {
+      const bin = join(tmp.dir, 'bin');
+      mkdirSync(bin);
+      // stand-ins for srun (one task per node, per-task SLURM_NODEID) and scontrol (host list)
+      writeFileSync(join(bin, 'srun'), '#!/bin/bash\nwhile [[ $# -gt 0 && $1 == --* ]]; do shift; done\npids=()\n' +
+        'for ((i=0; i<SLURM_NNODES; i++)); do SLURM_NODEID=$i SLURM_PROCID=$i SLURM_LOCALID=0 "$@" & pids+=($!); done\n' +
+        'rc=0; for p in "${pids[@]}"; do wait "$p" || rc=$?; done; exit $rc\n');
+      writeFileSync(join(bin, 'scontrol'), '#!/bin/bash\n[ "$1 $2 $3" = "show hostnames nodeA,nodeB" ] || exit 9\necho 127.0.0.1\necho 127.0.0.2\n');
+      chmodSync(join(bin, 'srun'), 0o755);
+      chmodSync(join(bin, 'scontrol'), 0o755);
+      const port = await findFreePort();
+      const sbatch = fileURLToPath(new URL('../examples/slurm/train.sbatch', import.meta.url));
+      const res = await run('bash', [sbatch, tmp.dir], {
+        PATH: `${bin}:${process.env.PATH}`, SLURM_JOB_NODELIST: 'nodeA,nodeB', SLURM_NNODES: '2', SLURM_JOB_ID: '4242', MASTER_PORT: String(port),
+        GPUS_PER_NODE: '2', LAUNCH: `${process.execPath} --import tsx ${NODE}`,
+      });
+      assert.match(res.err, new RegExp(`mambaout: 2 node\\(s\\) x 2 GPU\\(s\\), rendezvous at 127\\.0\\.0\\.1:${port}`));
+      await checkTwoNodeJob(tmp.dir, [res]);
+      assert.equal(JSON.parse(res.out.split('\n').find((l) => l.startsWith('RESULT '))!.slice(7)).source, 'NNODES/NODE_RANK');
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  for (const style of ['pods', 'torchrun'] as const) {
+    test(`a Kubernetes PyTorchJob (${style === 'pods' ? 'WORLD_SIZE/RANK per pod' : 'PET_* variables'}): two pods form one job over TCP`, async () => {
+      const tmp = tempDir('mambaout-k8s-');
+      try {
+        const port = await findFreePort();
+        const envOf = (pod: number): Record<string, string> =>
+          style === 'pods'
+            ? { MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), WORLD_SIZE: '2', RANK: String(pod) }
+            : { MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), WORLD_SIZE: '4', RANK: String(pod), PET_NNODES: '2', PET_NODE_RANK: String(pod), PET_NPROC_PER_NODE: '2' };
+        const args = (): string[] => ['--import', 'tsx', NODE, tmp.dir, ...(style === 'pods' ? ['--nproc-per-node', '2'] : [])];
+        const results = await Promise.all([0, 1].map((pod) => run(process.execPath, args(), envOf(pod))));
+        await checkTwoNodeJob(tmp.dir, results);
+      } finally {
+        tmp.cleanup();
+      }
+    });
+  }
 });

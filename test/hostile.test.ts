@@ -30,7 +30,7 @@ import { parseArgs } from '../src/cli/parse.js';
 import { TRAIN_FLAGS } from '../src/cli/options.js';
 import { runTraining } from '../src/train/loop.js';
 import { createLogger } from '../src/log/logger.js';
-import { setupDistributed } from '../src/distributed/setup.js';
+import { setupDistributed } from '../src/train/ddp.js';
 import { ProcessGroup } from '../src/distributed/group.js';
 import { findFreePort, launch } from '../src/distributed/launcher.js';
 import { PickleWriter, deflatedZeros, f32Bytes, pngBomb, pthEntries, rawZip } from './helpers/craft.js';

@@ -149,3 +149,72 @@ export function distTimeoutMs(seconds: number | string | undefined = DEFAULT_DIS
   }
   return Math.round(s * 1000);
 }
+
+/** What one launcher (one per machine) needs to know about the job. */
+export interface NodeConfig {
+  nprocPerNode?: number;
+  nnodes: number;
+  nodeRank: number;
+  masterAddr?: string;
+  masterPort?: number;
+  /** Where the values came from, for the start-up line, e.g. "NNODES/NODE_RANK" or "WORLD_SIZE/RANK (one per node)". */
+  source: string;
+}
+
+/**
+ * The machine-level view of the job for a launcher that starts the workers of one machine (torchrun's job), read from
+ * flags first, then from the environment a scheduler sets:
+ *
+ *   PET_NNODES, PET_NODE_RANK, PET_NPROC_PER_NODE, PET_MASTER_ADDR, PET_MASTER_PORT   torchrun's own variables (the
+ *        Kubeflow training operator sets PET_NNODES/PET_NODE_RANK/PET_NPROC_PER_NODE when nprocPerNode is given)
+ *   NNODES, NODE_RANK, NPROC_PER_NODE                                                 plain names (e.g. from SLURM_NNODES
+ *        and SLURM_NODEID in a Slurm batch script, see examples/slurm/train.sbatch)
+ *   WORLD_SIZE, RANK  without any of the above: one launcher per node, WORLD_SIZE nodes, this one is node RANK. That is
+ *        what a PyTorchJob pod gets (the operator counts pods: Master + Worker replicas; see examples/kubernetes/) and
+ *        what cloud batch platforms set for `torchrun --nnodes $WORLD_SIZE --node_rank $RANK`.
+ *   MASTER_ADDR, MASTER_PORT   address and port of node 0's rendezvous.
+ *
+ * Throws a UserError on values that are not whole numbers or out of range, and on elastic node ranges ("1:4").
+ */
+export function readNodeConfig(flags: Partial<Omit<NodeConfig, 'source'>>, env: Env = process.env): NodeConfig {
+  const pick = (names: string[], min: number): { v: number; name: string } | undefined => {
+    for (const n of names) {
+      if (!present(env, n)) continue;
+      if (/^\s*\d+\s*:\s*\d+\s*$/.test(env[n]!)) {
+        throw new UserError(`${n}=${env[n]} is an elastic range; mambaout needs a fixed number of nodes (set ${n} to one number).`);
+      }
+      return { v: intVar(env, n, min)!, name: n };
+    }
+    return undefined;
+  };
+  let nnodes = flags.nnodes;
+  let nodeRank = flags.nodeRank;
+  let source = nnodes !== undefined ? '--nnodes/--node-rank' : '';
+  if (nnodes === undefined) {
+    const n = pick(['PET_NNODES', 'NNODES'], 1);
+    if (n) {
+      nnodes = n.v;
+      source = n.name === 'PET_NNODES' ? 'PET_NNODES/PET_NODE_RANK' : 'NNODES/NODE_RANK';
+      nodeRank ??= pick(n.name === 'PET_NNODES' ? ['PET_NODE_RANK', 'NODE_RANK'] : ['NODE_RANK'], 0)?.v;
+    } else {
+      const w = pick(['WORLD_SIZE'], 1);
+      if (w) {
+        nnodes = w.v;
+        nodeRank ??= pick(['RANK'], 0)?.v;
+        source = 'WORLD_SIZE/RANK (one launcher per node)';
+        if (nodeRank === undefined) throw new UserError(`WORLD_SIZE=${w.v} is set but RANK is not; every node's launcher needs its own RANK (0..${w.v - 1}).`);
+      }
+    }
+  }
+  nnodes ??= 1;
+  if (nodeRank === undefined) {
+    if (nnodes > 1) throw new UserError(`the job has ${nnodes} nodes but this node's rank is not set; give --node-rank or set NODE_RANK.`);
+    nodeRank = 0;
+  }
+  if (nodeRank >= nnodes) throw new UserError(`node rank ${nodeRank} is out of range for ${nnodes} node(s) (node ranks are 0..${nnodes - 1}).`);
+  const nprocPerNode = flags.nprocPerNode ?? pick(['PET_NPROC_PER_NODE', 'NPROC_PER_NODE'], 1)?.v;
+  const masterAddr = flags.masterAddr ?? (present(env, 'PET_MASTER_ADDR') ? env.PET_MASTER_ADDR!.trim() : present(env, 'MASTER_ADDR') ? env.MASTER_ADDR!.trim() : undefined);
+  const masterPort = flags.masterPort ?? pick(['PET_MASTER_PORT', 'MASTER_PORT'], 1)?.v;
+  if (masterPort !== undefined && masterPort > 65535) throw new UserError(`MASTER_PORT must be a TCP port between 1 and 65535, got ${masterPort}.`);
+  return { nprocPerNode, nnodes, nodeRank, masterAddr, masterPort, source: source || 'single node' };
+}

@@ -68,7 +68,7 @@ import {
   type PayloadSink,
 } from './transport.js';
 
-export { DistError, isDistError } from './transport.js';
+export { DistError, isDistError, reduceClock } from './transport.js';
 export type { ReduceOp, ScalarReduceOp } from './allreduce.js';
 export type { TransportKind } from './tcp.js';
 
@@ -94,8 +94,15 @@ export interface ProcessGroupOptions {
   initTimeoutMs?: number;
   /** Pipelining unit of allreduce and broadcast in bytes (default DEFAULT_BUCKET_BYTES). */
   bucketBytes?: number;
-  /** 'auto' (default): unix-domain sockets between ranks on one machine, TCP otherwise. 'tcp': TCP only. */
+  /**
+   * 'auto' (default): shared memory (payloads) + unix sockets (headers) between ranks on one machine, TCP otherwise.
+   * 'unix': unix sockets carry the payloads too (the transport before shared memory). 'tcp': TCP only.
+   */
   transport?: TransportKind;
+  /** Machine index (NODE_RANK); ranks with different node ranks never use shared memory or unix sockets. */
+  nodeRank?: number;
+  /** Capacity of each shared-memory inbox in bytes (default 32 MiB). */
+  shmBytes?: number;
   /** Read buffer per ring socket (default 1 MiB). */
   readBufferBytes?: number;
   /** Early data (from a neighbour that is ahead) buffered before reading pauses (default 256 MiB). */
@@ -174,6 +181,8 @@ export class ProcessGroup {
       transport: opts.transport ?? 'auto',
       readBufferBytes: opts.readBufferBytes ?? 1 << 20,
       maxBufferedBytes: opts.maxBufferedBytes ?? 256 * 1024 * 1024,
+      nodeRank: opts.nodeRank,
+      shmBytes: opts.shmBytes,
     });
     g.ring = ring;
     const handler = g.linkHandler();
@@ -185,7 +194,7 @@ export class ProcessGroup {
   /** init() from the torchrun-style environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, ...). */
   static async fromEnv(opts: Omit<ProcessGroupOptions, 'rank' | 'worldSize' | 'masterAddr' | 'masterPort' | 'localRank'> = {}, env: Record<string, string | undefined> = process.env): Promise<ProcessGroup> {
     const e = readDistEnv(env);
-    return ProcessGroup.init({ ...opts, rank: e.rank, worldSize: e.worldSize, masterAddr: e.masterAddr, masterPort: e.masterPort, localRank: e.localRank });
+    return ProcessGroup.init({ ...opts, rank: e.rank, worldSize: e.worldSize, masterAddr: e.masterAddr, masterPort: e.masterPort, localRank: e.localRank, nodeRank: e.nodeRank });
   }
 
   /** The failure that broke the group, or null. */
@@ -196,6 +205,24 @@ export class ProcessGroup {
   /** Socket kinds of the ring edges, e.g. { left: 'unix', right: 'unix' } (null for world size 1). */
   get transport(): { left: 'tcp' | 'unix'; right: 'tcp' | 'unix' } | null {
     return this.ring ? { left: this.ring.left.via, right: this.ring.right.via } : null;
+  }
+
+  /**
+   * Send payloads through shared memory where the ring edge has a mailbox (default true); false sends them over the
+   * socket as before (benchmarks compare both in one process). Receiving handles either at any time.
+   */
+  set useSharedMemory(on: boolean) {
+    if (this.ring) this.ring.right.shmEnabled = on;
+  }
+
+  /** Payload bytes this rank has moved through shared memory so far (sent plus received). */
+  get sharedMemoryBytes(): number {
+    return this.ring ? this.ring.left.shmBytes + this.ring.right.shmBytes : 0;
+  }
+
+  /** Whether the payloads of each ring edge travel through shared memory (null for world size 1). */
+  get sharedMemory(): { left: boolean; right: boolean } | null {
+    return this.ring ? { left: this.ring.left.sharedMemory.in, right: this.ring.right.sharedMemory.out } : null;
   }
 
   // ------------------------------------------------------------------------------------------ collectives

@@ -18,7 +18,7 @@
  *    8   u32  msgIndex  index of the message inside that collective's stream on this ring edge
  *   12   u32  length    payload bytes
  *   16   u32  aux       collective parameter (reduction op, broadcast root) - checked by the receiver
- *   20   u32  reserved
+ *   20   u32  flags     FLAG_SHM: the payload is in the shared-memory mailbox of this edge, not on the socket
  *   24   f64  total     total byte size of the collective's buffer on the sender - checked by the receiver
  *
  * Data frames of a collective are not assembled into messages: the payload bytes are handed, as they arrive,
@@ -30,11 +30,18 @@
  * when every write so far has completed, and a collective only resolves after its writes are flushed, so the
  * caller may reuse its buffer as soon as the promise resolves.
  *
+ * Shared memory. On an edge between ranks of one machine, payloads of SHM_MIN_PAYLOAD bytes or more go through the
+ * receiver's mailbox file (shm.ts) instead of the socket: the header carries FLAG_SHM and the payload length, the
+ * receiver reads the bytes from the mailbox in socket order (CopySink reads straight into the destination) and answers
+ * with an Ack frame (header only, `total` = bytes consumed) that frees room for the sender's next payloads. Frames that
+ * wait for room are queued in order with everything sent after them.
+ *
  * Backpressure. Sends reference memory the caller owns (no copies), so an over-eager sender costs no memory;
  * a sender that is ahead of us (frames for a collective this rank has not started yet) is buffered up to
  * `maxBufferedBytes`, after which the socket is paused and TCP flow control pushes back on the sender.
  */
 import type { Socket } from 'node:net';
+import { ShmInbox, ShmOutbox } from './shm.js';
 
 /** Failure of the process group. `rank` names the rank at fault when known. */
 export class DistError extends Error {
@@ -61,7 +68,9 @@ const MAGIC = 0xd157;
 /** Largest payload of one frame (u32 length field; collectives split larger data into buckets). */
 export const MAX_FRAME_PAYLOAD = 0x7fffffff;
 
-export const FRAME = { Data: 1, Abort: 2, Bye: 3, Hello: 4, Table: 5 } as const;
+export const FRAME = { Data: 1, Abort: 2, Bye: 3, Hello: 4, Table: 5, Ack: 6, ShmOk: 7 } as const;
+/** Header flag: the payload of this data frame is in the edge's shared-memory mailbox (shm.ts), not on the socket. */
+export const FLAG_SHM = 1;
 export const OP_KIND = { AllReduce: 1, Broadcast: 2, AllGather: 3 } as const;
 export const OP_KIND_NAME: Record<number, string> = { 1: 'allreduce', 2: 'broadcast', 3: 'allgather' };
 
@@ -73,6 +82,8 @@ export interface FrameHeader {
   length: number;
   aux: number;
   total: number;
+  /** FLAG_* bits (0 when absent). */
+  flags?: number;
 }
 
 export function encodeHeader(h: FrameHeader): Buffer {
@@ -85,7 +96,7 @@ export function encodeHeader(h: FrameHeader): Buffer {
   b.writeUInt32LE(h.msgIndex >>> 0, 8);
   b.writeUInt32LE(h.length >>> 0, 12);
   b.writeUInt32LE(h.aux >>> 0, 16);
-  b.writeUInt32LE(0, 20);
+  b.writeUInt32LE((h.flags ?? 0) >>> 0, 20);
   b.writeDoubleLE(h.total, 24);
   return b;
 }
@@ -100,6 +111,7 @@ function decodeHeader(b: Uint8Array): FrameHeader | null {
     msgIndex: dv.getUint32(8, true),
     length: dv.getUint32(12, true),
     aux: dv.getUint32(16, true),
+    flags: dv.getUint32(20, true),
     total: dv.getFloat64(24, true),
   };
 }
@@ -107,6 +119,8 @@ function decodeHeader(b: Uint8Array): FrameHeader | null {
 /** Receives the payload bytes of one data frame, in order, in pieces of any size. */
 export interface PayloadSink {
   write(chunk: Uint8Array): void;
+  /** Optional: hand out the next `n` destination bytes to be filled in place (instead of write()). */
+  direct?(n: number): Uint8Array;
   /** All `length` bytes have been written. */
   end(): void;
 }
@@ -151,6 +165,12 @@ export class CopySink implements PayloadSink {
   write(chunk: Uint8Array): void {
     this.dst.set(chunk, this.pos);
     this.pos += chunk.length;
+  }
+  /** The next `n` destination bytes, to be filled by the caller (a shared-memory read goes straight there). */
+  direct(n: number): Uint8Array {
+    const d = this.dst.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return d;
   }
   end(): void {
     this.onEnd();
@@ -244,8 +264,19 @@ function getSimd(): SimdKernels | null {
   return simd;
 }
 
+/** Time spent in the reduction kernels (addF32, divideF32), for the per-step breakdown; counted while `on`. */
+export const reduceClock = { on: false, ms: 0 };
+
 /** dst[i] += src[i] for i < src.length (IEEE float32 sums; SIMD when available). */
 export function addF32(dst: Float32Array, src: Float32Array): void {
+  if (reduceClock.on) {
+    const t0 = performance.now();
+    addF32Kernel(dst, src);
+    reduceClock.ms += performance.now() - t0;
+  } else addF32Kernel(dst, src);
+}
+
+function addF32Kernel(dst: Float32Array, src: Float32Array): void {
   const n = src.length;
   const k = getSimd();
   if (!k || n < 64) {
@@ -265,6 +296,14 @@ export function addF32(dst: Float32Array, src: Float32Array): void {
 
 /** a[i] = a[i] / w (IEEE float32 quotients, the same bits as `a[i] / w` in JS; SIMD when available). */
 export function divideF32(a: Float32Array, w: number): void {
+  if (reduceClock.on) {
+    const t0 = performance.now();
+    divideF32Kernel(a, w);
+    reduceClock.ms += performance.now() - t0;
+  } else divideF32Kernel(a, w);
+}
+
+function divideF32Kernel(a: Float32Array, w: number): void {
   const n = a.length;
   const k = getSimd();
   if (!k || n < 64) {
@@ -359,6 +398,11 @@ class CollectSink implements PayloadSink {
     this.data.set(chunk, this.pos);
     this.pos += chunk.length;
   }
+  direct(n: number): Uint8Array {
+    const d = this.data.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return d;
+  }
   end(): void {
     this.onEnd(this.data);
   }
@@ -413,6 +457,17 @@ export class Link {
   private flushWaiters: (() => void)[] = [];
   private lastError: (Error & { code?: string }) | null = null;
   private dead = false;
+  /** Receiving side of a shared-memory edge (this rank reads payloads the left neighbour wrote). */
+  private shmIn: ShmInbox | null = null;
+  /** Sending side of a shared-memory edge (this rank writes payloads into the right neighbour's inbox). */
+  private shmOut: ShmOutbox | null = null;
+  /** Frames waiting for room in the mailbox (socket order is kept: later frames wait behind them). */
+  private readonly outQueue: { h: Omit<FrameHeader, 'length'>; payload?: Uint8Array; done: (err?: Error | null) => void }[] = [];
+  private shmScratch: Uint8Array | null = null;
+  /** Payload bytes moved through shared memory (both directions), for benchmarks. */
+  shmBytes = 0;
+  /** Send large payloads through the mailbox when there is one (false: inline, as over a plain socket). */
+  shmEnabled = true;
 
   constructor(opts: LinkOptions) {
     this.peer = opts.peer;
@@ -448,6 +503,9 @@ export class Link {
     socket.on('close', () => {
       this.isClosed = true;
       this.consumer = null;
+      this.outQueue.length = 0;
+      this.shmIn?.close();
+      this.shmOut?.close();
       const graceful = this.peerLeft || this.localClosing;
       // Release anyone waiting on writes (their callbacks have fired with errors by now).
       this.pendingWrites = 0;
@@ -505,6 +563,20 @@ export class Link {
   }
 
   private beginFrame(h: FrameHeader): void {
+    if (h.type === FRAME.Ack) {
+      // The right neighbour consumed its inbox up to h.total bytes: write what waited for room.
+      this.shmOut?.ack(h.total);
+      this.pump();
+      return;
+    }
+    if (h.type === FRAME.ShmOk) {
+      this.shmIn?.unlink();
+      return;
+    }
+    if (h.type === FRAME.Data && ((h.flags ?? 0) & FLAG_SHM) !== 0) {
+      this.shmFrame(h);
+      return;
+    }
     this.curHeader = h;
     this.payloadLeft = h.length;
     if (h.type === FRAME.Data) {
@@ -527,6 +599,31 @@ export class Link {
       throw new ProtocolError(`unknown frame type ${h.type}`);
     }
     if (this.payloadLeft === 0) this.endFrame();
+  }
+
+  /** A data frame whose payload is in the shared-memory inbox: read it into the frame's sink, then acknowledge. */
+  private shmFrame(h: FrameHeader): void {
+    const inbox = this.shmIn;
+    if (!inbox) throw new ProtocolError(`rank ${this.peer} sent a shared-memory frame on a link without a mailbox`);
+    if (h.opSeq > this.maxOpSeqSeen) this.maxOpSeqSeen = h.opSeq;
+    const c = this.consumer;
+    let sink: PayloadSink;
+    if (c && h.opSeq === c.opSeq) {
+      sink = c.frame(h);
+    } else if (c && h.opSeq < c.opSeq) {
+      throw new ProtocolError(
+        `rank ${this.peer} sent data for ${OP_KIND_NAME[h.kind] ?? 'an unknown collective'} #${h.opSeq} while this rank is at #${c.opSeq}`,
+      );
+    } else {
+      // A collective this rank has not started yet: copy it out (as the socket path buffers it) and free the room.
+      sink = new CollectSink(h.length, (data) => this.stashEarly({ ...h, flags: 0 }, data));
+    }
+    if (!this.shmScratch) this.shmScratch = new Uint8Array(1 << 20);
+    const direct = sink.direct ? sink.direct(h.length) : null;
+    const consumed = inbox.read(h.length, direct, this.shmScratch, (piece) => sink.write(piece));
+    this.shmBytes += h.length;
+    this.sendRaw({ type: FRAME.Ack, kind: 0, opSeq: 0, msgIndex: 0, aux: 0, total: consumed });
+    sink.end();
   }
 
   private endFrame(): void {
@@ -600,12 +697,14 @@ export class Link {
 
   // ------------------------------------------------------------------------------------------------ send
 
-  /** Queue one frame. `payload` is referenced, not copied: do not modify it until flushed(). */
+  /**
+   * Queue one frame. `payload` is referenced, not copied: do not modify it until flushed(). On a shared-memory edge
+   * a large payload is written into the right neighbour's inbox (possibly later, when there is room) and only the
+   * header goes on the socket.
+   */
   send(h: Omit<FrameHeader, 'length'>, payload?: Uint8Array): void {
     const s = this.socket;
     if (!s || this.isClosed || s.destroyed) return;
-    const length = payload ? payload.length : 0;
-    const header = encodeHeader({ ...h, length });
     this.pendingWrites++;
     const done = (err?: Error | null): void => {
       if (err && !this.lastError) this.lastError = err;
@@ -613,8 +712,58 @@ export class Link {
       if (this.pendingWrites > 0) this.pendingWrites--;
       if (this.pendingWrites === 0) this.resolveFlushWaiters();
     };
+    if (this.shmOut) {
+      this.outQueue.push({ h, payload, done });
+      this.pump();
+      return;
+    }
+    this.sendRaw(h, payload, done);
+  }
+
+  /** Write queued frames in order while the mailbox has room for the next one. */
+  private pump(): void {
+    const out = this.shmOut;
+    const s = this.socket;
+    while (this.outQueue.length > 0) {
+      if (!s || this.isClosed || s.destroyed) {
+        for (const f of this.outQueue.splice(0)) f.done(new Error('socket closed'));
+        return;
+      }
+      const f = this.outQueue[0];
+      const length = f.payload ? f.payload.length : 0;
+      if (out && this.shmEnabled && f.payload && out.fits(length)) {
+        if (!out.hasRoom(length)) return; // an Ack will call pump() again
+        try {
+          out.write(f.payload);
+        } catch (e) {
+          // The mailbox failed (e.g. the file system filled up): everything from here goes inline.
+          this.shmOut = null;
+          out.close();
+          continue;
+        }
+        this.outQueue.shift();
+        this.shmBytes += length;
+        this.lastTxDoneAt = Date.now();
+        this.sendRaw({ ...f.h, flags: (f.h.flags ?? 0) | FLAG_SHM }, undefined, f.done, length);
+      } else {
+        this.outQueue.shift();
+        this.sendRaw(f.h, f.payload, f.done);
+      }
+    }
+  }
+
+  /** Put one frame on the socket now. `shmLength`: length of a payload that went through the mailbox. */
+  private sendRaw(h: Omit<FrameHeader, 'length'>, payload?: Uint8Array, done?: (err?: Error | null) => void, shmLength?: number): void {
+    const s = this.socket;
+    if (!s || this.isClosed || s.destroyed) {
+      done?.(new Error('socket closed'));
+      return;
+    }
+    const length = payload ? payload.length : 0;
+    const header = encodeHeader({ ...h, length: shmLength ?? length });
     if (length === 0) {
-      s.write(header, done);
+      if (done) s.write(header, done);
+      else s.write(header);
       return;
     }
     const body = Buffer.from(payload!.buffer, payload!.byteOffset, length);
@@ -622,6 +771,22 @@ export class Link {
     s.write(header);
     s.write(body, done);
     s.uncork();
+  }
+
+  /** Receiving end of a shared-memory edge: payloads flagged FLAG_SHM are read from `inbox`. */
+  attachShmInbox(inbox: ShmInbox): void {
+    this.shmIn = inbox;
+  }
+
+  /** Sending end of a shared-memory edge; tells the receiver it may remove the file name. */
+  attachShmOutbox(outbox: ShmOutbox): void {
+    this.shmOut = outbox;
+    this.sendRaw({ type: FRAME.ShmOk, kind: 0, opSeq: 0, msgIndex: 0, aux: 0, total: 0 });
+  }
+
+  /** Whether large payloads on this link travel through shared memory (either direction). */
+  get sharedMemory(): { in: boolean; out: boolean } {
+    return { in: this.shmIn !== null, out: this.shmOut !== null };
   }
 
   sendControl(type: number, payload: unknown = null): void {

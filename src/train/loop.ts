@@ -44,7 +44,7 @@ import { TrainingCurves } from './curves.js';
 import { checkNoPrefetcher, checkWorkerSeeding, distBnLogLine, trainAugPlan, ttaReduce, type TrainAugPlan } from './timm_flags.js';
 import { pyExp, pyFixed, pyG, pyRepr } from '../utils/pyformat.js';
 import { argsToYaml } from '../cli/parse.js';
-import type { DistContext } from '../distributed/context.js';
+import type { DistributedDataParallel } from './ddp.js';
 
 export type Args = Record<string, unknown>;
 
@@ -74,7 +74,7 @@ export interface TrainResult {
 
 export interface TrainContext {
   logger: Logger;
-  dist: DistContext | null;
+  dist: DistributedDataParallel | null;
   /** Set by a SIGINT/SIGTERM handler: stop at the next micro-batch boundary after saving a recovery checkpoint. */
   stopRequested?: () => boolean;
   /** Test hook: called after each optimizer update. */
@@ -514,7 +514,7 @@ function copyEmaTo(ema: ModelEmaV2, model: MambaOut): void {
 interface LoopState {
   args: Args;
   logger: Logger;
-  dist: DistContext | null;
+  dist: DistributedDataParallel | null;
   model: MambaOut;
   params: NamedParameter[];
   optimizer: Optimizer<ParamGroup>;

@@ -16,6 +16,7 @@ if (process.argv[3] === 'group') {
   const g = await ProcessGroup.fromEnv({ timeoutMs: 30_000 });
   rec.sum = (await g.allreduceScalars([g.rank], 'sum'))[0];
   rec.transport = g.transport;
+  rec.sharedMemory = g.sharedMemory;
   await g.close();
 }
 writeFileSync(join(outDir, `rank${process.env.RANK}.json`), JSON.stringify(rec));

@@ -10,9 +10,12 @@
  *   mismatch     rank 1 passes a buffer one element longer; everyone reports the error
  *   close        rank 0 closes the group after a barrier; rank 1 reports the error of its next allreduce
  *   join         plain init (the test starts fewer ranks than WORLD_SIZE); reports the init error
+ *   pool         all-reduce on a CommPool of 2 worker threads, two channels at once; reports whether the results equal
+ *                the group's own all-reduce of the same data, bit for bit
  */
 import { createHash } from 'node:crypto';
 import { ProcessGroup, isDistError } from '../../src/distributed/group.js';
+import { CommPool } from '../../src/distributed/pool.js';
 import { Rng } from '../../src/utils/rng.js';
 
 const scenario = process.argv[2];
@@ -151,7 +154,7 @@ async function collectives(g: ProcessGroup): Promise<void> {
   });
   expectEq('async scalars', await scal, [(W * (W + 1)) / 2]);
   expectEq('async broadcast', Array.from(bc), [7, 8, 9]);
-  out({ checks, failures, hashes, transport: g.transport });
+  out({ checks, failures, hashes, transport: g.transport, sharedMemory: g.sharedMemory, shmBytes: g.sharedMemoryBytes });
 }
 
 async function main(): Promise<void> {
@@ -164,7 +167,8 @@ async function main(): Promise<void> {
       masterPort: Number(process.env.MASTER_PORT),
       timeoutMs,
       initTimeoutMs,
-      transport: process.env.DIST_TRANSPORT === 'tcp' ? 'tcp' : 'auto',
+      transport: (['tcp', 'unix'].includes(process.env.DIST_TRANSPORT ?? '') ? process.env.DIST_TRANSPORT : 'auto') as 'tcp' | 'unix' | 'auto',
+      shmBytes: process.env.DIST_SHM_BYTES ? Number(process.env.DIST_SHM_BYTES) : undefined,
     });
   } catch (e) {
     out({ phase: 'init', ...errInfo(e) });
@@ -175,6 +179,26 @@ async function main(): Promise<void> {
       await collectives(g);
       await g.close();
       return;
+    case 'pool': {
+      const pool = await CommPool.create(g, { threads: 2, masterAddr: process.env.MASTER_ADDR!, timeoutMs });
+      const n = 600_001;
+      const rng = new Rng(7 + rank);
+      const ref = new Float32Array(n);
+      for (let i = 0; i < n; i++) ref[i] = rng.random() - 0.5;
+      const buf = pool.alloc(n);
+      buf.set(ref);
+      const cut = 250_000;
+      // two channels at once, plus the main group's own all-reduce of the same data in between
+      const a = pool.allreduce(buf.subarray(0, cut), 'avg', 0);
+      const b = pool.allreduce(buf.subarray(cut), 'avg', 1);
+      await g.allreduce(ref.subarray(0, cut), { op: 'avg' });
+      await g.allreduce(ref.subarray(cut), { op: 'avg' });
+      await Promise.all([a, b]);
+      out({ equal: hash(buf) === hash(ref), threads: pool.threads, hash: hash(buf) });
+      await pool.close();
+      await g.close();
+      return;
+    }
     case 'hang': {
       if (rank === Number(process.env.HANG_RANK)) {
         out({ hanging: true });

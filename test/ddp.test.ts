@@ -1,0 +1,114 @@
+/**
+ * src/train/ddp.ts on the cpu backend: gradient buckets fill during the backward pass (before tf.variableGrads
+ * returns), the overlapped and the flat exchange return the same averaged gradients, and every tensor is freed.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+import '../src/backend/tfjs.js';
+import { createModel } from '../src/models/mambaout.js';
+import { DistributedDataParallel, type Communicator } from '../src/train/ddp.js';
+
+await tf.setBackend('cpu');
+
+/** A stand-in for a 2-rank group whose other rank holds exactly these gradients times 3: avg = 2 x. */
+class FakeGroup implements Communicator {
+  readonly rank = 0;
+  readonly worldSize = 2;
+  calls: number[] = [];
+  async allreduce(buf: Float32Array, opts?: { op?: 'sum' | 'avg' }): Promise<void> {
+    this.calls.push(buf.length);
+    for (let i = 0; i < buf.length; i++) buf[i] = opts?.op === 'avg' ? (buf[i] + 3 * buf[i]) / 2 : buf[i] + 3 * buf[i];
+  }
+  async broadcast(): Promise<void> {}
+  async allreduceScalars(v: readonly number[]): Promise<number[]> {
+    return [...v];
+  }
+  close(): void {}
+}
+
+function setup(bucketBytes: number) {
+  const model = createModel('mambaout_test', { seed: 3 });
+  const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
+  const x = tf.randomNormal([2, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
+  const y = tf.oneHot(tf.tensor1d([1, 7], 'int32'), model.numClasses);
+  const loss = (): tf.Scalar => tf.losses.softmaxCrossEntropy(y, model.forward(x, { training: true })) as tf.Scalar;
+  return { model, params, x, y, loss, vars: params.map((p) => p.variable) };
+}
+
+test('overlapped buckets start during the backward pass and average to the same gradients as one flat buffer', async () => {
+  const s = setup(40_000);
+  const group = new FakeGroup();
+  const ddp = new DistributedDataParallel(group, s.params, { bucketBytes: 40_000 });
+  assert.ok(ddp.buckets.length >= 4, `${ddp.buckets.length} buckets`);
+  // every parameter is in exactly one bucket, last-registered first
+  assert.deepEqual([...ddp.buckets.flatMap((b) => b.members)].sort((a, b) => a - b), s.params.map((_, i) => i));
+  assert.equal(ddp.buckets[0].members[0], s.params.length - 1);
+
+  let startedInBackward = 0;
+  const start = ddp.startReadback.bind(ddp);
+  let inBackward = false;
+  ddp.startReadback = (b, g) => {
+    if (inBackward) startedInBackward++;
+    return start(b, g);
+  };
+  const before = tf.memory().numTensors;
+  inBackward = true;
+  const a = tf.tidy(() => tf.variableGrads(ddp.watch(s.loss), s.vars));
+  inBackward = false;
+  // fused-free cpu path: fc1 weights and biases are read through three slices each (used 3x), the rest once
+  assert.ok(startedInBackward >= 2, `${startedInBackward} buckets started while the backward pass ran`);
+  const ga = new Map(s.params.map((p) => [p.name, a.grads[p.variable.name]]));
+  const want = new Map([...ga].map(([k, t]) => [k, (t.dataSync() as Float32Array).map((v) => (v + 3 * v) / 2)]));
+  const outA = await ddp.allreduceGrads(s.params, ga);
+  assert.equal(group.calls.length, ddp.buckets.length);
+
+  const b = tf.tidy(() => tf.variableGrads(s.loss, s.vars));
+  const outB = await ddp.allreduceGrads(s.params, new Map(s.params.map((p) => [p.name, b.grads[p.variable.name]])));
+  assert.equal(group.calls.length, ddp.buckets.length + 1, 'one flat buffer without watch()');
+  for (const p of s.params) {
+    const ea = outA.get(p.name)!.dataSync();
+    const eb = outB.get(p.name)!.dataSync();
+    assert.deepEqual(Array.from(ea), Array.from(want.get(p.name)!), p.name);
+    assert.deepEqual(Array.from(ea), Array.from(eb), p.name);
+  }
+  tf.dispose([a.value, b.value, ...outA.values(), ...outB.values()]);
+  assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+  tf.dispose([s.x, s.y]);
+  s.model.dispose();
+});
+
+test('onBucket hands over every averaged bucket once, as soon as it is back, and nothing is returned', async () => {
+  const s = setup(40_000);
+  const ddp = new DistributedDataParallel(new FakeGroup(), s.params, { bucketBytes: 40_000 });
+  const r1 = tf.tidy(() => tf.variableGrads(ddp.watch(s.loss), s.vars));
+  const whole = await ddp.allreduceGrads(s.params, new Map(s.params.map((p) => [p.name, r1.grads[p.variable.name]])));
+  const r2 = tf.tidy(() => tf.variableGrads(ddp.watch(s.loss), s.vars));
+  const seen: string[][] = [];
+  const got = new Map<string, Float32Array>();
+  const rest = await ddp.allreduceGrads(s.params, new Map(s.params.map((p) => [p.name, r2.grads[p.variable.name]])), {
+    onBucket: (g) => {
+      seen.push([...g.keys()]);
+      for (const [k, t] of g) got.set(k, t.dataSync() as Float32Array);
+      tf.dispose([...g.values()]);
+    },
+  });
+  assert.equal(rest.size, 0);
+  assert.deepEqual(seen, ddp.buckets.map((b) => b.members.map((i) => s.params[i].name)));
+  for (const [k, t] of whole) assert.deepEqual(Array.from(got.get(k)!), Array.from(t.dataSync()), k);
+  tf.dispose([r1.value, r2.value, ...whole.values(), s.x, s.y]);
+  s.model.dispose();
+});
+
+test('without a tape to hook (or with other parameters) the exchange falls back to one flat buffer', async () => {
+  const s = setup(1 << 20);
+  const group = new FakeGroup();
+  const ddp = new DistributedDataParallel(group, s.params);
+  const sub = s.params.slice(0, 3);
+  const r = tf.tidy(() => tf.variableGrads(ddp.watch(s.loss), sub.map((p) => p.variable)));
+  const out = await ddp.allreduceGrads(sub, new Map(sub.map((p) => [p.name, r.grads[p.variable.name]])));
+  assert.deepEqual(group.calls, [sub.reduce((n, p) => n + p.variable.size, 0)]);
+  assert.deepEqual([...out.keys()], sub.map((p) => p.name));
+  tf.dispose([r.value, ...out.values(), s.x, s.y]);
+  s.model.dispose();
+});
