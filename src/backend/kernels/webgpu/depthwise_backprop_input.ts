@@ -14,7 +14,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { backend_util } from '@tensorflow/tfjs';
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs';
-import type { KernelArgs } from './conv2d_backprop_filter.js';
+import type { KernelArgs } from './util.js';
 import { dispatch2D, disposeInfos, runCustomProgram, uniformStruct } from './dispatch.js';
 
 function rotateSource(): string {

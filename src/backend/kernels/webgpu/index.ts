@@ -15,13 +15,15 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs';
-import { conv2dBackpropFilterWebGPU, type KernelArgs } from './conv2d_backprop_filter.js';
+import { conv2dBackpropFilterWebGPU } from './conv2d_backprop_filter.js';
+import type { KernelArgs } from './util.js';
 import { depthwiseBackpropFilterWebGPU } from './depthwise_backprop_filter.js';
-import { batchMatMulKernel } from './matmul.js';
+import { batchMatMulKernel, linearKernel } from './matmul.js';
 import { depthwiseBackpropInputWebGPU } from './depthwise_backprop_input.js';
 import { layerNormGradKernel, layerNormKernel } from './layer_norm.js';
-import { gatedGeluGradConvKernel, gatedGeluGradKernel, gatedGeluKernel } from './gated_gelu.js';
+import { gatedGeluGradConvKernel, gatedGeluGradKernel, gatedGeluKernel, geluGradKernel } from './gated_gelu.js';
 import { adamKernel } from './adam.js';
+import { adamMultiKernel } from './adam_multi.js';
 import { sumRowsKernel } from './sum_rows.js';
 
 export {
@@ -38,6 +40,8 @@ export {
 } from './depthwise_backprop_filter.js';
 
 export { getMatMulTuning, setMatMulTuning, type MatMulTuning } from './matmul.js';
+export { GEMM_TILES, GEMM_RULES, gemmTuning, setGemmTuning, type GemmTile } from './matmul_tiles.js';
+export { describeWebGPUKernelSettings, setWebGPUKernelSettings, webgpuKernelSettings, V1_SETTINGS, type WebGPUKernelSettings } from './settings.js';
 
 type OurKernel = (args: KernelArgs, fallback?: KernelFunc) => TensorInfo | TensorInfo[];
 
@@ -54,6 +58,9 @@ const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   { kernelName: 'MambaoutGatedGeluGradConv', impl: gatedGeluGradConvKernel },
   { kernelName: 'MambaoutGatedGeluGrad', impl: gatedGeluGradKernel },
   { kernelName: 'MambaoutAdam', impl: adamKernel },
+  { kernelName: 'MambaoutLinear', impl: linearKernel },
+  { kernelName: 'MambaoutGeluGrad', impl: geluGradKernel },
+  { kernelName: 'MambaoutAdamMulti', impl: adamMultiKernel },
 ];
 
 /** Names of the kernels we replace on 'webgpu'. */
