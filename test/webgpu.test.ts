@@ -568,6 +568,48 @@ test('step-speed kernels (GEMM tiles, fused Linear, LayerNorm+GELU, multi-tensor
         }
       }
     });
+
+    await t.test('Conv2DBackpropInput (implicit GEMM by output parity) vs cpu: strides 1-2, pads, odd sizes, fallbacks', async () => {
+      const P1: backend_util.ExplicitPadding = [[0, 0], [1, 1], [1, 1], [0, 0]];
+      const cases: Array<{ x: [number, number, number, number]; k: number; cout: number; s: number; pad: 'same' | 'valid' | backend_util.ExplicitPadding; format?: 'NCHW' }> = [
+        { x: [2, 16, 16, 24], k: 3, cout: 48, s: 2, pad: P1 }, // MambaOut's downsampling conv (vec4 everywhere)
+        { x: [2, 15, 13, 8], k: 3, cout: 12, s: 2, pad: P1 }, // odd H/W
+        { x: [1, 9, 11, 5], k: 3, cout: 7, s: 2, pad: P1 }, // scalar reads and stores
+        { x: [2, 10, 9, 6], k: 5, cout: 4, s: 2, pad: 'same' },
+        { x: [2, 8, 8, 3], k: 3, cout: 5, s: 1, pad: 'same' },
+        { x: [1, 12, 12, 4], k: 3, cout: 8, s: 2, pad: 'valid' },
+        { x: [1, 11, 11, 4], k: 2, cout: 8, s: 2, pad: [[0, 0], [0, 1], [1, 0], [0, 0]] },
+        { x: [2, 7, 7, 4], k: 3, cout: 8, s: 3, pad: 'same' },
+      ];
+      for (const c of cases) {
+        const fShape: [number, number, number, number] = [c.k, c.k, c.x[3], c.cout];
+        const filter = randn(rng, fShape.reduce((a, b) => a * b, 1), 0.3);
+        const x = randn(rng, c.x.reduce((a, b) => a * b, 1));
+        const outShape = tf.tidy(() => tf.conv2d(tf.zeros(c.x) as tf.Tensor4D, tf.zeros(fShape) as tf.Tensor4D, c.s, c.pad).shape);
+        const R = randn(rng, outShape.reduce((a, b) => a * b, 1));
+        const { gpu, cpu } = await bothBackends(() => {
+          const w = tf.tensor4d(filter, fShape);
+          const rt = tf.tensor(R, outShape);
+          return [tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(rt, tf.conv2d(xi as tf.Tensor4D, w, c.s, c.pad))))(tf.tensor4d(x, c.x))];
+        });
+        const e = relErr(gpu[0], cpu[0]);
+        assert.ok(e <= TOL, `conv dx x[${c.x}] k${c.k} cout ${c.cout} s${c.s} pad ${JSON.stringify(c.pad)}: rel ${e}`);
+      }
+      // The stem conv2 shape at batch 1 with the rules' tile (N = Cin = 24) and with a forced 128x128 tile.
+      for (const forced of ['', '128x128x8_8x8']) {
+        setGemmTuning({ forceTile: forced });
+        const fShape: [number, number, number, number] = [3, 3, 24, 48];
+        const filter = randn(rng, 3 * 3 * 24 * 48, 0.2);
+        const R = randn(rng, 28 * 28 * 48);
+        const { gpu, cpu } = await bothBackends(() => {
+          const w = tf.tensor4d(filter, fShape);
+          const rt = tf.tensor(R, [1, 28, 28, 48]);
+          return [tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(rt, tf.conv2d(xi as tf.Tensor4D, w, 2, P1))))(tf.zeros([1, 56, 56, 24]))];
+        });
+        assert.ok(relErr(gpu[0], cpu[0]) <= TOL, `stem-like conv dx (tile '${forced}'): rel ${relErr(gpu[0], cpu[0])}`);
+      }
+      setGemmTuning({ forceTile: '' });
+    });
   } finally {
     setWebGPUKernelSettings(prevSettings);
     setGemmTuning({ forceTile: '' });

@@ -63,6 +63,8 @@ export interface GemmSpec {
   /** Extra uniforms (i32) appended after the standard ones, and extra WGSL declarations (helper functions). */
   extraUniforms?: string[];
   extraCode?: string;
+  /** WGSL statements at the start of main (after z), e.g. per-z constants for the expressions below. */
+  prologue?: string;
   /** WGSL expression for the K length seen by workgroup z (default u.K); must be uniform (depend on z only). */
   kLength?: string;
   /** WGSL expression for the row count seen by workgroup z (default u.M). */
@@ -262,6 +264,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   let n0 = i32(wid.x) * ${bn};
   let m0 = i32(wid.y) * ${bm};
   let z = i32(wid.z);
+  ${spec.prologue ?? ''}
   let mLen = ${spec.mLength ?? 'u.M'};
   let kLen = ${spec.kLength ?? 'u.K'};
   ${spec.split ? 'let kBegin = z * u.kChunk;\n  let kEnd = min(kBegin + u.kChunk, kLen);' : 'let kBegin = 0;\n  let kEnd = kLen;'}

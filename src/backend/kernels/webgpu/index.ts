@@ -16,6 +16,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs';
 import { conv2dBackpropFilterWebGPU } from './conv2d_backprop_filter.js';
+import { conv2dBackpropInputWebGPU } from './conv2d_backprop_input.js';
 import type { KernelArgs } from './util.js';
 import { depthwiseBackpropFilterWebGPU } from './depthwise_backprop_filter.js';
 import { batchMatMulKernel, linearKernel } from './matmul.js';
@@ -47,6 +48,7 @@ type OurKernel = (args: KernelArgs, fallback?: KernelFunc) => TensorInfo | Tenso
 
 const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   { kernelName: 'Conv2DBackpropFilter', impl: conv2dBackpropFilterWebGPU },
+  { kernelName: 'Conv2DBackpropInput', impl: conv2dBackpropInputWebGPU },
   { kernelName: 'DepthwiseConv2dNativeBackpropFilter', impl: depthwiseBackpropFilterWebGPU },
   { kernelName: 'BatchMatMul', impl: batchMatMulKernel },
   { kernelName: 'DepthwiseConv2dNativeBackpropInput', impl: depthwiseBackpropInputWebGPU },
