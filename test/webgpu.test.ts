@@ -463,6 +463,15 @@ test('step-speed kernels (GEMM tiles, fused Linear, LayerNorm+GELU, multi-tensor
         }
       }
       setGemmTuning({ forceTile: '' });
+      // The v1 kernel stays selectable (MAMBAOUT_WEBGPU_KERNELS=v1): still correct.
+      setWebGPUKernelSettings({ gemm: false });
+      for (const [sa, sb, ta, tb] of cases) {
+        const a = randn(rng, sa.reduce((x, y) => x * y, 1));
+        const b = randn(rng, sb.reduce((x, y) => x * y, 1));
+        const { gpu, cpu } = await bothBackends(() => [tf.matMul(tf.tensor(a, sa), tf.tensor(b, sb), ta, tb)]);
+        assert.ok(relErr(gpu[0], cpu[0]) <= TOL, `v1: [${sa}] x [${sb}]: rel ${relErr(gpu[0], cpu[0])}`);
+      }
+      setWebGPUKernelSettings({ gemm: true });
       // The rules' own choices on MambaOut-like shapes (femto stage 0 at batch 1: M = 3136) and odd ones.
       const ruleCases: Array<[number[], number[], boolean, boolean]> = [
         [[3136, 48], [256, 48], false, true], [[3136, 128], [48, 128], false, true], [[3136, 256], [256, 48], false, false],
@@ -569,7 +578,7 @@ test('step-speed kernels (GEMM tiles, fused Linear, LayerNorm+GELU, multi-tensor
       }
     });
 
-    await t.test('Conv2DBackpropInput (implicit GEMM by output parity) vs cpu: strides 1-2, pads, odd sizes, fallbacks', async () => {
+    await t.test('Conv2DBackpropInput (implicit GEMM by output parity) vs cpu: strides 1-3, pads, odd sizes, scalar and vec4 paths', async () => {
       const P1: backend_util.ExplicitPadding = [[0, 0], [1, 1], [1, 1], [0, 0]];
       const cases: Array<{ x: [number, number, number, number]; k: number; cout: number; s: number; pad: 'same' | 'valid' | backend_util.ExplicitPadding; format?: 'NCHW' }> = [
         { x: [2, 16, 16, 24], k: 3, cout: 48, s: 2, pad: P1 }, // MambaOut's downsampling conv (vec4 everywhere)

@@ -80,8 +80,8 @@ export class Conv2d {
   apply(x: tf.Tensor4D): tf.Tensor4D {
     const p = this.pad;
     // Explicit symmetric padding: PyTorch's padding=1 with stride 2 differs from tfjs 'same' (which pads bottom/right only).
-    const y = tf.conv2d(x, this.weight as tf.Tensor4D, this.stride, [[0, 0], [p, p], [p, p], [0, 0]]);
-    return y.add(this.bias);
+    // tf.fused.conv2d adds the bias in the convolution's kernel (webgpu, wasm; cpu adds it after, the same values).
+    return tf.fused.conv2d({ x, filter: this.weight as tf.Tensor4D, strides: this.stride, pad: [[0, 0], [p, p], [p, p], [0, 0]], bias: this.bias });
   }
 }
 
