@@ -160,7 +160,7 @@ async function main(): Promise<void> {
     console.log(`# ${model} batch ${batch}: ${ps.length} distinct GEMM problems in a step + forward (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   }
   const tsv: string[] = ['problem\twhere\tcalls\tM\tN\tK\tvariant\tms\ttflops'];
-  console.log('# problem | calls | M,N,K | v1/tfjs ms | rules: tile ms TF/s | best: tile ms TF/s');
+  console.log('# problem xcalls models | v1 (or tfjs) ms | rules: tile ms TFLOP/s | best: tile ms TFLOP/s (= same)');
   let totRule = 0;
   let totBest = 0;
   let totOld = 0;
@@ -201,7 +201,7 @@ async function main(): Promise<void> {
     totRule += ruleMs * p.count;
     totBest += best.ms * p.count;
     if (!Number.isNaN(oldMs)) totOld += oldMs * p.count;
-    console.log(`${describe(p)} | x${p.count} ${p.where} | ${M},${N},${K} | ${Number.isNaN(oldMs) ? '-' : oldMs.toFixed(3)} | ` +
+    console.log(`${describe(p)} x${p.count} ${p.where} | ${Number.isNaN(oldMs) ? '-' : oldMs.toFixed(3)} | ` +
       `${rule.name} ${ruleMs.toFixed(3)} ${tf_(ruleMs)} | ${best.name === rule.name ? '=' : `${best.name} ${best.ms.toFixed(3)} ${tf_(best.ms)}`}`);
   }
   console.log(`# per step (calls x ms, all models): rules ${totRule.toFixed(2)} ms, best tiles ${totBest.toFixed(2)} ms, old kernels ${totOld.toFixed(2)} ms (matmul + conv dx, Linear not included)`);

@@ -25,55 +25,7 @@ sec "machine"
 echo "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1); node $(node --version); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
 
-TORCH=""
-for p in ../shared/bench/torch_step.py shared/bench/torch_step.py "${TORCH_STEP:-}"; do
-  [ -n "$p" ] && [ -f "$p" ] && { TORCH=$p; break; }
-done
-
-sec "1. PyTorch eager (torch_step.py, batch $B, 20 steps after 5 warm-up)"
-: > "$OUT/torch.jsonl"
-if [ -z "$TORCH" ]; then
-  echo "torch_step.py not found (looked in ../shared/bench, shared/bench, \$TORCH_STEP): PyTorch figures skipped"
-else
-  for m in $MODELS; do
-    for amp in 0 1; do
-      for inf in 0 1; do
-        line=$(timeout 90 python3 "$TORCH" --model mambaout_$m --batch "$B" --amp $amp --infer $inf 2>&1 | grep '^{' | tail -1)
-        if [ -n "$line" ]; then echo "$line" >> "$OUT/torch.jsonl"; else echo "torch $m amp=$amp infer=$inf: failed or timed out"; fi
-      done
-    done
-  done
-  python3 - "$OUT/torch.jsonl" <<'PY'
-import json, sys
-for l in open(sys.argv[1]):
-    d = json.loads(l)
-    print(f"torch {d['model'][9:]:6s} {d['mode']:5s} {'bf16' if d['amp'] else 'fp32'}: {d['img_s']:8.1f} img/s  peak {d['peak_mem_gb']} GB")
-PY
-fi
-
-sec "2. ours (npm run bench, webgpu, batch $B, $IMG px, median of 5 steps after 2 warm-up)"
-run_ours() {  # model kernels(new|v1) extra-args...
-  local m=$1 k=$2; shift 2
-  local log="$OUT/ours_${m}_${k}.log"
-  local kv=MAMBAOUT_WEBGPU_KERNELS=; [ "$k" = v1 ] && kv=MAMBAOUT_WEBGPU_KERNELS=v1
-  env "$kv" timeout 150 node --import tsx scripts/bench.ts --model mambaout_$m --backend webgpu --batch "$B" --img-size "$IMG" \
-    --steps 5 --warmup 2 --json "$@" > "$log" 2>&1
-  local rc=$?
-  [ $rc -ne 0 ] && echo "ours $m $k: exit $rc: $(grep -v '^{' "$log" | tail -2 | tr '\n' ' ')"
-  return 0
-}
-for m in $MODELS; do
-  run_ours "$m" new --profile --top 12
-  echo "-- $m, new kernels"
-  grep -E '^(kernels|train|inference|bind groups):' "$OUT/ours_${m}_new.log"
-  # the two profile tables (header + 12 rows each)
-  awk '/^profile of/{p=1} /^(train|inference|bind groups|peak tfjs|\{)/{p=0} p' "$OUT/ours_${m}_new.log"
-  run_ours "$m" v1
-  echo "-- $m, v1 kernels (main's)"
-  grep -E '^(train|inference):' "$OUT/ours_${m}_v1.log"
-done
-
-sec "3. summary (batch $B; ratio = ours / PyTorch fp32 eager, same run)"
+summary() {
 python3 - "$OUT" "$MODELS" <<'PY'
 import json, os, sys
 out = sys.argv[1]
@@ -99,13 +51,65 @@ for m in sys.argv[2].split():
         peak = n.get('train_dawn_peak_gb') if mode == 'train' else '-'
         print(f"{m:5s} | {mode:5s} | {f(n.get(key), 9)} | {f(v.get(key), 8)} | {f(t32.get('img_s'), 10)} | {r(n.get(key), t32.get('img_s'))}   | {r(v.get(key), t32.get('img_s'))}  | {f(t16.get('img_s'), 10)} | {peak!s:>19} | {t32.get('peak_mem_gb', '-')}")
 PY
+}
+
+TORCH=""
+for p in ../shared/bench/torch_step.py shared/bench/torch_step.py "${TORCH_STEP:-}"; do
+  [ -n "$p" ] && [ -f "$p" ] && { TORCH=$p; break; }
+done
+
+sec "1. PyTorch eager (torch_step.py, batch $B, 20 steps after 5 warm-up)"
+: > "$OUT/torch.jsonl"
+if [ -z "$TORCH" ]; then
+  echo "torch_step.py not found (looked in ../shared/bench, shared/bench, \$TORCH_STEP): PyTorch figures skipped"
+else
+  for m in $MODELS; do
+    for amp in 0 1; do
+      for inf in 0 1; do
+        line=$(timeout 60 python3 "$TORCH" --model mambaout_$m --batch "$B" --amp $amp --infer $inf 2>&1 | grep '^{' | tail -1)
+        if [ -n "$line" ]; then echo "$line" >> "$OUT/torch.jsonl"; else echo "torch $m amp=$amp infer=$inf: failed or timed out"; fi
+      done
+    done
+  done
+  python3 - "$OUT/torch.jsonl" <<'PY'
+import json, sys
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    print(f"torch {d['model'][9:]:6s} {d['mode']:5s} {'bf16' if d['amp'] else 'fp32'}: {d['img_s']:8.1f} img/s  peak {d['peak_mem_gb']} GB")
+PY
+fi
+
+sec "2. ours (npm run bench, webgpu, batch $B, $IMG px, median of 5 steps after 2 warm-up)"
+run_ours() {  # model kernels(new|v1) extra-args...
+  local m=$1 k=$2; shift 2
+  local log="$OUT/ours_${m}_${k}.log"
+  local kv=MAMBAOUT_WEBGPU_KERNELS=; [ "$k" = v1 ] && kv=MAMBAOUT_WEBGPU_KERNELS=v1
+  env "$kv" timeout 150 node --import tsx scripts/bench.ts --model mambaout_$m --backend webgpu --batch "$B" --img-size "$IMG" \
+    --steps 5 --warmup 2 --json "$@" > "$log" 2>&1
+  local rc=$?
+  [ $rc -ne 0 ] && echo "ours $m $k: exit $rc: $(grep -v '^{' "$log" | tail -2 | tr '\n' ' ')"
+  return 0
+}
+for m in $MODELS; do
+  run_ours "$m" new --profile --top 10
+  echo "-- $m, new kernels"
+  grep -E '^(kernels|train|inference|bind groups):' "$OUT/ours_${m}_new.log"
+  # the two profile tables (header + 12 rows each)
+  awk '/^profile of/{p=1} /^(train|inference|bind groups|peak tfjs|\{)/{p=0} p' "$OUT/ours_${m}_new.log"
+  run_ours "$m" v1
+  echo "-- $m, v1 kernels (main's)"
+  grep -E '^(train|inference):' "$OUT/ours_${m}_v1.log"
+done
+
+sec "3. summary (batch $B; ratio = ours / PyTorch fp32 eager, same run)"
+summary
 
 if [ "$(el)" -lt "$BUDGET" ]; then
   sec "4. GEMM tile sweep (products recorded from one femto and one tiny step, batch $B; GPU ms by timestamp queries)"
   timeout 170 node --import tsx scripts/gemm_sweep.ts --models "$(for m in $MODELS; do printf 'mambaout_%s,' "$m"; done | sed 's/,$//')" \
     --batch "$B" --img-size "$IMG" --max-tiles 5 --reps 3 \
     --out "$OUT/gemm_sweep.tsv" > "$OUT/gemm_sweep.log" 2>&1 || echo "sweep: exit $? (partial log below)"
-  grep -v -E '^\s*$|Warning' "$OUT/gemm_sweep.log" | cut -c1-150
+  grep -v -E '^\s*$|Warning' "$OUT/gemm_sweep.log" | cut -c1-120
 else
   sec "4. GEMM tile sweep skipped (elapsed $(el)s >= budget ${BUDGET}s)"
 fi
@@ -120,4 +124,8 @@ elif [ "$(el)" -lt $((BUDGET + 60)) ]; then
 else
   sec "5. GPU test suite skipped (elapsed $(el)s)"
 fi
-echo; echo "== done in $(el)s; logs in $OUT"
+sec "recap"
+summary
+grep -h '^# per step' "$OUT/gemm_sweep.log" 2>/dev/null
+grep -h -E '^# (pass|fail) ' "$OUT/gpu_tests.log" 2>/dev/null | tr '\n' ' '; echo
+echo "== done in $(el)s; logs in $OUT (torch.jsonl, ours_<model>_<new|v1>.log, gemm_sweep.tsv/.log, gpu_tests.log)"
