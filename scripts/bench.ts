@@ -5,8 +5,11 @@
  *
  * Train step = forward (training mode) + softmax cross-entropy + backward + AdamW update (our optimizer).
  * Inference = forward in eval mode with the logits read back. Reports img/s (median over timed steps after warm-up),
- * peak tfjs memory (bytes and tensors). `--profile` prints a per-kernel time table of one training step
- * (tf.profile; on webgpu it needs the timestamp-query feature).
+ * peak tfjs memory (bytes and tensors) and, on webgpu, Dawn's buffer memory (peak live bytes during the timed steps:
+ * the figure to compare with PyTorch's max_memory_allocated). `--profile` prints a per-kernel time table (top `--top`)
+ * of one training step and of one inference forward (tf.profile; on webgpu it needs the timestamp-query feature).
+ * Kernel selection on webgpu: MAMBAOUT_WEBGPU_KERNELS=v1 (the first kernels) or MAMBAOUT_WEBGPU_OFF=feature,...
+ * (src/backend/kernels/webgpu/settings.ts); the line `kernels:` says which are on.
  *
  * `--breakdown` (meant for webgpu) shows where a training step's wall time goes: engine kernels and GPU dispatches
  * per step (by kernel name), time spent in each Dawn call (createBindGroup, submit, createBuffer, ...), GC time,
@@ -18,6 +21,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { initBackend, releaseBackend } from '../src/backend/index.js';
+import { describeWebGPUKernelSettings } from '../src/backend/kernels/webgpu/settings.js';
 import { createModel } from '../src/models/mambaout.js';
 import { getModelConfig } from '../src/models/registry.js';
 import { createOptimizer } from '../src/train/optim/index.js';
@@ -34,6 +38,7 @@ const argv = yargs(hideBin(process.argv))
     train: { type: 'boolean', default: true, describe: 'measure training (--no-train to skip)' },
     infer: { type: 'boolean', default: true, describe: 'measure inference (--no-infer to skip)' },
     profile: { type: 'boolean', default: false },
+    top: { type: 'number', default: 25, describe: 'rows of the --profile tables' },
     json: { type: 'boolean', default: false, describe: 'print one JSON line with the results' },
     breakdown: { type: 'boolean', default: false, describe: 'where the wall time of a training step goes (webgpu): issue vs GPU, ops, Dawn calls, GC, submit batch sizes' },
   })
@@ -48,6 +53,8 @@ function median(v: number[]): number {
 async function main(): Promise<void> {
   const backend = await initBackend(argv.backend, { training: argv.train });
   console.log(backend.message);
+  const gpu = backend.name === 'webgpu' ? await import('../src/backend/webgpu.js') : null;
+  if (gpu) console.log(`kernels: ${describeWebGPUKernelSettings()}`);
   const B = argv.batch;
   const S = argv['img-size'];
   const model = createModel(getModelConfig(argv.model).name, { seed: 0 });
@@ -57,6 +64,37 @@ async function main(): Promise<void> {
   const y = tf.oneHot(tf.randomUniform([B], 0, model.numClasses, 'int32') as tf.Tensor1D, model.numClasses);
   const vars = params.map((p) => p.variable);
   const result: Record<string, unknown> = { date: new Date().toISOString().slice(0, 10), model: argv.model, backend: backend.description, batch: B, img_size: S };
+  if (gpu) result.kernels = describeWebGPUKernelSettings();
+  /** Peak Dawn buffer bytes while `fn` runs (webgpu), in GB. */
+  const dawnPeak = async (fn: () => Promise<void>): Promise<number | null> => {
+    if (!gpu) {
+      await fn();
+      return null;
+    }
+    gpu.resetWebGPUPeak();
+    await fn();
+    return +(gpu.webgpuMemory().peakBytes / 1e9).toFixed(3);
+  };
+  const profileTable = async (label: string, fn: () => Promise<void>): Promise<Record<string, { calls: number; ms: number }>> => {
+    const info = await tf.profile(fn);
+    const byKernel = new Map<string, { ms: number; calls: number }>();
+    let total = 0;
+    for (const k of info.kernels) {
+      const t = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+      const e = byKernel.get(k.name) ?? { ms: 0, calls: 0 };
+      e.ms += t;
+      e.calls += 1;
+      total += t;
+      byKernel.set(k.name, e);
+    }
+    const rows = [...byKernel.entries()].sort((a, b) => b[1].ms - a[1].ms);
+    console.log(`profile of ${label}: ${info.kernels.length} kernels, ${total.toFixed(1)} ms kernel time`);
+    console.log('kernel'.padEnd(34) + 'calls'.padStart(6) + 'ms'.padStart(9) + '%'.padStart(6));
+    for (const [name, e] of rows.slice(0, argv.top)) {
+      console.log(name.slice(0, 33).padEnd(34) + String(e.calls).padStart(6) + e.ms.toFixed(2).padStart(9) + ((100 * e.ms) / Math.max(total, 1e-9)).toFixed(1).padStart(6));
+    }
+    return Object.fromEntries(rows.map(([n, e]) => [n, { calls: e.calls, ms: +e.ms.toFixed(3) }]));
+  };
 
   const trainStep = async () => {
     const loss = tf.tidy(() => {
@@ -86,52 +124,46 @@ async function main(): Promise<void> {
   if (argv.train) {
     for (let i = 0; i < argv.warmup; i++) await trainStep();
     const times: number[] = [];
-    for (let i = 0; i < argv.steps; i++) {
-      const t0 = performance.now();
-      await trainStep();
-      times.push(performance.now() - t0);
-      track();
-    }
+    const peak = await dawnPeak(async () => {
+      for (let i = 0; i < argv.steps; i++) {
+        const t0 = performance.now();
+        await trainStep();
+        times.push(performance.now() - t0);
+        track();
+      }
+    });
+    if (peak !== null) result.train_dawn_peak_gb = peak;
     const ms = median(times);
     result.train_img_s = +(B / (ms / 1000)).toFixed(2);
     result.train_ms_per_step = +ms.toFixed(1);
-    console.log(`train: ${result.train_img_s} img/s (${ms.toFixed(1)} ms/step, batch ${B}, ${S}px, median of ${times.length})`);
-    if (argv.profile) {
-      const info = await tf.profile(async () => {
-        await trainStep();
-      });
-      const byKernel = new Map<string, { ms: number; calls: number }>();
-      let total = 0;
-      for (const k of info.kernels) {
-        const t = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
-        const e = byKernel.get(k.name) ?? { ms: 0, calls: 0 };
-        e.ms += t;
-        e.calls += 1;
-        total += t;
-        byKernel.set(k.name, e);
-      }
-      const rows = [...byKernel.entries()].sort((a, b) => b[1].ms - a[1].ms);
-      console.log(`profile of one training step: ${info.kernels.length} kernels, ${total.toFixed(1)} ms kernel time`);
-      console.log('kernel'.padEnd(40) + 'calls'.padStart(7) + 'ms'.padStart(10) + '%'.padStart(7));
-      for (const [name, e] of rows.slice(0, 25)) {
-        console.log(name.padEnd(40) + String(e.calls).padStart(7) + e.ms.toFixed(2).padStart(10) + ((100 * e.ms) / Math.max(total, 1e-9)).toFixed(1).padStart(7));
-      }
-      result.profile = Object.fromEntries(rows.map(([n, e]) => [n, { calls: e.calls, ms: +e.ms.toFixed(3) }]));
-    }
+    console.log(`train: ${result.train_img_s} img/s (${ms.toFixed(1)} ms/step, batch ${B}, ${S}px, median of ${times.length})` +
+      (peak !== null ? `, Dawn peak ${peak} GB` : ''));
+    if (argv.profile) result.profile = await profileTable(`one training step (${argv.model}, batch ${B})`, trainStep);
   }
   if (argv.breakdown) result.breakdown = await breakdown({ model, params, opt, x, y, vars });
   if (argv.infer) {
     for (let i = 0; i < argv.warmup; i++) await inferStep();
     const times: number[] = [];
-    for (let i = 0; i < argv.steps; i++) {
-      const t0 = performance.now();
-      await inferStep();
-      times.push(performance.now() - t0);
-      track();
-    }
+    const peak = await dawnPeak(async () => {
+      for (let i = 0; i < argv.steps; i++) {
+        const t0 = performance.now();
+        await inferStep();
+        times.push(performance.now() - t0);
+        track();
+      }
+    });
+    if (peak !== null && !argv.train) result.infer_dawn_peak_gb = peak;
     const ms = median(times);
     result.infer_img_s = +(B / (ms / 1000)).toFixed(2);
-    console.log(`inference: ${result.infer_img_s} img/s (${ms.toFixed(1)} ms/batch, batch ${B}, ${S}px)`);
+    result.infer_ms_per_batch = +ms.toFixed(1);
+    console.log(`inference: ${result.infer_img_s} img/s (${ms.toFixed(1)} ms/batch, batch ${B}, ${S}px)` +
+      (peak !== null && !argv.train ? `, Dawn peak ${peak} GB` : ''));
+    if (argv.profile) result.profile_infer = await profileTable(`one inference forward (${argv.model}, batch ${B})`, inferStep);
+  }
+  if (gpu) {
+    const bg = gpu.bindGroupCacheStats();
+    result.bind_groups = bg;
+    console.log(`bind groups: ${bg.hits} reused, ${bg.misses} created; Dawn buffers now ${(gpu.webgpuMemory().liveBytes / 1e9).toFixed(2)} GB`);
   }
   result.peak_mb = +(peakBytes / 2 ** 20).toFixed(1);
   result.peak_tensors = peakTensors;

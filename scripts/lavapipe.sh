@@ -6,7 +6,7 @@
 set -euo pipefail
 root=$(pwd); d="$root/.lavapipe"
 [ -f package.json ] || { echo "run from the project root" >&2; exit 2; }
-grep -qx '/.lavapipe/' .git/info/exclude 2>/dev/null || echo '/.lavapipe/' >> .git/info/exclude
+ex=$(git rev-parse --git-path info/exclude 2>/dev/null || echo .git/info/exclude); mkdir -p "$(dirname "$ex")"; grep -qx '/.lavapipe/' "$ex" 2>/dev/null || echo '/.lavapipe/' >> "$ex"
 if [ -f "$d/env.sh" ]; then echo "lavapipe ready in .lavapipe"; exit 0; fi
 mkdir -p "$d/debs" "$d/lists/partial" "$d/root"
 printf 'deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-backports main\n' > "$d/sources.list"

@@ -157,7 +157,11 @@ test('fused webgpu kernels and a training step match the cpu backend', { skip: S
   const { toTorchLayout } = await import('../src/models/layers.js');
   const { loadCheckpoint } = await import('../src/checkpoint/pth.js');
   const { readSafetensors } = await import('../src/checkpoint/safetensors.js');
-  const { fusedOpsActive, gatedConvGeluFused, layerNormFused, meanSpatialFused, setFusedOps } = await import('../src/backend/kernels/webgpu/ops.js');
+  const { fusedOpsActive, setFusedOps } = await import('../src/ops/fused.js');
+  const { layerNorm } = await import('../src/ops/layer_norm.js');
+  const { gatedConvGeluForTests: gatedConvGeluFused } = await import('../src/ops/gated_cnn.js');
+  const { meanSpatial: meanSpatialFused } = await import('../src/ops/mean.js');
+  const layerNormFused = (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, eps: number) => layerNorm(x, w, b, eps);
   const { createOptimizer } = await import('../src/train/optim/index.js');
   const { fixture, nchwToNhwc } = await import('./helpers.js');
 
@@ -406,4 +410,218 @@ test('fused webgpu kernels and a training step match the cpu backend', { skip: S
     releaseWebGPU();
   }
   assert.equal(fusedOpsActive(), false, 'not active after releaseWebGPU');
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Kernels of the step-speed work (issue 14): the v2 GEMM with its tile table, the fused Linear op (bias / residual /
+// GELU epilogues), LayerNorm + GELU, the multi-tensor AdamW and our Conv2DBackpropInput, against the cpu backend.
+
+/** Run `build` on webgpu and on cpu (it creates its tensors from host arrays); host copies of every output. */
+async function bothBackends(build: () => tf.Tensor[]): Promise<{ gpu: Float32Array[]; cpu: Float32Array[] }> {
+  const run = async (name: string): Promise<Float32Array[]> => {
+    await tf.setBackend(name);
+    const out = tf.tidy(build);
+    const vals = await Promise.all(out.map(async (t) => (await t.data()) as Float32Array));
+    tf.dispose(out);
+    return vals;
+  };
+  const gpu = await run('webgpu');
+  const cpu = await run('cpu');
+  await tf.setBackend('webgpu');
+  return { gpu, cpu };
+}
+
+test('step-speed kernels (GEMM tiles, fused Linear, LayerNorm+GELU, multi-tensor AdamW, conv input gradient) match the cpu backend', { skip: SKIP, timeout: 1_800_000 }, async (t) => {
+  const { GEMM_TILES, setGemmTuning, setWebGPUKernelSettings, webgpuKernelSettings } = await import('../src/backend/kernels/webgpu/index.js');
+  const { linear } = await import('../src/ops/linear.js');
+  const { layerNorm } = await import('../src/ops/layer_norm.js');
+  const { gelu } = await import('../src/ops/activations.js');
+  const { shouldFuse } = await import('../src/ops/fused.js');
+  const { createOptimizer } = await import('../src/train/optim/index.js');
+
+  const r = await initWebGPU();
+  assert.ok(r.ok, r.ok ? '' : r.reason);
+  const rng = new Rng(23);
+  const prevSettings = { ...webgpuKernelSettings };
+  try {
+    await t.test('GEMM v2: every tile of the table, vec4 and scalar operands, all transpose combinations, split-K, batches', async () => {
+      // [a shape, b shape, transA, transB]: K % 4 != 0 (scalar reads), N % 4 != 0 (scalar stores), vec4 everywhere,
+      // a long K (split), batched with broadcasting.
+      const cases: Array<[number[], number[], boolean, boolean]> = [
+        [[37, 19], [23, 19], false, true], [[19, 37], [19, 23], true, false],
+        [[130, 128], [128, 64], false, false], [[52, 48], [100, 48], false, true],
+        [[4100, 24], [4100, 36], true, false], [[3, 5, 8], [1, 4, 8], false, true],
+      ];
+      for (const tile of GEMM_TILES) {
+        setGemmTuning({ forceTile: tile.name });
+        for (const [sa, sb, ta, tb] of cases) {
+          const a = randn(rng, sa.reduce((x, y) => x * y, 1));
+          const b = randn(rng, sb.reduce((x, y) => x * y, 1));
+          const { gpu, cpu } = await bothBackends(() => [tf.matMul(tf.tensor(a, sa), tf.tensor(b, sb), ta, tb)]);
+          const e = relErr(gpu[0], cpu[0]);
+          assert.ok(e <= TOL, `tile ${tile.name}: [${sa}]${ta ? 'ᵀ' : ''} x [${sb}]${tb ? 'ᵀ' : ''}: rel ${e}`);
+        }
+      }
+      setGemmTuning({ forceTile: '' });
+      // The v1 kernel stays selectable (MAMBAOUT_WEBGPU_KERNELS=v1): still correct.
+      setWebGPUKernelSettings({ gemm: false });
+      for (const [sa, sb, ta, tb] of cases) {
+        const a = randn(rng, sa.reduce((x, y) => x * y, 1));
+        const b = randn(rng, sb.reduce((x, y) => x * y, 1));
+        const { gpu, cpu } = await bothBackends(() => [tf.matMul(tf.tensor(a, sa), tf.tensor(b, sb), ta, tb)]);
+        assert.ok(relErr(gpu[0], cpu[0]) <= TOL, `v1: [${sa}] x [${sb}]: rel ${relErr(gpu[0], cpu[0])}`);
+      }
+      setWebGPUKernelSettings({ gemm: true });
+      // The rules' own choices on MambaOut-like shapes (femto stage 0 at batch 1: M = 3136) and odd ones.
+      const ruleCases: Array<[number[], number[], boolean, boolean]> = [
+        [[3136, 48], [256, 48], false, true], [[3136, 128], [48, 128], false, true], [[3136, 256], [256, 48], false, false],
+        [[3136, 48], [3136, 128], true, false], [[3136, 24], [48, 24], false, true], [[9, 288], [1000, 288], false, true],
+        [[2, 1152], [1000, 1152], false, true], [[77, 33], [33, 5], false, false], [[6000, 3], [6000, 5], true, false],
+      ];
+      for (const [sa, sb, ta, tb] of ruleCases) {
+        const a = randn(rng, sa.reduce((x, y) => x * y, 1));
+        const b = randn(rng, sb.reduce((x, y) => x * y, 1));
+        const { gpu, cpu } = await bothBackends(() => [tf.matMul(tf.tensor(a, sa), tf.tensor(b, sb), ta, tb)]);
+        const e = relErr(gpu[0], cpu[0]);
+        assert.ok(e <= TOL, `rules: [${sa}]${ta ? 'ᵀ' : ''} x [${sb}]${tb ? 'ᵀ' : ''}: rel ${e}`);
+      }
+    });
+
+    await t.test('fused Linear (bias, + residual, GELU): forward and all gradients', async () => {
+      assert.ok(shouldFuse('MambaoutLinear', 'linearEpilogue'));
+      for (const [rows, inF, outF] of [[37, 19, 23], [300, 48, 96], [64, 128, 48], [5, 8, 1000]] as number[][]) {
+        for (const mode of ['bias', 'residual', 'gelu'] as const) {
+          const x = randn(rng, rows * inF);
+          const w = randn(rng, outF * inF, 0.3);
+          const b = randn(rng, outF);
+          const res = randn(rng, rows * outF);
+          const R = randn(rng, rows * outF);
+          const build = () => {
+            const useFused = tf.getBackend() === 'webgpu';
+            const f = (xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor, ri?: tf.Tensor): tf.Tensor => {
+              if (useFused) return linear(xi, wi, bi, mode === 'gelu' ? { activation: 'gelu' } : mode === 'residual' ? { residual: ri } : {});
+              let y = tf.matMul(xi, wi, false, true).add(bi);
+              if (mode === 'gelu') y = gelu(y);
+              if (mode === 'residual') y = ri!.add(y);
+              return y;
+            };
+            const inputs = () => [tf.tensor2d(x, [rows, inF]), tf.tensor2d(w, [outF, inF]), tf.tensor1d(b),
+              ...(mode === 'residual' ? [tf.tensor2d(res, [rows, outF])] : [])];
+            const rt = tf.tensor2d(R, [rows, outF]);
+            const y = f(...(inputs() as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]));
+            const g = tf.grads((...a: tf.Tensor[]) => tf.sum(tf.mul(rt, f(a[0], a[1], a[2], a[3]))))(inputs());
+            return [y, ...g];
+          };
+          const { gpu, cpu } = await bothBackends(build);
+          ['y', 'dx', 'dw', 'db', 'dres'].slice(0, gpu.length).forEach((name, i) => {
+            const e = relErr(gpu[i], cpu[i]);
+            assert.ok(e <= TOL, `linear ${mode} [${rows}, ${inF}] -> ${outF} ${name}: rel ${e}`);
+          });
+        }
+      }
+    });
+
+    await t.test('LayerNorm + GELU as one kernel: forward and gradients', async () => {
+      assert.ok(shouldFuse('MambaoutLayerNorm', 'layerNormGelu'));
+      for (const [rows, C] of [[7, 5], [130, 24], [50, 48], [3, 130]] as [number, number][]) {
+        const x = randn(rng, rows * C, 2);
+        const w = randn(rng, C);
+        const b = randn(rng, C);
+        const R = randn(rng, rows * C);
+        const build = () => {
+          const rt = tf.tensor2d(R, [rows, C]);
+          const f = (xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) => layerNorm(xi, wi, bi, 1e-6, { activation: 'gelu' });
+          const inputs = () => [tf.tensor2d(x, [rows, C]), tf.tensor1d(w), tf.tensor1d(b)];
+          const y = f(...(inputs() as [tf.Tensor, tf.Tensor, tf.Tensor]));
+          return [y, ...tf.grads((a: tf.Tensor, bw: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(rt, f(a, bw, c))))(inputs())];
+        };
+        const { gpu, cpu } = await bothBackends(build);
+        ['y', 'dx', 'dweight', 'dbias'].forEach((name, i) => {
+          const e = relErr(gpu[i], cpu[i]);
+          assert.ok(e <= TOL, `LayerNorm+GELU [${rows}, ${C}] ${name}: rel ${e}`);
+        });
+      }
+    });
+
+    await t.test('multi-tensor AdamW (one dispatch per group, in place) matches the host path and the per-parameter kernel', async () => {
+      const shapes = [[5, 7], [13], [3, 3, 2, 4], [1000, 3], [1]];
+      const init = shapes.map((s) => randn(rng, s.reduce((a, b) => a * b, 1)));
+      const gradsAt = [0, 1, 2].map(() => shapes.map((s) => randn(rng, s.reduce((a, b) => a * b, 1), 0.1)));
+      for (const opt of ['adamw', 'adam'] as const) {
+        const runOpt = async (backendName: string, multi: boolean): Promise<Float32Array[]> => {
+          await tf.setBackend(backendName);
+          setWebGPUKernelSettings({ adamMulti: multi });
+          const params = shapes.map((s, i) => ({ name: `p${i}`, variable: tf.variable(tf.tensor(init[i], s), true) }));
+          // Two groups (decay / no decay), as timm's param_groups_weight_decay builds them.
+          const o = createOptimizer(params, { opt, lr: 1e-2, weightDecay: 0.05 });
+          for (const step of gradsAt) tf.tidy(() => o.step(new Map(params.map((p, i) => [p.name, tf.tensor(step[i], shapes[i])]))));
+          const sd = await o.stateDict();
+          const out: Float32Array[] = [];
+          for (let i = 0; i < params.length; i++) {
+            out.push((await params[i].variable.data()) as Float32Array);
+            const st = sd.state[i] as Record<string, { data: Float32Array }>;
+            out.push(st.exp_avg.data, st.exp_avg_sq.data);
+          }
+          o.dispose();
+          params.forEach((p) => p.variable.dispose());
+          return out;
+        };
+        const multi = await runOpt('webgpu', true);
+        const single = await runOpt('webgpu', false);
+        const host = await runOpt('cpu', true);
+        setWebGPUKernelSettings({ adamMulti: true });
+        await tf.setBackend('webgpu');
+        for (let i = 0; i < host.length; i++) {
+          assert.ok(relErr(multi[i], host[i]) <= 1e-5, `${opt} tensor ${i}: multi vs cpu rel ${relErr(multi[i], host[i])}`);
+          assert.ok(relErr(multi[i], single[i]) <= 1e-6, `${opt} tensor ${i}: multi vs per-parameter rel ${relErr(multi[i], single[i])}`);
+        }
+      }
+    });
+
+    await t.test('Conv2DBackpropInput (implicit GEMM by output parity) vs cpu: strides 1-3, pads, odd sizes, scalar and vec4 paths', async () => {
+      const P1: backend_util.ExplicitPadding = [[0, 0], [1, 1], [1, 1], [0, 0]];
+      const cases: Array<{ x: [number, number, number, number]; k: number; cout: number; s: number; pad: 'same' | 'valid' | backend_util.ExplicitPadding; format?: 'NCHW' }> = [
+        { x: [2, 16, 16, 24], k: 3, cout: 48, s: 2, pad: P1 }, // MambaOut's downsampling conv (vec4 everywhere)
+        { x: [2, 15, 13, 8], k: 3, cout: 12, s: 2, pad: P1 }, // odd H/W
+        { x: [1, 9, 11, 5], k: 3, cout: 7, s: 2, pad: P1 }, // scalar reads and stores
+        { x: [2, 10, 9, 6], k: 5, cout: 4, s: 2, pad: 'same' },
+        { x: [2, 8, 8, 3], k: 3, cout: 5, s: 1, pad: 'same' },
+        { x: [1, 12, 12, 4], k: 3, cout: 8, s: 2, pad: 'valid' },
+        { x: [1, 11, 11, 4], k: 2, cout: 8, s: 2, pad: [[0, 0], [0, 1], [1, 0], [0, 0]] },
+        { x: [2, 7, 7, 4], k: 3, cout: 8, s: 3, pad: 'same' },
+      ];
+      for (const c of cases) {
+        const fShape: [number, number, number, number] = [c.k, c.k, c.x[3], c.cout];
+        const filter = randn(rng, fShape.reduce((a, b) => a * b, 1), 0.3);
+        const x = randn(rng, c.x.reduce((a, b) => a * b, 1));
+        const outShape = tf.tidy(() => tf.conv2d(tf.zeros(c.x) as tf.Tensor4D, tf.zeros(fShape) as tf.Tensor4D, c.s, c.pad).shape);
+        const R = randn(rng, outShape.reduce((a, b) => a * b, 1));
+        const { gpu, cpu } = await bothBackends(() => {
+          const w = tf.tensor4d(filter, fShape);
+          const rt = tf.tensor(R, outShape);
+          return [tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(rt, tf.conv2d(xi as tf.Tensor4D, w, c.s, c.pad))))(tf.tensor4d(x, c.x))];
+        });
+        const e = relErr(gpu[0], cpu[0]);
+        assert.ok(e <= TOL, `conv dx x[${c.x}] k${c.k} cout ${c.cout} s${c.s} pad ${JSON.stringify(c.pad)}: rel ${e}`);
+      }
+      // The stem conv2 shape at batch 1 with the rules' tile (N = Cin = 24) and with a forced 128x128 tile.
+      for (const forced of ['', '128x128x8_8x8']) {
+        setGemmTuning({ forceTile: forced });
+        const fShape: [number, number, number, number] = [3, 3, 24, 48];
+        const filter = randn(rng, 3 * 3 * 24 * 48, 0.2);
+        const R = randn(rng, 28 * 28 * 48);
+        const { gpu, cpu } = await bothBackends(() => {
+          const w = tf.tensor4d(filter, fShape);
+          const rt = tf.tensor(R, [1, 28, 28, 48]);
+          return [tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(rt, tf.conv2d(xi as tf.Tensor4D, w, 2, P1))))(tf.zeros([1, 56, 56, 24]))];
+        });
+        assert.ok(relErr(gpu[0], cpu[0]) <= TOL, `stem-like conv dx (tile '${forced}'): rel ${relErr(gpu[0], cpu[0])}`);
+      }
+      setGemmTuning({ forceTile: '' });
+    });
+  } finally {
+    setWebGPUKernelSettings(prevSettings);
+    setGemmTuning({ forceTile: '' });
+    releaseWebGPU();
+  }
 });

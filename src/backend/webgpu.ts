@@ -27,6 +27,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { registerWebGPUKernels, unregisterWebGPUKernels } from './kernels/webgpu/index.js';
+import { installWebGPUHooks, orderBufferPool, removeWebGPUHooks } from './webgpu_hooks.js';
+
+export { bindGroupCacheStats, resetWebGPUPeak, webgpuMemory, type BindGroupCacheStats, type WebGPUMemory } from './webgpu_hooks.js';
 
 export interface InitWebGPUOptions {
   /**
@@ -382,15 +385,19 @@ export async function initWebGPU(opts: InitWebGPUOptions = {}): Promise<InitWebG
     dawnFlags: requestFlags,
   };
 
+  // Memory accounting and the bind-group cache (./webgpu_hooks.ts), before tfjs creates any buffer.
+  installWebGPUHooks(device);
   const createdNavigator = setNavigatorGpu(gpu);
   let backend: WebGPUBackend;
   try {
     backend = new WebGPUBackend(device, info);
   } catch (e) {
+    removeWebGPUHooks();
     device.destroy();
     clearNavigatorGpu(createdNavigator);
     return { ok: false, reason: `tfjs WebGPUBackend failed: ${firstLine(errMessage(e))}` };
   }
+  orderBufferPool(backend);
   const description = `webgpu (${entry?.name || info.device || info.description || info.vendor}, ${backendName}` +
     (adapterIndex !== undefined ? `, adapter ${adapterIndex}` : '') + ')';
   const st: WebGPUState = {
@@ -472,6 +479,7 @@ export function releaseWebGPU(): void {
   } catch {
     /* already destroyed */
   }
+  removeWebGPUHooks();
   clearNavigatorGpu(st.createdNavigator);
   if (wasActive && tf.findBackend('cpu') !== null) void tf.setBackend('cpu');
 }

@@ -11,7 +11,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Rng } from '../utils/rng.js';
 import '../backend/tfjs.js';
-import { fusedOpsActive, layerNormFused } from '../backend/kernels/webgpu/ops.js';
+import { linear, type LinearOptions } from '../ops/linear.js';
+import { layerNorm, type LayerNormOptions } from '../ops/layer_norm.js';
+
+export { gelu } from '../ops/activations.js';
 
 export type ParamKind = 'linear' | 'conv' | 'dwconv' | 'vector';
 
@@ -67,29 +70,9 @@ export class ParamStore {
 
 export class Linear {
   constructor(readonly weight: tf.Variable, readonly bias: tf.Variable) {}
-  /** x: [..., in] -> [..., out] */
-  apply(x: tf.Tensor): tf.Tensor {
-    const inF = x.shape[x.shape.length - 1];
-    const lead = x.shape.slice(0, -1);
-    const x2 = x.rank === 2 ? (x as tf.Tensor2D) : x.reshape([-1, inF]) as tf.Tensor2D;
-    const y = tf.matMul(x2, this.weight as tf.Tensor2D, false, true).add(this.bias);
-    return x.rank === 2 ? y : y.reshape([...lead, this.weight.shape[0]]);
-  }
-
-  /** Same as apply() followed by a split of the last axis into `sizes`, computed with row blocks of the weight. */
-  applySplit(x: tf.Tensor, sizes: number[]): tf.Tensor[] {
-    const inF = x.shape[x.shape.length - 1];
-    const lead = x.shape.slice(0, -1);
-    const x2 = x.reshape([-1, inF]) as tf.Tensor2D;
-    const out: tf.Tensor[] = [];
-    let row = 0;
-    for (const n of sizes) {
-      const w = this.weight.slice([row, 0], [n, inF]) as tf.Tensor2D;
-      const b = this.bias.slice([row], [n]);
-      out.push(tf.matMul(x2, w, false, true).add(b).reshape([...lead, n]));
-      row += n;
-    }
-    return out;
+  /** x: [..., in] -> [..., out], optionally with GELU and/or a residual added (src/ops/linear.ts). */
+  apply(x: tf.Tensor, opts: LinearOptions = {}): tf.Tensor {
+    return linear(x, this.weight, this.bias, opts);
   }
 }
 
@@ -98,8 +81,8 @@ export class Conv2d {
   apply(x: tf.Tensor4D): tf.Tensor4D {
     const p = this.pad;
     // Explicit symmetric padding: PyTorch's padding=1 with stride 2 differs from tfjs 'same' (which pads bottom/right only).
-    const y = tf.conv2d(x, this.weight as tf.Tensor4D, this.stride, [[0, 0], [p, p], [p, p], [0, 0]]);
-    return y.add(this.bias);
+    // tf.fused.conv2d adds the bias in the convolution's kernel (webgpu, wasm; cpu adds it after, the same values).
+    return tf.fused.conv2d({ x, filter: this.weight as tf.Tensor4D, strides: this.stride, pad: [[0, 0], [p, p], [p, p], [0, 0]], bias: this.bias });
   }
 }
 
@@ -113,20 +96,10 @@ export class DepthwiseConv2d {
 
 export class LayerNorm {
   constructor(readonly weight: tf.Variable, readonly bias: tf.Variable, readonly eps: number) {}
-  /** Normalises over the last axis (biased variance, as torch.nn.LayerNorm). */
-  apply(x: tf.Tensor): tf.Tensor {
-    // WebGPU: one fused kernel forward, one backward (see src/backend/kernels/webgpu/layer_norm.ts).
-    if (fusedOpsActive()) return layerNormFused(x, this.weight, this.bias, this.eps);
-    const axis = x.rank - 1;
-    const { mean, variance } = tf.moments(x, axis, true);
-    return x.sub(mean).mul(tf.rsqrt(variance.add(this.eps))).mul(this.weight).add(this.bias);
+  /** Normalises over the last axis (biased variance, as torch.nn.LayerNorm), optionally followed by GELU. */
+  apply(x: tf.Tensor, opts: LayerNormOptions = {}): tf.Tensor {
+    return layerNorm(x, this.weight, this.bias, this.eps, opts);
   }
-}
-
-const SQRT1_2 = Math.SQRT1_2;
-/** Exact GELU: 0.5·x·(1 + erf(x/√2)) (torch.nn.GELU default). */
-export function gelu(x: tf.Tensor): tf.Tensor {
-  return x.mul(tf.erf(x.mul(SQRT1_2)).add(1)).mul(0.5);
 }
 
 /**

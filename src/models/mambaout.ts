@@ -8,11 +8,12 @@ import type { HostTensor, TensorMap } from '../checkpoint/types.js';
 import { asFloat32, numel } from '../checkpoint/types.js';
 import { Rng } from '../utils/rng.js';
 import {
-  Conv2d, DepthwiseConv2d, LayerNorm, Linear, Param, ParamStore, dropPath, dropout, fromTorchLayout, gelu,
+  Conv2d, DepthwiseConv2d, LayerNorm, Linear, Param, ParamStore, dropPath, dropout, fromTorchLayout,
   toTorchLayout, torchShape,
 } from './layers.js';
 import { getModelConfig, type ModelConfig, type ModelName } from './registry.js';
-import { fusedOpsActive, gatedConvGeluFused, meanSpatialFused } from '../backend/kernels/webgpu/ops.js';
+import { gatedCnnMixer } from '../ops/gated_cnn.js';
+import { meanSpatial } from '../ops/mean.js';
 
 export interface CreateModelOptions {
   numClasses?: number;
@@ -43,26 +44,13 @@ class GatedCNNBlock {
   }
 
   apply(x: tf.Tensor4D, training: boolean, rng: Rng): tf.Tensor4D {
-    const h = this.hidden;
-    const c = this.dim;
-    if (fusedOpsActive()) {
-      // WebGPU: one fc1 matmul, then the split/conv/gelu/concat/product as fused kernels (forward and backward;
-      // src/backend/kernels/webgpu/gated_gelu.ts). The cpu/wasm path below is unchanged.
-      const f = this.fc1.apply(this.norm.apply(x)) as tf.Tensor4D;
-      const gated = gatedConvGeluFused(f, this.conv.weight as tf.Tensor4D, this.conv.bias as tf.Tensor1D, h);
-      let o = this.fc2.apply(gated);
-      if (training && this.dropPathRate > 0) o = dropPath(o, this.dropPathRate, rng);
-      return x.add(o) as tf.Tensor4D;
-    }
-    // fc1 followed by a split of its output into g / i / c equals three Linear maps with the matching row blocks of
-    // fc1's weight (PyTorch layout [2h, C], rows contiguous): slicing the small weight is cheaper than splitting the
-    // large activation (tfjs's cpu SplitV copies element by element).
-    const xn = this.norm.apply(x);
-    const [g, i, cc] = this.fc1.applySplit(xn, [h, h - c, c]) as tf.Tensor4D[];
-    const cConv = this.conv.apply(cc);
-    let out = this.fc2.apply(gelu(g).mul(tf.concat([i, cConv], 3)));
-    if (training && this.dropPathRate > 0) out = dropPath(out, this.dropPathRate, rng);
-    return x.add(out) as tf.Tensor4D;
+    // fc1, split, 7x7 depthwise conv, gelu gate (src/ops/gated_cnn.ts decides how, per backend).
+    const gated = gatedCnnMixer(this.norm.apply(x) as tf.Tensor4D, {
+      fc1Weight: this.fc1.weight, fc1Bias: this.fc1.bias, convWeight: this.conv.weight, convBias: this.conv.bias, hidden: this.hidden,
+    });
+    if (training && this.dropPathRate > 0) return x.add(dropPath(this.fc2.apply(gated), this.dropPathRate, rng)) as tf.Tensor4D;
+    // fc2 and the residual add as one op (one kernel on WebGPU).
+    return this.fc2.apply(gated, { residual: x }) as tf.Tensor4D;
   }
 }
 
@@ -138,7 +126,7 @@ export class MambaOut {
   forwardFeatures(x: tf.Tensor4D, training = false): tf.Tensor4D {
     const s = this.stem;
     let h = s.conv1.apply(x);
-    h = gelu(s.norm1.apply(h)) as tf.Tensor4D;
+    h = s.norm1.apply(h, { activation: 'gelu' }) as tf.Tensor4D;
     h = s.norm2.apply(s.conv2.apply(h)) as tf.Tensor4D;
     for (let st = 0; st < 4; st++) {
       if (st > 0) {
@@ -157,8 +145,8 @@ export class MambaOut {
     }
     const training = opts.training ?? false;
     const f = this.forwardFeatures(x, training);
-    let y = this.norm.apply(fusedOpsActive() ? meanSpatialFused(f) : f.mean([1, 2]));
-    y = this.head.norm.apply(gelu(this.head.fc1.apply(y)));
+    let y = this.norm.apply(meanSpatial(f));
+    y = this.head.norm.apply(this.head.fc1.apply(y, { activation: 'gelu' }));
     if (training && this.headDropout > 0) y = dropout(y, this.headDropout, this.rng);
     return this.head.fc2.apply(y) as tf.Tensor2D;
   }

@@ -13,7 +13,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { HostTensor } from '../../checkpoint/types.js';
 import { UserError } from '../../errors.js';
-import { adamUpdateFused, fusedKernelActive } from '../../backend/kernels/webgpu/ops.js';
+import { adamFusedAvailable, adamStep, type AdamItem } from '../../ops/adam.js';
 import { Optimizer, num, pair, type GradMap, type GroupSpec, type NamedParameter, type ParamGroup } from './base.js';
 
 export interface AdamGroup extends ParamGroup {
@@ -52,8 +52,9 @@ export abstract class AdamFamily extends Optimizer<AdamGroup> {
   }
 
   /**
-   * On the WebGPU backend, update each parameter with one fused kernel (src/backend/kernels/webgpu/adam.ts) instead
-   * of ~12 elementwise kernels; same maths and float32 scalars as the op path below. Set false to force the op path.
+   * On the WebGPU backend, update the parameters with fused kernels (src/ops/adam.ts: one dispatch per group, or one
+   * per parameter) instead of ~12 elementwise kernels each; same maths and float32 scalars as the op path below. Set
+   * false to force the op path.
    */
   fusedKernelPath = true;
 
@@ -62,7 +63,7 @@ export abstract class AdamFamily extends Optimizer<AdamGroup> {
       this.applyUpdatesHost(grads);
       return;
     }
-    if (this.fusedKernelPath && fusedKernelActive('MambaoutAdam')) {
+    if (this.fusedKernelPath && adamFusedAvailable()) {
       this.applyUpdatesFused(grads);
       return;
     }
@@ -119,7 +120,7 @@ export abstract class AdamFamily extends Optimizer<AdamGroup> {
     }
   }
 
-  /** The same maths as applyUpdates with one fused WebGPU kernel per parameter. */
+  /** The same maths as applyUpdates with fused WebGPU kernels: parameters that share their scalars go together. */
   private applyUpdatesFused(grads: GradMap): void {
     for (const group of this.paramGroups) {
       const [b1, b2] = group.betas;
@@ -137,21 +138,18 @@ export abstract class AdamFamily extends Optimizer<AdamGroup> {
         useL2: !this.decoupled && wd !== 0,
         lowLerp,
       };
+      const byStep = new Map<number, AdamItem[]>();
       for (const p of group.params) {
         const g = grads.get(p.name);
         if (!g) continue;
         const st = this.getState(p, ['step'], STATE_TENSORS);
         const t = (st.scalars.step += 1);
-        const m = st.tensors.exp_avg;
-        const v = st.tensors.exp_avg_sq;
-        const [pNew, mNew, vNew] = adamUpdateFused(p.variable, g, m, v, {
-          ...shared,
-          negStepSize: -(lr / (1 - Math.pow(b1, t))),
-          bc2Sqrt: Math.sqrt(1 - Math.pow(b2, t)),
-        });
-        m.assign(mNew);
-        v.assign(vNew);
-        p.variable.assign(pNew);
+        let list = byStep.get(t);
+        if (!list) byStep.set(t, (list = []));
+        list.push({ param: p.variable, grad: g, m: st.tensors.exp_avg, v: st.tensors.exp_avg_sq });
+      }
+      for (const [t, items] of byStep) {
+        adamStep(items, { ...shared, negStepSize: -(lr / (1 - Math.pow(b1, t))), bc2Sqrt: Math.sqrt(1 - Math.pow(b2, t)) });
       }
     }
   }

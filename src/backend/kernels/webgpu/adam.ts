@@ -14,7 +14,7 @@
  * into one fma, so results agree with the op path to float32 rounding (a few ulp), not bit for bit.
  */
 import type { TensorInfo } from '@tensorflow/tfjs-core';
-import type { KernelArgs } from './conv2d_backprop_filter.js';
+import type { KernelArgs } from './util.js';
 import { dispatch2D, runCustomProgram, uniformStruct, type UniformType } from './dispatch.js';
 
 const WG = 256;
@@ -35,31 +35,37 @@ export interface AdamKernelAttrs {
 
 const FLOATS = ['decay', 'l2', 'lerpW', 'beta2', 'oneMinusBeta2', 'negStepSize', 'bc2Sqrt', 'eps'] as const;
 
-function source(useDecay: boolean, useL2: boolean, lowLerp: boolean): string {
+/** Uniform values of the update over n elements. */
+export function adamUniforms(n: number, a: AdamKernelAttrs): Array<{ name: string; type: UniformType; value: number }> {
+  return [{ name: 'n', type: 'i32', value: n }, ...FLOATS.map((name) => ({ name, type: 'f32' as UniformType, value: a[name] }))];
+}
+
+/** WGSL of the update; inPlace: bindings pOut/mOut/vOut are also the inputs (grad the only read-only one). */
+export function adamSource(useDecay: boolean, useL2: boolean, lowLerp: boolean, inPlace = false): string {
   const uniforms = [{ name: 'n', type: 'i32' as UniformType, value: 0 }, ...FLOATS.map((name) => ({ name, type: 'f32' as UniformType, value: 0 }))];
   return `
-${uniformStruct(uniforms, 7)}
+${uniformStruct(uniforms, inPlace ? 4 : 7)}
 @group(0) @binding(0) var<storage, read_write> pOut : array<f32>;
 @group(0) @binding(1) var<storage, read_write> mOut : array<f32>;
 @group(0) @binding(2) var<storage, read_write> vOut : array<f32>;
-@group(0) @binding(3) var<storage, read> p : array<f32>;
+${inPlace ? '@group(0) @binding(3) var<storage, read> grad : array<f32>;' : `@group(0) @binding(3) var<storage, read> p : array<f32>;
 @group(0) @binding(4) var<storage, read> grad : array<f32>;
 @group(0) @binding(5) var<storage, read> m : array<f32>;
-@group(0) @binding(6) var<storage, read> v : array<f32>;
+@group(0) @binding(6) var<storage, read> v : array<f32>;`}
 
 @compute @workgroup_size(${WG}, 1, 1)
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>,
         @builtin(local_invocation_index) lidx : u32) {
   let i = i32(wid.y * nwg.x + wid.x) * ${WG} + i32(lidx);
   if (i >= u.n) { return; }
-  var param = p[i];
+  var param = ${inPlace ? 'pOut' : 'p'}[i];
   ${useDecay ? 'param = param * u.decay;' : ''}
   var g = grad[i];
   ${useL2 ? 'g = g + u.l2 * param;' : ''}
-  let mo = m[i];
+  let mo = ${inPlace ? 'mOut' : 'm'}[i];
   let diff = g - mo;
   let mNew = ${lowLerp ? 'mo + u.lerpW * diff' : 'g - diff * u.lerpW'};
-  let vNew = v[i] * u.beta2 + (u.oneMinusBeta2 * g) * g;
+  let vNew = ${inPlace ? 'vOut' : 'v'}[i] * u.beta2 + (u.oneMinusBeta2 * g) * g;
   let denom = sqrt(vNew) / u.bc2Sqrt + u.eps;
   pOut[i] = param + (u.negStepSize * mNew) / denom;
   mOut[i] = mNew;
@@ -80,9 +86,9 @@ export function adamKernel(args: KernelArgs): TensorInfo[] {
   return runCustomProgram(args.backend, {
     name: 'AdamUpdate',
     key: `mambaout_adam_${flags}`,
-    code: () => source(a.useDecay, a.useL2, a.lowLerp),
+    code: () => adamSource(a.useDecay, a.useL2, a.lowLerp),
     outputShapes: [param.shape.slice(), param.shape.slice(), param.shape.slice()],
     dispatch: dispatch2D(args.backend, Math.ceil(n / WG)),
-    uniforms: [{ name: 'n', type: 'i32', value: n }, ...FLOATS.map((name) => ({ name, type: 'f32' as UniformType, value: a[name] }))],
+    uniforms: adamUniforms(n, a),
   }, [param, grad, m, v]);
 }

@@ -16,15 +16,10 @@
  * Not covered (falls back to tfjs's kernel): NCHW data format and non-float32 inputs.
  */
 import { backend_util } from '@tensorflow/tfjs-core';
-import type { KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
+import { sumSplits, type KernelArgs } from './util.js';
 
-/** Arguments tfjs passes to a kernel function. */
-export interface KernelArgs {
-  inputs: { [name: string]: TensorInfo };
-  backend: unknown;
-  attrs?: NamedAttrMap;
-}
 
 type Uniform = { type: 'int32' | 'float32' | 'uint32'; data: number[] };
 
@@ -202,96 +197,6 @@ export class Conv2DBackpropFilterSplitProgram implements WebGPUProgram {
       }
     `;
   }
-}
-
-/**
- * Pass 2 (shared with the depthwise kernel): result[i] = sum over s < S of partials[s * numOut + i].
- * L lanes per output split the S terms (L = 1 .. 64, a power of two); consecutive threads take consecutive
- * outputs so every load is coalesced; the L lane sums meet in shared memory.
- */
-export class SplitSumProgram implements WebGPUProgram {
-  outputShape: number[];
-  shaderKey: string;
-  dispatchLayout = { x: [0], y: [1] };
-  dispatch: [number, number, number];
-  variableNames = ['partials'];
-  uniforms = 'numOut : i32, numSplits : i32,';
-  workgroupSize: [number, number, number] = [256, 1, 1];
-
-  constructor(outputShape: number[], private lanes: number, maxPerDim: number) {
-    this.outputShape = outputShape;
-    const numOut = outputShape.reduce((a, b) => a * b, 1);
-    const perWg = 256 / lanes;
-    const groups = Math.ceil(numOut / perWg);
-    const gx = Math.min(groups, maxPerDim);
-    this.dispatch = [gx, Math.ceil(groups / gx), 1];
-    this.shaderKey = `mambaout_split_sum_${lanes}`;
-  }
-
-  getUserCode(): string {
-    const L = this.lanes;
-    const perWg = 256 / L;
-    if (L === 1) {
-      return `
-      fn main() {
-        let i = i32(workgroupId.y * numWorkgroups.x + workgroupId.x) * 256 + i32(localIndex);
-        if (i >= uniforms.numOut) { return; }
-        var s = 0.0;
-        for (var k = 0; k < uniforms.numSplits; k = k + 1) {
-          s = s + partials[k * uniforms.numOut + i];
-        }
-        result[i] = s;
-      }
-    `;
-    }
-    return `
-      var<workgroup> laneSums : array<f32, 256>;
-
-      fn main() {
-        let li = i32(localIndex);
-        let lane = li / ${perWg};
-        let o = li - lane * ${perWg};
-        let i = i32(workgroupId.y * numWorkgroups.x + workgroupId.x) * ${perWg} + o;
-        var s = 0.0;
-        if (i < uniforms.numOut) {
-          for (var k = lane; k < uniforms.numSplits; k = k + ${L}) {
-            s = s + partials[k * uniforms.numOut + i];
-          }
-        }
-        laneSums[li] = s;
-        workgroupBarrier();
-        if (lane == 0 && i < uniforms.numOut) {
-          var total = laneSums[o];
-          for (var l = 1; l < ${L}; l = l + 1) {
-            total = total + laneSums[l * ${perWg} + o];
-          }
-          result[i] = total;
-        }
-      }
-    `;
-  }
-}
-
-/** Largest power of two <= v (v >= 1). */
-function floorPow2(v: number): number {
-  return 2 ** Math.floor(Math.log2(Math.max(1, v)));
-}
-
-/**
- * Sum S partial buffers of `numOut` values each into a new tensor of `outShape`, then dispose the partials.
- */
-export function sumSplits(backend: WebGPUBackend, partials: TensorInfo, numSplits: number, outShape: number[]): TensorInfo {
-  const numOut = outShape.reduce((a, b) => a * b, 1);
-  // Enough lanes to keep ~64K threads busy, but each lane should still add a few terms.
-  const lanes = Math.max(1, Math.min(64, floorPow2(65536 / numOut), floorPow2(numSplits / 4)));
-  const program = new SplitSumProgram(outShape, lanes, backend.device.limits.maxComputeWorkgroupsPerDimension);
-  const uniforms: Uniform[] = [
-    { type: 'int32', data: [numOut] },
-    { type: 'int32', data: [numSplits] },
-  ];
-  const out = backend.runWebGPUProgram(program, [partials], 'float32', uniforms);
-  backend.disposeData(partials.dataId);
-  return out;
 }
 
 /** K tile: 32, 64 or 128 (must divide the 256 threads); 0 = auto. */

@@ -17,7 +17,7 @@
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { sumSplits, type KernelArgs } from './conv2d_backprop_filter.js';
+import { sumSplits, type KernelArgs } from './util.js';
 
 export interface DepthwiseBackpropFilterTuning {
   /** Aim for about this many threads in pass 1 (chunks x FH x C*M). */

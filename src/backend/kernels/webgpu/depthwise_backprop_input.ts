@@ -14,7 +14,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
-import type { KernelArgs } from './conv2d_backprop_filter.js';
+import type { KernelArgs } from './util.js';
 import { dispatch2D, disposeInfos, runCustomProgram, uniformStruct } from './dispatch.js';
 
 function rotateSource(): string {

@@ -40,7 +40,7 @@ export interface CustomProgram {
 }
 
 /** The private parts of tfjs's WebGPUBackend we use. */
-interface BackendInternals {
+export interface BackendInternals {
   device: GPUDevice;
   queue: GPUQueue;
   tensorMap: { get(dataId: unknown): { resource?: unknown; shape: number[]; dtype: DataType } };
@@ -55,6 +55,8 @@ interface BackendInternals {
   querySet: GPUQuerySet | null;
   querySetCount: number;
   makeTensorInfo(shape: number[], dtype: DataType): TensorInfo;
+  disposeData(dataId: unknown, force?: boolean): boolean;
+  refCount(dataId: unknown): number;
   uploadToGPU(dataId: unknown): void;
   ensureCommandEncoderReady(): void;
   endComputePassEncoder(): void;
@@ -93,12 +95,14 @@ export function uniformBinding(numOutputs: number, numInputs: number): number {
 
 /**
  * Record one dispatch of `prog` on tfjs's WebGPU backend. Returns the new output tensors (TensorInfos owned by the
- * caller, as a kernel function's results are). Inputs must be float32/int32 tensors of this backend.
+ * caller, as a kernel function's results are), or `inPlace` when given. Inputs must be float32/int32 tensors of this
+ * backend.
  */
-export function runCustomProgram(backendArg: unknown, prog: CustomProgram, inputs: TensorInfo[]): TensorInfo[] {
+export function runCustomProgram(backendArg: unknown, prog: CustomProgram, inputs: TensorInfo[], inPlace?: TensorInfo[]): TensorInfo[] {
   const backend = backendArg as BackendInternals;
   const device = backend.device;
-  const outputs = prog.outputShapes.map((s, i) => backend.makeTensorInfo(s, prog.outputDtypes?.[i] ?? 'float32'));
+  // inPlace: existing tensors bound as the read_write outputs (the caller owns them; nothing new is created).
+  const outputs = inPlace ?? prog.outputShapes.map((s, i) => backend.makeTensorInfo(s, prog.outputDtypes?.[i] ?? 'float32'));
   const empty = prog.dispatch.some((d) => d === 0) || outputs.some((o) => o.shape.some((d) => d === 0));
   for (const o of outputs) backend.uploadToGPU(o.dataId);
   if (empty) return outputs;

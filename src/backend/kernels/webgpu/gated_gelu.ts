@@ -13,38 +13,14 @@
  *                = dc[r, j - (2h - C)]                          for j >= 2h - C
  * so the split, the concat, the bias add and their gradients (SplitV, Concat, Slice/PadV2 + Add) disappear.
  *
- * gelu(x) = 0.5 x (1 + erf(x / √2)) with erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), the same
- * formula and constants as tfjs's Erf kernels (cpu and webgpu), so results match the op-by-op model to float
- * rounding; gelu'(x) = 0.5 (1 + erf(x / √2)) + x exp(-x²/2) / √(2π) is what tfjs's autodiff of that expression
- * gives (its Erf gradient is the exact 2/√π exp(-x²)).
+ * gelu and its derivative: WGSL_GELU in ./util.ts (tfjs's erf formula, so results match the op-by-op model).
  */
 import type { TensorInfo } from '@tensorflow/tfjs-core';
-import type { KernelArgs } from './conv2d_backprop_filter.js';
 import { dispatch2D, runCustomProgram, uniformStruct } from './dispatch.js';
+import { WGSL_GELU, type KernelArgs } from './util.js';
 
 const WG = 256;
 
-const ERF_GELU = `
-fn erfAS(x : f32) -> f32 {
-  // Abramowitz & Stegun 7.1.26, as tfjs's Erf kernels.
-  let p = 0.3275911;
-  let a1 = 0.254829592;
-  let a2 = -0.284496736;
-  let a3 = 1.421413741;
-  let a4 = -1.453152027;
-  let a5 = 1.061405429;
-  let ax = abs(x);
-  let t = 1.0 / (1.0 + p * ax);
-  let y = 1.0 - (((((a5 * t + a4) * t) + a3) * t + a2) * t + a1) * t * exp(-ax * ax);
-  return select(-y, y, x >= 0.0);
-}
-fn gelu(x : f32) -> f32 {
-  return x * (erfAS(x * 0.7071067811865476) + 1.0) * 0.5;
-}
-fn geluGrad(x : f32) -> f32 {
-  return 0.5 * (erfAS(x * 0.7071067811865476) + 1.0) + x * exp(-0.5 * x * x) * 0.3989422804014327;
-}
-`;
 
 const HEADER = `
 @compute @workgroup_size(${WG}, 1, 1)
@@ -66,7 +42,7 @@ ${U(4)}
 @group(0) @binding(1) var<storage, read> f : array<f32>;
 @group(0) @binding(2) var<storage, read> k : array<f32>;
 @group(0) @binding(3) var<storage, read> kBias : array<f32>;
-${ERF_GELU}
+${WGSL_GELU}
 ${HEADER}
   let r = idx / u.h;
   let j = idx - r * u.h;
@@ -85,7 +61,7 @@ ${U(3)}
 @group(0) @binding(0) var<storage, read_write> result : array<f32>;
 @group(0) @binding(1) var<storage, read> dy : array<f32>;
 @group(0) @binding(2) var<storage, read> f : array<f32>;
-${ERF_GELU}
+${WGSL_GELU}
 ${HEADER}
   let r = idx / u.C;
   let q = idx - r * u.C;
@@ -104,7 +80,7 @@ ${U(6)}
 @group(0) @binding(3) var<storage, read> k : array<f32>;
 @group(0) @binding(4) var<storage, read> kBias : array<f32>;
 @group(0) @binding(5) var<storage, read> dc : array<f32>;
-${ERF_GELU}
+${WGSL_GELU}
 ${HEADER}
   let w = 2 * u.h;
   let r = idx / w;
@@ -192,4 +168,31 @@ export function gatedGeluGradKernel(args: KernelArgs): TensorInfo {
     dispatch: dispatch2D(args.backend, Math.ceil(total / WG)),
     uniforms: uniforms(total, h, C),
   }, [dy, f, k, kBias, dc])[0];
+}
+
+function geluGradSource(): string {
+  return `
+${uniformStruct([{ name: 'total', type: 'i32', value: 0 }], 3)}
+@group(0) @binding(0) var<storage, read_write> result : array<f32>;
+@group(0) @binding(1) var<storage, read> dy : array<f32>;
+@group(0) @binding(2) var<storage, read> z : array<f32>;
+${WGSL_GELU}
+${HEADER}
+  result[idx] = dy[idx] * geluGrad(z[idx]);
+}
+`;
+}
+
+/** Kernel MambaoutGeluGrad: inputs dy, z (the pre-activation). Output dy * gelu'(z) (the Linear + GELU backward). */
+export function geluGradKernel(args: KernelArgs): TensorInfo {
+  const { dy, z } = args.inputs;
+  const total = z.shape.reduce((a, b) => a * b, 1);
+  return runCustomProgram(args.backend, {
+    name: 'GeluGrad',
+    key: 'mambaout_gelu_grad',
+    code: geluGradSource,
+    outputShapes: [z.shape.slice()],
+    dispatch: dispatch2D(args.backend, Math.ceil(total / WG)),
+    uniforms: [{ name: 'total', type: 'i32', value: total }],
+  }, [dy, z])[0];
 }

@@ -9,19 +9,22 @@
  * depthwise program on a rotated filter) and Sum over leading axes (bias gradients: split column sums) replace
  * tfjs's for the cases they cover.
  *
- * Fused kernels under new names (no tfjs original; used through src/backend/kernels/webgpu/ops.ts when the
+ * Fused kernels under new names (no tfjs original; used through src/ops/ when the
  * backend is 'webgpu'): MambaoutLayerNorm / MambaoutLayerNormGrad, MambaoutGatedGelu / MambaoutGatedGeluGradConv /
  * MambaoutGatedGeluGrad (GatedCNN's gate), MambaoutAdam (Adam/AdamW update).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
-import { conv2dBackpropFilterWebGPU, type KernelArgs } from './conv2d_backprop_filter.js';
+import { conv2dBackpropFilterWebGPU } from './conv2d_backprop_filter.js';
+import { conv2dBackpropInputWebGPU } from './conv2d_backprop_input.js';
+import type { KernelArgs } from './util.js';
 import { depthwiseBackpropFilterWebGPU } from './depthwise_backprop_filter.js';
-import { batchMatMulKernel } from './matmul.js';
+import { batchMatMulKernel, linearKernel } from './matmul.js';
 import { depthwiseBackpropInputWebGPU } from './depthwise_backprop_input.js';
 import { layerNormGradKernel, layerNormKernel } from './layer_norm.js';
-import { gatedGeluGradConvKernel, gatedGeluGradKernel, gatedGeluKernel } from './gated_gelu.js';
+import { gatedGeluGradConvKernel, gatedGeluGradKernel, gatedGeluKernel, geluGradKernel } from './gated_gelu.js';
 import { adamKernel } from './adam.js';
+import { adamMultiKernel } from './adam_multi.js';
 import { sumRowsKernel } from './sum_rows.js';
 
 export {
@@ -38,11 +41,14 @@ export {
 } from './depthwise_backprop_filter.js';
 
 export { getMatMulTuning, setMatMulTuning, type MatMulTuning } from './matmul.js';
+export { GEMM_TILES, GEMM_RULES, gemmTuning, setGemmTuning, type GemmTile } from './matmul_tiles.js';
+export { describeWebGPUKernelSettings, setWebGPUKernelSettings, webgpuKernelSettings, V1_SETTINGS, type WebGPUKernelSettings } from './settings.js';
 
 type OurKernel = (args: KernelArgs, fallback?: KernelFunc) => TensorInfo | TensorInfo[];
 
 const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   { kernelName: 'Conv2DBackpropFilter', impl: conv2dBackpropFilterWebGPU },
+  { kernelName: 'Conv2DBackpropInput', impl: conv2dBackpropInputWebGPU },
   { kernelName: 'DepthwiseConv2dNativeBackpropFilter', impl: depthwiseBackpropFilterWebGPU },
   { kernelName: 'BatchMatMul', impl: batchMatMulKernel },
   { kernelName: 'DepthwiseConv2dNativeBackpropInput', impl: depthwiseBackpropInputWebGPU },
@@ -54,6 +60,9 @@ const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   { kernelName: 'MambaoutGatedGeluGradConv', impl: gatedGeluGradConvKernel },
   { kernelName: 'MambaoutGatedGeluGrad', impl: gatedGeluGradKernel },
   { kernelName: 'MambaoutAdam', impl: adamKernel },
+  { kernelName: 'MambaoutLinear', impl: linearKernel },
+  { kernelName: 'MambaoutGeluGrad', impl: geluGradKernel },
+  { kernelName: 'MambaoutAdamMulti', impl: adamMultiKernel },
 ];
 
 /** Names of the kernels we replace on 'webgpu'. */

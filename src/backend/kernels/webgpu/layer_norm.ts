@@ -9,12 +9,15 @@
  *   MambaoutLayerNormGrad (dy, x, weight, stats) -> dx, dweight, dbias
  *     dx = rstd * (g - mean(g) - x̂ * mean(g * x̂)),  g = dy * weight,  x̂ = (x - mean) * rstd
  *     dweight = Σ_rows dy * x̂,  dbias = Σ_rows dy   (column partial sums over row chunks, then a reduction)
+ * With attr gelu (the stem's gelu(norm1(conv1(x)))): y = gelu(x̂ w + b), and the backward kernels recompute
+ * z = x̂ w + b to use dz = dy * gelu'(z) in place of dy (one kernel instead of LayerNorm + 5 GELU kernels forward and
+ * ~10 backward, and no stored pre-activation).
  * Row kernels: T threads per row (T = 8..32, a power of two), 256 / T rows per workgroup; each thread keeps its
  * ceil(C / T) values in registers (C is compiled in), row sums meet in shared memory. Mean and variance are two
  * passes over the registers, as tf.moments computes them (mean, then mean of squared differences).
  */
 import type { TensorInfo } from '@tensorflow/tfjs-core';
-import type { KernelArgs } from './conv2d_backprop_filter.js';
+import { WGSL_GELU, type KernelArgs } from './util.js';
 import { dispatch2D, disposeInfos, runCustomProgram, uniformStruct, type CustomProgram } from './dispatch.js';
 
 const WG = 256;
@@ -58,7 +61,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : v
   let base = row * ${C};`;
 }
 
-export function layerNormForwardSource(C: number, T: number): string {
+export function layerNormForwardSource(C: number, T: number, gelu = false): string {
   const per = Math.ceil(C / T);
   const loads = range(per).map((i) => {
     const c = `t + ${i * T}`;
@@ -72,6 +75,7 @@ ${uniformStruct([{ name: 'rows', type: 'i32', value: 0 }, { name: 'eps', type: '
 @group(0) @binding(2) var<storage, read> x : array<f32>;
 @group(0) @binding(3) var<storage, read> weight : array<f32>;
 @group(0) @binding(4) var<storage, read> bias : array<f32>;
+${gelu ? WGSL_GELU : ''}
 ${rowHeader(C, T, 1)}
   ${loads.join('\n  ')}
   var s = ${range(per).map((i) => `v${i}`).join(' + ')};
@@ -82,28 +86,30 @@ ${rowHeader(C, T, 1)}
   ${rowSums(['q'], T)}
   let rstd = inverseSqrt(qTot / f32(${C}) + u.eps);
   if (valid) {
-    ${range(per).map((i) => `if (${inRow(i)}) { let c = t + ${i * T}; y[base + c] = (v${i} - mean) * rstd * weight[c] + bias[c]; }`).join('\n    ')}
+    ${range(per).map((i) => `if (${inRow(i)}) { let c = t + ${i * T}; y[base + c] = ${gelu ? 'gelu(' : '('}(v${i} - mean) * rstd * weight[c] + bias[c]); }`).join('\n    ')}
     if (t == 0) { stats[row * 2] = mean; stats[row * 2 + 1] = rstd; }
   }
 }
 `;
 }
 
-export function layerNormBackwardSource(C: number, T: number): string {
+export function layerNormBackwardSource(C: number, T: number, gelu = false): string {
   const per = Math.ceil(C / T);
   const inRow = (i: number) => (i * T + T - 1 < C ? 'true' : `t + ${i * T} < ${C}`);
   const loads = range(per).map((i) => {
     const c = `t + ${i * T}`;
     return `var xh${i} = 0.0; var g${i} = 0.0;
-  if (valid && ${inRow(i)}) { let c = ${c}; xh${i} = (x[base + c] - mean) * rstd; g${i} = dy[base + c] * weight[c]; }`;
+  if (valid && ${inRow(i)}) { let c = ${c}; xh${i} = (x[base + c] - mean) * rstd; g${i} = ${gelu ? `dy[base + c] * geluGrad(xh${i} * weight[c] + bias[c])` : 'dy[base + c]'} * weight[c]; }`;
   });
   return `
-${uniformStruct([{ name: 'rows', type: 'i32', value: 0 }], 5)}
+${uniformStruct([{ name: 'rows', type: 'i32', value: 0 }], gelu ? 6 : 5)}
 @group(0) @binding(0) var<storage, read_write> dx : array<f32>;
 @group(0) @binding(1) var<storage, read> dy : array<f32>;
 @group(0) @binding(2) var<storage, read> x : array<f32>;
 @group(0) @binding(3) var<storage, read> weight : array<f32>;
 @group(0) @binding(4) var<storage, read> stats : array<f32>;
+${gelu ? `@group(0) @binding(5) var<storage, read> bias : array<f32>;
+${WGSL_GELU}` : ''}
 ${rowHeader(C, T, 2)}
   var mean = 0.0;
   var rstd = 0.0;
@@ -125,13 +131,16 @@ ${rowHeader(C, T, 2)}
  * Column partial sums of dy * x̂ and dy over chunks of rows: partial [S, 2, C] (dweight terms, then dbias terms).
  * Thread = (column, chunk); 64 threads per workgroup along the columns.
  */
-export function layerNormParamGradSource(): string {
+export function layerNormParamGradSource(gelu = false): string {
   return `
-${uniformStruct([{ name: 'rows', type: 'i32', value: 0 }, { name: 'C', type: 'i32', value: 0 }, { name: 'rowsPerChunk', type: 'i32', value: 0 }], 4)}
+${uniformStruct([{ name: 'rows', type: 'i32', value: 0 }, { name: 'C', type: 'i32', value: 0 }, { name: 'rowsPerChunk', type: 'i32', value: 0 }], gelu ? 6 : 4)}
 @group(0) @binding(0) var<storage, read_write> partial : array<f32>;
 @group(0) @binding(1) var<storage, read> dy : array<f32>;
 @group(0) @binding(2) var<storage, read> x : array<f32>;
 @group(0) @binding(3) var<storage, read> stats : array<f32>;
+${gelu ? `@group(0) @binding(4) var<storage, read> weight : array<f32>;
+@group(0) @binding(5) var<storage, read> bias : array<f32>;
+${WGSL_GELU}` : ''}
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) lidx : u32) {
@@ -142,9 +151,11 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   let r1 = min(r0 + u.rowsPerChunk, u.rows);
   var dw = 0.0;
   var db = 0.0;
+  ${gelu ? 'let wc = weight[c]; let bc = bias[c];' : ''}
   for (var r = r0; r < r1; r = r + 1) {
-    let g = dy[r * u.C + c];
-    dw = fma(g, (x[r * u.C + c] - stats[r * 2]) * stats[r * 2 + 1], dw);
+    let xh = (x[r * u.C + c] - stats[r * 2]) * stats[r * 2 + 1];
+    let g = ${gelu ? 'dy[r * u.C + c] * geluGrad(xh * wc + bc)' : 'dy[r * u.C + c]'};
+    dw = fma(g, xh, dw);
     db = db + g;
   }
   partial[chunk * 2 * u.C + c] = dw;
@@ -185,17 +196,17 @@ function rowsOf(shape: number[]): number {
   return shape.slice(0, -1).reduce((a, b) => a * b, 1);
 }
 
-/** Kernel MambaoutLayerNorm: inputs x, weight, bias; attr eps. Outputs [y, stats]. */
+/** Kernel MambaoutLayerNorm: inputs x, weight, bias; attrs eps, gelu. Outputs [y, stats]. */
 export function layerNormKernel(args: KernelArgs): TensorInfo[] {
   const { x, weight, bias } = args.inputs;
-  const eps = (args.attrs as { eps: number }).eps;
+  const { eps, gelu } = args.attrs as { eps: number; gelu?: boolean };
   const C = x.shape[x.shape.length - 1];
   const rows = rowsOf(x.shape);
   const T = threadsPerRow(C);
   const prog: CustomProgram = {
     name: 'LayerNorm',
-    key: `mambaout_ln_fwd_${C}_${T}`,
-    code: () => layerNormForwardSource(C, T),
+    key: `mambaout_ln_fwd_${C}_${T}${gelu ? '_gelu' : ''}`,
+    code: () => layerNormForwardSource(C, T, !!gelu),
     outputShapes: [x.shape.slice(), [rows, 2]],
     dispatch: dispatch2D(args.backend, Math.ceil(rows / (WG / T))),
     uniforms: [{ name: 'rows', type: 'i32', value: rows }, { name: 'eps', type: 'f32', value: eps }],
@@ -206,20 +217,22 @@ export function layerNormKernel(args: KernelArgs): TensorInfo[] {
 /** Target number of threads for the column partial sums. */
 const PARAM_GRAD_THREADS = 131072;
 
-/** Kernel MambaoutLayerNormGrad: inputs dy, x, weight, stats. Outputs [dx, dweight, dbias]. */
+/** Kernel MambaoutLayerNormGrad: inputs dy, x, weight, stats (+ bias with attr gelu). Outputs [dx, dweight, dbias]. */
 export function layerNormGradKernel(args: KernelArgs): TensorInfo[] {
-  const { dy, x, weight, stats } = args.inputs;
+  const { dy, x, weight, stats, bias } = args.inputs;
+  const gelu = !!(args.attrs as { gelu?: boolean } | undefined)?.gelu;
+  if (gelu && !bias) throw new Error('MambaoutLayerNormGrad: gelu needs the bias input');
   const C = x.shape[x.shape.length - 1];
   const rows = rowsOf(x.shape);
   const T = threadsPerRow(C);
   const [dx] = runCustomProgram(args.backend, {
     name: 'LayerNormGrad',
-    key: `mambaout_ln_bwd_${C}_${T}`,
-    code: () => layerNormBackwardSource(C, T),
+    key: `mambaout_ln_bwd_${C}_${T}${gelu ? '_gelu' : ''}`,
+    code: () => layerNormBackwardSource(C, T, gelu),
     outputShapes: [x.shape.slice()],
     dispatch: dispatch2D(args.backend, Math.ceil(rows / (WG / T))),
     uniforms: [{ name: 'rows', type: 'i32', value: rows }],
-  }, [dy, x, weight, stats]);
+  }, gelu ? [dy, x, weight, stats, bias] : [dy, x, weight, stats]);
   const colGroups = Math.ceil(C / 64);
   const maxDim = 65535;
   let chunks = Math.max(1, Math.min(Math.ceil(PARAM_GRAD_THREADS / (colGroups * 64)), Math.ceil(rows / 16), maxDim));
@@ -227,8 +240,8 @@ export function layerNormGradKernel(args: KernelArgs): TensorInfo[] {
   chunks = Math.max(1, Math.ceil(rows / rowsPerChunk));
   const [partial] = runCustomProgram(args.backend, {
     name: 'LayerNormParamGrad',
-    key: 'mambaout_ln_param_grad',
-    code: layerNormParamGradSource,
+    key: `mambaout_ln_param_grad${gelu ? '_gelu' : ''}`,
+    code: () => layerNormParamGradSource(gelu),
     outputShapes: [[chunks, 2, C]],
     dispatch: [colGroups, chunks, 1],
     uniforms: [
@@ -236,7 +249,7 @@ export function layerNormGradKernel(args: KernelArgs): TensorInfo[] {
       { name: 'C', type: 'i32', value: C },
       { name: 'rowsPerChunk', type: 'i32', value: rowsPerChunk },
     ],
-  }, [dy, x, stats]);
+  }, gelu ? [dy, x, stats, weight, bias] : [dy, x, stats]);
   const [dw, db] = runCustomProgram(args.backend, {
     name: 'LayerNormParamGradSum',
     key: 'mambaout_pair_sum',

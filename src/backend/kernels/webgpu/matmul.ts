@@ -22,12 +22,19 @@
  * Batched products (rank 3+) use z for the batch when there is no split; operands with batch 1 are broadcast.
  *
  * Not covered (tfjs's kernel is used): non-float32 inputs, batch shapes that broadcast other than 1-vs-n.
+ *
+ * v2 (default; `webgpuKernelSettings.gemm`): the vec4 register-tiled generator of ./gemm.ts with the tile table of
+ * ./matmul_tiles.ts, and the fused Linear kernel (MambaoutLinear: x · Wᵀ + bias [, gelu] [+ residual]). The v1
+ * kernel above stays for A/B runs (MAMBAOUT_WEBGPU_KERNELS=v1).
  */
 import { broadcast_util, util } from '@tensorflow/tfjs-core';
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { sumSplits, type KernelArgs } from './conv2d_backprop_filter.js';
+import { sumSplits, type KernelArgs } from './util.js';
 import { runCustomProgram, uniformStruct, type CustomProgram } from './dispatch.js';
+import { GEMM_UNIFORMS, NO_EPILOGUE, PLAIN_INDEX, gemmBindings, gemmKey, gemmSource, type GemmEpilogue, type GemmSpec } from './gemm.js';
+import { chooseTile, gemmTuning, isLongK, type GemmTile } from './matmul_tiles.js';
+import { webgpuKernelSettings } from './settings.js';
 
 export interface MatMulTuning {
   /** Aim for at least this many workgroups before splitting K. */
@@ -259,5 +266,124 @@ export function batchMatMulKernel(args: KernelArgs, fallback?: KernelFunc): Tens
     const info = backend.makeTensorInfo(outShape, 'float32', new Float32Array(util.sizeFromShape(outShape)));
     return info;
   }
+  if (webgpuKernelSettings.gemm) {
+    const out = gemmMatMul(backend, a, b, { transA, transB, M, N, K, batchA, batchB, outShape });
+    if (out) return out[0];
+  }
   return batchMatMulWebGPU(backend, a, b, transA, transB, M, N, K, batchA, batchB, outShape);
+}
+
+/** One GEMM problem on row-major operands. */
+export interface GemmCall {
+  transA: boolean;
+  transB: boolean;
+  M: number;
+  N: number;
+  K: number;
+  batchA: number;
+  batchB: number;
+  outShape: number[];
+  epilogue?: GemmEpilogue;
+  /** bias [N] and residual [M, N] when the epilogue asks for them. */
+  bias?: TensorInfo;
+  residual?: TensorInfo;
+  /** Use this tile instead of the table's choice (sweeps). */
+  tile?: GemmTile;
+}
+
+/** Device limits the tile choice respects. */
+export function gemmLimits(backend: WebGPUBackend): { sharedBytes: number; threads: number } {
+  const l = backend.device.limits;
+  return { sharedBytes: l.maxComputeWorkgroupStorageSize, threads: Math.min(l.maxComputeInvocationsPerWorkgroup, l.maxComputeWorkgroupSizeX) };
+}
+
+/** The tile and split count the v2 kernel uses for a problem (exported for the sweep's report). */
+export function gemmPlan(backend: WebGPUBackend, c: Pick<GemmCall, 'M' | 'N' | 'K' | 'batchA' | 'batchB' | 'epilogue' | 'tile'>): { tile: GemmTile; splits: number; kChunk: number } {
+  const batch = Math.max(c.batchA, c.batchB);
+  const epi = c.epilogue ?? NO_EPILOGUE;
+  const hasEpilogue = epi.bias || epi.gelu || epi.residual;
+  const longK = !hasEpilogue && isLongK(c.M, c.N, c.K, batch);
+  const tile = c.tile ?? chooseTile({ M: c.M, N: c.N, K: c.K, batch, longK }, gemmLimits(backend));
+  let splits = 1;
+  if (longK) {
+    const tiles = Math.ceil(c.M / tile.bm) * Math.ceil(c.N / tile.bn);
+    if (tiles < gemmTuning.targetWorkgroups) {
+      splits = Math.max(1, Math.min(
+        Math.ceil(gemmTuning.targetWorkgroups / tiles),
+        Math.floor(c.K / (gemmTuning.minStepsPerSplit * tile.bk)),
+        Math.floor(gemmTuning.maxPartialFloats / (c.M * c.N)),
+        backend.device.limits.maxComputeWorkgroupsPerDimension,
+      ));
+    }
+  }
+  let kChunk = Math.ceil(Math.ceil(c.K / splits) / tile.bk) * tile.bk;
+  splits = Math.ceil(c.K / kChunk);
+  if (splits === 1) kChunk = Math.ceil(c.K / tile.bk) * tile.bk;
+  return { tile, splits, kChunk };
+}
+
+/**
+ * out = op(A) · op(B) (+ epilogue) with the v2 generator: [out] or, with gelu + saveZ, [out, pre-activation].
+ * Returns null when the problem does not fit it (the caller then uses another kernel): too many tiles for one
+ * dispatch dimension, or an epilogue on a split or batched product.
+ */
+export function gemmMatMul(backend: WebGPUBackend, a: TensorInfo, b: TensorInfo, c: GemmCall): TensorInfo[] | null {
+  const { transA, transB, M, N, K, batchA, batchB } = c;
+  const epilogue = c.epilogue ?? NO_EPILOGUE;
+  const batch = Math.max(batchA, batchB);
+  const { tile, splits, kChunk } = gemmPlan(backend, c);
+  const split = splits > 1;
+  const maxDim = backend.device.limits.maxComputeWorkgroupsPerDimension;
+  const tilesM = Math.ceil(M / tile.bm);
+  const tilesN = Math.ceil(N / tile.bn);
+  if (tilesM > maxDim || tilesN > maxDim || (split ? splits : batch) > maxDim) return null;
+  if ((epilogue.bias || epilogue.gelu || epilogue.residual) && (split || batch > 1)) return null;
+  const aContig = transA ? 'mn' : 'k';
+  const bContig = transB ? 'k' : 'mn';
+  const spec: GemmSpec = {
+    tile,
+    a: { contig: aContig, vec4: (transA ? M : K) % 4 === 0, index: PLAIN_INDEX.a(aContig) },
+    b: { contig: bContig, vec4: (transB ? K : N) % 4 === 0, index: PLAIN_INDEX.b(bContig) },
+    split,
+    epilogue,
+    vec4Out: N % 4 === 0,
+  };
+  const { outputs } = gemmBindings(spec);
+  const vals = [M, N, K, kChunk, split || batchA === 1 ? 0 : M * K, split || batchB === 1 ? 0 : K * N];
+  const outShape = split ? [splits, M, N] : c.outShape;
+  const prog: CustomProgram = {
+    name: split ? 'GemmSplitK' : epilogue.bias ? 'GemmLinear' : 'Gemm',
+    key: gemmKey(spec),
+    code: () => gemmSource(spec),
+    outputShapes: outputs.map(() => outShape),
+    dispatch: [tilesN, tilesM, split ? splits : batch],
+    uniforms: GEMM_UNIFORMS.map((name, i) => ({ name, type: 'i32' as const, value: vals[i] })),
+  };
+  const inputs = [a, b, ...(epilogue.bias ? [c.bias!] : []), ...(epilogue.residual ? [c.residual!] : [])];
+  const outs = runCustomProgram(backend, prog, inputs);
+  return split ? [sumSplits(backend, outs[0], splits, c.outShape)] : outs;
+}
+
+interface LinearAttrs {
+  gelu?: boolean;
+  saveZ?: boolean;
+}
+
+/**
+ * Kernel MambaoutLinear: inputs x [M, K], weight [N, K] (PyTorch layout), bias [N], optional residual [M, N]; attrs
+ * gelu, saveZ. Output y = [gelu](x · Wᵀ + bias) [+ residual] [M, N], and with gelu + saveZ also the pre-activation.
+ */
+export function linearKernel(args: KernelArgs): TensorInfo | TensorInfo[] {
+  const { x, weight, bias, residual } = args.inputs;
+  const attrs = (args.attrs ?? {}) as LinearAttrs;
+  const backend = args.backend as WebGPUBackend;
+  const [M, K] = x.shape;
+  const N = weight.shape[0];
+  if (x.shape.length !== 2 || weight.shape.length !== 2 || weight.shape[1] !== K || bias.shape[0] !== N) {
+    throw new Error(`MambaoutLinear: shapes x [${x.shape}], weight [${weight.shape}], bias [${bias.shape}] do not fit`);
+  }
+  const epilogue: GemmEpilogue = { bias: true, gelu: !!attrs.gelu, saveZ: !!attrs.gelu && !!attrs.saveZ, residual: residual !== undefined };
+  const y = gemmMatMul(backend, x, weight, { transA: false, transB: true, M, N, K, batchA: 1, batchB: 1, outShape: [M, N], epilogue, bias, residual });
+  if (!y) throw new Error(`MambaoutLinear: [${M}, ${K}] x [${N}, ${K}]ᵀ does not fit one dispatch`);
+  return epilogue.saveZ ? y : y[0];
 }

@@ -14,7 +14,7 @@
 import { util } from '@tensorflow/tfjs-core';
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { sumSplits, type KernelArgs } from './conv2d_backprop_filter.js';
+import { sumSplits, type KernelArgs } from './util.js';
 import { runCustomProgram, uniformStruct } from './dispatch.js';
 
 /** Aim for about this many threads in pass 1. */

@@ -1,0 +1,66 @@
+/**
+ * Which of our WebGPU kernels are in use: one documented object (as transformers.js's env.js), read once from the
+ * environment and changeable at run time (benchmarks compare old and new kernels in one process).
+ *
+ *   MAMBAOUT_WEBGPU_FUSED=0     the model runs op by op (no fused LayerNorm / gate / Adam / Linear kernels)
+ *   MAMBAOUT_WEBGPU_KERNELS=v1  the kernels of the first WebGPU work (main at 1652563): switches off everything
+ *                               listed below at once, for old-vs-new comparisons in one GPU run
+ *   MAMBAOUT_WEBGPU_OFF=a,b     switch off single features by name (the fields below), e.g. `gemm,adamMulti`
+ *
+ * The model and the optimizers never read these: the ops in src/ops/ decide inside (tfjs-core's fused-op pattern).
+ */
+export interface WebGPUKernelSettings {
+  /** Fused LayerNorm, gated-GELU, spatial-mean and Adam kernels (the first WebGPU work). */
+  fused: boolean;
+  /** Register-tiled vec4 GEMM with the tile table (./matmul_tiles.ts) for BatchMatMul, else the v1 kernel. */
+  gemm: boolean;
+  /** Linear layers as one kernel: matmul + bias (+ residual add, + GELU) in the GEMM epilogue. */
+  linearEpilogue: boolean;
+  /** LayerNorm followed by GELU (the stem) as one kernel. */
+  layerNormGelu: boolean;
+  /** One Adam/AdamW dispatch per parameter group (parameters gathered into flat buffers by copies). */
+  adamMulti: boolean;
+  /** Our Conv2DBackpropInput (implicit GEMM split by output parity) instead of tfjs's. */
+  convBackpropInput: boolean;
+  /** Reuse bind groups for identical (layout, buffers) pairs instead of creating one per dispatch. */
+  bindGroupCache: boolean;
+}
+
+const FEATURES = ['gemm', 'linearEpilogue', 'layerNormGelu', 'adamMulti', 'convBackpropInput', 'bindGroupCache'] as const;
+
+function fromEnv(): WebGPUKernelSettings {
+  const v1 = (process.env.MAMBAOUT_WEBGPU_KERNELS ?? '').trim().toLowerCase() === 'v1';
+  const off = new Set((process.env.MAMBAOUT_WEBGPU_OFF ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+  const s: WebGPUKernelSettings = {
+    fused: process.env.MAMBAOUT_WEBGPU_FUSED !== '0',
+    gemm: true,
+    linearEpilogue: true,
+    layerNormGelu: true,
+    adamMulti: true,
+    convBackpropInput: true,
+    bindGroupCache: true,
+  };
+  for (const f of FEATURES) if (v1 || off.has(f)) s[f] = false;
+  if (off.has('fused')) s.fused = false;
+  return s;
+}
+
+/** The live settings (mutate through `setWebGPUKernelSettings`). */
+export const webgpuKernelSettings: WebGPUKernelSettings = fromEnv();
+
+/** Change some settings; returns the previous values (to restore). */
+export function setWebGPUKernelSettings(s: Partial<WebGPUKernelSettings>): WebGPUKernelSettings {
+  const prev = { ...webgpuKernelSettings };
+  Object.assign(webgpuKernelSettings, s);
+  return prev;
+}
+
+/** Settings of the kernels as on main before this work (everything new off). */
+export const V1_SETTINGS: Partial<WebGPUKernelSettings> = Object.fromEntries(FEATURES.map((f) => [f, false]));
+
+/** A short description for logs: the features that are on. */
+export function describeWebGPUKernelSettings(s: WebGPUKernelSettings = webgpuKernelSettings): string {
+  if (!s.fused) return 'op-by-op (fused kernels off)';
+  const on = FEATURES.filter((f) => s[f]);
+  return on.length === FEATURES.length ? 'all new kernels' : on.length === 0 ? 'v1 kernels' : `v1 + ${on.join(', ')}`;
+}

@@ -1,0 +1,220 @@
+/**
+ * Two wrappers around the Dawn device that tfjs and our kernels share, installed by initWebGPU:
+ *
+ * 1. Memory accounting. tfjs's `tf.memory()` counts live tensors; what the GPU holds is what Dawn allocated: tfjs's
+ *    buffer manager keeps every released buffer in a free pool (keyed by size and usage) and never destroys it, so
+ *    the pool grows to the peak of the step and stays. `webgpuMemory()` reports live bytes (createBuffer minus
+ *    destroy) and their peak since `resetWebGPUPeak()`; that is the figure to put next to PyTorch's
+ *    `torch.cuda.max_memory_allocated()` (which, like our live bytes after warm-up, counts what tensors occupy).
+ *
+ * 2. A bind-group cache. Every dispatch creates a bind group (31 us each on the H200: 26.5 ms of a 91 ms femto
+ *    step's issue time). A bind group is an immutable (layout, buffers, offsets, sizes) tuple, and with fixed shapes
+ *    tfjs's buffer pool hands the same buffers to the same dispatches step after step, so an identical tuple returns
+ *    the bind group created the first time. Keys use identities (layouts memoised per pipeline, buffers numbered on
+ *    first sight); a destroyed buffer never matches again (numbers are not reused). Bounded: cleared when full.
+ *    For the tuples to repeat, the buffer pool must hand out the same buffers in the same order every step: tfjs's
+ *    pool is a LIFO stack per size, and the order in which a step releases buffers permutes the stacks for the next
+ *    step (on lavapipe only ~20% of a mambaout_test step's bind groups repeated). `orderBufferPool` makes the pool
+ *    return the oldest free buffer of a size instead: with the same free set at the start of each step (all
+ *    temporaries released by tf.tidy) and the same sequence of requests, every step then sees the same buffers.
+ *    Switch: webgpuKernelSettings.bindGroupCache (MAMBAOUT_WEBGPU_OFF=bindGroupCache).
+ */
+import { webgpuKernelSettings } from './kernels/webgpu/settings.js';
+
+export interface WebGPUMemory {
+  /** Bytes in buffers created and not destroyed. */
+  liveBytes: number;
+  /** Highest liveBytes since the last resetWebGPUPeak (or since init). */
+  peakBytes: number;
+  buffersCreated: number;
+  buffersDestroyed: number;
+}
+
+export interface BindGroupCacheStats {
+  hits: number;
+  misses: number;
+  size: number;
+}
+
+const MAX_CACHED = 50_000;
+
+interface HookState {
+  device: GPUDevice;
+  restore: Array<() => void>;
+  sizes: WeakMap<GPUBuffer, number>;
+  mem: WebGPUMemory;
+  ids: WeakMap<object, number>;
+  nextId: number;
+  layouts: WeakMap<GPUComputePipeline, Map<number, GPUBindGroupLayout>>;
+  cache: Map<string, GPUBindGroup>;
+  stats: BindGroupCacheStats;
+}
+
+let hooks: HookState | null = null;
+
+function idOf(h: HookState, o: object): number {
+  let id = h.ids.get(o);
+  if (id === undefined) {
+    id = h.nextId++;
+    h.ids.set(o, id);
+  }
+  return id;
+}
+
+/** Install the wrappers on `device` (once per device; removeWebGPUHooks undoes them). */
+export function installWebGPUHooks(device: GPUDevice): void {
+  if (hooks?.device === device) return;
+  removeWebGPUHooks();
+  const h: HookState = {
+    device,
+    restore: [],
+    sizes: new WeakMap(),
+    mem: { liveBytes: 0, peakBytes: 0, buffersCreated: 0, buffersDestroyed: 0 },
+    ids: new WeakMap(),
+    nextId: 1,
+    layouts: new WeakMap(),
+    cache: new Map(),
+    stats: { hits: 0, misses: 0, size: 0 },
+  };
+  hooks = h;
+  const dev = device as unknown as Record<string, unknown>;
+
+  // createBuffer / destroy: on the instance (createBuffer) and on GPUBuffer's prototype (destroy), found from a probe.
+  const origCreateBuffer = device.createBuffer.bind(device);
+  dev.createBuffer = (desc: GPUBufferDescriptor): GPUBuffer => {
+    const b = origCreateBuffer(desc);
+    idOf(h, b); // creation order: the pool hands out the oldest first (orderBufferPool)
+    h.sizes.set(b, desc.size);
+    h.mem.liveBytes += desc.size;
+    h.mem.buffersCreated++;
+    if (h.mem.liveBytes > h.mem.peakBytes) h.mem.peakBytes = h.mem.liveBytes;
+    return b;
+  };
+  h.restore.push(() => {
+    delete dev.createBuffer;
+  });
+  const probe = origCreateBuffer({ size: 4, usage: GPUBufferUsage.COPY_DST });
+  const bufProto = Object.getPrototypeOf(probe) as Record<string, unknown>;
+  probe.destroy();
+  const origDestroy = bufProto.destroy as (this: GPUBuffer) => void;
+  bufProto.destroy = function (this: GPUBuffer): void {
+    const size = hooks?.sizes.get(this);
+    if (size !== undefined && hooks) {
+      hooks.sizes.delete(this);
+      hooks.mem.liveBytes -= size;
+      hooks.mem.buffersDestroyed++;
+    }
+    origDestroy.call(this);
+  };
+  h.restore.push(() => {
+    bufProto.destroy = origDestroy;
+  });
+
+  // getBindGroupLayout memoised per pipeline (Dawn returns a new wrapper per call), so layouts have stable ids.
+  const pipeline = device.createComputePipeline({
+    layout: 'auto',
+    compute: { module: device.createShaderModule({ code: '@compute @workgroup_size(1) fn main() {}' }), entryPoint: 'main' },
+  });
+  const pipeProto = Object.getPrototypeOf(pipeline) as Record<string, unknown>;
+  const origGetLayout = pipeProto.getBindGroupLayout as (this: GPUComputePipeline, i: number) => GPUBindGroupLayout;
+  pipeProto.getBindGroupLayout = function (this: GPUComputePipeline, i: number): GPUBindGroupLayout {
+    const st = hooks;
+    if (!st) return origGetLayout.call(this, i);
+    let m = st.layouts.get(this);
+    if (!m) st.layouts.set(this, (m = new Map()));
+    let l = m.get(i);
+    if (!l) m.set(i, (l = origGetLayout.call(this, i)));
+    return l;
+  };
+  h.restore.push(() => {
+    pipeProto.getBindGroupLayout = origGetLayout;
+  });
+
+  const origCreateBindGroup = device.createBindGroup.bind(device);
+  dev.createBindGroup = (desc: GPUBindGroupDescriptor): GPUBindGroup => {
+    if (!webgpuKernelSettings.bindGroupCache) return origCreateBindGroup(desc);
+    let key = `${idOf(h, desc.layout)}`;
+    for (const e of desc.entries as GPUBindGroupEntry[]) {
+      const r = e.resource as GPUBufferBinding;
+      if (!r || typeof r !== 'object' || !('buffer' in r)) return origCreateBindGroup(desc); // textures, samplers: not cached
+      key += `|${e.binding}:${idOf(h, r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}`;
+    }
+    const hit = h.cache.get(key);
+    if (hit) {
+      h.stats.hits++;
+      return hit;
+    }
+    h.stats.misses++;
+    if (h.cache.size >= MAX_CACHED) h.cache.clear();
+    const bg = origCreateBindGroup(desc);
+    h.cache.set(key, bg);
+    return bg;
+  };
+  h.restore.push(() => {
+    delete dev.createBindGroup;
+  });
+}
+
+export function removeWebGPUHooks(): void {
+  const h = hooks;
+  if (!h) return;
+  hooks = null;
+  for (const r of h.restore.reverse()) r();
+  h.cache.clear();
+}
+
+/** Dawn buffer memory (see the file header); zeros before initWebGPU. */
+export function webgpuMemory(): WebGPUMemory {
+  return hooks ? { ...hooks.mem } : { liveBytes: 0, peakBytes: 0, buffersCreated: 0, buffersDestroyed: 0 };
+}
+
+/** Start a new peak measurement at the current live bytes. */
+export function resetWebGPUPeak(): void {
+  if (hooks) hooks.mem.peakBytes = hooks.mem.liveBytes;
+}
+
+export function bindGroupCacheStats(reset = false): BindGroupCacheStats {
+  if (!hooks) return { hits: 0, misses: 0, size: 0 };
+  const s = { ...hooks.stats, size: hooks.cache.size };
+  if (reset) hooks.stats = { hits: 0, misses: 0, size: 0 };
+  return s;
+}
+
+interface PoolInternals {
+  freeBuffers: Map<string, GPUBuffer[]>;
+  acquireBuffer(size: number, usage: number, mappedAtCreation?: boolean, reuse?: boolean): GPUBuffer;
+}
+
+/**
+ * Make tfjs's buffer pool (backend.bufferManager) hand out the oldest free buffer of a size (lowest creation number)
+ * instead of the most recently released one; see the file header. Undone by removeWebGPUHooks.
+ */
+export function orderBufferPool(backend: unknown): void {
+  const h = hooks;
+  const pool = (backend as { bufferManager?: PoolInternals }).bufferManager;
+  if (!h || !pool || typeof pool.acquireBuffer !== 'function' || !(pool.freeBuffers instanceof Map)) return;
+  const orig = pool.acquireBuffer;
+  pool.acquireBuffer = function (this: PoolInternals, size: number, usage: number, mappedAtCreation = false, reuse = true): GPUBuffer {
+    if (reuse && webgpuKernelSettings.bindGroupCache) {
+      const list = this.freeBuffers.get(`${size}_${usage}`);
+      if (list && list.length > 1) {
+        let best = list.length - 1;
+        let bestId = idOf(h, list[best]);
+        for (let i = 0; i < list.length - 1; i++) {
+          const id = idOf(h, list[i]);
+          if (id < bestId) {
+            bestId = id;
+            best = i;
+          }
+        }
+        // tfjs pops the last entry: put the oldest there.
+        const last = list.length - 1;
+        [list[best], list[last]] = [list[last], list[best]];
+      }
+    }
+    return orig.call(this, size, usage, mappedAtCreation, reuse);
+  };
+  h.restore.push(() => {
+    pool.acquireBuffer = orig;
+  });
+}
