@@ -96,6 +96,9 @@ export interface BatchResult {
   kept: Int32Array;
   labels: Int32Array;
   skipped: { path: string; reason: string }[];
+  /** time spent decoding / transforming this batch's images, ms (see LoaderStats) */
+  decodeMs: number;
+  transformMs: number;
 }
 
 /**
@@ -120,21 +123,31 @@ export async function runBatch(task: BatchTask, spec: TransformSpec): Promise<Ba
       },
     );
   let count = 0;
+  let decodeMs = 0;
+  let transformMs = 0;
+  let t = performance.now();
   let next = n > 0 ? decode(0) : null;
   for (let i = 0; i < n; i++) {
     const cur = await next!;
+    const t1 = performance.now();
+    decodeMs += t1 - t;
     next = i + 1 < n ? decode(i + 1) : null;
     const it = task.items[i];
     if (cur.err || !cur.img) {
       skipped.push({ path: it.path, reason: cur.err ? cur.err.reason : 'unknown error' });
       continue;
     }
+    const t2 = performance.now();
     def.apply(cur.img, spec, { index: it.index, path: it.path, seed: it.seed }, images, count * per);
+    t = performance.now();
+    transformMs += t - t2;
     kept[count] = i;
     labels[count] = it.label;
     count++;
   }
-  return { id: task.id, images, count, kept: kept.subarray(0, count), labels: labels.subarray(0, count), skipped };
+  return {
+    id: task.id, images, count, kept: kept.subarray(0, count), labels: labels.subarray(0, count), skipped, decodeMs, transformMs,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
