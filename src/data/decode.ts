@@ -18,12 +18,35 @@
  * Decoding fails (DecodeError) on anything libvips reports as an error, including truncated files
  * (Pillow raises "image file is truncated" too); mere warnings such as extraneous JPEG bytes are
  * tolerated, as Pillow tolerates them.
+ *
+ * Two decoders, one result: plain JPEGs (YCbCr / RGB / gray, no libjpeg warning) are decoded synchronously on the
+ * calling thread by libjpeg-turbo in WebAssembly (jpeg.ts: scales with the data workers, and can decode at 1/2, 1/4,
+ * 1/8 by DCT scaling); everything else goes through sharp. Both give the same pixels for a file the first one takes.
  */
 import { readFile } from 'node:fs/promises';
 import sharp, { type SharpOptions } from 'sharp';
+import { jpegDecoder, type JpegScale } from './jpeg.js';
 import type { RGBImage } from './transforms/resize.js';
 
 export type { RGBImage } from './transforms/resize.js';
+export type { JpegScale } from './jpeg.js';
+
+/** A decoded image; `scale` > 1 when it was decoded at 1/scale of the file's size (JPEG DCT scaling). */
+export interface DecodedImage extends RGBImage {
+  /** 1, 2, 4 or 8: width = ceil(fullWidth / scale), height = ceil(fullHeight / scale) */
+  scale: JpegScale;
+  /** size of the image in the file */
+  fullWidth: number;
+  fullHeight: number;
+}
+
+export interface DecodeOptions {
+  /**
+   * Called with the file's size before decoding; a JPEG that the synchronous decoder takes is decoded at
+   * 1/returned value. Other files, and the sharp fallback, decode at full size (check `scale` of the result).
+   */
+  scaleFor?: (width: number, height: number) => JpegScale;
+}
 
 /** An image that could not be read or decoded. `path` names the file (or '<buffer>'). */
 export class DecodeError extends Error {
@@ -64,10 +87,18 @@ export function cmykToRgb(src: Uint8Array, pixels: number): Uint8Array {
 }
 
 /**
+ * The synchronous path: decode a plain JPEG on this thread, or return null (then use decodeRGB). The pixels are a
+ * view of this thread's decoder memory, valid until its next decode: consume them before anything else decodes.
+ */
+export function decodeRGBSync(buf: Uint8Array, opts: DecodeOptions = {}): DecodedImage | null {
+  return jpegDecoder().decode(buf, opts.scaleFor ?? 1);
+}
+
+/**
  * Decode a file (path) or an in-memory encoded image into 8-bit sRGB HWC.
  * `name` is used in error messages for buffer inputs.
  */
-export async function decodeRGB(input: string | Uint8Array, name?: string): Promise<RGBImage> {
+export async function decodeRGB(input: string | Uint8Array, name?: string, opts: DecodeOptions = {}): Promise<DecodedImage> {
   const label = typeof input === 'string' ? input : name ?? '<buffer>';
   let buf: Uint8Array;
   try {
@@ -75,6 +106,15 @@ export async function decodeRGB(input: string | Uint8Array, name?: string): Prom
   } catch (e) {
     throw new DecodeError(label, errMessage(e));
   }
+  const fast = decodeRGBSync(buf, opts);
+  if (fast) return { ...fast, data: fast.data.slice() };
+  return decodeWithSharp(buf, label);
+}
+
+/** The sharp (libvips) path, full size: CMYK, PNG, WebP, and JPEGs that libjpeg warns about or fails on. */
+async function decodeWithSharp(buf: Uint8Array, label: string): Promise<DecodedImage> {
+  const full = (data: Uint8Array, width: number, height: number): DecodedImage =>
+    ({ data, width, height, scale: 1, fullWidth: width, fullHeight: height });
   try {
     const meta = await sharp(buf, SHARP_INPUT).metadata();
     if (meta.space === 'cmyk') {
@@ -86,7 +126,7 @@ export async function decodeRGB(input: string | Uint8Array, name?: string): Prom
         .toBuffer({ resolveWithObject: true });
       if (info.channels < 4) throw new Error(`unexpected CMYK decode with ${info.channels} channels`);
       const cmyk = info.channels === 4 ? data : keepFirstChannels(data, info.width * info.height, info.channels, 4);
-      return { data: cmykToRgb(cmyk, info.width * info.height), width: info.width, height: info.height };
+      return full(cmykToRgb(cmyk, info.width * info.height), info.width, info.height);
     }
     const { data, info } = await sharp(buf, SHARP_INPUT)
       .removeAlpha()
@@ -95,7 +135,7 @@ export async function decodeRGB(input: string | Uint8Array, name?: string): Prom
       .toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`unexpected decode with ${info.channels} channels`);
     // sharp returns a Buffer, possibly a slice of a pooled allocation; hand out a plain view.
-    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
+    return full(new Uint8Array(data.buffer, data.byteOffset, data.length), info.width, info.height);
   } catch (e) {
     throw new DecodeError(label, errMessage(e));
   }

@@ -9,8 +9,9 @@
  * Adding a transform: write a `TransformDef` (e.g. TRAIN_TRANSFORM in transforms/train.ts) and add
  * one line to TRANSFORMS below; the `TransformSpec` union type follows from that table.
  */
+import { readFile } from 'node:fs/promises';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { decodeRGB, DecodeError } from './decode.js';
+import { decodeRGB, decodeRGBSync, DecodeError, type DecodedImage, type JpegScale } from './decode.js';
 import { evalCropUint8, evalTransform, type DataConfig } from './transforms/eval.js';
 import type { RGBImage } from './transforms/resize.js';
 import { TRAIN_TRANSFORM } from './transforms/train.js';
@@ -35,8 +36,13 @@ export interface SampleContext {
 export interface TransformDef<S extends { kind: string }> {
   /** Output shape [H, W, 3] and element type for this spec. */
   output(spec: S): { shape: [number, number, number]; dtype: ImageDType };
+  /**
+   * Optional: the JPEG decode scale (1, 2, 4, 8) this sample wants, given the file's size — shrink-on-load. `apply`
+   * then gets an image with `scale`, `fullWidth`, `fullHeight` (a DecodedImage) and must honour `scale`.
+   */
+  decodeScale?(width: number, height: number, spec: S, ctx: SampleContext): JpegScale;
   /** Transform `img` and write H·W·3 values to `out` starting at `offset`. */
-  apply(img: RGBImage, spec: S, ctx: SampleContext, out: ImageArray, offset: number): void;
+  apply(img: RGBImage | DecodedImage, spec: S, ctx: SampleContext, out: ImageArray, offset: number): void;
 }
 
 /** timm eval transform; `output: 'uint8'` gives the resized + cropped pixels before normalization. */
@@ -102,8 +108,9 @@ export interface BatchResult {
 }
 
 /**
- * Decode and transform one batch. Decoding of image i+1 (libvips, off the JS thread) overlaps the
- * transform of image i. Decode failures are reported in `skipped`; any other error is thrown.
+ * Decode and transform one batch. Reading file i+1 overlaps decoding and transforming image i; a plain JPEG is decoded
+ * on this thread (decodeRGBSync) and its pixels go straight into the transform without a copy, anything else through
+ * sharp. Decode failures are reported in `skipped`; any other error is thrown.
  */
 export async function runBatch(task: BatchTask, spec: TransformSpec): Promise<BatchResult> {
   const def = getTransform(spec);
@@ -114,33 +121,45 @@ export async function runBatch(task: BatchTask, spec: TransformSpec): Promise<Ba
   const kept = new Int32Array(n);
   const labels = new Int32Array(n);
   const skipped: { path: string; reason: string }[] = [];
-  const decode = (i: number) =>
-    decodeRGB(task.items[i].path).then(
-      (img) => ({ img, err: null as DecodeError | null }),
-      (err: unknown) => {
-        if (err instanceof DecodeError) return { img: null, err };
-        throw err;
-      },
+  const read = (i: number) =>
+    readFile(task.items[i].path).then(
+      (buf): Uint8Array | DecodeError => buf,
+      (e: unknown) => new DecodeError(task.items[i].path, e instanceof Error ? e.message : String(e)),
     );
   let count = 0;
   let decodeMs = 0;
   let transformMs = 0;
-  let t = performance.now();
-  let next = n > 0 ? decode(0) : null;
+  let next = n > 0 ? read(0) : null;
   for (let i = 0; i < n; i++) {
-    const cur = await next!;
-    const t1 = performance.now();
-    decodeMs += t1 - t;
-    next = i + 1 < n ? decode(i + 1) : null;
+    const buf = await next!;
+    next = i + 1 < n ? read(i + 1) : null;
     const it = task.items[i];
-    if (cur.err || !cur.img) {
-      skipped.push({ path: it.path, reason: cur.err ? cur.err.reason : 'unknown error' });
+    const ctx: SampleContext = { index: it.index, path: it.path, seed: it.seed };
+    const t0 = performance.now();
+    let img: DecodedImage | null = null;
+    let err: DecodeError | null = buf instanceof DecodeError ? buf : null;
+    if (!err) {
+      const data = buf as Uint8Array;
+      const scaleFor = def.decodeScale ? (w: number, h: number) => def.decodeScale!(w, h, spec, ctx) : undefined;
+      img = decodeRGBSync(data, { scaleFor });
+      if (!img) {
+        try {
+          img = await decodeRGB(data, it.path);
+        } catch (e) {
+          if (!(e instanceof DecodeError)) throw e;
+          err = e;
+        }
+      }
+    }
+    const t1 = performance.now();
+    decodeMs += t1 - t0;
+    if (err || !img) {
+      skipped.push({ path: it.path, reason: err ? err.reason : 'unknown error' });
       continue;
     }
-    const t2 = performance.now();
-    def.apply(cur.img, spec, { index: it.index, path: it.path, seed: it.seed }, images, count * per);
-    t = performance.now();
-    transformMs += t - t2;
+    // `img` may be a view of the decoder's memory: it is consumed here, before anything else can decode.
+    def.apply(img, spec, ctx, images, count * per);
+    transformMs += performance.now() - t1;
     kept[count] = i;
     labels[count] = it.label;
     count++;
