@@ -50,7 +50,8 @@ export interface TrainTransformSpec {
   /** dataset mean (fill colour of RandAugment's geometric ops); default ImageNet */
   mean?: [number, number, number];
   /**
-   * JPEG shrink-on-load for large crops (rrc.ts): default true. false gives timm's pixels exactly (full decode always).
+   * JPEG shrink-on-load for large crops (rrc.ts): default true (unless MAMBAOUT_NO_SHRINK_ON_LOAD=1). false gives
+   * timm's pixels exactly (full decode always).
    */
   shrinkOnLoad?: boolean;
 }
@@ -161,6 +162,9 @@ export function compileTrainTransform(spec: TrainTransformSpec): CompiledTrainTr
   return c;
 }
 
+/** MAMBAOUT_NO_SHRINK_ON_LOAD=1 turns shrink-on-load off process-wide (timm's training pixels exactly). */
+const SHRINK_ON_LOAD = process.env.MAMBAOUT_NO_SHRINK_ON_LOAD !== '1';
+
 /** An image as the loader may hand it over: decoded at 1/scale of a fullWidth×fullHeight file (see decode.ts). */
 export interface ScaledImage extends RGBImage {
   scale?: JpegScale;
@@ -173,7 +177,7 @@ export interface ScaledImage extends RGBImage {
  * the RRC box exactly as `trainTransform` will (the first draws of `new Rng(seed)`) and applies shrinkOnLoadScale.
  */
 export function trainDecodeScale(width: number, height: number, spec: TrainTransformSpec, seed: number): JpegScale {
-  if (spec.noAug || spec.shrinkOnLoad === false) return 1;
+  if (spec.noAug || spec.shrinkOnLoad === false || !SHRINK_ON_LOAD) return 1;
   const c = compileTrainTransform(spec);
   return shrinkOnLoadScale(sampleRrcParams(width, height, spec.scale, spec.ratio, new Rng(seed)), c.size);
 }
