@@ -8,8 +8,8 @@
  *          (what the prefetch stage normalizes; Pillow-exact pixels);
  * - train: RandomResizedCrop(224, .08-1, 3/4-4/3, random bilinear/bicubic) + hflip .5 + rand-m9-mstd0.5-inc1, uint8.
  *
- * DIR: an image folder (searched recursively; default: generated 375-500 px JPEGs, makeTinyImagenet, cached under the
- * OS temp dir). The sample list repeats the files up to --n (the page cache makes a repeat cost what a new file costs).
+ * DIR: an image folder (searched recursively); when it does not exist, 256 generated 375-500 px JPEGs are written
+ * there first (makeTinyImagenet; default DIR: <os tmpdir>/mambaout-bench-data-375-500). The sample list repeats the files up to --n (the page cache makes a repeat cost what a new file costs).
  *
  * Columns: img/s over one timed epoch after a warm-up epoch; "cpu ms/img" = process CPU time (all threads:
  * process.cpuUsage) / images; decode and transform = time inside the workers' synchronous stages per image (wall time
@@ -17,7 +17,7 @@
  * The load average is printed: on a shared machine compare CPU figures, not wall-clock ones.
  */
 import { readdir } from 'node:fs/promises';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -76,9 +76,8 @@ interface Row {
 }
 
 async function main(): Promise<void> {
-  let dir = values.dir;
-  if (!dir) {
-    dir = path.join(os.tmpdir(), 'mambaout-bench-data-375-500');
+  const dir = values.dir ?? path.join(os.tmpdir(), 'mambaout-bench-data-375-500');
+  if (!existsSync(dir)) {
     const r = await makeTinyImagenet({ root: dir, classes: 4, trainPerClass: 64, valPerClass: 0, minSide: 375, maxSide: 500 });
     if (r.created) console.log(`generated ${r.images} JPEGs in ${dir}`);
   }
