@@ -4,6 +4,9 @@
  *
  *   npm run bench:data -- [--dir DIR] [--n 1024] [--batch 128] [--workers 0,1,2] [--mode eval,train] [--json FILE]
  *
+ * Each timed epoch has max(n, 6 · batch · j) samples, so every worker builds several batches (a short epoch would
+ * measure the tail of the last batches, not the throughput).
+ *
  * - eval:  Resize(shorter side -> floor(224 / crop_pct), bicubic) + CenterCrop(224), crop_pct 1.0 (MambaOut), uint8
  *          (what the prefetch stage normalizes; Pillow-exact pixels);
  * - train: RandomResizedCrop(224, .08-1, 3/4-4/3, random bilinear/bicubic) + hflip .5 + rand-m9-mstd0.5-inc1, uint8.
@@ -83,10 +86,11 @@ async function main(): Promise<void> {
   }
   const files = await listImages(dir);
   if (files.length === 0) throw new Error(`no images under ${dir}`);
-  const samples = Array.from({ length: N }, (_, i) => ({ path: files[i % files.length], label: i % 10 }));
+  const samplesFor = (j: number) =>
+    Array.from({ length: Math.max(N, 6 * batchSize * j) }, (_, i) => ({ path: files[i % files.length], label: i % 10 }));
   const load = os.loadavg().map((v) => v.toFixed(1)).join(' ');
   console.log(
-    `bench:data ${files.length} files x ${N} samples from ${dir}, batch ${batchSize}, ${size} px; ` +
+    `bench:data ${files.length} files, >= ${N} samples per run, from ${dir}, batch ${batchSize}, ${size} px; ` +
       `${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim()}), load ${load}, node ${process.version}`,
   );
   const rows: Row[] = [];
@@ -94,7 +98,7 @@ async function main(): Promise<void> {
     const spec = specFor(mode);
     let one: number | null = null;
     for (const j of jobs) {
-      const loader = new DataLoader<Uint8Array>({ samples, transform: spec, batchSize, workers: j, seed: 1 });
+      const loader = new DataLoader<Uint8Array>({ samples: samplesFor(j), transform: spec, batchSize, workers: j, seed: 1 });
       // Warm-up: start the workers, JIT, page cache (a couple of batches per worker).
       let b = 0;
       for await (const _ of loader) if (++b >= Math.max(2, j)) break;

@@ -16,7 +16,8 @@
  * Scope: baseline and progressive JPEGs in YCbCr, RGB or grayscale (gray is replicated into R, G, B, as Pillow's
  * convert('RGB')). Everything else — CMYK/YCCK, anything libjpeg reports as an error OR a warning (truncated data,
  * extraneous bytes), a file over MAX_PIXELS — returns null and the caller decodes with sharp, which owns the exact
- * error semantics (decode.ts). The output of `decode` is a view of this decoder's memory, valid until its next call.
+ * error semantics (decode.ts); so does every JPEG if the package is missing. The output of `decode` is a view of this
+ * decoder's memory, valid until its next call.
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -54,21 +55,26 @@ interface TurboExports {
 /** libjpeg's error exit longjmp()s; the module imports longjmp, and we unwind by throwing this. */
 class JpegAbort extends Error {}
 
-let wasmModule: WebAssembly.Module | null = null;
+let wasmModule: WebAssembly.Module | null | undefined;
 
-function loadModule(): WebAssembly.Module {
-  if (!wasmModule) {
-    const require = createRequire(import.meta.url);
-    wasmModule = new WebAssembly.Module(readFileSync(require.resolve('@cwasm/jpeg-turbo/jpeg-turbo.wasm')));
+/** The compiled decoder, or null when the package is missing or unusable (then every JPEG goes to sharp). */
+function loadModule(): WebAssembly.Module | null {
+  if (wasmModule === undefined) {
+    try {
+      const require = createRequire(import.meta.url);
+      wasmModule = new WebAssembly.Module(readFileSync(require.resolve('@cwasm/jpeg-turbo/jpeg-turbo.wasm')));
+    } catch {
+      wasmModule = null;
+    }
   }
   return wasmModule;
 }
 
-function instantiate(): TurboExports {
+function instantiate(module: WebAssembly.Module): TurboExports {
   const unsupported = () => {
     throw new JpegAbort('libjpeg called an unsupported system function');
   };
-  const inst = new WebAssembly.Instance(loadModule(), {
+  const inst = new WebAssembly.Instance(module, {
     // setjmp always "returns 0"; an error exit then throws out of the WebAssembly frames, and the instance is dropped.
     env: { setjmp: () => 0, longjmp: () => { throw new JpegAbort('libjpeg error exit'); } },
     wasi_snapshot_preview1: {
@@ -98,9 +104,11 @@ export class JpegDecoder {
   private outPtr = 0;
   private outCap = 0;
 
-  private ready(): TurboExports {
+  private ready(): TurboExports | null {
     if (!this.x) {
-      const x = instantiate();
+      const module = loadModule();
+      if (!module) return null;
+      const x = instantiate(module);
       this.handle = x.tjInitDecompress();
       this.meta = x.malloc(16);
       if (!this.handle || !this.meta) throw new Error('libjpeg-turbo (WebAssembly) could not be initialised');
@@ -139,6 +147,7 @@ export class JpegDecoder {
     if (!isJpeg(buf)) return null;
     try {
       const x = this.ready();
+      if (!x) return null;
       this.load(buf);
       if (x.tjDecompressHeader3(this.handle, this.inPtr, buf.length, this.meta, this.meta + 4, this.meta + 8, this.meta + 12) !== 0) {
         return null;
