@@ -674,6 +674,38 @@ describe('loader', () => {
     assert.ok(shrunk >= 3, `shrink-on-load used for ${shrunk} of 20 samples`);
   });
 
+  for (const workers of [0, 2]) {
+    test(`recycled batch buffers are written again, batches unchanged (workers ${workers})`, async () => {
+      const spec = { kind: 'eval' as const, ...cfg, output: 'uint8' as const };
+      const good = samples.filter((s) => s.path !== corrupt);
+      const ref = new DataLoader<Uint8Array>({ samples: good, transform: spec, batchSize: 3, workers: 0 });
+      const want = (await collect(ref)).map((b) => Buffer.from(b.images));
+      await ref.close();
+      const loader = new DataLoader<Uint8Array>({ samples: good, transform: spec, batchSize: 3, workers, prefetch: 2 });
+      try {
+        for (let epoch = 0; epoch < 2; epoch++) {
+          const given: Batch<Uint8Array>[] = [];
+          const buffers = new Set<ArrayBufferLike>();
+          let reusedInProcess = false;
+          let k = 0;
+          for await (const b of loader) {
+            assert.ok(Buffer.from(b.images).equals(want[k]), `epoch ${epoch} batch ${k}`);
+            if (buffers.has(b.images.buffer)) reusedInProcess = true;
+            buffers.add(b.images.buffer);
+            loader.recycle(b);
+            given.push(b);
+            k++;
+          }
+          assert.equal(k, want.length);
+          if (workers === 0) assert.ok(reusedInProcess, 'a recycled buffer came back in a later batch');
+          else assert.ok(given.some((b) => b.images.byteLength === 0), 'recycled buffers were transferred to a worker');
+        }
+      } finally {
+        await loader.close();
+      }
+    });
+  }
+
   test('per-sample seeds depend on seed, epoch and position only', () => {
     const seeds = new Set<number>();
     for (let e = 0; e < 3; e++) for (let p = 0; p < 100; p++) seeds.add(sampleSeed(42, e, p));

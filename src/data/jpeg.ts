@@ -31,6 +31,8 @@ const TJPF_RGB = 0;
 
 /** Larger images go to sharp (and its limits) rather than growing this thread's WebAssembly memory past ~300 MB. */
 export const MAX_PIXELS = 100_000_000;
+/** After an output larger than this, the next smaller image gets a fresh instance (WebAssembly memory never shrinks). */
+const KEEP_BYTES = 64 << 20;
 
 /** DCT scale denominators libjpeg can decode at (1/1, 1/2, 1/4, 1/8). */
 export type JpegScale = 1 | 2 | 4 | 8;
@@ -173,6 +175,10 @@ export class JpegDecoder {
     const s = typeof scale === 'function' ? scale(h.width, h.height) : scale;
     const w = scaledSize(h.width, s);
     const hh = scaledSize(h.height, s);
+    if (this.outCap > KEEP_BYTES && w * hh * 3 <= KEEP_BYTES) {
+      this.reset(); // give a huge image's memory back
+      if (!this.header(buf)) return null;
+    }
     try {
       const x = this.x!;
       const out = this.reserve('out', w * hh * 3);

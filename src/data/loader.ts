@@ -157,7 +157,7 @@ class WorkerPool {
     return new Promise<BatchResult>((resolve, reject) => {
       this.pending.set(w, { resolve, reject });
       w.ref(); // keep the process alive while work is outstanding
-      w.postMessage(task);
+      w.postMessage(task, task.buffer ? [task.buffer] : []);
     });
   }
 
@@ -214,6 +214,9 @@ export class DataLoader<I extends ImageArray = Float32Array> implements AsyncIte
   skippedCount = 0;
   /** decode / transform time of the images delivered so far */
   readonly stats: LoaderStats = { images: 0, decodeMs: 0, transformMs: 0 };
+  /** batch buffers given back through recycle(), reused for the next batches */
+  private readonly spare: ArrayBuffer[] = [];
+  private readonly fullBytes: number;
   private readonly onSkip: (path: string, reason: string) => void;
   private readonly imageShape: [number, number, number];
   private pool: WorkerPool | null = null;
@@ -238,7 +241,22 @@ export class DataLoader<I extends ImageArray = Float32Array> implements AsyncIte
     this.dropLast = opts.dropLast ?? false;
     this.seed = opts.seed ?? 0;
     this.onSkip = opts.onSkip ?? defaultOnSkip;
-    this.imageShape = getTransform(opts.transform).output(opts.transform).shape; // validates the kind
+    const out = getTransform(opts.transform).output(opts.transform); // validates the kind
+    this.imageShape = out.shape;
+    this.fullBytes = this.batchSize * out.shape[0] * out.shape[1] * out.shape[2] * (out.dtype === 'float32' ? 4 : 1);
+  }
+
+  /**
+   * Give a batch's image buffer back once it is no longer read (e.g. after its upload to the GPU): the loader writes a
+   * later batch into it instead of allocating (and page-faulting) a fresh one — 19 MB per batch of 128 at 224 px,
+   * ~0.2 ms per image on the CPU box. Optional: batches that are not recycled are simply garbage-collected. After
+   * recycle(batch), `batch.images` must not be used: with workers its buffer is transferred away (reads see an empty
+   * array), in-process it is overwritten by a later batch.
+   */
+  recycle(batch: Batch<I>): void {
+    const buf = batch.images.buffer as ArrayBuffer;
+    if (buf.byteLength !== this.fullBytes || this.spare.length >= this.prefetch + 2 || this.spare.includes(buf)) return;
+    this.spare.push(buf);
   }
 
   /** Batches per epoch. */
@@ -297,6 +315,8 @@ export class DataLoader<I extends ImageArray = Float32Array> implements AsyncIte
         (pool ? pool.idleCount > 0 : inFlight === 0)
       ) {
         const task = makeTask(nextToSubmit++);
+        const spare = this.spare.pop();
+        if (spare) task.buffer = spare;
         inFlight++;
         const run = pool ? pool.run(task) : runBatch(task, this.transform);
         run.then(

@@ -91,6 +91,8 @@ export interface TaskItem {
 export interface BatchTask {
   id: number;
   items: TaskItem[];
+  /** a recycled batch buffer to write into (DataLoader.recycle), used when it is large enough */
+  buffer?: ArrayBuffer;
 }
 
 export interface BatchResult {
@@ -117,7 +119,10 @@ export async function runBatch(task: BatchTask, spec: TransformSpec): Promise<Ba
   const { shape, dtype } = def.output(spec);
   const per = shape[0] * shape[1] * shape[2];
   const n = task.items.length;
-  const images = dtype === 'float32' ? new Float32Array(n * per) : new Uint8Array(n * per);
+  const Ctor = dtype === 'float32' ? Float32Array : Uint8Array;
+  const reuse = task.buffer && task.buffer.byteLength >= n * per * Ctor.BYTES_PER_ELEMENT ? task.buffer : null;
+  // Only the first count·per values are handed out, and all of those are written: a recycled buffer needs no clearing.
+  const images = reuse ? new Ctor(reuse, 0, n * per) : new Ctor(n * per);
   const kept = new Int32Array(n);
   const labels = new Int32Array(n);
   const skipped: { path: string; reason: string }[] = [];
@@ -183,6 +188,7 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | undefined)?.mamba
   const port = parentPort;
   const spec = (workerData as WorkerInit).spec;
   port.on('message', (task: BatchTask) => {
+    // (task.buffer arrives transferred, with the task)
     runBatch(task, spec).then(
       (result) => {
         const reply: WorkerReply = { ok: true, result };
