@@ -31,7 +31,7 @@ import {
   roundHalfEven,
   type DataConfig,
 } from '../src/data/transforms/eval.js';
-import { INTERPOLATIONS, resampleSimd, resizeRGB, type RGBImage } from '../src/data/transforms/resize.js';
+import { cropRGB, INTERPOLATIONS, resampleSimd, resizeRGB, type RGBImage } from '../src/data/transforms/resize.js';
 import { DEFAULT_TRAIN_SPEC, trainDecodeScale, trainTransform, type TrainKindSpec } from '../src/data/transforms/train.js';
 import { Rng } from '../src/utils/rng.js';
 
@@ -437,6 +437,14 @@ describe('eval transform', () => {
         const a = resizeRGB(img, ow, oh, interp, { region, box });
         resampleSimd(false);
         const b = resizeRGB(img, ow, oh, interp, { region, box });
+        // a window resampled in place (PIL crop + resize) equals resizing a copy of it
+        const cw = rng.randint(1, w), chh = rng.randint(1, h);
+        const crop = { left: rng.randint(0, w - cw), top: rng.randint(0, h - chh), width: cw, height: chh };
+        resampleSimd(true);
+        const c = resizeRGB(img, ow, oh, interp, { crop, region });
+        resampleSimd(false);
+        const d = resizeRGB(cropRGB(img, crop), ow, oh, interp, { region });
+        assert.ok(c.data.length === d.data.length && c.data.every((v, i) => v === d.data[i]), JSON.stringify({ w, h, ow, oh, interp, crop, region }));
         assert.deepEqual([a.width, a.height], [b.width, b.height]);
         assert.ok(a.data.every((v, i) => v === b.data[i]), JSON.stringify({ w, h, ow, oh, interp, region, box }));
       }

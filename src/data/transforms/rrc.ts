@@ -27,7 +27,7 @@
 import type { Rng } from '../../utils/rng.js';
 import { UserError } from '../../errors.js';
 import type { JpegScale } from '../jpeg.js';
-import { cropRGB, resizeRGB, INTERPOLATIONS, type Interpolation, type RGBImage } from './resize.js';
+import { resizeRGB, INTERPOLATIONS, type Interpolation, type RGBImage } from './resize.js';
 import { pyRound } from './pil.js';
 
 /** Crop box in the source image (torchvision's (i, j, h, w)). */
@@ -117,13 +117,10 @@ export function pickInterpolation(interp: TrainInterpolation, rng: Rng): Interpo
 /** Crop `box` out of `img` and resize it to `size` ([h, w]) with Pillow's resampling. */
 export function resizedCrop(img: RGBImage, box: CropBox, size: readonly [number, number], interp: Interpolation): RGBImage {
   const [oh, ow] = size;
-  // F.resized_crop = img.crop((left, top, left + w, top + h)).resize((ow, oh), interp). Resampling
-  // the crop equals resampling with `box` relative to it, so crop first (cheap) and resize the crop.
-  const crop =
-    box.left === 0 && box.top === 0 && box.width === img.width && box.height === img.height
-      ? img
-      : cropRGB(img, { left: box.left, top: box.top, width: box.width, height: box.height });
-  return resizeRGB(crop, ow, oh, interp);
+  // F.resized_crop = img.crop((left, top, left + w, top + h)).resize((ow, oh), interp): taps are clamped at the
+  // crop's edges, so this is not resize(box=...) of the whole image.
+  // (`crop` resamples the window in place: no copy of it on the SIMD path.)
+  return resizeRGB(img, ow, oh, interp, { crop: { left: box.left, top: box.top, width: box.width, height: box.height } });
 }
 
 /** The whole transform: sample the box, choose the filter, crop and resize. */
