@@ -106,7 +106,10 @@ async function main(): Promise<void> {
       const t0 = performance.now();
       const c0 = process.cpuUsage();
       let count = 0;
-      for await (const batch of loader) count += batch.shape[0];
+      for await (const batch of loader) {
+        count += batch.shape[0];
+        loader.recycle(batch); // as the prefetch stage does after its upload
+      }
       const s = (performance.now() - t0) / 1000;
       const cu = process.cpuUsage(c0);
       const st = diff(snapshot(loader), before);

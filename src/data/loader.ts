@@ -47,7 +47,7 @@ export interface Batch<I extends ImageArray = Float32Array> {
 
 /**
  * Where the workers' time goes, summed over all batches since the loader was created: `decodeMs` is the time a
- * worker spent on (or waiting for) decoding, `transformMs` the time in the per-image transform. Read by
+ * worker spent reading and decoding files (or waiting for sharp), `transformMs` the time in the per-image transform. Read by
  * scripts/bench_data.ts; cheap enough to keep on (two performance.now() per image).
  */
 export interface LoaderStats {
