@@ -24,7 +24,9 @@ import { existsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { wasmJpegAvailable } from '../src/data/jpeg.js';
 import { DataLoader, type LoaderStats } from '../src/data/loader.js';
+import { resampleSimd } from '../src/data/transforms/resize.js';
 import { makeTinyImagenet } from '../src/data/tiny.js';
 import { MAMBAOUT_DATA_DEFAULTS, resolveDataConfig } from '../src/data/transforms/eval.js';
 import { DEFAULT_TRAIN_SPEC } from '../src/data/transforms/train.js';
@@ -91,7 +93,9 @@ async function main(): Promise<void> {
   const load = os.loadavg().map((v) => v.toFixed(1)).join(' ');
   console.log(
     `bench:data ${files.length} files, >= ${N} samples per run, from ${dir}, batch ${batchSize}, ${size} px; ` +
-      `${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim()}), load ${load}, node ${process.version}`,
+      `${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim()}), load ${load}, node ${process.version}; ` +
+      `JPEG decode ${wasmJpegAvailable() ? 'libjpeg-turbo WASM' : 'sharp (no @cwasm/jpeg-turbo!)'}, ` +
+      `resampling ${resampleSimd() ? 'WASM SIMD' : 'JS'}`,
   );
   const rows: Row[] = [];
   for (const mode of modes) {

@@ -72,6 +72,11 @@ function loadModule(): WebAssembly.Module | null {
   return wasmModule;
 }
 
+/** Whether JPEGs can be decoded here (false: the package is missing, every JPEG goes to sharp). */
+export function wasmJpegAvailable(): boolean {
+  return loadModule() !== null;
+}
+
 function instantiate(module: WebAssembly.Module): TurboExports {
   const unsupported = () => {
     throw new JpegAbort('libjpeg called an unsupported system function');
