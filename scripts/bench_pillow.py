@@ -59,8 +59,12 @@ def load(path):
         return Image.open(f).convert('RGB')
 
 
+try:
+    turbo = features.version('libjpeg_turbo') if features.check_feature('libjpeg_turbo') else 'no'
+except Exception:  # older Pillow without features.version
+    turbo = '?'
 print(f'bench_pillow {len(files)} files x {a.n} samples from {a.dir}, {a.size} px; Pillow {PIL.__version__} '
-      f'(libjpeg-turbo {features.version("libjpeg_turbo") if features.check_feature("libjpeg_turbo") else "no"}), '
+      f'(libjpeg-turbo {turbo}), '
       f'timm {timm.__version__}, python {platform.python_version()}, load {" ".join(f"{v:.1f}" for v in os.getloadavg())}',
       flush=True)
 print('| mode | who | img/s (1 thread) | cpu ms/img | decode ms | transform ms |')
