@@ -15,6 +15,7 @@ import { UserError } from '../src/errors.js';
 import { cmykToRgb, decodeRGB, decodeRGBSync, DecodeError } from '../src/data/decode.js';
 import { naturalSort, resolveSplit, scanImageFolder, type Sample } from '../src/data/folder.js';
 import { DataLoader, sampleSeed, type Batch } from '../src/data/loader.js';
+import { runBatch } from '../src/data/worker.js';
 import {
   DistributedSampler,
   OrderedDistributedSampler,
@@ -713,6 +714,20 @@ describe('loader', () => {
       }
     });
   }
+
+  test('in-process batches that interleave (an abandoned epoch still running) keep their own file bytes', async () => {
+    const spec = { kind: 'eval' as const, ...cfg, output: 'uint8' as const };
+    const task = (id: number, list: Sample[]) => ({ id, items: list.map((s, i) => ({ index: i, path: s.path, label: s.label, seed: i })) });
+    const pngs = samples.filter((s) => s.path.endsWith('.png'));
+    const jpgs = samples.filter((s) => s.path.endsWith('.jpg') && s.path !== corrupt);
+    // A waits on sharp for each PNG; meanwhile B reads and decodes JPEGs on the same thread.
+    const [a, b] = await Promise.all([runBatch(task(0, pngs), spec), runBatch(task(1, jpgs), spec)]);
+    const a1 = await runBatch(task(0, pngs), spec);
+    const b1 = await runBatch(task(1, jpgs), spec);
+    assert.deepEqual([a.count, b.count, a.skipped, b.skipped], [pngs.length, jpgs.length, [], []]);
+    assert.deepEqual(a.images, a1.images);
+    assert.deepEqual(b.images, b1.images);
+  });
 
   test('per-sample seeds depend on seed, epoch and position only', () => {
     const seeds = new Set<number>();

@@ -123,7 +123,10 @@ function readWhole(path: string): Uint8Array {
   const fd = openSync(path, 'r');
   try {
     const size = fstatSync(fd).size;
-    if (size > READ_REUSE_MAX) return readFileSync(fd);
+    if (size > READ_REUSE_MAX) {
+      const b = readFileSync(fd);
+      return new Uint8Array(b.buffer, b.byteOffset, b.length);
+    }
     if (!readBuf || readBuf.length < size) readBuf = Buffer.allocUnsafeSlow(Math.max(size, 1 << 20));
     let off = 0;
     while (off < size) {
@@ -131,7 +134,8 @@ function readWhole(path: string): Uint8Array {
       if (n === 0) break;
       off += n;
     }
-    return readBuf.subarray(0, off);
+    // a plain Uint8Array view: Buffer#slice would not copy, Uint8Array#slice does
+    return new Uint8Array(readBuf.buffer, readBuf.byteOffset, off);
   } finally {
     closeSync(fd);
   }
