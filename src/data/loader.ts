@@ -351,6 +351,9 @@ export class DataLoader<I extends ImageArray = Float32Array> implements AsyncIte
         submit();
         if (entry.error) throw entry.error;
         const batch = this.toBatch(entry.task, entry.result!);
+        // One event-loop turn per batch: a ready batch would otherwise reach the consumer on microtasks alone, and a
+        // loop that never waits on I/O (in-process decoding is synchronous) would not see a signal (Ctrl-C) or timer.
+        await new Promise<void>((r) => setImmediate(r));
         if (batch) yield batch;
       }
     } finally {

@@ -162,8 +162,10 @@ export async function runBatch(task: BatchTask, spec: TransformSpec): Promise<Ba
   let decodeMs = 0;
   let transformMs = 0;
   for (let i = 0; i < n; i++) {
-    // In-process (-j 0) the caller's event loop gets a turn every few images (between images: no borrowed pixels).
-    if (isMainThread && i > 0 && i % 8 === 0) await new Promise<void>((r) => setImmediate(r));
+    // In-process (-j 0) the caller's event loop gets a turn at the start of a batch and every 8 images (between
+    // images: no borrowed pixels). Reads and decodes no longer wait on I/O, so without this a training loop fed from
+    // here could run on microtasks alone and never see a signal (Ctrl-C) or a timer.
+    if (isMainThread && i % 8 === 0) await new Promise<void>((r) => setImmediate(r));
     const it = task.items[i];
     const ctx: SampleContext = { index: it.index, path: it.path, seed: it.seed };
     const t0 = performance.now();
