@@ -1,116 +1,162 @@
 /**
- * Data pipeline throughput: decode (sharp) + timm eval transform (Pillow-exact bicubic resize of the
- * shorter side to floor(224 / crop_pct), center crop 224, normalize; MambaOut's crop_pct is 1.0)
- * over N generated 500×375 JPEGs, in-process and through the worker-pool loader.
+ * Data pipeline throughput and per-image CPU cost: the DataLoader (decode + per-image transform in worker threads,
+ * uint8 batches) for timm's eval transform and for the MambaOut training transform, at each -j given.
  *
- *   node --import tsx scripts/bench_data.ts [--n 512] [--batch 32] [--jobs 0,1,2] [--crop-pct 1.0]
+ *   npm run bench:data -- [--dir DIR] [--n 1024] [--batch 128] [--workers 0,1,2] [--mode eval,train] [--json FILE]
  *
- * Prints the per-image cost of each stage in-process, then loader throughput (img/s) for each -j.
+ * Each timed epoch has max(n, 6 · batch · j) samples, so every worker builds several batches (a short epoch would
+ * measure the tail of the last batches, not the throughput).
+ *
+ * - eval:  Resize(shorter side -> floor(224 / crop_pct), bicubic) + CenterCrop(224), crop_pct 1.0 (MambaOut), uint8
+ *          (what the prefetch stage normalizes; Pillow-exact pixels);
+ * - train: RandomResizedCrop(224, .08-1, 3/4-4/3, random bilinear/bicubic) + hflip .5 + rand-m9-mstd0.5-inc1, uint8.
+ *
+ * DIR: an image folder (searched recursively); when it does not exist, 256 generated 375-500 px JPEGs are written
+ * there first (makeTinyImagenet; default DIR: <os tmpdir>/mambaout-bench-data-375-500). The sample list repeats the files up to --n (the page cache makes a repeat cost what a new file costs).
+ *
+ * Columns: img/s over one timed epoch after a warm-up epoch; "cpu ms/img" = process CPU time (all threads:
+ * process.cpuUsage) / images; decode and transform = time inside the workers' synchronous stages per image (wall time
+ * of code that does not wait, i.e. CPU time unless the OS preempts the thread); "eff" = img/s / (j · img/s at -j 1).
+ * The load average is printed: on a shared machine compare CPU figures, not wall-clock ones.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
+import { existsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import sharp from 'sharp';
-import { decodeRGB } from '../src/data/decode.js';
-import { DataLoader } from '../src/data/loader.js';
-import { evalTransform, MAMBAOUT_DATA_DEFAULTS, resolveDataConfig } from '../src/data/transforms/eval.js';
-import { Rng } from '../src/utils/rng.js';
+import { wasmJpegAvailable } from '../src/data/jpeg.js';
+import { DataLoader, type LoaderStats } from '../src/data/loader.js';
+import { resampleSimd } from '../src/data/transforms/resize.js';
+import { makeTinyImagenet } from '../src/data/tiny.js';
+import { MAMBAOUT_DATA_DEFAULTS, resolveDataConfig } from '../src/data/transforms/eval.js';
+import { DEFAULT_TRAIN_SPEC } from '../src/data/transforms/train.js';
+import type { TransformSpec } from '../src/data/worker.js';
 
 const { values } = parseArgs({
   options: {
-    n: { type: 'string', default: '512' },
-    batch: { type: 'string', default: '32' },
-    jobs: { type: 'string', default: '0,1,2' },
+    dir: { type: 'string' },
+    n: { type: 'string', default: '1024' },
+    batch: { type: 'string', default: '128' },
+    workers: { type: 'string', default: '0,1,2' },
+    jobs: { type: 'string' }, // old name of --workers
+    mode: { type: 'string', default: 'eval,train' },
     'crop-pct': { type: 'string', default: '1.0' },
     size: { type: 'string', default: '224' },
+    json: { type: 'string' },
   },
 });
 const N = Number(values.n);
 const batchSize = Number(values.batch);
-const jobs = values.jobs!.split(',').map(Number);
-const cfg = resolveDataConfig(MAMBAOUT_DATA_DEFAULTS, { cropPct: Number(values['crop-pct']), imgSize: Number(values.size) });
+const jobs = (values.jobs ?? values.workers!).split(',').map(Number);
+const modes = values.mode!.split(',') as ('eval' | 'train')[];
+const size = Number(values.size);
 
-/** A 500×375 photo-like image: smooth colour gradients and blobs plus mild noise. */
-function syntheticImage(rng: Rng, w: number, h: number): Buffer {
-  const buf = Buffer.alloc(w * h * 3);
-  const f = [rng.uniform(0.005, 0.05), rng.uniform(0.005, 0.05), rng.uniform(0.005, 0.05)];
-  const ph = [rng.uniform(0, 6), rng.uniform(0, 6), rng.uniform(0, 6)];
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      for (let c = 0; c < 3; c++) {
-        const v = 128 + 80 * Math.sin(f[c] * x + ph[c]) * Math.cos(f[(c + 1) % 3] * y) + rng.normal(0, 8);
-        buf[(y * w + x) * 3 + c] = Math.max(0, Math.min(255, Math.round(v)));
-      }
-    }
+async function listImages(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await listImages(p)));
+    else if (/\.(jpe?g|png|webp)$/i.test(e.name)) out.push(p);
   }
-  return buf;
+  return out.sort();
 }
 
-function cpuMs(since: NodeJS.CpuUsage): number {
-  const u = process.cpuUsage(since);
-  return (u.user + u.system) / 1000;
+function specFor(mode: 'eval' | 'train'): TransformSpec {
+  if (mode === 'eval') {
+    const cfg = resolveDataConfig(MAMBAOUT_DATA_DEFAULTS, { cropPct: Number(values['crop-pct']), imgSize: size });
+    return { kind: 'eval', ...cfg, output: 'uint8' };
+  }
+  return { kind: 'train', ...DEFAULT_TRAIN_SPEC, imgSize: size, scale: [0.08, 1.0], ratio: [3 / 4, 4 / 3] };
+}
+
+interface Row {
+  mode: string;
+  workers: number;
+  images: number;
+  imgPerSec: number;
+  cpuMsPerImage: number;
+  decodeMs: number | null;
+  transformMs: number | null;
+  efficiency: number | null;
 }
 
 async function main(): Promise<void> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'mambaout-bench-data-'));
-  try {
-    const rng = new Rng(0);
-    const files: string[] = [];
-    const distinct = Math.min(N, 64); // encode 64 distinct images, copy the rest (decode cost is the same)
-    const encoded: Buffer[] = [];
-    for (let i = 0; i < distinct; i++) {
-      const raw = syntheticImage(rng, 500, 375);
-      encoded.push(await sharp(raw, { raw: { width: 500, height: 375, channels: 3 } }).jpeg({ quality: 90 }).toBuffer());
-    }
-    for (let i = 0; i < N; i++) {
-      const p = path.join(dir, `img_${String(i).padStart(5, '0')}.jpg`);
-      await sharp(encoded[i % distinct]).toFile(p);
-      files.push(p);
-    }
-    console.log(`${N} JPEGs 500x375 in ${dir}; eval transform ${cfg.inputSize[1]}px crop_pct ${cfg.cropPct} ${cfg.interpolation}; ${os.cpus().length} CPUs`);
-
-    // Stage costs, in-process, after a warm-up.
-    // CPU time (process.cpuUsage) is reported next to wall time: it stays meaningful on a busy machine.
-    const m = Math.min(N, 128);
-    for (let i = 0; i < 16; i++) evalTransform(await decodeRGB(files[i]), cfg);
-    let t = performance.now();
-    let c = process.cpuUsage();
-    const imgs = [];
-    for (let i = 0; i < m; i++) imgs.push(await decodeRGB(files[i]));
-    const decodeMs = (performance.now() - t) / m;
-    const decodeCpu = cpuMs(c) / m;
-    t = performance.now();
-    c = process.cpuUsage();
-    for (const img of imgs) evalTransform(img, cfg);
-    const transformMs = (performance.now() - t) / m;
-    const transformCpu = cpuMs(c) / m;
-    console.log(
-      `in-process per image: decode ${decodeMs.toFixed(2)} ms wall / ${decodeCpu.toFixed(2)} ms cpu, ` +
-        `transform ${transformMs.toFixed(2)} ms wall / ${transformCpu.toFixed(2)} ms cpu`,
-    );
-
-    const samples = files.map((p, i) => ({ path: p, label: i % 10 }));
+  const dir = values.dir ?? path.join(os.tmpdir(), 'mambaout-bench-data-375-500');
+  if (!existsSync(dir)) {
+    const r = await makeTinyImagenet({ root: dir, classes: 4, trainPerClass: 64, valPerClass: 0, minSide: 375, maxSide: 500 });
+    if (r.created) console.log(`generated ${r.images} JPEGs in ${dir}`);
+  }
+  const files = await listImages(dir);
+  if (files.length === 0) throw new Error(`no images under ${dir}`);
+  const samplesFor = (j: number) =>
+    Array.from({ length: Math.max(N, 6 * batchSize * j) }, (_, i) => ({ path: files[i % files.length], label: i % 10 }));
+  const load = os.loadavg().map((v) => v.toFixed(1)).join(' ');
+  console.log(
+    `bench:data ${files.length} files, >= ${N} samples per run, from ${dir}, batch ${batchSize}, ${size} px; ` +
+      `${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim()}), load ${load}, node ${process.version}; ` +
+      `JPEG decode ${wasmJpegAvailable() ? 'libjpeg-turbo WASM' : 'sharp (no @cwasm/jpeg-turbo!)'}, ` +
+      `resampling ${resampleSimd() ? 'WASM SIMD' : 'JS'}`,
+  );
+  const rows: Row[] = [];
+  for (const mode of modes) {
+    const spec = specFor(mode);
+    let one: number | null = null;
     for (const j of jobs) {
-      const loader = new DataLoader({ samples, transform: { kind: 'eval', ...cfg }, batchSize, workers: j });
-      // warm-up epoch over a few batches (starts workers, JIT)
+      const loader = new DataLoader<Uint8Array>({ samples: samplesFor(j), transform: spec, batchSize, workers: j, seed: 1 });
+      // Warm-up: start the workers, JIT, page cache (a couple of batches per worker).
       let b = 0;
-      for await (const _ of loader) if (++b >= 3) break;
+      for await (const _ of loader) if (++b >= Math.max(2, j)) break;
+      const before = snapshot(loader);
       const t0 = performance.now();
       const c0 = process.cpuUsage();
       let count = 0;
-      for await (const batch of loader) count += batch.shape[0];
+      for await (const batch of loader) {
+        count += batch.shape[0];
+        loader.recycle(batch); // as the prefetch stage does after its upload
+      }
       const s = (performance.now() - t0) / 1000;
-      const cpu = cpuMs(c0);
+      const cu = process.cpuUsage(c0);
+      const st = diff(snapshot(loader), before);
       await loader.close();
-      console.log(
-        `-j ${j}: ${count} images in ${s.toFixed(2)} s = ${(count / s).toFixed(1)} img/s ` +
-          `(${(cpu / count).toFixed(2)} ms cpu per image, all threads)`,
-      );
+      const ips = count / s;
+      if (j === 1) one = ips;
+      const row: Row = {
+        mode,
+        workers: j,
+        images: count,
+        imgPerSec: ips,
+        cpuMsPerImage: (cu.user + cu.system) / 1000 / count,
+        decodeMs: st && st.images ? st.decodeMs / st.images : null,
+        transformMs: st && st.images ? st.transformMs / st.images : null,
+        efficiency: one && j >= 1 ? ips / (j * one) : null,
+      };
+      rows.push(row);
+      printRow(row, rows.length === 1);
     }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
   }
+  if (values.json) writeFileSync(values.json, JSON.stringify({ load, cpus: os.cpus().length, rows }, null, 1));
+}
+
+function snapshot(loader: DataLoader<Uint8Array>): LoaderStats | null {
+  const s = (loader as { stats?: LoaderStats }).stats;
+  return s ? { ...s } : null;
+}
+
+function diff(a: LoaderStats | null, b: LoaderStats | null): LoaderStats | null {
+  if (!a || !b) return null;
+  return { images: a.images - b.images, decodeMs: a.decodeMs - b.decodeMs, transformMs: a.transformMs - b.transformMs };
+}
+
+function printRow(r: Row, header: boolean): void {
+  const f = (v: number | null, d = 2) => (v === null ? '-' : v.toFixed(d));
+  if (header) {
+    console.log('| mode | -j | img/s | cpu ms/img | decode ms | transform ms | eff |');
+    console.log('|---|---|---|---|---|---|---|');
+  }
+  console.log(
+    `| ${r.mode} | ${r.workers} | ${r.imgPerSec.toFixed(1)} | ${f(r.cpuMsPerImage)} | ${f(r.decodeMs)} | ` +
+      `${f(r.transformMs)} | ${f(r.efficiency)} |`,
+  );
 }
 
 main().catch((e) => {

@@ -18,10 +18,12 @@ import {
   applyOp, levelToArgs, makeAugHparams, parseRandAugment, randAugment, sampleMagnitude,
   RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS, type AugHparams, type RandOpName,
 } from '../src/data/transforms/randaugment.js';
-import { randomResizedCrop, resizedCrop, rrcFallback, sampleRrcParams } from '../src/data/transforms/rrc.js';
+import { randomResizedCrop, resizedCrop, resizedCropScaled, rrcFallback, sampleRrcParams, shrinkOnLoadScale } from '../src/data/transforms/rrc.js';
 import { eraseBatch, eraseImage } from '../src/data/transforms/erasing.js';
 import { Mixup, mixupTarget, randBbox } from '../src/data/mixup.js';
-import { colorJitterRanges, parseAaSpec, trainTransform, TRAIN_TRANSFORM, type TrainTransformSpec } from '../src/data/transforms/train.js';
+import {
+  colorJitterRanges, parseAaSpec, trainDecodeScale, trainTransform, TRAIN_TRANSFORM, type TrainTransformSpec,
+} from '../src/data/transforms/train.js';
 
 // ------------------------------------------------------------------------------------------------
 // helpers
@@ -501,6 +503,61 @@ describe('RandomResizedCrop', () => {
       seen.add(Array.from(o.data).join(','));
     }
     assert.equal(seen.size, 2, 'bilinear and bicubic results differ');
+  });
+
+  test('shrink-on-load: the largest of 1/8, 1/4, 1/2 that keeps the box at least the output size on both axes', () => {
+    const out: [number, number] = [224, 224];
+    assert.equal(shrinkOnLoadScale({ width: 447, height: 500 }, out), 1); // just under 2x on one axis
+    assert.equal(shrinkOnLoadScale({ width: 448, height: 448 }, out), 2);
+    assert.equal(shrinkOnLoadScale({ width: 895, height: 2000 }, out), 2);
+    assert.equal(shrinkOnLoadScale({ width: 896, height: 900 }, out), 4);
+    assert.equal(shrinkOnLoadScale({ width: 1792, height: 1792 }, out), 8);
+    assert.equal(shrinkOnLoadScale({ width: 9000, height: 9000 }, out), 8); // libjpeg stops at 1/8
+    assert.equal(shrinkOnLoadScale({ width: 100, height: 60 }, [20, 50]), 2); // output [h, w]: 100 = 2 x 50, 60 >= 2 x 20
+    assert.equal(shrinkOnLoadScale({ width: 99, height: 600 }, [20, 50]), 1);
+    assert.equal(shrinkOnLoadScale({ width: 100, height: 80 }, [20, 25]), 4);
+  });
+
+  test('shrink-on-load: decided from the same draws as the transform; off for no-aug and when disabled', () => {
+    const spec: TrainTransformSpec = {
+      imgSize: 96, scale: [0.08, 1], ratio: [3 / 4, 4 / 3], hflip: 0.5, vflip: 0, aa: null, colorJitter: null,
+      interpolation: 'random', noAug: false,
+    };
+    const seen = new Set<number>();
+    for (let seed = 0; seed < 200; seed++) {
+      const box = sampleRrcParams(700, 500, spec.scale, spec.ratio, new Rng(seed));
+      const s = trainDecodeScale(700, 500, spec, seed);
+      assert.equal(s, shrinkOnLoadScale(box, [96, 96]));
+      seen.add(s);
+      assert.equal(trainDecodeScale(700, 500, { ...spec, shrinkOnLoad: false }, seed), 1);
+      assert.equal(trainDecodeScale(700, 500, { ...spec, noAug: true }, seed), 1);
+    }
+    assert.deepEqual([...seen].sort(), [1, 2, 4], 'a 700x500 image at 96 px meets every factor up to 1/4');
+  });
+
+  test('shrink-on-load: a 1/2 decode, resampled from the scaled box, is close to the full-size result', () => {
+    // A smooth image and its exact 2x2 box average stand in for a full decode and a DCT 1/2 decode.
+    const W = 200, H = 160;
+    const full = new Uint8Array(W * H * 3);
+    for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) for (let c = 0; c < 3; c++) {
+      full[(y * W + x) * 3 + c] = Math.round(127 + 100 * Math.sin(x / 9 + c) * Math.cos(y / 13));
+    }
+    const half = new Uint8Array(100 * 80 * 3);
+    for (let y = 0; y < 80; y++) for (let x = 0; x < 100; x++) for (let c = 0; c < 3; c++) {
+      let a = 0;
+      for (let d = 0; d < 4; d++) a += full[((2 * y + (d >> 1)) * W + 2 * x + (d & 1)) * 3 + c];
+      half[(y * 100 + x) * 3 + c] = Math.round(a / 4);
+    }
+    const box = { top: 21, left: 33, height: 120, width: 130 };
+    const want = resizedCrop({ data: full, width: W, height: H }, box, [48, 48], 'bicubic');
+    const got = resizedCropScaled({ data: half, width: 100, height: 80 }, box, [48, 48], 'bicubic', 2);
+    assert.deepEqual([got.width, got.height], [48, 48]);
+    let sum = 0;
+    for (let i = 0; i < got.data.length; i++) sum += Math.abs(got.data[i] - want.data[i]);
+    assert.ok(sum / got.data.length < 1.5, `mean abs difference ${sum / got.data.length}`);
+    // scale 1 is exactly resizedCrop
+    assert.deepEqual(resizedCropScaled({ data: full, width: W, height: H }, box, [48, 48], 'bilinear', 1).data,
+      resizedCrop({ data: full, width: W, height: H }, box, [48, 48], 'bilinear').data);
   });
 });
 

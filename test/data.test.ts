@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -12,9 +12,10 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { readSafetensors } from '../src/checkpoint/safetensors.js';
 import { UserError } from '../src/errors.js';
-import { cmykToRgb, decodeRGB, DecodeError } from '../src/data/decode.js';
+import { cmykToRgb, decodeRGB, decodeRGBSync, DecodeError } from '../src/data/decode.js';
 import { naturalSort, resolveSplit, scanImageFolder, type Sample } from '../src/data/folder.js';
 import { DataLoader, sampleSeed, type Batch } from '../src/data/loader.js';
+import { runBatch } from '../src/data/worker.js';
 import {
   DistributedSampler,
   OrderedDistributedSampler,
@@ -31,7 +32,8 @@ import {
   roundHalfEven,
   type DataConfig,
 } from '../src/data/transforms/eval.js';
-import { resizeRGB, type RGBImage } from '../src/data/transforms/resize.js';
+import { cropRGB, INTERPOLATIONS, resampleSimd, resizeRGB, type RGBImage } from '../src/data/transforms/resize.js';
+import { DEFAULT_TRAIN_SPEC, trainDecodeScale, trainTransform, type TrainKindSpec } from '../src/data/transforms/train.js';
 import { Rng } from '../src/utils/rng.js';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
@@ -292,6 +294,58 @@ describe('decode', () => {
 });
 
 // -------------------------------------------------------------------------------------------------
+describe('decode: the synchronous JPEG path (libjpeg-turbo WebAssembly)', () => {
+  test('same pixels as sharp for the fixture photos; a view that the next decode reuses', async () => {
+    for (const name of PHOTOS) {
+      const file = path.join(FIXTURES, 'photos', `${name}.jpg`);
+      const fast = decodeRGBSync(readFileSync(file));
+      assert.ok(fast, `${name}: the synchronous path takes a plain JPEG`);
+      const { data, info } = await sharp(file, { ignoreIcc: true, autoOrient: false }).removeAlpha().toColourspace('srgb').raw()
+        .toBuffer({ resolveWithObject: true });
+      assert.deepEqual([fast.width, fast.height, fast.scale], [info.width, info.height, 1]);
+      assert.ok(Buffer.from(fast.data.buffer, fast.data.byteOffset, fast.data.length).equals(data), `${name}: pixels differ from sharp`);
+    }
+  });
+
+  test('DCT scaling: ceil(size / s), close to a box average of the full decode', async () => {
+    const file = path.join(FIXTURES, 'photos', 'coffee.jpg'); // 600x400
+    const bytes = readFileSync(file);
+    const full = decodeRGBSync(bytes)!;
+    const fullCopy = { ...full, data: full.data.slice() };
+    for (const s of [2, 4, 8] as const) {
+      const seen: number[][] = [];
+      const img = decodeRGBSync(bytes, { scaleFor: (w, h) => { seen.push([w, h]); return s; } })!;
+      assert.deepEqual(seen, [[600, 400]]);
+      assert.deepEqual([img.width, img.height, img.scale, img.fullWidth, img.fullHeight], [Math.ceil(600 / s), Math.ceil(400 / s), s, 600, 400]);
+      let sum = 0;
+      for (let y = 0; y < img.height; y++) for (let x = 0; x < img.width; x++) for (let c = 0; c < 3; c++) {
+        let acc = 0;
+        for (let dy = 0; dy < s; dy++) for (let dx = 0; dx < s; dx++) acc += fullCopy.data[((y * s + dy) * 600 + x * s + dx) * 3 + c];
+        sum += Math.abs(img.data[(y * img.width + x) * 3 + c] - acc / (s * s));
+      }
+      const mean = sum / (img.width * img.height * 3);
+      assert.ok(mean < 4, `1/${s}: mean abs difference to the box average ${mean}`);
+    }
+  });
+
+  test('PNG, CMYK and damaged JPEGs are left to sharp (null), decodeRGB still decodes or fails as before', async () => {
+    const png = await sharp(rawImage(8, 6, 3, (x, y, c) => x * 30 + y + c), { raw: { width: 8, height: 6, channels: 3 } }).png().toBuffer();
+    assert.equal(decodeRGBSync(png), null);
+    assert.equal((await decodeRGB(png, 'x.png')).width, 8);
+    const cmyk = await sharp(rawImage(8, 6, 3, (x) => x * 30), { raw: { width: 8, height: 6, channels: 3 } }).toColourspace('cmyk').jpeg().toBuffer();
+    assert.equal(decodeRGBSync(cmyk), null);
+    const jpg = await sharp(rawImage(64, 48, 3, (x, y, c) => (x * 7 + y * 3 + c * 50) & 255), { raw: { width: 64, height: 48, channels: 3 } }).jpeg().toBuffer();
+    assert.ok(decodeRGBSync(jpg));
+    const truncated = jpg.subarray(0, Math.floor(jpg.length / 2));
+    assert.equal(decodeRGBSync(truncated), null); // libjpeg's warning -> sharp decides
+    await rejectsWith(decodeRGB(truncated, 'half.jpg'), DecodeError, /half\.jpg/);
+    const garbage = new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.equal(decodeRGBSync(garbage), null); // an error exit inside libjpeg
+    assert.ok(decodeRGBSync(jpg), 'the decoder works again after an error exit');
+  });
+});
+
+// -------------------------------------------------------------------------------------------------
 describe('eval transform', () => {
   test('resolveDataConfig follows timm', () => {
     const d = resolveDataConfig(MAMBAOUT_DATA_DEFAULTS, {});
@@ -362,6 +416,42 @@ describe('eval transform', () => {
     assert.deepEqual(gray(resizeRGB(row([0, 101, 200, 255]), 2, 1, 'box')), [51, 228]);
     // bicubic 2 -> 4 (upscale, a = -0.5): taps at distances .75/.25, weights normalized on the clamped window
     assert.deepEqual(gray(resizeRGB(row([0, 255]), 4, 1, 'bicubic')), [0, 53, 202, 255]);
+  });
+
+  test('the WebAssembly SIMD resampling passes give the bytes of the JS passes (random sizes, filters, regions, boxes)', () => {
+    assert.ok(resampleSimd(), 'SIMD passes available on this runtime');
+    const rng = new Rng(5);
+    try {
+      for (let it = 0; it < 200; it++) {
+        const w = rng.randint(1, 60), h = rng.randint(1, 60);
+        const data = new Uint8Array(w * h * 3);
+        for (let i = 0; i < data.length; i++) data[i] = rng.randint(0, 255);
+        const img = { data, width: w, height: h };
+        const ow = rng.randint(1, 80), oh = rng.randint(1, 80);
+        const interp = INTERPOLATIONS[rng.randint(1, INTERPOLATIONS.length - 1)];
+        const l = rng.randint(0, ow - 1), t = rng.randint(0, oh - 1);
+        const region = rng.random() < 0.5 ? { left: l, top: t, width: rng.randint(1, ow - l), height: rng.randint(1, oh - t) } : undefined;
+        const x0 = rng.uniform(0, w * 0.4), y0 = rng.uniform(0, h * 0.4);
+        const box: [number, number, number, number] | undefined =
+          rng.random() < 0.3 ? [x0, y0, rng.uniform(x0 + 0.5, w), rng.uniform(y0 + 0.5, h)] : undefined;
+        resampleSimd(true);
+        const a = resizeRGB(img, ow, oh, interp, { region, box });
+        resampleSimd(false);
+        const b = resizeRGB(img, ow, oh, interp, { region, box });
+        // a window resampled in place (PIL crop + resize) equals resizing a copy of it
+        const cw = rng.randint(1, w), chh = rng.randint(1, h);
+        const crop = { left: rng.randint(0, w - cw), top: rng.randint(0, h - chh), width: cw, height: chh };
+        resampleSimd(true);
+        const c = resizeRGB(img, ow, oh, interp, { crop, region });
+        resampleSimd(false);
+        const d = resizeRGB(cropRGB(img, crop), ow, oh, interp, { region });
+        assert.ok(c.data.length === d.data.length && c.data.every((v, i) => v === d.data[i]), JSON.stringify({ w, h, ow, oh, interp, crop, region }));
+        assert.deepEqual([a.width, a.height], [b.width, b.height]);
+        assert.ok(a.data.every((v, i) => v === b.data[i]), JSON.stringify({ w, h, ow, oh, interp, region, box }));
+      }
+    } finally {
+      resampleSimd(true);
+    }
   });
 
   test('parity with timm eval transform (PIL) on six photos, crop_pct 0.875', async (t) => {
@@ -540,6 +630,104 @@ describe('loader', () => {
       }
     });
   }
+
+  test('the same batches under -j 0, 1 and 4 (train with shrink-on-load, and eval), equal to the in-process transform', async () => {
+    // 64-128 px JPEGs, 16 px train output: many RRC boxes are >= 32 px, so 1/2 and 1/4 decodes happen.
+    const dir = path.join(tmp, 'jobs_ds');
+    const rng = new Rng(11);
+    const files: Sample[] = [];
+    for (let i = 0; i < 20; i++) {
+      const w = rng.randint(64, 128), h = rng.randint(64, 128);
+      const p = path.join(dir, `c${i % 2}`, `im${i}.jpg`);
+      mkdirSync(path.dirname(p), { recursive: true });
+      await sharp(rawImage(w, h, 3, (x, y, c) => (x * (i + 3) + y * 7 + c * 60 + ((x * y) % 13)) & 255), { raw: { width: w, height: h, channels: 3 } })
+        .jpeg({ quality: 85 }).toFile(p);
+      files.push({ path: p, label: i % 2 });
+    }
+    const train: TrainKindSpec = { kind: 'train', ...DEFAULT_TRAIN_SPEC, imgSize: 16 };
+    const specs = [train, { kind: 'eval' as const, ...cfg, output: 'uint8' as const }];
+    let shrunk = 0;
+    for (const spec of specs) {
+      const runs: Batch<Uint8Array>[][] = [];
+      for (const workers of [0, 1, 4]) {
+        const loader = new DataLoader<Uint8Array>({ samples: files, transform: spec, batchSize: 3, workers, seed: 5, sampler: new DistributedSampler(files.length, { numReplicas: 1, rank: 0, seed: 9 }) });
+        loader.setEpoch(2);
+        try {
+          runs.push(await collect(loader));
+        } finally {
+          await loader.close();
+        }
+      }
+      for (const r of runs.slice(1)) {
+        assert.deepEqual(r.map((b) => b.indices), runs[0].map((b) => b.indices));
+        r.forEach((b, k) => assert.ok(Buffer.from(b.images).equals(Buffer.from(runs[0][k].images)), `${spec.kind} batch ${k} differs`));
+      }
+      // ... and equal to decoding + transforming each sample here
+      let pos = 0;
+      for (const b of runs[0]) {
+        for (let j = 0; j < b.shape[0]; j++, pos++) {
+          const per = b.shape[1] * b.shape[2] * 3;
+          const got = b.images.subarray(j * per, (j + 1) * per);
+          const bytes = readFileSync(b.paths[j]);
+          const seed = sampleSeed(5, 2, pos);
+          if (spec.kind === 'train') {
+            const img = decodeRGBSync(bytes, { scaleFor: (w, h) => trainDecodeScale(w, h, train, seed) })!;
+            if (img.scale > 1) shrunk++;
+            assert.deepEqual(got, trainTransform(img, train, new Rng(seed)).data);
+          } else {
+            assert.deepEqual(got, evalCropUint8(decodeRGBSync(bytes)!, cfg).data);
+          }
+        }
+      }
+    }
+    assert.ok(shrunk >= 3, `shrink-on-load used for ${shrunk} of 20 samples`);
+  });
+
+  for (const workers of [0, 2]) {
+    test(`recycled batch buffers are written again, batches unchanged (workers ${workers})`, async () => {
+      const spec = { kind: 'eval' as const, ...cfg, output: 'uint8' as const };
+      const good = samples.filter((s) => s.path !== corrupt);
+      const ref = new DataLoader<Uint8Array>({ samples: good, transform: spec, batchSize: 3, workers: 0 });
+      const want = (await collect(ref)).map((b) => Buffer.from(b.images));
+      await ref.close();
+      const loader = new DataLoader<Uint8Array>({ samples: good, transform: spec, batchSize: 3, workers, prefetch: 2 });
+      try {
+        for (let epoch = 0; epoch < 2; epoch++) {
+          const given: Batch<Uint8Array>[] = [];
+          const buffers = new Set<ArrayBufferLike>();
+          let reusedInProcess = false;
+          let k = 0;
+          for await (const b of loader) {
+            assert.ok(Buffer.from(b.images).equals(want[k]), `epoch ${epoch} batch ${k}`);
+            if (buffers.has(b.images.buffer)) reusedInProcess = true;
+            buffers.add(b.images.buffer);
+            loader.recycle(b);
+            given.push(b);
+            k++;
+          }
+          assert.equal(k, want.length);
+          if (workers === 0) assert.ok(reusedInProcess, 'a recycled buffer came back in a later batch');
+          else assert.ok(given.some((b) => b.images.byteLength === 0), 'recycled buffers were transferred to a worker');
+        }
+      } finally {
+        await loader.close();
+      }
+    });
+  }
+
+  test('in-process batches that interleave (an abandoned epoch still running) keep their own file bytes', async () => {
+    const spec = { kind: 'eval' as const, ...cfg, output: 'uint8' as const };
+    const task = (id: number, list: Sample[]) => ({ id, items: list.map((s, i) => ({ index: i, path: s.path, label: s.label, seed: i })) });
+    const pngs = samples.filter((s) => s.path.endsWith('.png'));
+    const jpgs = samples.filter((s) => s.path.endsWith('.jpg') && s.path !== corrupt);
+    // A waits on sharp for each PNG; meanwhile B reads and decodes JPEGs on the same thread.
+    const [a, b] = await Promise.all([runBatch(task(0, pngs), spec), runBatch(task(1, jpgs), spec)]);
+    const a1 = await runBatch(task(0, pngs), spec);
+    const b1 = await runBatch(task(1, jpgs), spec);
+    assert.deepEqual([a.count, b.count, a.skipped, b.skipped], [pngs.length, jpgs.length, [], []]);
+    assert.deepEqual(a.images, a1.images);
+    assert.deepEqual(b.images, b1.images);
+  });
 
   test('per-sample seeds depend on seed, epoch and position only', () => {
     const seeds = new Set<number>();

@@ -19,6 +19,10 @@
  * (Pillow raises "image file is truncated" too); mere warnings such as extraneous JPEG bytes are
  * tolerated, as Pillow tolerates them.
  *
+ * Two decoders, one result: plain JPEGs (YCbCr / RGB / gray, no libjpeg warning) are decoded synchronously on the
+ * calling thread by libjpeg-turbo in WebAssembly (jpeg.ts: scales with the data workers, and can decode at 1/2, 1/4,
+ * 1/8 by DCT scaling); everything else goes through sharp. Both give the same pixels for a file the first one takes.
+ *
  * Decompression bombs (issue 15): the pixel count is read from the header before anything is decoded and an
  * image above the limit (src/limits.ts: 2 x Pillow's MAX_IMAGE_PIXELS by default, `--max-image-pixels`) fails
  * with ImageTooLargeError; libvips gets the same limit (limitInputPixels) as a second line. Callers that only
@@ -31,10 +35,22 @@
  */
 import { readFile } from 'node:fs/promises';
 import sharp, { type SharpOptions } from 'sharp';
+import { jpegDecoder, type JpegScale } from './jpeg.js';
 import type { RGBImage } from './transforms/resize.js';
 import { describePixels, limits } from '../limits.js';
 
 export type { RGBImage } from './transforms/resize.js';
+export type { JpegScale } from './jpeg.js';
+
+/** A decoded image; `scale` > 1 when it was decoded at 1/scale of the file's size (JPEG DCT scaling). */
+export interface DecodedImage extends RGBImage {
+  /** 1, 2, 4 or 8: width = ceil(fullWidth / scale), height = ceil(fullHeight / scale) */
+  scale: JpegScale;
+  /** size of the image in the file */
+  fullWidth: number;
+  fullHeight: number;
+}
+
 
 /** An image that could not be read or decoded. `path` names the file (or '<buffer>'). */
 export class DecodeError extends Error {
@@ -64,6 +80,11 @@ export class ImageTooLargeError extends DecodeError {
 export const REDUCE_ABOVE_PIXELS = 1 << 24;
 
 export interface DecodeOptions {
+  /**
+   * Called with the file's size before decoding; a JPEG that the synchronous decoder takes is decoded at
+   * 1/returned value. Other files, and the sharp fallback, decode at full size (check `scale` of the result).
+   */
+  scaleFor?: (width: number, height: number) => JpegScale;
   /** Refuse images with more pixels than this (default: limits.maxImagePixels, see src/limits.ts). */
   maxPixels?: number;
   /**
@@ -100,10 +121,25 @@ export function cmykToRgb(src: Uint8Array, pixels: number): Uint8Array {
 }
 
 /**
+ * The synchronous path: decode a plain JPEG on this thread, or return null (then use decodeRGB). The pixels are a
+ * view of this thread's decoder memory, valid until its next decode: consume them before anything else decodes.
+ */
+export function decodeRGBSync(buf: Uint8Array, opts: DecodeOptions = {}, label = '<buffer>'): DecodedImage | null {
+  const maxPixels = opts.maxPixels ?? limits.maxImagePixels;
+  return jpegDecoder().decode(buf, (w, h) => {
+    // The same pixel limit as the sharp path, from the header, before anything is decoded.
+    if (w * h > maxPixels) throw new ImageTooLargeError(label, w, h, maxPixels);
+    // A caller's reduced decode (predict/demo, reduceTo) is sharp's shrink-on-load + lanczos3 step.
+    if (opts.reduceTo && w * h > REDUCE_ABOVE_PIXELS && Math.min(w, h) >= 4 * opts.reduceTo) return null;
+    return opts.scaleFor ? opts.scaleFor(w, h) : 1;
+  });
+}
+
+/**
  * Decode a file (path) or an in-memory encoded image into 8-bit sRGB HWC.
  * `name` is used in error messages for buffer inputs.
  */
-export async function decodeRGB(input: string | Uint8Array, name?: string, opts: DecodeOptions = {}): Promise<RGBImage> {
+export async function decodeRGB(input: string | Uint8Array, name?: string, opts: DecodeOptions = {}): Promise<DecodedImage> {
   const label = typeof input === 'string' ? input : name ?? '<buffer>';
   const maxPixels = opts.maxPixels ?? limits.maxImagePixels;
   let buf: Uint8Array;
@@ -112,6 +148,15 @@ export async function decodeRGB(input: string | Uint8Array, name?: string, opts:
   } catch (e) {
     throw new DecodeError(label, errMessage(e));
   }
+  const fast = decodeRGBSync(buf, opts, label);
+  if (fast) return { ...fast, data: fast.data.slice() };
+  return decodeWithSharp(buf, label, opts, maxPixels);
+}
+
+/** The sharp (libvips) path, full size: CMYK, PNG, WebP, and JPEGs that libjpeg warns about or fails on. */
+async function decodeWithSharp(buf: Uint8Array, label: string, opts: DecodeOptions, maxPixels: number): Promise<DecodedImage> {
+  const full = (data: Uint8Array, width: number, height: number): DecodedImage =>
+    ({ data, width, height, scale: 1, fullWidth: width, fullHeight: height });
   try {
     // metadata() reads the header only; the limit is ours to check (a clearer message than libvips').
     const meta = await sharp(buf, SHARP_INPUT).metadata();
@@ -128,7 +173,7 @@ export async function decodeRGB(input: string | Uint8Array, name?: string, opts:
         .toBuffer({ resolveWithObject: true });
       if (info.channels < 4) throw new Error(`unexpected CMYK decode with ${info.channels} channels`);
       const cmyk = info.channels === 4 ? data : keepFirstChannels(data, info.width * info.height, info.channels, 4);
-      return { data: cmykToRgb(cmyk, info.width * info.height), width: info.width, height: info.height };
+      return full(cmykToRgb(cmyk, info.width * info.height), info.width, info.height);
     }
     let img = sharp(buf, input);
     const short = Math.min(w, h);
@@ -145,7 +190,7 @@ export async function decodeRGB(input: string | Uint8Array, name?: string, opts:
       .toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`unexpected decode with ${info.channels} channels`);
     // sharp returns a Buffer, possibly a slice of a pooled allocation; hand out a plain view.
-    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
+    return full(new Uint8Array(data.buffer, data.byteOffset, data.length), info.width, info.height);
   } catch (e) {
     if (e instanceof DecodeError) throw e;
     throw new DecodeError(label, errMessage(e));

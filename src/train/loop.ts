@@ -600,12 +600,26 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
   const progress = s.isMain ? new Progress(s.logger, usedBatches, `Train ${epoch}`, 'loss {loss} | lr {lr}') : null;
   let end = performance.now();
   let batchIdx = -1;
+  let stoppable = false; // the previous micro-batch ended an update and was not the epoch's last
+  const interrupt = async (idx: number) => {
+    if (s.saver) {
+      const f = await s.saver.saveRecovery(epoch, idx, await checkpointState(s, epoch, { batch_idx: idx }));
+      s.log(`Interrupted: saved recovery checkpoint ${f}; continue with --resume ${f}`);
+    }
+    s.interrupted = true;
+  };
   const iterator = s.trainLoader[Symbol.asyncIterator]();
   try {
     for (;;) {
       if (batchIdx + 1 >= usedBatches) break; // micro-batches beyond steps_per_epoch·A are not used (§7.1)
       const next = await iterator.next();
       if (next.done) break;
+      // A signal handled while waiting for this batch (the loader gives the event loop a turn per batch) stops before
+      // this step, exactly as if it had been seen right after the previous one.
+      if (stoppable && s.ctx.stopRequested?.()) {
+        await interrupt(batchIdx);
+        break;
+      }
       batchIdx++;
       const batch: Batch<Uint8Array> = next.value;
       const n = batch.labels.length;
@@ -703,13 +717,10 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
       }
       // A stop on the epoch's last update finishes the epoch (validation + checkpoint) first.
       if (stop && updateGrad && !lastBatch) {
-        if (s.saver) {
-          const f = await s.saver.saveRecovery(epoch, batchIdx, await checkpointState(s, epoch, { batch_idx: batchIdx }));
-          s.log(`Interrupted: saved recovery checkpoint ${f}; continue with --resume ${f}`);
-        }
-        s.interrupted = true;
+        await interrupt(batchIdx);
         break;
       }
+      stoppable = updateGrad && !lastBatch;
       end = performance.now();
     }
   } finally {

@@ -15,10 +15,19 @@
  * One deliberate deviation: an attempt with w or h rounding to 0 (only possible for images of a
  * few pixels) is rejected, as torchvision does, instead of producing an empty crop that PIL
  * cannot resize.
+ *
+ * Shrink-on-load (training only, an approximation of timm's pixels): when the sampled box is at least twice the output
+ * size on both axes, the loader decodes the JPEG at 1/2, 1/4 or 1/8 (libjpeg DCT scaling, what PIL's draft() and
+ * NVIDIA DALI do) — the largest factor that leaves the box at least as large as the output — and the box, divided by
+ * that factor, is resampled from the smaller image (`resizedCropScaled`). The random draws are those of the full-size
+ * image, so the crop geometry is unchanged; the pixels differ from a full decode by the DCT-domain reduction (a
+ * box-like filter) before Pillow's antialiased resample. See docs/ARCHITECTURE.md for how often it applies and the
+ * accuracy check.
  */
 import type { Rng } from '../../utils/rng.js';
 import { UserError } from '../../errors.js';
-import { cropRGB, resizeRGB, INTERPOLATIONS, type Interpolation, type RGBImage } from './resize.js';
+import type { JpegScale } from '../jpeg.js';
+import { resizeRGB, INTERPOLATIONS, type Interpolation, type RGBImage } from './resize.js';
 import { pyRound } from './pil.js';
 
 /** Crop box in the source image (torchvision's (i, j, h, w)). */
@@ -108,13 +117,10 @@ export function pickInterpolation(interp: TrainInterpolation, rng: Rng): Interpo
 /** Crop `box` out of `img` and resize it to `size` ([h, w]) with Pillow's resampling. */
 export function resizedCrop(img: RGBImage, box: CropBox, size: readonly [number, number], interp: Interpolation): RGBImage {
   const [oh, ow] = size;
-  // F.resized_crop = img.crop((left, top, left + w, top + h)).resize((ow, oh), interp). Resampling
-  // the crop equals resampling with `box` relative to it, so crop first (cheap) and resize the crop.
-  const crop =
-    box.left === 0 && box.top === 0 && box.width === img.width && box.height === img.height
-      ? img
-      : cropRGB(img, { left: box.left, top: box.top, width: box.width, height: box.height });
-  return resizeRGB(crop, ow, oh, interp);
+  // F.resized_crop = img.crop((left, top, left + w, top + h)).resize((ow, oh), interp): taps are clamped at the
+  // crop's edges, so this is not resize(box=...) of the whole image.
+  // (`crop` resamples the window in place: no copy of it on the SIMD path.)
+  return resizeRGB(img, ow, oh, interp, { crop: { left: box.left, top: box.top, width: box.width, height: box.height } });
 }
 
 /** The whole transform: sample the box, choose the filter, crop and resize. */
@@ -122,4 +128,32 @@ export function randomResizedCrop(img: RGBImage, opts: RrcOptions, rng: Rng): RG
   const box = sampleRrcParams(img.width, img.height, opts.scale, opts.ratio, rng);
   const interp = pickInterpolation(opts.interpolation, rng);
   return resizedCrop(img, box, opts.size, interp);
+}
+
+/**
+ * The JPEG decode scale for a crop `box` (full-size coordinates) resized to `size` ([h, w]): the largest of 8, 4, 2
+ * that keeps the scaled box at least as large as the output on both axes, else 1 (no shrink-on-load).
+ */
+export function shrinkOnLoadScale(box: Pick<CropBox, 'width' | 'height'>, size: readonly [number, number]): JpegScale {
+  const [oh, ow] = size;
+  for (const s of [8, 4, 2] as const) {
+    if (box.width >= s * ow && box.height >= s * oh) return s;
+  }
+  return 1;
+}
+
+/**
+ * `resizedCrop` from an image decoded at 1/scale: the box (full-size coordinates) is divided by `scale` and resampled
+ * with Pillow's resize(box=...) (fractional box; taps near its edges may read just outside it, real image pixels).
+ */
+export function resizedCropScaled(
+  img: RGBImage, box: CropBox, size: readonly [number, number], interp: Interpolation, scale: JpegScale,
+): RGBImage {
+  if (scale === 1) return resizedCrop(img, box, size, interp);
+  const [oh, ow] = size;
+  const s = scale;
+  const r: [number, number, number, number] = [
+    box.left / s, box.top / s, Math.min(img.width, (box.left + box.width) / s), Math.min(img.height, (box.top + box.height) / s),
+  ];
+  return resizeRGB(img, ow, oh, interp, { box: r });
 }

@@ -20,7 +20,10 @@ import { evalCropUint8 } from './eval.js';
 import type { Interpolation, RGBImage } from './resize.js';
 import { adjustHue, enhanceBrightness, enhanceColor, enhanceContrast, flipLeftRight, flipTopBottom } from './pil.js';
 import { makeAugHparams, parseRandAugment, randAugment, type RandAugmentConfig } from './randaugment.js';
-import { parseTrainInterpolation, randomResizedCrop, type TrainInterpolation } from './rrc.js';
+import type { JpegScale } from '../jpeg.js';
+import {
+  parseTrainInterpolation, pickInterpolation, resizedCropScaled, sampleRrcParams, shrinkOnLoadScale, type TrainInterpolation,
+} from './rrc.js';
 
 /** JSON-serialisable description of the train transform (what the loader sends to its workers). */
 export interface TrainTransformSpec {
@@ -46,6 +49,11 @@ export interface TrainTransformSpec {
   cropPct?: number | null;
   /** dataset mean (fill colour of RandAugment's geometric ops); default ImageNet */
   mean?: [number, number, number];
+  /**
+   * JPEG shrink-on-load for large crops (rrc.ts): default true (unless MAMBAOUT_NO_SHRINK_ON_LOAD=1). false gives
+   * timm's pixels exactly (full decode always).
+   */
+  shrinkOnLoad?: boolean;
 }
 
 export const DEFAULT_TRAIN_SPEC: Readonly<TrainTransformSpec> = Object.freeze({
@@ -154,18 +162,45 @@ export function compileTrainTransform(spec: TrainTransformSpec): CompiledTrainTr
   return c;
 }
 
+/** MAMBAOUT_NO_SHRINK_ON_LOAD=1 turns shrink-on-load off process-wide (timm's training pixels exactly). */
+const SHRINK_ON_LOAD = process.env.MAMBAOUT_NO_SHRINK_ON_LOAD !== '1';
+
+/** An image as the loader may hand it over: decoded at 1/scale of a fullWidth×fullHeight file (see decode.ts). */
+export interface ScaledImage extends RGBImage {
+  scale?: JpegScale;
+  fullWidth?: number;
+  fullHeight?: number;
+}
+
+/**
+ * The decode scale the train transform wants for a file of `width`×`height` with per-sample seed `seed`: it draws
+ * the RRC box exactly as `trainTransform` will (the first draws of `new Rng(seed)`) and applies shrinkOnLoadScale.
+ */
+export function trainDecodeScale(width: number, height: number, spec: TrainTransformSpec, seed: number): JpegScale {
+  if (spec.noAug || spec.shrinkOnLoad === false || !SHRINK_ON_LOAD) return 1;
+  const c = compileTrainTransform(spec);
+  return shrinkOnLoadScale(sampleRrcParams(width, height, spec.scale, spec.ratio, new Rng(seed)), c.size);
+}
+
 /**
  * The train transform of one image: uint8 RGB HWC of imgSize (S×S, or H×W).
  * Draw order: RRC box, RRC filter, hflip, vflip, then RandAugment or ColorJitter.
+ * An image decoded at 1/scale (`img.scale` > 1) has its RRC box drawn on the full size and resampled from the
+ * smaller image (shrink-on-load, rrc.ts); the draws, and so everything after the crop, are the same.
  */
-export function trainTransform(img: RGBImage, spec: TrainTransformSpec, rng: Rng): RGBImage {
+export function trainTransform(img: ScaledImage, spec: TrainTransformSpec, rng: Rng): RGBImage {
   const c = compileTrainTransform(spec);
   const [H, W] = c.size;
+  const scale = img.scale ?? 1;
   if (spec.noAug) {
+    if (scale !== 1) throw new Error('internal: the no-aug train transform needs a full-size decode');
     const interp: Interpolation = c.interpolation === 'random' ? 'bilinear' : c.interpolation;
     return evalCropUint8(img, { inputSize: [3, H, W], cropPct: spec.cropPct || 1.0, interpolation: interp });
   }
-  let out = randomResizedCrop(img, { size: c.size, scale: spec.scale, ratio: spec.ratio, interpolation: c.interpolation }, rng);
+  const fw = scale === 1 ? img.width : img.fullWidth!;
+  const fh = scale === 1 ? img.height : img.fullHeight!;
+  const box = sampleRrcParams(fw, fh, spec.scale, spec.ratio, rng);
+  let out = resizedCropScaled(img, box, c.size, pickInterpolation(c.interpolation, rng), scale);
   if (spec.hflip > 0 && rng.random() < spec.hflip) out = flipLeftRight(out);
   if (spec.vflip > 0 && rng.random() < spec.vflip) out = flipTopBottom(out);
   if (c.aa && c.aaHparams) out = randAugment(out, c.aa, c.aaHparams, rng);
@@ -188,7 +223,8 @@ export const TRAIN_TRANSFORM: TransformDef<TrainKindSpec> = {
     const [h, w] = compileTrainTransform(spec).size;
     return { shape: [h, w, 3], dtype: 'uint8' };
   },
-  apply(img: RGBImage, spec: TrainKindSpec, ctx: SampleContext, out: ImageArray, offset: number): void {
+  decodeScale: (width, height, spec, ctx) => trainDecodeScale(width, height, spec, ctx.seed),
+  apply(img: ScaledImage, spec: TrainKindSpec, ctx: SampleContext, out: ImageArray, offset: number): void {
     if (!(out instanceof Uint8Array)) throw new Error('the train transform writes uint8 images');
     out.set(trainTransform(img, spec, new Rng(ctx.seed)).data, offset);
   },

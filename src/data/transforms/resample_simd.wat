@@ -1,0 +1,95 @@
+;; Pillow's 8-bit fixed-point resampling passes (libImaging/Resample.c, ImagingResampleHorizontal_8bpc /
+;; ImagingResampleVertical_8bpc) with WebAssembly SIMD. Assembled into resample_simd.ts by
+;; `wat2wasm --enable-simd` (scripts/build_resample_wasm.sh); resize.ts holds the plain-JS reference of both passes.
+;; Arithmetic is Pillow's: int32 accumulators starting at 1 << 21, uint8 x int32 coefficient products (wrapping
+;; int32, as the C code), then (acc >> 22) clamped to [0, 255] — the two saturating narrows clamp exactly so.
+(module
+  (import "m" "mem" (memory 1))
+
+  ;; Horizontal pass over `rows` rows of packed RGB.
+  ;; src: first row, srcStride bytes per row; xmin/xlen: i32 per output column; k: i32 coefficients, ksize per
+  ;; column; dst: rows x dstW x 3 bytes. Reads 1 byte past the last source pixel and writes 1 byte past the last
+  ;; output pixel (callers pad both buffers).
+  (func (export "hpass") (param $src i32) (param $srcStride i32) (param $rows i32) (param $xmin i32) (param $xlen i32)
+        (param $k i32) (param $ksize i32) (param $dstW i32) (param $dst i32)
+    (local $y i32) (local $xx i32) (local $row i32) (local $p i32) (local $n i32) (local $kp i32) (local $acc v128)
+    (local.set $y (i32.const 0))
+    (block $done_y (loop $ly
+      (br_if $done_y (i32.ge_u (local.get $y) (local.get $rows)))
+      (local.set $row (i32.add (local.get $src) (i32.mul (local.get $y) (local.get $srcStride))))
+      (local.set $xx (i32.const 0))
+      (block $done_x (loop $lx
+        (br_if $done_x (i32.ge_u (local.get $xx) (local.get $dstW)))
+        (local.set $p (i32.add (local.get $row)
+          (i32.mul (i32.load (i32.add (local.get $xmin) (i32.shl (local.get $xx) (i32.const 2)))) (i32.const 3))))
+        (local.set $n (i32.load (i32.add (local.get $xlen) (i32.shl (local.get $xx) (i32.const 2)))))
+        (local.set $kp (i32.add (local.get $k) (i32.shl (i32.mul (local.get $xx) (local.get $ksize)) (i32.const 2))))
+        (local.set $acc (i32x4.splat (i32.const 0x200000)))
+        (block $done_t (loop $lt
+          (br_if $done_t (i32.eqz (local.get $n)))
+          (local.set $acc (i32x4.add (local.get $acc)
+            (i32x4.mul
+              (i32x4.extend_low_i16x8_u (i16x8.extend_low_i8x16_u (v128.load32_zero (local.get $p))))
+              (i32x4.splat (i32.load (local.get $kp))))))
+          (local.set $p (i32.add (local.get $p) (i32.const 3)))
+          (local.set $kp (i32.add (local.get $kp) (i32.const 4)))
+          (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+          (br $lt)))
+        (local.set $acc (i16x8.narrow_i32x4_s (i32x4.shr_s (local.get $acc) (i32.const 22)) (v128.const i32x4 0 0 0 0)))
+        (v128.store32_lane 0 (local.get $dst) (i8x16.narrow_i16x8_u (local.get $acc) (local.get $acc)))
+        (local.set $dst (i32.add (local.get $dst) (i32.const 3)))
+        (local.set $xx (i32.add (local.get $xx) (i32.const 1)))
+        (br $lx)))
+      (local.set $y (i32.add (local.get $y) (i32.const 1)))
+      (br $ly))))
+
+  ;; Vertical pass: output row yy = sum over taps t of k[yy*ksize + t] * source row (ymin[yy] + t), applied to all
+  ;; rowBytes bytes of the row alike, 16 bytes at a time. src: source row 0 (at the window's first column),
+  ;; srcStride bytes per row; dst: outRows x rowBytes. Reads and writes up to 15 bytes past a row's end (the next
+  ;; row, or padding after the last one).
+  (func (export "vpass") (param $src i32) (param $srcStride i32) (param $ymin i32) (param $ylen i32) (param $k i32)
+        (param $ksize i32) (param $outRows i32) (param $rowBytes i32) (param $dst i32)
+    (local $yy i32) (local $j i32) (local $base i32) (local $p i32) (local $n i32) (local $kp i32) (local $kp0 i32)
+    (local $n0 i32) (local $w v128) (local $v v128) (local $lo v128) (local $hi v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128) (local $out i32)
+    (local.set $yy (i32.const 0))
+    (block $done_y (loop $ly
+      (br_if $done_y (i32.ge_u (local.get $yy) (local.get $outRows)))
+      (local.set $base (i32.add (local.get $src)
+        (i32.mul (i32.load (i32.add (local.get $ymin) (i32.shl (local.get $yy) (i32.const 2)))) (local.get $srcStride))))
+      (local.set $n0 (i32.load (i32.add (local.get $ylen) (i32.shl (local.get $yy) (i32.const 2)))))
+      (local.set $kp0 (i32.add (local.get $k) (i32.shl (i32.mul (local.get $yy) (local.get $ksize)) (i32.const 2))))
+      (local.set $out (i32.add (local.get $dst) (i32.mul (local.get $yy) (local.get $rowBytes))))
+      (local.set $j (i32.const 0))
+      (block $done_j (loop $lj
+        (br_if $done_j (i32.ge_s (local.get $j) (local.get $rowBytes)))
+        (local.set $a0 (i32x4.splat (i32.const 0x200000)))
+        (local.set $a1 (local.get $a0))
+        (local.set $a2 (local.get $a0))
+        (local.set $a3 (local.get $a0))
+        (local.set $p (i32.add (local.get $base) (local.get $j)))
+        (local.set $kp (local.get $kp0))
+        (local.set $n (local.get $n0))
+        (block $done_t (loop $lt
+          (br_if $done_t (i32.eqz (local.get $n)))
+          (local.set $w (i32x4.splat (i32.load (local.get $kp))))
+          (local.set $v (v128.load (local.get $p)))
+          (local.set $lo (i16x8.extend_low_i8x16_u (local.get $v)))
+          (local.set $hi (i16x8.extend_high_i8x16_u (local.get $v)))
+          (local.set $a0 (i32x4.add (local.get $a0) (i32x4.mul (i32x4.extend_low_i16x8_u (local.get $lo)) (local.get $w))))
+          (local.set $a1 (i32x4.add (local.get $a1) (i32x4.mul (i32x4.extend_high_i16x8_u (local.get $lo)) (local.get $w))))
+          (local.set $a2 (i32x4.add (local.get $a2) (i32x4.mul (i32x4.extend_low_i16x8_u (local.get $hi)) (local.get $w))))
+          (local.set $a3 (i32x4.add (local.get $a3) (i32x4.mul (i32x4.extend_high_i16x8_u (local.get $hi)) (local.get $w))))
+          (local.set $p (i32.add (local.get $p) (local.get $srcStride)))
+          (local.set $kp (i32.add (local.get $kp) (i32.const 4)))
+          (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+          (br $lt)))
+        (v128.store (i32.add (local.get $out) (local.get $j))
+          (i8x16.narrow_i16x8_u
+            (i16x8.narrow_i32x4_s (i32x4.shr_s (local.get $a0) (i32.const 22)) (i32x4.shr_s (local.get $a1) (i32.const 22)))
+            (i16x8.narrow_i32x4_s (i32x4.shr_s (local.get $a2) (i32.const 22)) (i32x4.shr_s (local.get $a3) (i32.const 22)))))
+        (local.set $j (i32.add (local.get $j) (i32.const 16)))
+        (br $lj)))
+      (local.set $yy (i32.add (local.get $yy) (i32.const 1)))
+      (br $ly))))
+)
