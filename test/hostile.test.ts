@@ -24,7 +24,9 @@ import { readTrainCheckpoint } from '../src/checkpoint/saver.js';
 import { writeError, writeFileAtomic } from '../src/checkpoint/atomic.js';
 import { createModel } from '../src/models/mambaout.js';
 import { expectedModel, getModelConfig, stateDictShapes } from '../src/models/registry.js';
-import { decodeRGB, DecodeError, ImageTooLargeError } from '../src/data/decode.js';
+import { decodeRGB, decodeRGBSync, DecodeError, ImageTooLargeError } from '../src/data/decode.js';
+import { runBatch } from '../src/data/worker.js';
+import { resolveDataConfig } from '../src/data/transforms/eval.js';
 import { scanImageFolder } from '../src/data/folder.js';
 import { parseArgs } from '../src/cli/parse.js';
 import { TRAIN_FLAGS } from '../src/cli/options.js';
@@ -265,6 +267,29 @@ describe('5. decompression-bomb images are refused from the header', () => {
       assert.equal(process.env.MAMBAOUT_MAX_IMAGE_PIXELS, '1000');
       await assert.rejects(decodeRGB(small, 's.png'), ImageTooLargeError);
       assert.throws(() => setMaxImagePixels(-5), /--max-image-pixels must be a positive whole number of pixels, got -5/);
+    } finally {
+      setMaxImagePixels(before);
+    }
+  });
+
+  it('plain JPEGs, decoded by the loader on its own thread (WebAssembly libjpeg), meet the same limit', QUICK, async () => {
+    const jpeg = await sharp({ create: { width: 64, height: 48, channels: 3, background: { r: 9, g: 99, b: 199 } } }).jpeg().toBuffer();
+    const bytes = new Uint8Array(jpeg.buffer, jpeg.byteOffset, jpeg.length);
+    assert.equal(decodeRGBSync(bytes, { maxPixels: 64 * 48 }, 'j.jpg')?.width, 64);
+    assert.throws(() => decodeRGBSync(bytes, { maxPixels: 64 * 48 - 1 }, 'j.jpg'), (e: unknown) => {
+      assert.ok(e instanceof ImageTooLargeError);
+      assert.match((e as Error).message, /^cannot decode image j\.jpg: it is 64x48 pixels/);
+      return true;
+    });
+    await assert.rejects(decodeRGB(bytes, 'j.jpg', { maxPixels: 100 }), ImageTooLargeError);
+    // A worker batch skips it with the reason, as any unreadable image.
+    const path = await writeTmp('j.jpg', bytes);
+    const before = limits.maxImagePixels;
+    try {
+      setMaxImagePixels(100);
+      const r = await runBatch({ id: 0, items: [{ index: 0, path, label: 0, seed: 1 }] }, { kind: 'eval', ...resolveDataConfig(getModelConfig('mambaout_test').defaultCfg, { imgSize: 32 }) });
+      assert.equal(r.count, 0);
+      assert.match(r.skipped[0].reason, /above the limit/);
     } finally {
       setMaxImagePixels(before);
     }
