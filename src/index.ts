@@ -28,6 +28,7 @@ export { readTrainCheckpoint, writeTrainCheckpoint, CheckpointSaver, type TrainC
 export type { HostTensor, TensorMap, StoredDType } from './checkpoint/types.js';
 export { initBackend, releaseBackend, activeBackend, BACKEND_CHOICES, type BackendResult, type BackendChoice } from './backend/index.js';
 export { UserError, isUserError } from './errors.js';
+export { settings, SETTING_VARIABLES, type SettingName } from './settings.js';
 export { Rng } from './utils/rng.js';
 export { loadClassifier, type LoadedClassifier, type LoadOptions } from './inference/load.js';
 export { resolvePretrained, cacheDir } from './pretrained.js';

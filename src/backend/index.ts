@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
+import { settings } from '../settings.js';
 import './tfjs.js';
 
 export const BACKEND_CHOICES = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -29,7 +30,7 @@ export interface BackendResult {
 export interface InitBackendOptions {
   /** Training needs gradient kernels: wasm is skipped (auto) or refused (explicit). */
   training?: boolean;
-  /** Adapter index for webgpu (multi-GPU workers); default env MAMBAOUT_WEBGPU_ADAPTER. */
+  /** Adapter index for webgpu (multi-GPU workers); default settings.webgpuAdapter (MAMBAOUT_WEBGPU_ADAPTER). */
   adapterIndex?: number;
   /** Threads for the wasm backend. */
   wasmThreads?: number;
@@ -43,7 +44,7 @@ export function activeBackend(): BackendResult | null {
 
 /** Resolve the requested backend name from a flag value and MAMBAOUT_BACKEND. */
 export function requestedBackend(flag?: string): BackendChoice {
-  const v = (flag ?? process.env.MAMBAOUT_BACKEND ?? 'auto').toLowerCase();
+  const v = (flag ?? settings.backend).toLowerCase();
   if (!(BACKEND_CHOICES as readonly string[]).includes(v)) {
     throw new UserError(`unknown backend '${v}'; choose one of ${BACKEND_CHOICES.join(', ')}`);
   }
@@ -126,7 +127,8 @@ export async function initBackend(choice: BackendChoice | string = 'auto', opts:
   const requested = requestedBackend(choice);
   // Silence tfjs's "install tfjs-node" banner and debug checks: we choose backends deliberately.
   tf.env().set('PROD', true);
-  const adapterIndex = opts.adapterIndex ?? envInt('MAMBAOUT_WEBGPU_ADAPTER');
+  // Unset: webgpu.ts reads settings.webgpuAdapter itself (and names a bad value as the reason webgpu was skipped).
+  const adapterIndex = opts.adapterIndex;
   const skipped: string[] = [];
   let chosen: { name: string; description: string } | null = null;
 
@@ -176,9 +178,3 @@ export async function releaseBackend(): Promise<void> {
   active = null;
 }
 
-function envInt(name: string): number | undefined {
-  const v = process.env[name];
-  if (v === undefined || v === '') return undefined;
-  const n = Number(v);
-  return Number.isInteger(n) && n >= 0 ? n : undefined;
-}

@@ -4,7 +4,8 @@
  * `inert` flags have no meaning on tfjs: they are accepted and produce a one-line notice when set.
  */
 import type { Options } from 'yargs';
-import { DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV } from '../limits.js';
+import { DEFAULT_MAX_IMAGE_PIXELS } from '../limits.js';
+import { SETTING_VARIABLES } from '../settings.js';
 import { DEFAULT_MODEL } from '../models/registry.js';
 
 export interface Flag {
@@ -78,11 +79,11 @@ export const LIST_MODELS_FLAG: Flag = { dest: 'list_models', type: 'boolean', de
 export const IMAGE_LIMIT_FLAG: Flag = {
   dest: 'max_image_pixels', type: 'number', default: undefined, group: RT,
   describe: `refuse images with more pixels than this, read from the header before decoding (default ${DEFAULT_MAX_IMAGE_PIXELS}, ` +
-    `2x Pillow's MAX_IMAGE_PIXELS, where Pillow raises DecompressionBombError; env ${MAX_IMAGE_PIXELS_ENV})`,
+    `2x Pillow's MAX_IMAGE_PIXELS, where Pillow raises DecompressionBombError; env ${SETTING_VARIABLES.maxImagePixels})`,
 };
 
 export const BACKEND_FLAGS: Flag[] = [
-  { dest: 'backend', type: 'string', default: undefined, describe: 'tfjs backend: auto, webgpu, tensorflow, wasm, cpu (env MAMBAOUT_BACKEND)', group: RT, choices: ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] },
+  { dest: 'backend', type: 'string', default: undefined, describe: `tfjs backend: auto, webgpu, tensorflow, wasm, cpu (env ${SETTING_VARIABLES.backend})`, group: RT, choices: ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] },
   { dest: 'log_format', type: 'string', default: 'text', describe: 'log output: text (timm-like lines) or json (pino)', group: RT, choices: ['text', 'json'] },
 ];
 

@@ -42,6 +42,7 @@
  */
 import type { Socket } from 'node:net';
 import { ShmInbox, ShmOutbox } from './shm.js';
+import { settings } from '../settings.js';
 
 /** Failure of the process group. `rank` names the rank at fault when known. */
 export class DistError extends Error {
@@ -250,7 +251,7 @@ function simdModuleBytes(): Uint8Array<ArrayBuffer> {
 function getSimd(): SimdKernels | null {
   if (simd !== undefined) return simd;
   simd = null;
-  if (process.env.MAMBAOUT_DIST_NO_SIMD === '1') return simd;
+  if (settings.distNoSimd) return simd;
   try {
     const bytes = simdModuleBytes();
     if (typeof WebAssembly === 'undefined' || !WebAssembly.validate(bytes)) return simd;
