@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { UserError } from '../errors.js';
+import { UserError, errMessage, firstLine } from '../errors.js';
 import { settings } from '../settings.js';
 import './tfjs.js';
 
@@ -65,8 +65,8 @@ async function tryTensorflow(): Promise<Attempt> {
       }
       reasons.push(`${pkg} loaded but registered no backend`);
     } catch (e) {
-      const msg = (e as Error).message ?? String(e);
-      reasons.push(/Cannot find (module|package)/.test(msg) ? `${pkg} not installed` : `${pkg} failed to load (${firstLine(msg)})`);
+      const msg = errMessage(e);
+      reasons.push(/Cannot find (module|package)/.test(msg) ? `${pkg} not installed` : `${pkg} failed to load (${firstLine(msg, 160)})`);
     }
   }
   return { ok: false, reason: reasons.join(', ') };
@@ -90,7 +90,7 @@ async function tryWebgpu(adapterIndex?: number): Promise<Attempt> {
     if (!r.ok) return { ok: false, reason: r.reason };
     return { ok: true, description: r.description };
   } catch (e) {
-    return { ok: false, reason: `webgpu failed to start (${firstLine((e as Error).message ?? String(e))})` };
+    return { ok: false, reason: `webgpu failed to start (${firstLine(errMessage(e), 160)})` };
   }
 }
 
@@ -105,7 +105,7 @@ async function tryWasm(threads?: number): Promise<Attempt> {
     await tf.ready();
     return { ok: true, description: 'wasm' };
   } catch (e) {
-    return { ok: false, reason: `wasm failed to start (${firstLine((e as Error).message ?? String(e))})` };
+    return { ok: false, reason: `wasm failed to start (${firstLine(errMessage(e), 160)})` };
   }
 }
 
@@ -116,10 +116,6 @@ async function useCpu(): Promise<Attempt> {
   await tf.setBackend('cpu');
   await tf.ready();
   return { ok: true, description: 'cpu' };
-}
-
-function firstLine(s: string): string {
-  return s.split('\n')[0].slice(0, 160);
 }
 
 /** Start a tfjs backend. Throws UserError when an explicitly requested backend is unavailable. */

@@ -43,6 +43,7 @@
 import type { Socket } from 'node:net';
 import { ShmInbox, ShmOutbox } from './shm.js';
 import { settings } from '../settings.js';
+import { errMessage } from '../errors.js';
 
 /** Failure of the process group. `rank` names the rank at fault when known. */
 export class DistError extends Error {
@@ -558,7 +559,7 @@ export class Link {
       }
     } catch (e) {
       this.dead = true;
-      const msg = e instanceof Error ? e.message : String(e);
+      const msg = errMessage(e);
       this.handler?.protocolError(this, msg);
     }
   }
@@ -683,7 +684,7 @@ export class Link {
       }
     } catch (e) {
       this.dead = true;
-      this.handler?.protocolError(this, e instanceof Error ? e.message : String(e));
+      this.handler?.protocolError(this, errMessage(e));
       return;
     }
     if (this.pausedForBuffer && this.earlyBytes <= this.maxBufferedBytes && this.socket) {
