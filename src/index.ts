@@ -21,7 +21,8 @@ export {
   type DefaultCfg,
 } from './models/registry.js';
 export { VERSION } from './version.js';
-export { loadCheckpoint, readPth, type LoadedCheckpoint, type CheckpointMeta } from './checkpoint/pth.js';
+export { loadCheckpoint, type LoadedCheckpoint, type CheckpointMeta } from './checkpoint/load.js';
+export { readPth } from './checkpoint/pth.js';
 export { readSafetensors, writeSafetensors } from './checkpoint/safetensors.js';
 export { writeFileAtomic } from './checkpoint/atomic.js';
 export { readTrainCheckpoint, writeTrainCheckpoint, CheckpointSaver, type TrainCheckpoint } from './checkpoint/saver.js';

@@ -83,7 +83,7 @@ test('--pretrained cache: a verified file is used, its checksum recorded, and a 
 
 test('mambaout-export: PyTorch-named safetensors equal to the source weights; ONNX graph gives the same logits', async () => {
   const { readSafetensors } = await import('../src/checkpoint/safetensors.js');
-  const { loadCheckpoint } = await import('../src/checkpoint/pth.js');
+  const { loadCheckpoint } = await import('../src/checkpoint/load.js');
   const { OrtClassifier } = await import('../src/engine/onnxruntime.js');
   const st = join(TMP, 'micro_weights.safetensors');
   const r1 = cli('export', ['--model', 'mambaout_test', '--checkpoint', fixture('micro.pth'), '--format', 'safetensors', '-o', st]);

@@ -17,7 +17,7 @@ import {
 } from '../src/backend/kernels/cpu/index.js';
 import { createModel } from '../src/models/mambaout.js';
 import { toTorchLayout } from '../src/models/layers.js';
-import { loadCheckpoint } from '../src/checkpoint/pth.js';
+import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { readSafetensors } from '../src/checkpoint/safetensors.js';
 import { UserError } from '../src/errors.js';
 import { Rng } from '../src/utils/rng.js';

@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { createModel, type MambaOut } from '../src/models/mambaout.js';
 import { countParams, listModels, MODEL_CONFIGS } from '../src/models/registry.js';
 import { toTorchLayout } from '../src/models/layers.js';
-import { loadCheckpoint } from '../src/checkpoint/pth.js';
+import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { initBackend } from '../src/backend/index.js';
 import { UserError } from '../src/errors.js';

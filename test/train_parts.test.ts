@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import '../src/backend/tfjs.js'; // the cpu backend and tfjs's gradients
-import { loadCheckpoint } from '../src/checkpoint/pth.js';
+import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { readSafetensors } from '../src/checkpoint/safetensors.js';
 import type { HostTensor, TensorMap } from '../src/checkpoint/types.js';
 import { UserError } from '../src/errors.js';

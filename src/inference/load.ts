@@ -6,7 +6,7 @@
  * preprocessing come from the file, so `--checkpoint F` alone is enough. `--model` may repeat the architecture;
  * a different one is an error naming both. Without either, the model is DEFAULT_MODEL (mambaout_femto).
  */
-import { loadCheckpoint, type CheckpointMeta } from '../checkpoint/pth.js';
+import { loadCheckpoint, type CheckpointMeta } from '../checkpoint/load.js';
 import type { TensorMap } from '../checkpoint/types.js';
 import { buildModelMeta, modelMetaFromSafetensors, metaDataDefaults, type ModelMeta } from '../checkpoint/model_meta.js';
 import { UserError } from '../errors.js';

@@ -22,7 +22,7 @@ import { Rng, STREAM, streamSeed } from '../utils/rng.js';
 import { initBackend, releaseBackend, type BackendResult } from '../backend/index.js';
 import { createModel, type MambaOut } from '../models/mambaout.js';
 import { expectedModel, getModelConfig, isModelName, namedArchitecture } from '../models/registry.js';
-import { loadCheckpoint } from '../checkpoint/pth.js';
+import { loadCheckpoint } from '../checkpoint/load.js';
 import { CheckpointSaver, type TrainCheckpoint } from '../checkpoint/saver.js';
 import { buildModelMeta, type ModelMeta } from '../checkpoint/model_meta.js';
 import { writeError, writeFileAtomic } from '../checkpoint/atomic.js';
