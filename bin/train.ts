@@ -7,7 +7,8 @@
  * Without DATA_DIR it trains on the built-in tiny generated dataset (./data/tiny-imagenet, created on first use).
  */
 import { hideBin } from 'yargs/helpers';
-import { parseArgs, argsToYaml } from '../src/cli/parse.js';
+import { parseArgs } from '../src/cli/parse.js';
+import { argsToYaml } from '../src/train/args_yaml.js';
 import { TRAIN_FLAGS, inertNotices } from '../src/cli/options.js';
 import { runMain } from '../src/cli/main.js';
 import { listModelsTable } from '../src/cli/list_models.js';

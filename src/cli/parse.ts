@@ -163,10 +163,3 @@ export function parseArgs(opts: {
   args.config = configFile;
   return { args, unknownConfigKeys, configFile };
 }
-
-/** YAML text of args with sorted keys (timm writes args.yaml with sort_keys). */
-export function argsToYaml(args: Record<string, unknown>): string {
-  const sorted: Record<string, unknown> = {};
-  for (const k of Object.keys(args).sort()) if (!k.startsWith('__')) sorted[k] = args[k];
-  return YAML.stringify(sorted, { sortMapEntries: true });
-}

@@ -43,7 +43,7 @@ import { readResumeCheckpoint, torchOptimizerToTfjsLayout, type ResumeState } fr
 import { TrainingCurves } from './curves.js';
 import { checkNoPrefetcher, checkWorkerSeeding, distBnLogLine, trainAugPlan, ttaReduce, type TrainAugPlan } from './timm_flags.js';
 import { pyExp, pyFixed, pyG, pyRepr } from '../utils/pyformat.js';
-import { argsToYaml } from '../cli/parse.js';
+import { argsToYaml } from './args_yaml.js';
 import type { DistributedDataParallel } from './ddp.js';
 
 export type Args = Record<string, unknown>;
