@@ -9,15 +9,14 @@
  *
  * Loads the model once, starts the server, prints its address and serves until Ctrl-C (SIGINT) or SIGTERM.
  */
-import { existsSync } from 'node:fs';
 import { UserError } from '../src/errors.js';
 import { BACKEND_FLAGS, IMAGE_LIMIT_FLAG, INFERENCE_MODEL_FLAGS, flagName, toYargs, type Flag } from '../src/cli/options.js';
 import { limits, setMaxImagePixels } from '../src/limits.js';
 import { buildYargs, normalizeArgv } from '../src/cli/parse.js';
 import { runMain } from '../src/cli/main.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
-import { DEFAULT_MODEL, getModelConfig } from '../src/models/registry.js';
-import { type EngineChoice } from '../src/inference/load.js';
+import { getModelConfig } from '../src/models/registry.js';
+import { resolveWeightSource, type EngineChoice } from '../src/inference/load.js';
 import { DEFAULT_TOPK, Predictor, checkTopK } from '../src/inference/predict.js';
 import { DEFAULT_DEMO_HOST, DEFAULT_DEMO_PORT, DEFAULT_MAX_UPLOAD_MB, startDemoServer } from '../src/demo/server.js';
 
@@ -68,12 +67,12 @@ async function main(argv: readonly string[]): Promise<number> {
   const logger = createLogger({ format: (args.log_format as LogFormat) ?? 'text', stream: process.stderr });
   const model = (args.model as string | undefined) ?? null; // null: the checkpoint's architecture, else the default
   if (model) getModelConfig(model); // unknown model: a UserError with the closest names
-  const checkpoint = String(args.checkpoint ?? '');
-  const pretrainedPath = String(args.pretrained_path ?? '');
-  const pretrained = Boolean(args.pretrained) || Boolean(pretrainedPath);
-  if (!checkpoint && !pretrained) throw new UserError(`no weights given for ${model ?? DEFAULT_MODEL}: pass --pretrained, --pretrained-path FILE or --checkpoint FILE`);
-  if (checkpoint && pretrained) throw new UserError('pass either --checkpoint or --pretrained/--pretrained-path, not both');
-  if (checkpoint && !existsSync(checkpoint)) throw new UserError(`checkpoint '${checkpoint}' does not exist`);
+  const weights = resolveWeightSource({
+    model,
+    checkpoint: String(args.checkpoint ?? ''),
+    pretrained: Boolean(args.pretrained),
+    pretrainedPath: String(args.pretrained_path ?? ''),
+  });
   const port = args.port as number;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`--port must be an integer between 0 and 65535, got ${port}`);
   const maxMb = args.max_upload_mb as number;
@@ -84,9 +83,7 @@ async function main(argv: readonly string[]): Promise<number> {
 
   const predictor = await Predictor.create({
     model,
-    checkpoint: checkpoint || undefined,
-    pretrained,
-    pretrainedPath: pretrainedPath || undefined,
+    ...weights,
     useEma: Boolean(args.use_ema),
     numClasses: posIntOrNull(args, 'num_classes'),
     engine: args.engine as EngineChoice,

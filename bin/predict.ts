@@ -21,7 +21,7 @@ import { buildYargs, normalizeArgv } from '../src/cli/parse.js';
 import { runMain } from '../src/cli/main.js';
 import { createLogger, type LogFormat } from '../src/log/logger.js';
 import { DEFAULT_MODEL, getModelConfig } from '../src/models/registry.js';
-import { type EngineChoice } from '../src/inference/load.js';
+import { resolveWeightSource, type EngineChoice } from '../src/inference/load.js';
 import { writeFileAtomic } from '../src/checkpoint/atomic.js';
 import { pyRepr } from '../src/utils/pyformat.js';
 import {
@@ -144,10 +144,7 @@ async function main(argv: readonly string[]): Promise<number> {
 
   if (args.model) getModelConfig(args.model); // unknown model: a UserError with the closest names
   setMaxImagePixels(args.maxImagePixels);
-  const weightSources = [args.checkpoint && '--checkpoint', (args.pretrained || args.pretrainedPath) && '--pretrained'].filter(Boolean);
-  if (weightSources.length === 0) throw new UserError(`no weights given for ${args.model ?? DEFAULT_MODEL}: pass --pretrained, --pretrained-path FILE or --checkpoint FILE`);
-  if (weightSources.length > 1) throw new UserError('pass either --checkpoint or --pretrained/--pretrained-path, not both');
-  if (args.checkpoint && !existsSync(args.checkpoint)) throw new UserError(`checkpoint '${args.checkpoint}' does not exist`);
+  const weights = resolveWeightSource({ model: args.model, checkpoint: args.checkpoint, pretrained: args.pretrained, pretrainedPath: args.pretrainedPath });
   if (args.json) {
     const dir = dirname(resolve(args.json));
     if (!existsSync(dir)) throw new UserError(`the folder of the --json file '${args.json}' does not exist`);
@@ -157,9 +154,7 @@ async function main(argv: readonly string[]): Promise<number> {
 
   const predictor = await Predictor.create({
     model: args.model,
-    checkpoint: args.checkpoint || undefined,
-    pretrained: args.pretrained || Boolean(args.pretrainedPath),
-    pretrainedPath: args.pretrainedPath || undefined,
+    ...weights,
     useEma: args.useEma,
     numClasses: args.numClasses,
     engine: args.engine,

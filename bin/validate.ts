@@ -18,7 +18,7 @@ import { createLogger, type LogFormat } from '../src/log/logger.js';
 import { checkpointsIn, expandModels, resultJson, validateOne, writeResults, type ValidateArgs, type ValidateResult } from '../src/inference/validate.js';
 import { DEFAULT_MODEL } from '../src/models/registry.js';
 import { UserError, isUserError } from '../src/errors.js';
-import { ENGINE_CHOICES, type EngineChoice } from '../src/inference/load.js';
+import { ENGINE_CHOICES, assertCheckpointExists, type EngineChoice } from '../src/inference/load.js';
 
 const G = 'Validation options:';
 export const VALIDATE_FLAGS: Flag[] = [
@@ -113,7 +113,7 @@ runMain(async () => {
   setMaxImagePixels(r.max_image_pixels as number | null | undefined);
   const { names, bulk: bulkModels } = await expandModels(base.model);
   const ckptIsDir = base.checkpoint !== '' && existsSync(base.checkpoint) && statSync(base.checkpoint).isDirectory();
-  if (base.checkpoint && !existsSync(base.checkpoint)) throw new UserError(`checkpoint '${base.checkpoint}' does not exist`);
+  assertCheckpointExists(base.checkpoint);
 
   if (!bulkModels && !ckptIsDir) {
     const result = await validateOne({ ...base, model: names[0] }, logger);
