@@ -1,12 +1,16 @@
 /**
- * Declarative flag tables shared by the CLIs. Each entry mirrors an argparse flag of timm 0.6.11 train.py /
- * validate.py (MambaOut copy, timm-reference §1), with the same dest name (underscores) and default.
- * `inert` flags have no meaning on tfjs: they are accepted and produce a one-line notice when set.
+ * Declarative flag tables of the commands (the one CLI style: a `Flag[]` given to parse.ts's parseArgs). Each entry
+ * mirrors an argparse flag of timm 0.6.11 train.py / validate.py (MambaOut copy, docs/timm-reference.md §1), with
+ * the same dest name (underscores) and default. `inert` flags have no meaning on tfjs: they are accepted and produce
+ * a one-line notice when set. This file holds the tables several commands share and train.py's (which the recipe
+ * tests parse without loading the training loop); each other command declares its own table at the top of its
+ * file in this folder (validate.ts, predict.ts, demo.ts, export.ts, distributed_train.ts), as timm's scripts do.
  */
 import type { Options } from 'yargs';
 import { DEFAULT_MAX_IMAGE_PIXELS } from '../limits.js';
 import { SETTING_VARIABLES } from '../settings.js';
 import { DEFAULT_MODEL } from '../models/registry.js';
+import { ENGINE_CHOICES } from '../inference/load.js';
 
 export interface Flag {
   /** argparse dest name, e.g. 'grad_accum_steps' (CLI spelling is --grad-accum-steps). */
@@ -66,7 +70,7 @@ export const INFERENCE_MODEL_FLAGS: Flag[] = [
   { dest: 'use_ema', type: 'boolean', default: false, describe: 'use the EMA weights of the checkpoint if present', group: IM },
   { dest: 'num_classes', type: 'number', default: undefined, describe: 'number of classes (default: from the weights)', group: IM },
   { dest: 'class_map', type: 'string', default: '', describe: 'file with one class name per line (default: ImageNet-1k names for 1000 classes, class_<i> otherwise)', group: IM },
-  { dest: 'engine', type: 'string', default: 'auto', describe: 'inference engine: auto (onnxruntime on CPU, tfjs on a GPU backend), onnxruntime, tfjs', group: IM, choices: ['auto', 'onnxruntime', 'tfjs'] },
+  { dest: 'engine', type: 'string', default: 'auto', describe: 'inference engine: auto (onnxruntime on CPU, tfjs on a GPU backend), onnxruntime, tfjs', group: IM, choices: ENGINE_CHOICES },
   { dest: 'threads', type: 'number', default: undefined, describe: 'onnxruntime threads (default: one per core)', group: IM },
   { dest: 'img_size', type: 'number', default: undefined, describe: "input image size (default: the model's, 224)", group: ID },
   { dest: 'crop_pct', type: 'number', default: undefined, describe: "center crop fraction (default: the model's, 1.0)", group: ID },
