@@ -65,6 +65,14 @@ const write = (name: SettingName, v: string | number | boolean | undefined): voi
   else process.env[SETTING_VARIABLES[name]] = typeof v === 'boolean' ? (v ? '1' : '0') : String(v);
 };
 const bad = (name: SettingName, what: string): UserError => new UserError(`${SETTING_VARIABLES[name]}='${raw(name)}' ${what}`);
+/** A whole number >= min, undefined when unset or blank; otherwise a UserError saying `what` it must be. */
+const wholeNumber = (name: SettingName, min: number, what: string): number | undefined => {
+  const v = given(name);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw bad(name, what);
+  return n;
+};
 
 export const settings = {
   /**
@@ -83,11 +91,7 @@ export const settings = {
    * launcher sets it per worker). `MAMBAOUT_WEBGPU_ADAPTER`, default undefined: Dawn's first adapter.
    */
   get webgpuAdapter(): number | undefined {
-    const v = given('webgpuAdapter');
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw bad('webgpuAdapter', 'is not a non-negative integer');
-    return n;
+    return wholeNumber('webgpuAdapter', 0, 'is not a non-negative integer');
   },
   set webgpuAdapter(v: number | undefined) {
     write('webgpuAdapter', v);
@@ -117,11 +121,7 @@ export const settings = {
    * 2x Pillow's MAX_IMAGE_PIXELS); `--max-image-pixels` sets it. `MAMBAOUT_MAX_IMAGE_PIXELS`, default undefined.
    */
   get maxImagePixels(): number | undefined {
-    const v = given('maxImagePixels');
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw bad('maxImagePixels', 'is not a positive whole number of pixels');
-    return n;
+    return wholeNumber('maxImagePixels', 1, 'is not a positive whole number of pixels');
   },
   set maxImagePixels(v: number | undefined) {
     write('maxImagePixels', v);
