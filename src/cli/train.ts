@@ -7,7 +7,7 @@
  */
 import { parseArgs } from './parse.js';
 import { TRAIN_FLAGS, inertNotices } from './options.js';
-import { listModelsTable } from './list_models.js';
+import { listModelsRequested } from './list_models.js';
 import { createLogger, type LogFormat } from '../log/logger.js';
 import { argsToYaml } from '../train/args_yaml.js';
 import { runTraining } from '../train/loop.js';
@@ -28,11 +28,7 @@ export async function trainCommand(argv: readonly string[]): Promise<number> {
     argv,
   });
   const args = parsed.args;
-  if (args.__help) return 0;
-  if (args.list_models) {
-    process.stdout.write(listModelsTable() + '\n');
-    return 0;
-  }
+  if (args.__help || listModelsRequested(args)) return 0;
   const yamlText = argsToYaml(args); // timm writes args.yaml from the args right after parsing
   const rank = Number(process.env.RANK ?? 0);
   const logger = createLogger({ format: args.log_format as LogFormat, silent: rank !== 0 });

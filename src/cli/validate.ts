@@ -10,7 +10,7 @@ import { existsSync, statSync } from 'node:fs';
 import { parseArgs } from './parse.js';
 import { BACKEND_FLAGS, IMAGE_LIMIT_FLAG, LIST_MODELS_FLAG, inertNotices, type Flag } from './options.js';
 import { setMaxImagePixels } from '../limits.js';
-import { listModelsTable } from './list_models.js';
+import { listModelsRequested } from './list_models.js';
 import { createLogger, type LogFormat } from '../log/logger.js';
 import { checkpointsIn, expandModels, resultJson, validateOne, writeResults, type ValidateArgs, type ValidateResult } from '../inference/validate.js';
 import { DEFAULT_MODEL } from '../models/registry.js';
@@ -70,11 +70,7 @@ export async function validateCommand(argv: readonly string[]): Promise<number> 
     argv,
   });
   const r = parsed.args;
-  if (r.__help) return 0;
-  if (r.list_models) {
-    process.stdout.write(listModelsTable() + '\n');
-    return 0;
-  }
+  if (r.__help || listModelsRequested(r)) return 0;
   const logger = createLogger({ format: r.log_format as LogFormat });
   for (const n of inertNotices(VALIDATE_FLAGS, r)) logger.info(n);
   if (r.dataset && !/^(folder\/?)$/.test(r.dataset as string)) throw new UserError(`--dataset '${r.dataset}' is not supported: only ImageNet-style folders`);
