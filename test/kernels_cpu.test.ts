@@ -18,10 +18,9 @@ import {
 import { createModel } from '../src/models/mambaout.js';
 import { toTorchLayout } from '../src/models/layers.js';
 import { loadCheckpoint } from '../src/checkpoint/load.js';
-import { readSafetensors } from '../src/checkpoint/safetensors.js';
 import { UserError } from '../src/errors.js';
 import { Rng } from '../src/utils/rng.js';
-import { fixture, maxAbs, maxAbsDiff, nchwToNhwc } from './helpers.js';
+import { fixture, maxAbs, maxAbsDiff, microIo } from './helpers.js';
 
 tf.env().set('PROD', true);
 await tf.setBackend('cpu');
@@ -401,11 +400,7 @@ test('cpu: BatchMatMul equals tfjs\'s kernel (transposes, odd sizes, long K, bat
 
 // ---- MambaOut gradients against the PyTorch fixture
 
-const io = await readSafetensors(fixture('micro_io.safetensors'));
-const inp = io.get('input_nchw')!;
-const [N, C, H, W] = inp.shape;
-const inputNhwc = nchwToNhwc(inp.data as Float32Array, N, C, H, W);
-const labels = Array.from(io.get('labels')!.data as BigInt64Array, Number);
+const { io, N, H, W, inputNhwc, labels } = await microIo();
 
 /** Every gradient of micro's loss on the current backend, compared with PyTorch's; returns the worst rel diff. */
 async function checkMicroGradients(): Promise<number> {
