@@ -5,8 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -42,9 +41,10 @@ function withEnv(name: SettingName, value: string | undefined, fn: () => void): 
 }
 
 test('no file but src/settings.ts reads a MAMBAOUT_* variable from process.env', () => {
-  const files = execFileSync('git', ['ls-files', 'src', 'bin', 'test', 'scripts'], { cwd: ROOT, encoding: 'utf8' })
-    .split('\n')
-    .filter((f) => /\.(ts|mjs|js)$/.test(f) && f !== 'src/settings.ts' && f !== 'test/settings.test.ts');
+  const walk = (dir: string): string[] =>
+    readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? walk(`${dir}/${e.name}`) : /\.(ts|mjs)$/.test(e.name) ? [`${dir}/${e.name}`] : []);
+  const files = ['src', 'bin', 'test', 'scripts'].flatMap(walk).filter((f) => f !== 'src/settings.ts' && f !== 'test/settings.test.ts');
   const readers: string[] = [];
   for (const f of files) {
     const src = readFileSync(join(ROOT, f), 'utf8');
