@@ -2,11 +2,10 @@
 /**
  * mambaout: `mambaout train|validate|predict|export|demo|distributed-train [flags]`, the per-tool programs under one
  * name. Drops the subcommand from argv and runs the tool's own entry file (the sibling bin), so flags, help and exit
- * codes are exactly those of `mambaout-<tool>`.
+ * codes are exactly those of `mambaout-<tool>`; without a known subcommand, src/cli/subcommands.ts answers.
  */
-import { UserError } from '../src/errors.js';
 import { runMain } from '../src/cli/main.js';
-import { SUBCOMMANDS, isSubcommand, subcommandUsage } from '../src/cli/subcommands.js';
+import { SUBCOMMANDS, isSubcommand, umbrellaCommand } from '../src/cli/subcommands.js';
 
 const sub = process.argv[2];
 if (isSubcommand(sub)) {
@@ -14,12 +13,5 @@ if (isSubcommand(sub)) {
   const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
   await import(new URL(`./${SUBCOMMANDS[sub].file}${ext}`, import.meta.url).href);
 } else {
-  runMain(async () => {
-    if (sub === '--help' || sub === '-h') {
-      process.stdout.write(subcommandUsage() + '\n');
-      return 0;
-    }
-    process.stderr.write(subcommandUsage() + '\n\n');
-    throw new UserError(sub === undefined ? 'give a command' : `unknown command '${sub}'; choose one of ${Object.keys(SUBCOMMANDS).join(', ')}`);
-  });
+  runMain(() => umbrellaCommand(sub));
 }

@@ -18,7 +18,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
-import { loadCheckpoint } from '../src/checkpoint/pth.js';
+import { loadCheckpoint } from '../src/checkpoint/load.js';
 import type { TensorMap } from '../src/checkpoint/types.js';
 import { buildOnnxModel, expectedStateDictShapes, onnxConfigFor, writeOnnx, type OnnxModelConfig } from '../src/export/onnx.js';
 import { OrtClassifier, loadOnnxRuntime } from '../src/engine/onnxruntime.js';

@@ -14,3 +14,14 @@ export class UserError extends Error {
 export function isUserError(e: unknown): e is UserError {
   return e instanceof UserError;
 }
+
+/** The message of anything thrown (an Error's message, else its string form). */
+export function errMessage(e: unknown): string {
+  const m = (e as { message?: unknown } | null | undefined)?.message;
+  return typeof m === 'string' ? m : String(e);
+}
+
+/** The first line of a (possibly multi-line) message, at most `max` characters: for one-line reasons in logs. */
+export function firstLine(s: string, max = 200): string {
+  return s.split('\n')[0].slice(0, max);
+}

@@ -21,13 +21,15 @@ export {
   type DefaultCfg,
 } from './models/registry.js';
 export { VERSION } from './version.js';
-export { loadCheckpoint, readPth, type LoadedCheckpoint, type CheckpointMeta } from './checkpoint/pth.js';
+export { loadCheckpoint, type LoadedCheckpoint, type CheckpointMeta } from './checkpoint/load.js';
+export { readPth } from './checkpoint/pth.js';
 export { readSafetensors, writeSafetensors } from './checkpoint/safetensors.js';
 export { writeFileAtomic } from './checkpoint/atomic.js';
 export { readTrainCheckpoint, writeTrainCheckpoint, CheckpointSaver, type TrainCheckpoint } from './checkpoint/saver.js';
 export type { HostTensor, TensorMap, StoredDType } from './checkpoint/types.js';
 export { initBackend, releaseBackend, activeBackend, BACKEND_CHOICES, type BackendResult, type BackendChoice } from './backend/index.js';
 export { UserError, isUserError } from './errors.js';
+export { settings, SETTING_VARIABLES, type SettingName } from './settings.js';
 export { Rng } from './utils/rng.js';
 export { loadClassifier, type LoadedClassifier, type LoadOptions } from './inference/load.js';
 export { resolvePretrained, cacheDir } from './pretrained.js';

@@ -11,12 +11,12 @@
  * threads (which copy the environment when they start) apply the same limit.
  */
 import { UserError } from './errors.js';
+import { settings } from './settings.js';
 
 /** Pillow's Image.MAX_IMAGE_PIXELS (a DecompressionBombWarning above it). */
 export const PILLOW_MAX_IMAGE_PIXELS = 89_478_485;
 /** Default pixel limit: where Pillow raises DecompressionBombError (2 x MAX_IMAGE_PIXELS). */
 export const DEFAULT_MAX_IMAGE_PIXELS = 2 * PILLOW_MAX_IMAGE_PIXELS;
-export const MAX_IMAGE_PIXELS_ENV = 'MAMBAOUT_MAX_IMAGE_PIXELS';
 
 /**
  * Fixed bounds of the checkpoint readers (src/checkpoint). None of them can be reached by a file that torch.save,
@@ -52,12 +52,13 @@ export const CHECKPOINT_LIMITS = {
   denseSlackBytes: 64 * 1024 * 1024,
 } as const;
 
-/** MAMBAOUT_MAX_IMAGE_PIXELS as a number, undefined when unset, NaN when not a positive whole number. */
+/** settings.maxImagePixels (MAMBAOUT_MAX_IMAGE_PIXELS) when set and valid; setMaxImagePixels reports a bad one. */
 function envMaxPixels(): number | undefined {
-  const v = process.env[MAX_IMAGE_PIXELS_ENV];
-  if (v === undefined || v.trim() === '') return undefined;
-  const n = Number(v);
-  return Number.isInteger(n) && n >= 1 ? n : NaN;
+  try {
+    return settings.maxImagePixels;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Settings a user can change (flags / environment). */
@@ -66,7 +67,7 @@ export const limits = {
    * Images with more pixels (width x height, from the header) are refused before decoding. Starts from
    * MAMBAOUT_MAX_IMAGE_PIXELS when valid (setMaxImagePixels reports an invalid one), else the default.
    */
-  maxImagePixels: envMaxPixels() || DEFAULT_MAX_IMAGE_PIXELS,
+  maxImagePixels: envMaxPixels() ?? DEFAULT_MAX_IMAGE_PIXELS,
 };
 
 /**
@@ -75,15 +76,12 @@ export const limits = {
  */
 export function setMaxImagePixels(n: number | null | undefined, flag = '--max-image-pixels'): void {
   if (n === undefined || n === null) {
-    const env = envMaxPixels();
-    if (Number.isNaN(env)) {
-      throw new UserError(`${MAX_IMAGE_PIXELS_ENV}='${process.env[MAX_IMAGE_PIXELS_ENV]}' is not a positive whole number of pixels`);
-    }
+    void settings.maxImagePixels; // a bad MAMBAOUT_MAX_IMAGE_PIXELS: a UserError naming it
     return;
   }
   if (!Number.isInteger(n) || n < 1) throw new UserError(`${flag} must be a positive whole number of pixels, got ${n}`);
   limits.maxImagePixels = n;
-  process.env[MAX_IMAGE_PIXELS_ENV] = String(n);
+  settings.maxImagePixels = n;
 }
 
 /** 900000000 -> "900.0 MP", 1000 -> "1000 pixels" */

@@ -8,16 +8,16 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, promises as fsp } from 'node:fs';
-import { homedir } from 'node:os';
 import { basename, join } from 'node:path';
 import https from 'node:https';
 import cliProgress from 'cli-progress';
 import { UserError } from './errors.js';
+import { settings } from './settings.js';
 import { getModelConfig } from './models/registry.js';
 import { writeFileAtomic } from './checkpoint/atomic.js';
 
 export function cacheDir(): string {
-  return process.env.MAMBAOUT_HOME || join(homedir(), '.cache', 'mambaout');
+  return settings.home;
 }
 
 export async function sha256File(path: string): Promise<string> {

@@ -12,12 +12,14 @@ import { fileURLToPath } from 'node:url';
 import { UserError } from '../src/errors.js';
 import type { HostTensor, TensorMap } from '../src/checkpoint/types.js';
 import { isHostTensor, pyAttributes, unpickle, type PyDict, type PyRecord, type PyValue } from '../src/checkpoint/pickle.js';
-import { loadCheckpoint, readPth, rebuildTensor } from '../src/checkpoint/pth.js';
+import { loadCheckpoint, pickStateDict, stripPrefix } from '../src/checkpoint/load.js';
+import { readPth, rebuildTensor } from '../src/checkpoint/pth.js';
 import { encodeSafetensors, readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { writeFileAtomic } from '../src/checkpoint/atomic.js';
-import { floatToBf16Bits, floatToHalfBits, halfToFloatTable, pickStateDict, stripPrefix } from '../src/checkpoint/state.js';
+import { floatToBf16Bits, floatToHalfBits, halfToFloatTable } from '../src/checkpoint/dtype.js';
 import { zipSync } from 'fflate';
 import { PickleWriter, f32Bytes, makePth, u16Bytes } from './helpers/craft.js';
+import { maxAbsDiff } from './helpers.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 const MICRO = fixture('micro.pth');
@@ -47,13 +49,6 @@ function f32(t: HostTensor | undefined): Float32Array {
   assert.ok(t, 'tensor missing');
   assert.ok(t.data instanceof Float32Array, `expected Float32Array data, got ${t.data.constructor.name}`);
   return t.data;
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 /** State-dict keys and shapes of MambaOut(depths=[1,1,2,1], dims=[8,16,24,32], num_classes=10), in module order. */

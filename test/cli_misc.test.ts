@@ -1,6 +1,7 @@
 /**
  * CLI-level checks that span modules: --list-models (parameter counts), the package entry point
- * (`import * as m from 'mambaout'`), and --pretrained's cache / offline behaviour.
+ * (`import * as m from 'mambaout'`), --pretrained's cache / offline behaviour, and the one parser every command
+ * uses (src/cli/parse.ts) in the forms predict, demo and the launcher need.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +10,10 @@ import { appendFileSync, copyFileSync, existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fixture, sharedFixture, tempDir } from './helpers.js';
+import { parseArgs, splitLauncherArgs } from '../src/cli/parse.js';
+import { PREDICT_FLAGS } from '../src/cli/predict.js';
+import { DEMO_FLAGS } from '../src/cli/demo.js';
+import { LAUNCHER_FLAGS } from '../src/cli/distributed_train.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { dir: TMP, cleanup } = tempDir('mambaout-cli-test-');
@@ -83,7 +88,7 @@ test('--pretrained cache: a verified file is used, its checksum recorded, and a 
 
 test('mambaout-export: PyTorch-named safetensors equal to the source weights; ONNX graph gives the same logits', async () => {
   const { readSafetensors } = await import('../src/checkpoint/safetensors.js');
-  const { loadCheckpoint } = await import('../src/checkpoint/pth.js');
+  const { loadCheckpoint } = await import('../src/checkpoint/load.js');
   const { OrtClassifier } = await import('../src/engine/onnxruntime.js');
   const st = join(TMP, 'micro_weights.safetensors');
   const r1 = cli('export', ['--model', 'mambaout_test', '--checkpoint', fixture('micro.pth'), '--format', 'safetensors', '-o', st]);
@@ -110,4 +115,28 @@ test('mambaout-export: PyTorch-named safetensors equal to the source weights; ON
   const bad = cli('export', ['--model', 'mambaout_femto', '--checkpoint', fixture('micro.pth'), '--format', 'onnx', '-o', onnx]);
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /--model mambaout_femto conflicts with the checkpoint .*micro\.pth, which holds a mambaout_test model/);
+});
+
+test('predict and demo parse with the shared parser: every input collected, no -c, numbers must be finite', () => {
+  const predict = (argv: string[]) =>
+    parseArgs({ scriptName: 'p', usage: '', flags: PREDICT_FLAGS, positionals: [{ name: 'inputs', describe: '', type: 'string', variadic: true }], argv, config: false, parserConfig: { 'parse-positional-numbers': false, 'camel-case-expansion': false }, finiteNumbers: true }).args;
+  const a = predict(['a.jpg', '--topk', '3', 'dir', '1e3', '--json']);
+  assert.deepEqual(a.inputs, ['a.jpg', 'dir', '1e3']);
+  assert.equal(a.topk, 3);
+  assert.equal(a.json, '');
+  assert.equal(a.config, undefined);
+  assert.throws(() => predict(['-c', 'x.yaml']), /unknown option -c/);
+  assert.throws(() => predict(['--threads', 'Infinity']), /--threads expects a number/);
+  const demo = (argv: string[]) =>
+    parseArgs({ scriptName: 'd', usage: '', flags: DEMO_FLAGS, positionals: [], argv, config: false, finiteNumbers: true, unexpectedHint: 'the demo takes images through its web page' });
+  assert.throws(() => demo(['x.jpg']), /^UserError: unexpected argument 'x.jpg'; the demo takes images through its web page$/);
+});
+
+test('the launcher takes its own flags out wherever they stand and passes the rest on unparsed', () => {
+  const { launcher, nproc, rest } = splitLauncherArgs(['2', 'data', '--nnodes=2', '-b', '64', '--node_rank', '1', '--lr', '4e-3', '--gpu-isolation', 'none'], LAUNCHER_FLAGS);
+  assert.equal(nproc, 2);
+  assert.deepEqual(launcher, { nnodes: '2', node_rank: '1', gpu_isolation: 'none' });
+  assert.deepEqual(rest, ['data', '-b', '64', '--lr', '4e-3']);
+  assert.equal(splitLauncherArgs(['data', '2'], LAUNCHER_FLAGS).nproc, null, 'NUM_GPUS only first');
+  assert.throws(() => splitLauncherArgs(['--master-port'], LAUNCHER_FLAGS), /--master-port needs a value/);
 });

@@ -14,8 +14,9 @@ import { readSafetensors } from '../src/checkpoint/safetensors.js';
 import { UserError } from '../src/errors.js';
 import { cmykToRgb, decodeRGB, decodeRGBSync, DecodeError } from '../src/data/decode.js';
 import { naturalSort, resolveSplit, scanImageFolder, type Sample } from '../src/data/folder.js';
-import { DataLoader, sampleSeed, type Batch } from '../src/data/loader.js';
+import { DataLoader, type Batch } from '../src/data/loader.js';
 import { runBatch } from '../src/data/worker.js';
+import { sampleSeed } from '../src/utils/rng.js';
 import {
   DistributedSampler,
   OrderedDistributedSampler,

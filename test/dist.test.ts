@@ -15,7 +15,7 @@ import { readDistEnv, readNodeConfig, distModeLine, distTimeoutMs } from '../src
 import { ProcessGroup } from '../src/distributed/group.js';
 import { RingAllgather, RingAllreduce, RingBroadcast, type RingCollective, type RingSend } from '../src/distributed/allreduce.js';
 import { findFreePort, launch, workerEnv } from '../src/distributed/launcher.js';
-import { addF32, divideF32 } from '../src/distributed/transport.js';
+import { addF32, divideF32 } from '../src/distributed/float32.js';
 import { UserError } from '../src/errors.js';
 import { Rng } from '../src/utils/rng.js';
 import { tempDir } from './helpers.js';

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readSafetensors } from '../src/checkpoint/safetensors.js';
 
 export const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
 /** ../shared/fixtures seen from the repository root (large femto fixtures live only there). */
@@ -44,4 +45,17 @@ export function nchwToNhwc(data: Float32Array, n: number, c: number, h: number, 
 export function tempDir(prefix = 'mambaout-test-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * The micro model's PyTorch fixture (micro_io.safetensors: input, labels, logits, loss, gradients), with the input
+ * as NHWC and the labels as numbers.
+ */
+export async function microIo() {
+  const io = await readSafetensors(fixture('micro_io.safetensors'));
+  const inp = io.get('input_nchw')!;
+  const [N, C, H, W] = inp.shape;
+  const inputNhwc = nchwToNhwc(inp.data as Float32Array, N, C, H, W);
+  const labels = Array.from(io.get('labels')!.data as BigInt64Array, Number);
+  return { io, N, C, H, W, inputNhwc, labels };
 }

@@ -17,7 +17,9 @@ import { deflateRawSync } from 'node:zlib';
 import sharp from 'sharp';
 import { UserError } from '../src/errors.js';
 import { CHECKPOINT_LIMITS, DEFAULT_MAX_IMAGE_PIXELS, limits, setMaxImagePixels } from '../src/limits.js';
-import { loadCheckpoint, readPth } from '../src/checkpoint/pth.js';
+import { SETTING_VARIABLES } from '../src/settings.js';
+import { loadCheckpoint } from '../src/checkpoint/load.js';
+import { readPth } from '../src/checkpoint/pth.js';
 import { unpickle } from '../src/checkpoint/pickle.js';
 import { readSafetensors } from '../src/checkpoint/safetensors.js';
 import { readTrainCheckpoint } from '../src/checkpoint/saver.js';
@@ -264,7 +266,7 @@ describe('5. decompression-bomb images are refused from the header', () => {
     const before = limits.maxImagePixels;
     try {
       setMaxImagePixels(1000);
-      assert.equal(process.env.MAMBAOUT_MAX_IMAGE_PIXELS, '1000');
+      assert.equal(process.env[SETTING_VARIABLES.maxImagePixels], '1000'); // exported for the loader's worker threads
       await assert.rejects(decodeRGB(small, 's.png'), ImageTooLargeError);
       assert.throws(() => setMaxImagePixels(-5), /--max-image-pixels must be a positive whole number of pixels, got -5/);
     } finally {

@@ -12,6 +12,7 @@ import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } fr
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fixture, tempDir } from './helpers.js';
+import { settings } from '../src/settings.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string; bin: Record<string, string> };
@@ -46,8 +47,8 @@ function userEnv(nodeBin: string): NodeJS.ProcessEnv {
   return env;
 }
 
-test('npm install of the packed tarball into a fresh project: clean, engine present and used, bins, import and require', { skip: process.env.MAMBAOUT_INSTALL_TEST !== '1' && 'set MAMBAOUT_INSTALL_TEST=1 (CI does)', timeout: 600_000 }, () => {
-  const node = process.env.MAMBAOUT_INSTALL_NODE || process.execPath;
+test('npm install of the packed tarball into a fresh project: clean, engine present and used, bins, import and require', { skip: !settings.installTest && 'set MAMBAOUT_INSTALL_TEST=1 (CI does)', timeout: 600_000 }, () => {
+  const node = settings.installNode;
   const env = userEnv(node);
   const tmp = tempDir('mambaout-install-');
   try {

@@ -17,11 +17,10 @@ import {
 } from '../src/backend/kernels/cpu/index.js';
 import { createModel } from '../src/models/mambaout.js';
 import { toTorchLayout } from '../src/models/layers.js';
-import { loadCheckpoint } from '../src/checkpoint/pth.js';
-import { readSafetensors } from '../src/checkpoint/safetensors.js';
+import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { UserError } from '../src/errors.js';
 import { Rng } from '../src/utils/rng.js';
-import { fixture, maxAbs, maxAbsDiff, nchwToNhwc } from './helpers.js';
+import { fixture, maxAbs, maxAbsDiff, microIo } from './helpers.js';
 
 tf.env().set('PROD', true);
 await tf.setBackend('cpu');
@@ -136,20 +135,28 @@ function attrsOf(c: Case, ci: ReturnType<typeof info>) {
     : { strides: c.strides, pad: c.pad, dilations: 1, dimRoundingMode: undefined, filterShape: c.filter, inputShape: ci.inShape };
 }
 
+/** Random inputs of a case (drawn in this order: x, dy, filter), its kernel attributes and filter-gradient kernel. */
+function caseInputs(c: Case, rng: Rng) {
+  const ci = info(c);
+  const dyShape: Shape4 = [c.x[0], ci.outHeight, ci.outWidth, ci.outChannels];
+  return {
+    dyShape,
+    xv: randomArray(rng, size(c.x)),
+    dyv: randomArray(rng, size(dyShape)),
+    wv: randomArray(rng, size(c.filter)),
+    attrs: attrsOf(c, ci) as unknown as tf.NamedAttrMap,
+    name: c.kind === 'conv' ? 'Conv2DBackpropFilter' : 'DepthwiseConv2dNativeBackpropFilter',
+  };
+}
+
 /** Run every case through the kernels registered on the current backend and compare with the references. */
 function checkCases(cases: Case[], rng: Rng): number {
   let worst = 0;
   for (const c of cases) {
-    const ci = info(c);
-    const dyShape: Shape4 = [c.x[0], ci.outHeight, ci.outWidth, ci.outChannels];
-    const xv = randomArray(rng, size(c.x));
-    const dyv = randomArray(rng, size(dyShape));
-    const wv = randomArray(rng, size(c.filter));
-    const attrs = attrsOf(c, ci) as unknown as tf.NamedAttrMap;
+    const { dyShape, xv, dyv, wv, attrs, name } = caseInputs(c, rng);
     tf.tidy(() => {
       const x = tf.tensor4d(xv, c.x);
       const dy = tf.tensor4d(dyv, dyShape);
-      const name = c.kind === 'conv' ? 'Conv2DBackpropFilter' : 'DepthwiseConv2dNativeBackpropFilter';
       const dw = tf.engine().runKernel(name, { x, dy }, attrs) as tf.Tensor;
       assert.deepEqual(dw.shape, c.filter, label(c));
       worst = Math.max(worst, assertClose(dw.dataSync(), referenceFilterGrad(c, xv, dyv), `${name} ${label(c)}`));
@@ -194,16 +201,10 @@ test('cpu: naive references agree with tfjs\'s original kernels (explicit, same,
   ];
   const backend = tf.backend();
   for (const c of cases) {
-    const ci = info(c);
-    const dyShape: Shape4 = [c.x[0], ci.outHeight, ci.outWidth, ci.outChannels];
-    const xv = randomArray(rng, size(c.x));
-    const dyv = randomArray(rng, size(dyShape));
-    const wv = randomArray(rng, size(c.filter));
-    const attrs = attrsOf(c, ci) as unknown as tf.NamedAttrMap;
+    const { dyShape, xv, dyv, wv, attrs, name } = caseInputs(c, rng);
     tf.tidy(() => {
       const x = tf.tensor4d(xv, c.x);
       const dy = tf.tensor4d(dyv, dyShape);
-      const name = c.kind === 'conv' ? 'Conv2DBackpropFilter' : 'DepthwiseConv2dNativeBackpropFilter';
       const orig = originalKernel(name, 'cpu')!.kernelFunc({ inputs: { x, dy }, backend, attrs }) as TensorInfo;
       const want = backend.readSync(orig.dataId) as Float32Array;
       backend.disposeData(orig.dataId);
@@ -399,11 +400,7 @@ test('cpu: BatchMatMul equals tfjs\'s kernel (transposes, odd sizes, long K, bat
 
 // ---- MambaOut gradients against the PyTorch fixture
 
-const io = await readSafetensors(fixture('micro_io.safetensors'));
-const inp = io.get('input_nchw')!;
-const [N, C, H, W] = inp.shape;
-const inputNhwc = nchwToNhwc(inp.data as Float32Array, N, C, H, W);
-const labels = Array.from(io.get('labels')!.data as BigInt64Array, Number);
+const { io, N, H, W, inputNhwc, labels } = await microIo();
 
 /** Every gradient of micro's loss on the current backend, compared with PyTorch's; returns the worst rel diff. */
 async function checkMicroGradients(): Promise<number> {

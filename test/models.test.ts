@@ -9,19 +9,15 @@ import * as tf from '@tensorflow/tfjs-core';
 import { createModel, type MambaOut } from '../src/models/mambaout.js';
 import { countParams, listModels, MODEL_CONFIGS } from '../src/models/registry.js';
 import { toTorchLayout } from '../src/models/layers.js';
-import { loadCheckpoint } from '../src/checkpoint/pth.js';
+import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { initBackend } from '../src/backend/index.js';
 import { UserError } from '../src/errors.js';
-import { fixture, maxAbs, maxAbsDiff, nchwToNhwc, sharedFixture, tempDir } from './helpers.js';
+import { fixture, maxAbs, maxAbsDiff, microIo, nchwToNhwc, sharedFixture, tempDir } from './helpers.js';
 
 await initBackend('cpu');
 
-const io = await readSafetensors(fixture('micro_io.safetensors'));
-const inp = io.get('input_nchw')!;
-const [N, C, H, W] = inp.shape;
-const inputNhwc = nchwToNhwc(inp.data as Float32Array, N, C, H, W);
-const labels = Array.from(io.get('labels')!.data as BigInt64Array, Number);
+const { io, N, H, W, inputNhwc, labels } = await microIo();
 
 async function microModel(): Promise<MambaOut> {
   const { stateDict } = await loadCheckpoint(fixture('micro.pth'));

@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { buildOnnxModel, expectedStateDictShapes, onnxConfigFor, writeOnnx } from '../src/export/onnx.js';
 import { OrtClassifier, nchwToNhwc, nhwcToNchw } from '../src/engine/onnxruntime.js';
 import { readProtoFields, type WireValue } from '../src/export/onnx_proto.js';
-import { loadCheckpoint } from '../src/checkpoint/pth.js';
+import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { readSafetensors } from '../src/checkpoint/safetensors.js';
 import type { TensorMap } from '../src/checkpoint/types.js';
 import { UserError } from '../src/errors.js';

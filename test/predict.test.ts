@@ -13,7 +13,7 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadCheckpoint } from '../src/checkpoint/pth.js';
+import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { decodeRGB } from '../src/data/decode.js';
 import { evalTransform, resolveDataConfig } from '../src/data/transforms/eval.js';
 import { createModel } from '../src/models/mambaout.js';

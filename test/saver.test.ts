@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CheckpointSaver, readTrainCheckpoint, type TrainCheckpoint } from '../src/checkpoint/saver.js';
-import { loadCheckpoint } from '../src/checkpoint/pth.js';
+import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { tempDir } from './helpers.js';
 
 function ck(v: number): TrainCheckpoint {

@@ -22,7 +22,7 @@ import { Rng } from '../src/utils/rng.js';
 import { readDistEnv } from '../src/distributed/env.js';
 import { runTraining } from '../src/train/loop.js';
 import { readTrainCheckpoint } from '../src/checkpoint/saver.js';
-import { loadCheckpoint } from '../src/checkpoint/pth.js';
+import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { readResumeCheckpoint } from '../src/train/resume.js';
 import { makeTinyImagenet } from '../src/data/tiny.js';
 import { decodeRGB } from '../src/data/decode.js';

@@ -234,7 +234,7 @@ test('Ctrl-C saves a recovery checkpoint and exits cleanly; the recovery file re
 });
 
 test('--initial-checkpoint loads the weights (strict) before training; with lr 0 they come out unchanged', async () => {
-  const { loadCheckpoint } = await import('../src/checkpoint/pth.js');
+  const { loadCheckpoint } = await import('../src/checkpoint/load.js');
   const { fixture } = await import('./helpers.js');
   const r = await runTraining(
     argsOf([...DETERMINISTIC, '--lr', '0', '--warmup-lr', '0', '--min-lr', '0', '--weight-decay', '0', '-b', '16', '--num-classes', '10', '--initial-checkpoint', fixture('micro.pth'), '--output', TMP, '--experiment', 'initial']),

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import '../src/backend/tfjs.js'; // the cpu backend and tfjs's gradients
-import { loadCheckpoint } from '../src/checkpoint/pth.js';
+import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { readSafetensors } from '../src/checkpoint/safetensors.js';
 import type { HostTensor, TensorMap } from '../src/checkpoint/types.js';
 import { UserError } from '../src/errors.js';
@@ -45,6 +45,7 @@ import {
 import { adaptiveClipGrad, clipGradNorm, clipGradValue, dispatchClipGrad, unitwiseNorm } from '../src/train/clip.js';
 import { ModelEmaV2 } from '../src/train/ema.js';
 import { AverageMeter, accuracy, accuracySync } from '../src/train/metrics.js';
+import { maxAbsDiff } from './helpers.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
@@ -59,13 +60,6 @@ before(async () => {
 function f32(t: HostTensor): Float32Array {
   assert.ok(t.data instanceof Float32Array, 'expected float32 data');
   return t.data;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'length mismatch');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what = ''): void {

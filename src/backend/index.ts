@@ -9,7 +9,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { UserError } from '../errors.js';
+import { UserError, errMessage, firstLine } from '../errors.js';
+import { settings } from '../settings.js';
 import './tfjs.js';
 
 export const BACKEND_CHOICES = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -29,7 +30,7 @@ export interface BackendResult {
 export interface InitBackendOptions {
   /** Training needs gradient kernels: wasm is skipped (auto) or refused (explicit). */
   training?: boolean;
-  /** Adapter index for webgpu (multi-GPU workers); default env MAMBAOUT_WEBGPU_ADAPTER. */
+  /** Adapter index for webgpu (multi-GPU workers); default settings.webgpuAdapter (MAMBAOUT_WEBGPU_ADAPTER). */
   adapterIndex?: number;
   /** Threads for the wasm backend. */
   wasmThreads?: number;
@@ -43,7 +44,7 @@ export function activeBackend(): BackendResult | null {
 
 /** Resolve the requested backend name from a flag value and MAMBAOUT_BACKEND. */
 export function requestedBackend(flag?: string): BackendChoice {
-  const v = (flag ?? process.env.MAMBAOUT_BACKEND ?? 'auto').toLowerCase();
+  const v = (flag ?? settings.backend).toLowerCase();
   if (!(BACKEND_CHOICES as readonly string[]).includes(v)) {
     throw new UserError(`unknown backend '${v}'; choose one of ${BACKEND_CHOICES.join(', ')}`);
   }
@@ -64,8 +65,8 @@ async function tryTensorflow(): Promise<Attempt> {
       }
       reasons.push(`${pkg} loaded but registered no backend`);
     } catch (e) {
-      const msg = (e as Error).message ?? String(e);
-      reasons.push(/Cannot find (module|package)/.test(msg) ? `${pkg} not installed` : `${pkg} failed to load (${firstLine(msg)})`);
+      const msg = errMessage(e);
+      reasons.push(/Cannot find (module|package)/.test(msg) ? `${pkg} not installed` : `${pkg} failed to load (${firstLine(msg, 160)})`);
     }
   }
   return { ok: false, reason: reasons.join(', ') };
@@ -89,7 +90,7 @@ async function tryWebgpu(adapterIndex?: number): Promise<Attempt> {
     if (!r.ok) return { ok: false, reason: r.reason };
     return { ok: true, description: r.description };
   } catch (e) {
-    return { ok: false, reason: `webgpu failed to start (${firstLine((e as Error).message ?? String(e))})` };
+    return { ok: false, reason: `webgpu failed to start (${firstLine(errMessage(e), 160)})` };
   }
 }
 
@@ -104,7 +105,7 @@ async function tryWasm(threads?: number): Promise<Attempt> {
     await tf.ready();
     return { ok: true, description: 'wasm' };
   } catch (e) {
-    return { ok: false, reason: `wasm failed to start (${firstLine((e as Error).message ?? String(e))})` };
+    return { ok: false, reason: `wasm failed to start (${firstLine(errMessage(e), 160)})` };
   }
 }
 
@@ -117,16 +118,13 @@ async function useCpu(): Promise<Attempt> {
   return { ok: true, description: 'cpu' };
 }
 
-function firstLine(s: string): string {
-  return s.split('\n')[0].slice(0, 160);
-}
-
 /** Start a tfjs backend. Throws UserError when an explicitly requested backend is unavailable. */
 export async function initBackend(choice: BackendChoice | string = 'auto', opts: InitBackendOptions = {}): Promise<BackendResult> {
   const requested = requestedBackend(choice);
   // Silence tfjs's "install tfjs-node" banner and debug checks: we choose backends deliberately.
   tf.env().set('PROD', true);
-  const adapterIndex = opts.adapterIndex ?? envInt('MAMBAOUT_WEBGPU_ADAPTER');
+  // Unset: webgpu.ts reads settings.webgpuAdapter itself (and names a bad value as the reason webgpu was skipped).
+  const adapterIndex = opts.adapterIndex;
   const skipped: string[] = [];
   let chosen: { name: string; description: string } | null = null;
 
@@ -176,9 +174,3 @@ export async function releaseBackend(): Promise<void> {
   active = null;
 }
 
-function envInt(name: string): number | undefined {
-  const v = process.env[name];
-  if (v === undefined || v === '') return undefined;
-  const n = Number(v);
-  return Number.isInteger(n) && n >= 0 ? n : undefined;
-}

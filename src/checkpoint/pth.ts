@@ -1,6 +1,6 @@
 /**
  * Reading PyTorch zip checkpoints (`torch.save` since torch 1.6; `.pth`, `.pth.tar`, `.pt`)
- * without executing any code, and timm-style checkpoint loading.
+ * without executing any code. Choosing the state dict inside one, timm's way, is load.ts's.
  *
  * Zip layout written by torch.save:
  *   <archive>/data.pkl        the pickled object tree (see pickle.ts)
@@ -26,57 +26,18 @@
  * widened to Float32Array with `dtype` keeping the stored name, int64 as BigInt64Array,
  * bool as Uint8Array).
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { crc32 as zlibCrc32, inflateRawSync } from 'node:zlib';
 import { UserError } from '../errors.js';
 import { CHECKPOINT_LIMITS } from '../limits.js';
-import { numel, type ExpectedModel, type HostData, type HostTensor, type StoredDType, type TensorMap } from './types.js';
-import {
-  isPyRecord, PyGlobal, unpickle,
-  type PyRecord, type PyValue, type StorageDType, type TensorRebuild,
-} from './pickle.js';
-import {
-  allocHost, byteSwapInPlace, DTYPE_SIZE, halfToFloatTable, HOST_LITTLE_ENDIAN,
-  fileError, pickStateDict, rawToHost, rawView, stripPrefix, type RawArray, type StateDictKey,
-} from './state.js';
-import { readSafetensors } from './safetensors.js';
-import { isTrainCheckpointMeta, parseTrainMeta, splitTrainTensors } from './saver.js';
+import { numel, type ExpectedModel, type HostData, type HostTensor, type StoredDType } from './types.js';
+import { PyGlobal, unpickle, type PyValue, type StorageDType, type TensorRebuild } from './pickle.js';
+import { allocHost, byteSwapInPlace, DTYPE_SIZE, halfToFloatTable, HOST_LITTLE_ENDIAN, rawToHost, rawView, type RawArray } from './dtype.js';
+import { openForRead, readAt, ShortRead } from './files.js';
 
 /** The unpickled content of a .pth file (usually a Map). */
 export type PthObject = PyValue;
 
-// ---------------------------------------------------------------------------
-// file access helpers
-
-async function openForRead(path: string): Promise<{ fh: FileHandle; size: number }> {
-  let fh: FileHandle;
-  try {
-    fh = await open(path, 'r');
-  } catch (e) {
-    throw fileError(path, e);
-  }
-  const st = await fh.stat();
-  if (st.isDirectory()) {
-    await fh.close();
-    throw new UserError(`'${path}' is a directory, not a checkpoint file`);
-  }
-  return { fh, size: st.size };
-}
-
-/** Reads exactly `len` bytes at `pos` into a fresh (aligned) buffer. */
-async function readAt(fh: FileHandle, pos: number, len: number): Promise<Uint8Array> {
-  const out = new Uint8Array(len);
-  let done = 0;
-  while (done < len) {
-    const { bytesRead } = await fh.read(out, done, len - done, pos + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  if (done < len) throw new ShortRead();
-  return out;
-}
-
-class ShortRead extends Error {}
 
 // ---------------------------------------------------------------------------
 // minimal zip reader (central directory, zip64 aware, stored + deflate)
@@ -417,12 +378,12 @@ function fmtShape(s: readonly number[]): string {
 }
 
 /** How a checkpoint is read: the model it is for (optional) raises the inflate budget and checks tensor shapes. */
-interface ArchiveOptions {
+export interface ArchiveOptions {
   expect?: ExpectedModel;
 }
 
 /** An opened checkpoint: the object tree with tensors whose data is not read yet. */
-class PthArchive {
+export class PthArchive {
   private constructor(
     readonly root: PyValue,
     private readonly zip: ZipFile,
@@ -610,7 +571,8 @@ class PthArchive {
   }
 }
 
-async function withPth<T>(path: string, fn: (a: PthArchive) => Promise<T>, opts: ArchiveOptions = {}): Promise<T> {
+/** Opens `path` as a PyTorch zip checkpoint, runs `fn` on it, closes it (a short read becomes a UserError). */
+export async function withPth<T>(path: string, fn: (a: PthArchive) => Promise<T>, opts: ArchiveOptions = {}): Promise<T> {
   const { fh, size } = await openForRead(path);
   try {
     return await fn(await PthArchive.open(fh, size, path, opts));
@@ -633,123 +595,4 @@ export async function readPth(path: string): Promise<PthObject> {
     await a.materialize();
     return a.root;
   });
-}
-
-// ---------------------------------------------------------------------------
-// timm-style checkpoint loading
-
-export interface LoadCheckpointOptions {
-  /**
-   * Prefer `state_dict_ema` / `model_ema` when present (timm's use_ema).
-   * Default false (validate.py's default); note timm's load_checkpoint defaults to
-   * true, which is what train.py's --initial-checkpoint uses: pass it explicitly.
-   */
-  useEma?: boolean;
-  /**
-   * Read only the tensors of the chosen state dict (saves memory and time for inference
-   * on training checkpoints). Then `meta.optimizer` and `meta.raw` are left out.
-   */
-  stateDictOnly?: boolean;
-  /**
-   * The model the weights are for (models/registry.ts expectedModel): a state-dict tensor larger than the model's
-   * parameter of that name is refused by name before it is read, and the inflate budget can grow with the model.
-   */
-  expect?: ExpectedModel;
-}
-
-export interface CheckpointMeta {
-  format: 'pth' | 'safetensors';
-  /** where the state dict came from; null = the top-level object itself */
-  stateDictKey: StateDictKey;
-  /** a `state_dict_ema` or `model_ema` entry is present (not None) */
-  hasEma: boolean;
-  /** timm train.py checkpoint fields, when present */
-  epoch?: number;
-  arch?: string;
-  /** argparse.Namespace as a plain record of its attributes */
-  args?: PyRecord;
-  metric?: number | null;
-  version?: number;
-  /** torch optimizer state_dict as unpickled (Map with 'state' and 'param_groups') */
-  optimizer?: PyValue;
-  /** safetensors `__metadata__` */
-  metadata?: Record<string, string>;
-  /** the whole unpickled object (absent with stateDictOnly and for safetensors) */
-  raw?: PyValue;
-}
-
-export interface LoadedCheckpoint {
-  /** in the file's order, leading `module.` stripped from keys */
-  stateDict: TensorMap;
-  meta: CheckpointMeta;
-}
-
-/**
- * Loads a checkpoint the way timm's load_state_dict does (reference §8.4) from
- * `.pth` / `.pth.tar` / `.pt` (PyTorch zip) or `.safetensors` (detected by content):
- * picks `state_dict_ema` / `model_ema` (only with useEma, when present and not None),
- * else `state_dict`, else `model`, else the object itself; strips a leading `module.`
- * from keys; returns the other timm fields in `meta`.
- */
-export async function loadCheckpoint(path: string, opts: LoadCheckpointOptions = {}): Promise<LoadedCheckpoint> {
-  const useEma = opts.useEma ?? false;
-  const { fh, size } = await openForRead(path);
-  let head: Uint8Array;
-  try {
-    head = await readAt(fh, 0, Math.min(size, 9));
-  } finally {
-    await fh.close();
-  }
-  const isZip = head.length >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04;
-  const looksSafetensors = head.length === 9 && head[8] === 0x7b /* '{' */;
-  if (!isZip && (looksSafetensors || path.toLowerCase().endsWith('.safetensors'))) {
-    const map = await readSafetensors(path);
-    if (isTrainCheckpointMeta(map.metadata)) {
-      // A mambaout training checkpoint (saver.ts): pick EMA or model weights like timm's load_state_dict.
-      const json = map.metadata.json === undefined ? {} : parseTrainMeta(map.metadata.json, path);
-      const ck = splitTrainTensors(map, json);
-      const ema = useEma && ck.stateDictEma ? ck.stateDictEma : null;
-      return {
-        stateDict: stripPrefix(ema ?? ck.stateDict),
-        meta: {
-          format: 'safetensors', stateDictKey: ema ? 'state_dict_ema' : 'state_dict', hasEma: Boolean(ck.stateDictEma),
-          epoch: ck.epoch, arch: ck.arch, args: ck.args as PyRecord, metric: ck.metric ?? null, version: ck.version, metadata: map.metadata,
-        },
-      };
-    }
-    return {
-      stateDict: stripPrefix(map),
-      meta: { format: 'safetensors', stateDictKey: null, hasEma: false, metadata: map.metadata },
-    };
-  }
-  return withPth(path, async (a) => {
-    const root = a.root;
-    const { stateDict, key } = pickStateDict(root, useEma, path);
-    const names = new Map<HostTensor, string>();
-    for (const [k, t] of stateDict) names.set(t, k.startsWith('module.') ? k.slice('module.'.length) : k);
-    if (opts.stateDictOnly) await a.materialize(new Set(stateDict.values()), names);
-    else await a.materialize(undefined, names);
-    const meta: CheckpointMeta = { format: 'pth', stateDictKey: key, hasEma: false };
-    if (root instanceof Map) {
-      const get = (k: string) => root.get(k);
-      meta.hasEma = [get('state_dict_ema'), get('model_ema')].some((v) => v !== undefined && v !== null);
-      const epoch = get('epoch');
-      if (typeof epoch === 'number') meta.epoch = epoch;
-      const arch = get('arch');
-      if (typeof arch === 'string') meta.arch = arch;
-      const args = get('args');
-      if (isPyRecord(args)) meta.args = args;
-      const metric = get('metric');
-      if (typeof metric === 'number' || metric === null) meta.metric = metric;
-      const version = get('version');
-      if (typeof version === 'number') meta.version = version;
-      if (!opts.stateDictOnly) {
-        if (root.has('optimizer')) meta.optimizer = get('optimizer') as PyValue;
-        meta.raw = root;
-      }
-    } else if (!opts.stateDictOnly) {
-      meta.raw = root;
-    }
-    return { stateDict: stripPrefix(stateDict), meta };
-  }, { expect: opts.expect });
 }

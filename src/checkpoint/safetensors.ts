@@ -16,7 +16,8 @@
 import { open } from 'node:fs/promises';
 import { UserError } from '../errors.js';
 import { numel, type HostTensor, type StoredDType, type TensorMap } from './types.js';
-import { DTYPE_SIZE, fileError, HOST_LITTLE_ENDIAN, hostToBytes, rawToHost, rawView } from './state.js';
+import { DTYPE_SIZE, HOST_LITTLE_ENDIAN, hostToBytes, rawToHost, rawView } from './dtype.js';
+import { fileError } from './files.js';
 import { writeFileAtomic } from './atomic.js';
 
 /** A TensorMap (file order) that also carries the file's `__metadata__`. */

@@ -10,3 +10,10 @@ export function listModelsTable(): string {
   });
   return ['model              params       exact  architecture', ...rows].join('\n');
 }
+
+/** `--list-models` was given: the table goes to stdout and the command ends there (exit 0). */
+export function listModelsRequested(args: Record<string, unknown>): boolean {
+  if (!args.list_models) return false;
+  process.stdout.write(listModelsTable() + '\n');
+  return true;
+}

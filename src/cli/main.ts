@@ -5,6 +5,7 @@
  */
 import { isUserError } from '../errors.js';
 import { VERSION } from '../version.js';
+import { settings } from '../settings.js';
 
 export function runMain(fn: () => Promise<number | void>): void {
   if (process.argv.slice(2).includes('--version')) {
@@ -24,7 +25,7 @@ export function runMain(fn: () => Promise<number | void>): void {
       const err = e as Error;
       process.stderr.write(`error: ${err?.message ?? String(e)}\n`);
       process.stderr.write(
-        process.env.MAMBAOUT_DEBUG
+        settings.debug
           ? `${err?.stack ?? ''}\n`
           : 'This looks like a bug in mambaout; please report it with the command line (set MAMBAOUT_DEBUG=1 for a stack trace).\n',
       );

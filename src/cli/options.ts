@@ -1,11 +1,16 @@
 /**
- * Declarative flag tables shared by the CLIs. Each entry mirrors an argparse flag of timm 0.6.11 train.py /
- * validate.py (MambaOut copy, timm-reference §1), with the same dest name (underscores) and default.
- * `inert` flags have no meaning on tfjs: they are accepted and produce a one-line notice when set.
+ * Declarative flag tables of the commands (the one CLI style: a `Flag[]` given to parse.ts's parseArgs). Each entry
+ * mirrors an argparse flag of timm 0.6.11 train.py / validate.py (MambaOut copy, docs/timm-reference.md §1), with
+ * the same dest name (underscores) and default. `inert` flags have no meaning on tfjs: they are accepted and produce
+ * a one-line notice when set. This file holds the tables several commands share and train.py's (which the recipe
+ * tests parse without loading the training loop); each other command declares its own table at the top of its
+ * file in this folder (validate.ts, predict.ts, demo.ts, export.ts, distributed_train.ts), as timm's scripts do.
  */
 import type { Options } from 'yargs';
-import { DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV } from '../limits.js';
+import { DEFAULT_MAX_IMAGE_PIXELS } from '../limits.js';
+import { SETTING_VARIABLES } from '../settings.js';
 import { DEFAULT_MODEL } from '../models/registry.js';
+import { ENGINE_CHOICES } from '../inference/load.js';
 
 export interface Flag {
   /** argparse dest name, e.g. 'grad_accum_steps' (CLI spelling is --grad-accum-steps). */
@@ -65,7 +70,7 @@ export const INFERENCE_MODEL_FLAGS: Flag[] = [
   { dest: 'use_ema', type: 'boolean', default: false, describe: 'use the EMA weights of the checkpoint if present', group: IM },
   { dest: 'num_classes', type: 'number', default: undefined, describe: 'number of classes (default: from the weights)', group: IM },
   { dest: 'class_map', type: 'string', default: '', describe: 'file with one class name per line (default: ImageNet-1k names for 1000 classes, class_<i> otherwise)', group: IM },
-  { dest: 'engine', type: 'string', default: 'auto', describe: 'inference engine: auto (onnxruntime on CPU, tfjs on a GPU backend), onnxruntime, tfjs', group: IM, choices: ['auto', 'onnxruntime', 'tfjs'] },
+  { dest: 'engine', type: 'string', default: 'auto', describe: 'inference engine: auto (onnxruntime on CPU, tfjs on a GPU backend), onnxruntime, tfjs', group: IM, choices: ENGINE_CHOICES },
   { dest: 'threads', type: 'number', default: undefined, describe: 'onnxruntime threads (default: one per core)', group: IM },
   { dest: 'img_size', type: 'number', default: undefined, describe: "input image size (default: the model's, 224)", group: ID },
   { dest: 'crop_pct', type: 'number', default: undefined, describe: "center crop fraction (default: the model's, 1.0)", group: ID },
@@ -78,11 +83,11 @@ export const LIST_MODELS_FLAG: Flag = { dest: 'list_models', type: 'boolean', de
 export const IMAGE_LIMIT_FLAG: Flag = {
   dest: 'max_image_pixels', type: 'number', default: undefined, group: RT,
   describe: `refuse images with more pixels than this, read from the header before decoding (default ${DEFAULT_MAX_IMAGE_PIXELS}, ` +
-    `2x Pillow's MAX_IMAGE_PIXELS, where Pillow raises DecompressionBombError; env ${MAX_IMAGE_PIXELS_ENV})`,
+    `2x Pillow's MAX_IMAGE_PIXELS, where Pillow raises DecompressionBombError; env ${SETTING_VARIABLES.maxImagePixels})`,
 };
 
 export const BACKEND_FLAGS: Flag[] = [
-  { dest: 'backend', type: 'string', default: undefined, describe: 'tfjs backend: auto, webgpu, tensorflow, wasm, cpu (env MAMBAOUT_BACKEND)', group: RT, choices: ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] },
+  { dest: 'backend', type: 'string', default: undefined, describe: `tfjs backend: auto, webgpu, tensorflow, wasm, cpu (env ${SETTING_VARIABLES.backend})`, group: RT, choices: ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'] },
   { dest: 'log_format', type: 'string', default: 'text', describe: 'log output: text (timm-like lines) or json (pino)', group: RT, choices: ['text', 'json'] },
 ];
 

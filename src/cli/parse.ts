@@ -1,6 +1,8 @@
 /**
- * timm-style argument parsing: `-c/--config FILE` (YAML) sets new defaults, explicit CLI flags win; the result is a
- * record keyed by argparse dest names (underscores), like Python's argparse.Namespace.
+ * The one way our commands read their command line (src/cli/<command>.ts): a flag table (options.ts `Flag[]`) given
+ * to parseArgs, timm-style: `-c/--config FILE` (YAML) sets new defaults, explicit CLI flags win; the result is a
+ * record keyed by argparse dest names (underscores), like Python's argparse.Namespace. The launcher
+ * (distributed_train.ts) takes its own flags out with splitLauncherArgs and passes the rest to the workers unparsed.
  */
 import { readFileSync, existsSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
@@ -22,6 +24,25 @@ export interface Positional {
   type: 'string' | 'number';
   demand?: boolean;
   default?: unknown;
+  /** Takes every remaining positional argument (a string[]; the last positional only). */
+  variadic?: boolean;
+}
+
+export interface ParseArgsOptions {
+  scriptName: string;
+  usage: string;
+  flags: readonly Flag[];
+  positionals: readonly Positional[];
+  argv: readonly string[];
+  epilog?: string;
+  /** Accept timm's `-c/--config FILE` (train, validate, export); default true. */
+  config?: boolean;
+  /** yargs parser settings on top of buildYargs's (e.g. `'camel-case-expansion': false`). */
+  parserConfig?: Record<string, boolean>;
+  /** Number flags must be finite (Infinity is refused like text); default: only text is refused. */
+  finiteNumbers?: boolean;
+  /** Added to the "unexpected argument" sentence, e.g. where the command takes its input instead. */
+  unexpectedHint?: string;
 }
 
 /** Read the `-c/--config` value from raw argv without parsing everything. */
@@ -109,16 +130,10 @@ export function normalizeArgv(argv: readonly string[], flags: readonly Flag[]): 
   return out;
 }
 
-export function parseArgs(opts: {
-  scriptName: string;
-  usage: string;
-  flags: readonly Flag[];
-  positionals: readonly Positional[];
-  argv: readonly string[];
-  epilog?: string;
-}): ParsedArgs {
+export function parseArgs(opts: ParseArgsOptions): ParsedArgs {
   const argv = normalizeArgv(opts.argv, opts.flags);
-  const configFile = preParseConfig(argv);
+  const withConfig = opts.config ?? true;
+  const configFile = withConfig ? preParseConfig(argv) : '';
   const overrides = configFile ? loadYamlConfig(configFile) : {};
   const byDest = new Map(opts.flags.map((f) => [f.dest, f]));
   const unknownConfigKeys: string[] = [];
@@ -129,15 +144,19 @@ export function parseArgs(opts: {
     if (f) flagDefs[flagName(dest)].default = v;
     else if (!opts.positionals.some((p) => p.name === dest)) unknownConfigKeys.push(k);
   }
-  let y = buildYargs(opts.scriptName, opts.usage, argv, {})
-    .option('config', { alias: 'c', type: 'string', default: '', describe: 'YAML config file specifying default arguments', group: 'Config:' })
-    .options(flagDefs);
+  let y = buildYargs(opts.scriptName, opts.usage, argv, opts.parserConfig ?? {});
+  if (withConfig) y = y.option('config', { alias: 'c', type: 'string', default: '', describe: 'YAML config file specifying default arguments', group: 'Config:' });
+  y = y.options(flagDefs);
   if (opts.epilog) y = y.epilog(opts.epilog);
   const parsed = y.parseSync() as Record<string, unknown>;
   if (parsed.help) return { args: { __help: true }, unknownConfigKeys, configFile };
   const positional = (parsed._ as (string | number)[]) ?? [];
   const args: Record<string, unknown> = {};
   opts.positionals.forEach((p, i) => {
+    if (p.variadic) {
+      args[p.name] = positional.slice(i).map(String);
+      return;
+    }
     let v: unknown = positional[i] ?? overrides[p.name] ?? p.default;
     if (v === undefined && p.demand) throw new UserError(`missing required argument <${p.name}>: ${p.describe}`);
     if (p.type === 'string' && v !== undefined) v = String(v);
@@ -147,12 +166,14 @@ export function parseArgs(opts: {
     }
     args[p.name] = v;
   });
-  if (positional.length > opts.positionals.length) {
-    throw new UserError(`unexpected argument '${positional[opts.positionals.length]}'`);
+  if (positional.length > opts.positionals.length && !opts.positionals.some((p) => p.variadic)) {
+    const hint = opts.unexpectedHint ? `; ${opts.unexpectedHint}` : '';
+    throw new UserError(`unexpected argument '${positional[opts.positionals.length]}'${hint}`);
   }
   for (const f of opts.flags) {
     let v = parsed[flagName(f.dest)];
-    if (f.type === 'number' && v !== undefined && Number.isNaN(v)) throw new UserError(`--${flagName(f.dest)} expects a number`);
+    const badNumber = opts.finiteNumbers ? typeof v !== 'number' || !Number.isFinite(v) : Number.isNaN(v);
+    if (f.type === 'number' && v !== undefined && badNumber) throw new UserError(`--${flagName(f.dest)} expects a number`);
     if (f.type === 'array-number' && Array.isArray(v)) {
       if (v.some((x) => typeof x !== 'number' || Number.isNaN(x))) throw new UserError(`--${flagName(f.dest)} expects numbers`);
       if (f.nargs && v.length !== f.nargs) throw new UserError(`--${flagName(f.dest)} expects ${f.nargs} numbers`);
@@ -160,13 +181,43 @@ export function parseArgs(opts: {
     if (f.type === 'array-number' && typeof v === 'number') v = [v];
     args[f.dest] = v === undefined ? null : v;
   }
-  args.config = configFile;
+  if (withConfig) args.config = configFile;
   return { args, unknownConfigKeys, configFile };
 }
 
-/** YAML text of args with sorted keys (timm writes args.yaml with sort_keys). */
-export function argsToYaml(args: Record<string, unknown>): string {
-  const sorted: Record<string, unknown> = {};
-  for (const k of Object.keys(args).sort()) if (!k.startsWith('__')) sorted[k] = args[k];
-  return YAML.stringify(sorted, { sortMapEntries: true });
+/** `args[dest]` as a positive integer, null when not given; anything else is a UserError naming the flag. */
+export function positiveInt(args: Record<string, unknown>, dest: string): number | null {
+  const v = args[dest];
+  if (v === undefined || v === null) return null;
+  if (!Number.isInteger(v) || (v as number) < 1) throw new UserError(`--${flagName(dest)} must be a positive integer, got ${String(v)}`);
+  return v as number;
+}
+
+/**
+ * A launcher's command line (mambaout-distributed-train, torchrun's style): its own `flags` are taken out wherever
+ * they stand (`--name value` or `--name=value`, dashes or underscores), a leading whole number is NUM_GPUS, and
+ * everything else is passed on to the workers as it is (their own parser judges it). Values are keyed by dest.
+ */
+export function splitLauncherArgs(argv: readonly string[], flags: readonly Flag[]): { launcher: Record<string, string>; nproc: number | null; rest: string[] } {
+  const names = new Set(flags.map((f) => flagName(f.dest)));
+  const launcher: Record<string, string> = {};
+  const rest: string[] = [];
+  let nproc: number | null = null;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const m = /^--([a-z-_]+)(?:=(.*))?$/.exec(a);
+    const name = m?.[1].replace(/_/g, '-');
+    if (m && name && names.has(name)) {
+      const v = m[2] ?? argv[++i];
+      if (v === undefined) throw new UserError(`--${name} needs a value`);
+      launcher[name.replace(/-/g, '_')] = v;
+      continue;
+    }
+    if (i === 0 && /^\d+$/.test(a)) {
+      nproc = Number(a);
+      continue;
+    }
+    rest.push(a);
+  }
+  return { launcher, nproc, rest };
 }

@@ -1,7 +1,10 @@
 /**
  * The `mambaout` command: `mambaout <tool> [flags]` runs the same program as `mambaout-<tool> [flags]` (git-style
  * subcommands beside the per-tool bins, so `npx mambaout train ...` works without knowing the bin names).
+ * bin/mambaout.ts runs the tool's own bin for a known subcommand; anything else comes here (umbrellaCommand).
  */
+import { UserError } from '../errors.js';
+
 export const SUBCOMMANDS = {
   train: { file: 'train', about: 'train a model (timm train.py flags; without DATA: the built-in tiny dataset)' },
   validate: { file: 'validate', about: 'top-1/top-5/loss of a model on an ImageNet-style folder (timm validate.py)' },
@@ -28,4 +31,14 @@ export function subcommandUsage(): string {
     '',
     '`mambaout <command> --help` lists its flags; `mambaout --version` prints the version.',
   ].join('\n');
+}
+
+/** `mambaout` without a known subcommand: --help prints the table (exit 0); anything else prints it and names the problem. */
+export async function umbrellaCommand(sub: string | undefined): Promise<number> {
+  if (sub === '--help' || sub === '-h') {
+    process.stdout.write(subcommandUsage() + '\n');
+    return 0;
+  }
+  process.stderr.write(subcommandUsage() + '\n\n');
+  throw new UserError(sub === undefined ? 'give a command' : `unknown command '${sub}'; choose one of ${Object.keys(SUBCOMMANDS).join(', ')}`);
 }

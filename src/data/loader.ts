@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Sample } from './folder.js';
 import { SequentialSampler, type Sampler } from './sampler.js';
+import { sampleSeed } from '../utils/rng.js';
 import {
   getTransform,
   runBatch,
@@ -76,15 +77,6 @@ export interface LoaderOptions {
 
 function defaultOnSkip(path: string, reason: string): void {
   process.stderr.write(`warning: skipping unreadable image ${path}: ${reason}\n`);
-}
-
-/** splitmix32-style mix of (seed, epoch, position) into a uint32 sample seed. */
-export function sampleSeed(seed: number, epoch: number, position: number): number {
-  let h = (Math.floor(seed) >>> 0) ^ Math.imul((epoch >>> 0) + 0x9e3779b9, 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
-  h = (h + Math.imul((position >>> 0) + 0x632be5ab, 0xc2b2ae35)) >>> 0;
-  h = Math.imul(h ^ (h >>> 15), 0x846ca68b) >>> 0;
-  return (h ^ (h >>> 16)) >>> 0;
 }
 
 // ---------------------------------------------------------------------------------------------

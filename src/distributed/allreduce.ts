@@ -40,7 +40,9 @@
  * W-1 ring steps; step s forwards the vector of rank (r-s) mod W. Reductions of scalars are then computed
  * locally in rank order 0..W-1 in float64, identically on every rank.
  */
-import { AddF32Sink, CopySink, OP_KIND, ProtocolError, divideF32, type PayloadSink } from './transport.js';
+import { AddF32Sink, CopySink, type PayloadSink } from './transport.js';
+import { OP_KIND, ProtocolError } from './wire.js';
+import { divideF32 } from './float32.js';
 
 export type ReduceOp = 'sum' | 'avg';
 export type ScalarReduceOp = 'sum' | 'avg' | 'max' | 'min';

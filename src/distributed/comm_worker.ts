@@ -5,6 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { ProcessGroup, isDistError, type ProcessGroupOptions } from './group.js';
+import { errMessage } from '../errors.js';
 
 interface Job {
   id: number;
@@ -20,7 +21,7 @@ try {
   group = await ProcessGroup.init(workerData as ProcessGroupOptions);
   port.postMessage({ ready: true });
 } catch (e) {
-  port.postMessage({ initError: e instanceof Error ? e.message : String(e) });
+  port.postMessage({ initError: errMessage(e) });
   process.exit(0);
 }
 

@@ -56,19 +56,12 @@ import {
   type ScalarReduceOp,
 } from './allreduce.js';
 import { connectRing, type Ring, type TransportKind } from './tcp.js';
-import {
-  DistError,
-  FRAME,
-  OP_KIND_NAME,
-  ProtocolError,
-  type FrameConsumer,
-  type FrameHeader,
-  type Link,
-  type LinkHandler,
-  type PayloadSink,
-} from './transport.js';
+import type { FrameConsumer, Link, LinkHandler, PayloadSink } from './transport.js';
+import { FRAME, OP_KIND_NAME, ProtocolError, type FrameHeader } from './wire.js';
+import { DistError } from './errors.js';
 
-export { DistError, isDistError, reduceClock } from './transport.js';
+export { DistError, isDistError } from './errors.js';
+export { reduceClock } from './float32.js';
 export type { ReduceOp, ScalarReduceOp } from './allreduce.js';
 export type { TransportKind } from './tcp.js';
 

@@ -29,6 +29,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import * as net from 'node:net';
 import { constants } from 'node:os';
 import { UserError } from '../errors.js';
+import { SETTING_VARIABLES } from '../settings.js';
 import type { DistEnv } from './env.js';
 
 export interface LaunchOptions {
@@ -174,7 +175,7 @@ export function workerEnv(base: Record<string, string | undefined>, w: WorkerIde
   env.NODE_RANK = String(w.nodeRank);
   env.MASTER_ADDR = w.masterAddr;
   env.MASTER_PORT = String(w.masterPort);
-  env.MAMBAOUT_WEBGPU_ADAPTER = String(w.localRank);
+  env[SETTING_VARIABLES.webgpuAdapter] = String(w.localRank);
   const cvd = base.CUDA_VISIBLE_DEVICES;
   if (cvd === undefined) {
     env.CUDA_VISIBLE_DEVICES = String(w.localRank);
@@ -285,7 +286,7 @@ export async function launch(opts: LaunchOptions): Promise<LaunchResult> {
   if (opts.gpuIsolation === 'mount') {
     // each worker sees exactly one GPU: its own, as device 0
     for (const e of envs) {
-      e.MAMBAOUT_WEBGPU_ADAPTER = '0';
+      e[SETTING_VARIABLES.webgpuAdapter] = '0';
       e.CUDA_VISIBLE_DEVICES = '0';
     }
   }

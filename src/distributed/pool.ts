@@ -20,7 +20,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { findFreePort } from './launcher.js';
-import { DistError, type DistFailure } from './transport.js';
+import { DistError, type DistFailure } from './errors.js';
 import type { ProcessGroup, ProcessGroupOptions, ReduceOp } from './group.js';
 
 export interface CommPoolOptions {

@@ -27,6 +27,7 @@
 import { closeSync, existsSync, ftruncateSync, openSync, readSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { settings } from '../settings.js';
 
 const KEY_BYTES = 64;
 /** Payloads smaller than this travel inline on the socket (a header round trip is cheaper than two syscalls). */
@@ -45,7 +46,7 @@ export interface ShmOffer {
 
 /** Directory for the mailboxes: /dev/shm when it is there (tmpfs), else none (sockets only). */
 export function shmDir(): string | null {
-  const d = process.env.MAMBAOUT_DIST_SHM_DIR ?? '/dev/shm';
+  const d = settings.distShmDir;
   if (d === '' || d === 'none') return null;
   return existsSync(d) ? d : null;
 }

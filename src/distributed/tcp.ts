@@ -31,7 +31,9 @@ import { readFileSync, unlinkSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import { DistError, FRAME, Link, describeSocketError, type LinkHandler } from './transport.js';
+import { Link, describeSocketError, type LinkHandler } from './transport.js';
+import { FRAME } from './wire.js';
+import { DistError } from './errors.js';
 import { DEFAULT_SHM_BYTES, ShmInbox, ShmOutbox, shmDir, type ShmOffer } from './shm.js';
 
 /**

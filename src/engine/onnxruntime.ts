@@ -14,7 +14,7 @@ import { availableParallelism } from 'node:os';
 import { readFile, stat } from 'node:fs/promises';
 // onnxruntime-node 1.16 re-exports onnxruntime-common's API but ships no typings of its own.
 import type * as Ort from 'onnxruntime-common';
-import { UserError } from '../errors.js';
+import { UserError, errMessage } from '../errors.js';
 import type { TensorMap } from '../checkpoint/types.js';
 import { buildOnnxModel, type OnnxExportOptions, type OnnxModelConfig } from '../export/onnx.js';
 import { readProtoFields } from '../export/onnx_proto.js';
@@ -36,8 +36,7 @@ let fallbackNoticeGiven = false;
 export function ortFallbackNotice(e: unknown): string | null {
   if (fallbackNoticeGiven) return null;
   fallbackNoticeGiven = true;
-  const msg = e instanceof Error ? e.message : String(e);
-  return `${msg}; until then inference runs on tfjs (about 10x slower on CPU)`;
+  return `${errMessage(e)}; until then inference runs on tfjs (about 10x slower on CPU)`;
 }
 
 /**

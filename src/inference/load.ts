@@ -6,7 +6,8 @@
  * preprocessing come from the file, so `--checkpoint F` alone is enough. `--model` may repeat the architecture;
  * a different one is an error naming both. Without either, the model is DEFAULT_MODEL (mambaout_femto).
  */
-import { loadCheckpoint, type CheckpointMeta } from '../checkpoint/pth.js';
+import { existsSync } from 'node:fs';
+import { loadCheckpoint, type CheckpointMeta } from '../checkpoint/load.js';
 import type { TensorMap } from '../checkpoint/types.js';
 import { buildModelMeta, modelMetaFromSafetensors, metaDataDefaults, type ModelMeta } from '../checkpoint/model_meta.js';
 import { UserError } from '../errors.js';
@@ -57,6 +58,31 @@ export interface LoadedClassifier {
 export function stateDictClasses(sd: TensorMap): number | null {
   const b = sd.get('head.fc2.bias');
   return b && b.shape.length === 1 ? b.shape[0] : null;
+}
+
+/** Where the weights come from: a checkpoint file, or the release weights (cache/download, or a local copy). */
+export interface WeightSource {
+  checkpoint: string | undefined;
+  pretrained: boolean;
+  pretrainedPath: string | undefined;
+}
+
+/** A `--checkpoint` that is not there is the user's to fix: one sentence naming it. */
+export function assertCheckpointExists(checkpoint: string): void {
+  if (checkpoint && !existsSync(checkpoint)) throw new UserError(`checkpoint '${checkpoint}' does not exist`);
+}
+
+/**
+ * The weight flags of predict and demo, checked before anything loads: exactly one of --checkpoint FILE and
+ * --pretrained / --pretrained-path FILE, and a checkpoint that exists. `model` (--model, or null) names the model
+ * in the sentence when no weights are given.
+ */
+export function resolveWeightSource(o: { model: string | null; checkpoint: string; pretrained: boolean; pretrainedPath: string }): WeightSource {
+  const pretrained = o.pretrained || Boolean(o.pretrainedPath);
+  if (!o.checkpoint && !pretrained) throw new UserError(`no weights given for ${o.model ?? DEFAULT_MODEL}: pass --pretrained, --pretrained-path FILE or --checkpoint FILE`);
+  if (o.checkpoint && pretrained) throw new UserError('pass either --checkpoint or --pretrained/--pretrained-path, not both');
+  assertCheckpointExists(o.checkpoint);
+  return { checkpoint: o.checkpoint || undefined, pretrained, pretrainedPath: o.pretrainedPath || undefined };
 }
 
 export interface LoadedWeights {

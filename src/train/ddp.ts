@@ -38,9 +38,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Logger } from '../log/logger.js';
 import { readDistEnv } from '../distributed/env.js';
-import { ProcessGroup, isDistError, reduceClock, type TransportKind } from '../distributed/group.js';
+import { ProcessGroup, isDistError, reduceClock } from '../distributed/group.js';
 import type { CommPool } from '../distributed/pool.js';
 import { UserError } from '../errors.js';
+import { settings } from '../settings.js';
 import type { NamedParameter } from './optim/base.js';
 
 /** The process-group operations DDP uses (src/distributed/group.ts). */
@@ -470,7 +471,7 @@ export class DistributedDataParallel {
 /**
  * Distributed set-up of a training process started by mambaout-distributed-train (or torchrun-style env):
  * WORLD_SIZE > 1 joins the process group; otherwise returns null (single process). The transport can be forced with
- * MAMBAOUT_DIST_TRANSPORT=auto|unix|tcp (default auto: shared memory between the ranks of one machine).
+ * settings.distTransport (MAMBAOUT_DIST_TRANSPORT=auto|unix|tcp; default auto: shared memory between the ranks of one machine).
  */
 export async function setupDistributed(
   args: { dist_timeout?: unknown; local_rank?: unknown },
@@ -483,7 +484,7 @@ export async function setupDistributed(
   const timeoutMs = 1000 * ((args.dist_timeout as number | null) ?? 300);
   let group: ProcessGroup;
   try {
-    group = await ProcessGroup.init({ ...env, timeoutMs, transport: transportFromEnv() });
+    group = await ProcessGroup.init({ ...env, timeoutMs, transport: settings.distTransport });
   } catch (e) {
     // A rank that never joins, ranks started with different WORLD_SIZE, a wrong port or address: a problem of how
     // the job was started (exit 2), not a bug.
@@ -497,12 +498,4 @@ export async function setupDistributed(
   }
   logger.debug(`rank ${env.rank}/${env.worldSize} joined the process group`);
   return new DistributedDataParallel(group, params);
-}
-
-/** MAMBAOUT_DIST_TRANSPORT (auto, unix or tcp), checked. */
-export function transportFromEnv(env: Record<string, string | undefined> = process.env): TransportKind {
-  const v = (env.MAMBAOUT_DIST_TRANSPORT ?? '').trim();
-  if (v === '') return 'auto';
-  if (v === 'auto' || v === 'unix' || v === 'tcp') return v;
-  throw new UserError(`MAMBAOUT_DIST_TRANSPORT must be auto, unix or tcp, got '${v}'.`);
 }

@@ -18,11 +18,11 @@ import { UserError } from '../errors.js';
 import { setMaxImagePixels } from '../limits.js';
 import type { Logger } from '../log/logger.js';
 import { Progress } from '../log/progress.js';
-import { Rng } from '../utils/rng.js';
+import { Rng, STREAM, streamSeed } from '../utils/rng.js';
 import { initBackend, releaseBackend, type BackendResult } from '../backend/index.js';
 import { createModel, type MambaOut } from '../models/mambaout.js';
 import { expectedModel, getModelConfig, isModelName, namedArchitecture } from '../models/registry.js';
-import { loadCheckpoint } from '../checkpoint/pth.js';
+import { loadCheckpoint } from '../checkpoint/load.js';
 import { CheckpointSaver, type TrainCheckpoint } from '../checkpoint/saver.js';
 import { buildModelMeta, type ModelMeta } from '../checkpoint/model_meta.js';
 import { writeError, writeFileAtomic } from '../checkpoint/atomic.js';
@@ -43,7 +43,7 @@ import { readResumeCheckpoint, torchOptimizerToTfjsLayout, type ResumeState } fr
 import { TrainingCurves } from './curves.js';
 import { checkNoPrefetcher, checkWorkerSeeding, distBnLogLine, trainAugPlan, ttaReduce, type TrainAugPlan } from './timm_flags.js';
 import { pyExp, pyFixed, pyG, pyRepr } from '../utils/pyformat.js';
-import { argsToYaml } from '../cli/parse.js';
+import { argsToYaml } from './args_yaml.js';
 import type { DistributedDataParallel } from './ddp.js';
 
 export type Args = Record<string, unknown>;
@@ -52,17 +52,6 @@ const num = (a: Args, k: string): number => a[k] as number;
 const optNum = (a: Args, k: string): number | undefined => (a[k] === null || a[k] === undefined ? undefined : (a[k] as number));
 const str = (a: Args, k: string): string => (a[k] ?? '') as string;
 const bool = (a: Args, k: string): boolean => a[k] === true;
-
-/** Seed of an (rng purpose, seed, rank, epoch) tuple: independent streams that do not depend on history. */
-export function streamSeed(purpose: number, seed: number, rank: number, epoch: number): number {
-  let h = (Math.imul(purpose + 1, 0x9e3779b1) ^ (seed >>> 0)) >>> 0;
-  h = Math.imul(h ^ (h >>> 15), 0x85ebca6b) >>> 0;
-  h = (h + Math.imul(rank + 1, 0xc2b2ae35)) >>> 0;
-  h = Math.imul(h ^ (h >>> 13), 0x27d4eb2f) >>> 0;
-  h = (h + Math.imul(epoch + 1, 0x165667b1)) >>> 0;
-  return (h ^ (h >>> 16)) >>> 0;
-}
-const STREAM = { mixup: 1, erase: 2, droppath: 3 };
 
 export interface TrainResult {
   bestMetric: number | null;

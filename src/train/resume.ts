@@ -10,8 +10,7 @@
  * training and are reported, not loaded.
  */
 import { open } from 'node:fs/promises';
-import { loadCheckpoint } from '../checkpoint/pth.js';
-import { stripPrefix, pickStateDict } from '../checkpoint/state.js';
+import { loadCheckpoint, stripPrefix, pickStateDict } from '../checkpoint/load.js';
 import { isTrainCheckpointMeta, readTrainCheckpoint } from '../checkpoint/saver.js';
 import { asFloat32, type HostTensor, type TensorMap } from '../checkpoint/types.js';
 import { isHostTensor } from '../checkpoint/pickle.js';

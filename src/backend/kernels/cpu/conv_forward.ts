@@ -9,7 +9,7 @@
  *
  * W is the HWIO filter flattened to [K, Co], K = fh·fw·Ci with k = (r·fw + s)·Ci + ci.
  */
-import type { ConvGeometry } from './conv2d_backprop_filter.js';
+import { columnRanges, type ConvGeometry } from './conv2d_backprop_filter.js';
 import { fromPlanes, toPlanes } from './depthwise_backprop.js';
 import { batchMatMulF32 } from './matmul.js';
 
@@ -21,20 +21,39 @@ function chunkRows(P: number, width: number): number {
   return Math.max(1, Math.min(P, Math.max(MIN_ROWS, Math.floor(CHUNK_ELEMENTS / Math.max(1, width)))));
 }
 
-/** Valid output-column range per filter column s: ix = ox·sw + s − padLeft must lie in [0, W). */
-function columnRanges(g: ConvGeometry): { lo: Int32Array; hi: Int32Array } {
-  const lo = new Int32Array(g.filterW);
-  const hi = new Int32Array(g.filterW);
-  for (let s = 0; s < g.filterW; s++) {
-    lo[s] = Math.min(g.outW, Math.max(0, Math.ceil((g.padLeft - s) / g.strideW)));
-    hi[s] = Math.max(lo[s], Math.min(g.outW, Math.floor((g.inW - 1 + g.padLeft - s) / g.strideW) + 1));
+/**
+ * The im2col correspondence of output positions p0 .. p0+pc-1: entry (p − p0, (r·fw + s)·Ci + ci) of `cols` [pc, K]
+ * is pixel img[b, oy·sh + r − padTop, ox·sw + s − padLeft, ci] (none in the padding). `gather` copies the pixels into
+ * the columns (im2col: conv2d; `cols` must be zero where the padding is), otherwise the columns are added back into
+ * the pixels (col2im: the input gradient). `lo`/`hi`: columnRanges(g).
+ */
+function im2colRows(img: Float32Array, cols: Float32Array, p0: number, pc: number, g: ConvGeometry, lo: Int32Array, hi: Int32Array, gather: boolean): void {
+  const { inH, inW, inC: Ci, outH, outW, filterH: fh, filterW: fw, strideH: sh, strideW: sw, padTop, padLeft } = g;
+  const K = fh * fw * Ci;
+  for (let p = p0; p < p0 + pc; p++) {
+    const ox = p % outW;
+    const t = (p - ox) / outW;
+    const oy = t % outH;
+    const b = (t - oy) / outH;
+    const cRow = (p - p0) * K;
+    for (let r = 0; r < fh; r++) {
+      const iy = oy * sh + r - padTop;
+      if (iy < 0 || iy >= inH) continue;
+      const xRow = (b * inH + iy) * inW;
+      for (let s = 0; s < fw; s++) {
+        if (ox < lo[s] || ox >= hi[s]) continue;
+        const xi = (xRow + ox * sw + s - padLeft) * Ci;
+        const c0 = cRow + (r * fw + s) * Ci;
+        if (gather) for (let ci = 0; ci < Ci; ci++) cols[c0 + ci] = img[xi + ci];
+        else for (let ci = 0; ci < Ci; ci++) img[xi + ci] += cols[c0 + ci];
+      }
+    }
   }
-  return { lo, hi };
 }
 
 /** Conv2D forward: `x` [N, H, W, Ci], `w` [fh, fw, Ci, Co], `out` [N, OH, OW, Co] (overwritten). */
 export function conv2dNHWC(x: Float32Array, w: Float32Array, g: ConvGeometry, out: Float32Array): void {
-  const { batch, inH, inW, inC: Ci, outH, outW, outC: Co, filterH: fh, filterW: fw, strideH: sh, strideW: sw, padTop, padLeft } = g;
+  const { batch, inC: Ci, outH, outW, outC: Co, filterH: fh, filterW: fw } = g;
   const K = fh * fw * Ci;
   const P = batch * outH * outW;
   if (out.length !== P * Co) throw new Error(`conv2dNHWC: output has ${out.length} elements, expected ${P * Co}`);
@@ -52,32 +71,14 @@ export function conv2dNHWC(x: Float32Array, w: Float32Array, g: ConvGeometry, ou
   for (let p0 = 0; p0 < P; p0 += rows) {
     const pc = Math.min(rows, P - p0);
     A.fill(0, 0, pc * K);
-    // im2col rows p0 .. p0+pc-1: A[p - p0][(r·fw + s)·Ci + ci] = x[b, iy, ix, ci] (0 in the padding)
-    for (let p = p0; p < p0 + pc; p++) {
-      const ox = p % outW;
-      const t = (p - ox) / outW;
-      const oy = t % outH;
-      const b = (t - oy) / outH;
-      const aRow = (p - p0) * K;
-      for (let r = 0; r < fh; r++) {
-        const iy = oy * sh + r - padTop;
-        if (iy < 0 || iy >= inH) continue;
-        const xRow = (b * inH + iy) * inW;
-        for (let s = 0; s < fw; s++) {
-          if (ox < lo[s] || ox >= hi[s]) continue;
-          const src = (xRow + ox * sw + s - padLeft) * Ci;
-          const dst = aRow + (r * fw + s) * Ci;
-          for (let ci = 0; ci < Ci; ci++) A[dst + ci] = x[src + ci];
-        }
-      }
-    }
+    im2colRows(x, A, p0, pc, g, lo, hi, true); // A[p - p0][(r·fw + s)·Ci + ci] = x[b, iy, ix, ci] (0 in the padding)
     batchMatMulF32(A.subarray(0, pc * K), wt, { batchA: 1, batchB: 1, M: pc, K, N: Co, transposeA: false, transposeB: true }, out.subarray(p0 * Co, (p0 + pc) * Co));
   }
 }
 
 /** Conv2DBackpropInput: `dy` [N, OH, OW, Co], `w` [fh, fw, Ci, Co], `out` = dx [N, H, W, Ci] (overwritten). */
 export function conv2dBackpropInputNHWC(dy: Float32Array, w: Float32Array, g: ConvGeometry, out: Float32Array): void {
-  const { batch, inH, inW, inC: Ci, outH, outW, outC: Co, filterH: fh, filterW: fw, strideH: sh, strideW: sw, padTop, padLeft } = g;
+  const { batch, inH, inW, inC: Ci, outH, outW, outC: Co, filterH: fh, filterW: fw } = g;
   const K = fh * fw * Ci;
   const P = batch * outH * outW;
   if (out.length !== batch * inH * inW * Ci) throw new Error(`conv2dBackpropInputNHWC: output has ${out.length} elements, expected ${batch * inH * inW * Ci}`);
@@ -90,25 +91,7 @@ export function conv2dBackpropInputNHWC(dy: Float32Array, w: Float32Array, g: Co
     const pc = Math.min(rows, P - p0);
     // dcol[p][k] = Σ_co dy[p, co]·W[k, co]: W is [K, Co], i.e. op(B) = Wᵀ with transposeB
     batchMatMulF32(dy.subarray(p0 * Co, (p0 + pc) * Co), w, { batchA: 1, batchB: 1, M: pc, K: Co, N: K, transposeA: false, transposeB: true }, dcol.subarray(0, pc * K));
-    // col2im: each patch row adds back into the input pixels it was read from
-    for (let p = p0; p < p0 + pc; p++) {
-      const ox = p % outW;
-      const t = (p - ox) / outW;
-      const oy = t % outH;
-      const b = (t - oy) / outH;
-      const cRow = (p - p0) * K;
-      for (let r = 0; r < fh; r++) {
-        const iy = oy * sh + r - padTop;
-        if (iy < 0 || iy >= inH) continue;
-        const xRow = (b * inH + iy) * inW;
-        for (let s = 0; s < fw; s++) {
-          if (ox < lo[s] || ox >= hi[s]) continue;
-          const dst = (xRow + ox * sw + s - padLeft) * Ci;
-          const src = cRow + (r * fw + s) * Ci;
-          for (let ci = 0; ci < Ci; ci++) out[dst + ci] += dcol[src + ci];
-        }
-      }
-    }
+    im2colRows(out, dcol, p0, pc, g, lo, hi, false); // col2im: each patch row adds back into the pixels it was read from
   }
 }
 

@@ -79,7 +79,7 @@ export function batchMatMulF32(a: Float32Array, b: Float32Array, d: MatMulDims, 
         }
       }
       const first = k0 === 0;
-      // ---- 4×4 blocks of C
+      // ---- 4×4 blocks of C (the block of conv2d_backprop_filter.ts, inlined in both on purpose: see there)
       for (let i = 0; i < Mp; i += 4) {
         const a0 = i * Kc;
         const a1 = a0 + Kc;

@@ -1,88 +1,10 @@
 /**
- * Small helpers shared by the checkpoint readers/writers:
- *  - choosing the state dict inside a checkpoint the way timm's load_state_dict does,
- *  - stripping the DataParallel/DDP `module.` prefix,
- *  - element codecs (float16 / bfloat16 <-> float32, raw little-endian bytes <-> HostData).
+ * Element codecs of the checkpoint readers and writers: the bytes of each stored dtype (float32, float16, bfloat16,
+ * float64, integers, bool; little-endian as torch.save and safetensors write them) to and from the host arrays of
+ * types.ts (floating types widen to float32 on read and round to nearest even on write, as torch's .half()).
  */
 import { UserError } from '../errors.js';
-import { numel, type HostData, type HostTensor, type StoredDType, type TensorMap } from './types.js';
-import { isHostTensor, type PyValue } from './pickle.js';
-
-// ---------------------------------------------------------------------------
-// state dict selection
-
-/** Which entry of a checkpoint dict the state dict came from (null: the object itself). */
-export type StateDictKey = 'state_dict_ema' | 'model_ema' | 'state_dict' | 'model' | null;
-
-/**
- * Returns a copy of `map` in the same order with `prefix` removed from every key that
- * starts with it (timm's clean_state_dict; other keys are kept as they are).
- */
-export function stripPrefix(map: TensorMap, prefix = 'module.'): TensorMap {
-  const out: TensorMap = new Map();
-  for (const [k, v] of map) {
-    const name = k.startsWith(prefix) ? k.slice(prefix.length) : k;
-    if (out.has(name)) throw new UserError(`state dict has both '${k}' and '${name}' after removing the '${prefix}' prefix`);
-    out.set(name, v);
-  }
-  return out;
-}
-
-/**
- * Picks the state dict inside an unpickled checkpoint exactly like timm 0.6.11
- * `load_state_dict` (reference §8.4): if `obj` is a dict, take `state_dict_ema`
- * (only when useEma and present and not None), else `model_ema` (same rule), else
- * `state_dict` if the key exists, else `model` if the key exists, else the dict
- * itself. Keys must be strings and values tensors. The `module.` prefix is NOT
- * stripped here (see stripPrefix / loadCheckpoint).
- * `label` names the file in error messages.
- */
-export function pickStateDict(obj: PyValue, useEma: boolean, label = 'checkpoint'): { stateDict: TensorMap; key: StateDictKey } {
-  if (!(obj instanceof Map)) {
-    throw new UserError(`'${label}' holds no state dict (its top-level object is ${describe(obj)}, not a dict of tensors)`);
-  }
-  let key: StateDictKey = null;
-  const present = (k: string) => obj.has(k) && obj.get(k) !== null && obj.get(k) !== undefined;
-  if (useEma && present('state_dict_ema')) key = 'state_dict_ema';
-  else if (useEma && present('model_ema')) key = 'model_ema';
-  else if (obj.has('state_dict')) key = 'state_dict';
-  else if (obj.has('model')) key = 'model';
-  const sd = key === null ? obj : (obj.get(key) as PyValue);
-  const where = key === null ? `'${label}'` : `entry '${key}' of '${label}'`;
-  if (!(sd instanceof Map)) throw new UserError(`${where} is ${describe(sd)}, not a dict of tensors`);
-  const out: TensorMap = new Map();
-  for (const [k, v] of sd) {
-    if (typeof k !== 'string') throw new UserError(`${where} is not a state dict: it has a non-string key ${String(k)}`);
-    if (!isHostTensor(v)) throw new UserError(`${where} is not a state dict: '${k}' is ${describe(v)}, not a tensor`);
-    out.set(k, v);
-  }
-  return { stateDict: out, key };
-}
-
-function describe(v: PyValue | undefined): string {
-  if (v === null || v === undefined) return 'None';
-  if (Array.isArray(v)) return 'a list/tuple';
-  if (v instanceof Map) return 'a dict';
-  if (isHostTensor(v)) return 'a tensor';
-  if (v instanceof Uint8Array) return 'bytes';
-  if (typeof v === 'object') return 'an object';
-  return `a ${typeof v}`;
-}
-
-// ---------------------------------------------------------------------------
-// file errors
-
-/** Maps fs errors of opening a checkpoint to one-sentence UserErrors. */
-export function fileError(path: string, e: unknown): Error {
-  const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  if (code === 'ENOENT') return new UserError(`checkpoint file '${path}' does not exist`);
-  if (code === 'EISDIR') return new UserError(`'${path}' is a directory, not a checkpoint file`);
-  if (code === 'EACCES' || code === 'EPERM') return new UserError(`cannot read checkpoint '${path}': permission denied`);
-  return e instanceof Error ? e : new Error(String(e));
-}
-
-// ---------------------------------------------------------------------------
-// element codecs
+import { numel, type HostData, type HostTensor, type StoredDType } from './types.js';
 
 /** Bytes per element of each stored dtype. */
 export const DTYPE_SIZE: Record<StoredDType, number> = {
