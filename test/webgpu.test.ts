@@ -194,6 +194,7 @@ test('fused webgpu kernels and a training step match the cpu backend', { skip: S
       const cases: Array<[number[], number | number[], boolean]> = [
         [[3, 17, 19, 5], [0, 1, 2], false], [[700, 3], 0, false], [[2, 300, 37], [0, 1], true], [[4, 257, 130], [0, 1], false],
         [[50000, 2], 0, false], // many chunks
+        [[3, 17, 19, 8], [0, 1, 2], false], [[50000, 12], 0, false], [[1000, 512], 0, true], [[700, 260], 0, false], // vec4 path
         [[3, 5, 7], [0, 1], false], // too few rows: tfjs's kernel
         [[300, 7, 3], [1], false], // not a leading prefix: tfjs's kernel
       ];
@@ -270,7 +271,8 @@ test('fused webgpu kernels and a training step match the cpu backend', { skip: S
     });
 
     await t.test('gated GELU (split, 7x7 depthwise conv, gelu, concat, product): forward and gradients', async () => {
-      for (const [n, hh, ww, h, C] of [[2, 9, 7, 13, 5], [1, 14, 14, 128, 48], [3, 5, 6, 8, 8]] as number[][]) {
+      // C % 4 != 0: Slice + tfjs's depthwise conv; else the conv reads f directly (MambaoutGateConv), odd H and W too.
+      for (const [n, hh, ww, h, C] of [[2, 9, 7, 13, 5], [1, 14, 14, 128, 48], [3, 5, 6, 8, 8], [2, 5, 9, 6, 4]] as number[][]) {
         const f = randn(rng, n * hh * ww * 2 * h);
         const cw = randn(rng, 49 * C, 0.2);
         const cb = randn(rng, C);
@@ -621,6 +623,72 @@ test('step-speed kernels (GEMM tiles, fused Linear, LayerNorm+GELU, multi-tensor
     });
   } finally {
     setWebGPUKernelSettings(prevSettings);
+    setGemmTuning({ forceTile: '' });
+    releaseWebGPU();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Phase 2 of issue 14: forward convolution as an implicit GEMM (bias fused).
+
+test('Conv2D / FusedConv2D forward (implicit GEMM, bias in the epilogue) and its gradients match the cpu backend', { skip: SKIP, timeout: 900_000 }, async () => {
+  const { setGemmTuning, setWebGPUKernelSettings, webgpuKernelSettings } = await import('../src/backend/kernels/webgpu/index.js');
+  const r = await initWebGPU();
+  assert.ok(r.ok, r.ok ? '' : r.reason);
+  const rng = new Rng(31);
+  const prev = { ...webgpuKernelSettings };
+  try {
+    const P1: backend_util.ExplicitPadding = [[0, 0], [1, 1], [1, 1], [0, 0]];
+    const cases: Array<{ x: [number, number, number, number]; k: number; cout: number; s: number; pad: 'same' | 'valid' | backend_util.ExplicitPadding; bias: boolean }> = [
+      { x: [2, 16, 16, 3], k: 3, cout: 24, s: 2, pad: P1, bias: true }, // stem conv1 (Cin 3: scalar reads)
+      { x: [2, 16, 16, 24], k: 3, cout: 48, s: 2, pad: P1, bias: true }, // stem conv2 / downsampling (vec4)
+      { x: [1, 15, 13, 8], k: 3, cout: 12, s: 2, pad: P1, bias: false }, // odd H/W, no bias
+      { x: [1, 9, 11, 5], k: 3, cout: 7, s: 2, pad: P1, bias: true }, // scalar reads and stores
+      { x: [2, 10, 9, 6], k: 5, cout: 4, s: 1, pad: 'same', bias: true },
+      { x: [1, 12, 12, 4], k: 2, cout: 8, s: 2, pad: 'valid', bias: true },
+      { x: [2, 7, 7, 4], k: 3, cout: 8, s: 3, pad: 'same', bias: false },
+    ];
+    for (const c of cases) {
+      const fShape: [number, number, number, number] = [c.k, c.k, c.x[3], c.cout];
+      const filter = randn(rng, fShape.reduce((a, b) => a * b, 1), 0.3);
+      const bias = randn(rng, c.cout);
+      const x = randn(rng, c.x.reduce((a, b) => a * b, 1));
+      const outShape = tf.tidy(() => tf.conv2d(tf.zeros(c.x) as tf.Tensor4D, tf.zeros(fShape) as tf.Tensor4D, c.s, c.pad).shape);
+      const R = randn(rng, outShape.reduce((a, b) => a * b, 1));
+      const { gpu, cpu } = await bothBackends(() => {
+        const rt = tf.tensor(R, outShape);
+        const conv = (xi: tf.Tensor, wi: tf.Tensor, bi?: tf.Tensor) => (c.bias
+          ? tf.fused.conv2d({ x: xi as tf.Tensor4D, filter: wi as tf.Tensor4D, strides: c.s, pad: c.pad, bias: bi })
+          : tf.conv2d(xi as tf.Tensor4D, wi as tf.Tensor4D, c.s, c.pad));
+        const inputs = () => [tf.tensor4d(x, c.x), tf.tensor4d(filter, fShape), ...(c.bias ? [tf.tensor1d(bias)] : [])];
+        const y = conv(...(inputs() as [tf.Tensor, tf.Tensor, tf.Tensor]));
+        const g = tf.grads((a: tf.Tensor, b: tf.Tensor, d?: tf.Tensor) => tf.sum(tf.mul(rt, conv(a, b, d))))(inputs());
+        return [y, ...g];
+      });
+      ['y', 'dx', 'dw', 'db'].slice(0, gpu.length).forEach((name, i) => {
+        const e = relErr(gpu[i], cpu[i]);
+        assert.ok(e <= TOL, `conv x[${c.x}] k${c.k} cout ${c.cout} s${c.s} pad ${JSON.stringify(c.pad)} bias ${c.bias} ${name}: rel ${e}`);
+      });
+    }
+    // Every tile on a stem-like shape (tile edges, partial tiles).
+    for (const tile of ['128x128x8_8x8', '64x64x16_4x4', '128x24x16_4x4', '32x32x16_4x4']) {
+      setGemmTuning({ forceTile: tile });
+      const fShape: [number, number, number, number] = [3, 3, 8, 24];
+      const filter = randn(rng, 3 * 3 * 8 * 24, 0.3);
+      const bias = randn(rng, 24);
+      const x = randn(rng, 2 * 19 * 17 * 8);
+      const { gpu, cpu } = await bothBackends(() => [tf.fused.conv2d({ x: tf.tensor4d(x, [2, 19, 17, 8]), filter: tf.tensor4d(filter, fShape), strides: 2, pad: P1, bias: tf.tensor1d(bias) })]);
+      assert.ok(relErr(gpu[0], cpu[0]) <= TOL, `conv forward tile ${tile}: rel ${relErr(gpu[0], cpu[0])}`);
+    }
+    setGemmTuning({ forceTile: '' });
+    // Not covered: activation relu goes to tfjs's kernel, still correct.
+    setWebGPUKernelSettings({ convForward: true });
+    const xr = randn(rng, 2 * 8 * 8 * 4);
+    const wr = randn(rng, 3 * 3 * 4 * 8);
+    const { gpu, cpu } = await bothBackends(() => [tf.fused.conv2d({ x: tf.tensor4d(xr, [2, 8, 8, 4]), filter: tf.tensor4d(wr, [3, 3, 4, 8]), strides: 1, pad: 'same', activation: 'relu' })]);
+    assert.ok(relErr(gpu[0], cpu[0]) <= TOL);
+  } finally {
+    setWebGPUKernelSettings(prev);
     setGemmTuning({ forceTile: '' });
     releaseWebGPU();
   }

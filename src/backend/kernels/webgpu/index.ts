@@ -17,6 +17,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import { conv2dBackpropFilterWebGPU } from './conv2d_backprop_filter.js';
 import { conv2dBackpropInputWebGPU } from './conv2d_backprop_input.js';
+import { conv2dForwardWebGPU } from './conv2d_forward.js';
 import type { KernelArgs } from './util.js';
 import { depthwiseBackpropFilterWebGPU } from './depthwise_backprop_filter.js';
 import { batchMatMulKernel, linearKernel } from './matmul.js';
@@ -26,6 +27,7 @@ import { gatedGeluGradConvKernel, gatedGeluGradKernel, gatedGeluKernel, geluGrad
 import { adamKernel } from './adam.js';
 import { adamMultiKernel } from './adam_multi.js';
 import { sumRowsKernel } from './sum_rows.js';
+import { gateConvFilterGradKernel, gateConvKernel } from './gate_conv.js';
 
 export {
   conv2dBackpropFilterWebGPU,
@@ -49,6 +51,8 @@ type OurKernel = (args: KernelArgs, fallback?: KernelFunc) => TensorInfo | Tenso
 const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   { kernelName: 'Conv2DBackpropFilter', impl: conv2dBackpropFilterWebGPU },
   { kernelName: 'Conv2DBackpropInput', impl: conv2dBackpropInputWebGPU },
+  { kernelName: 'Conv2D', impl: conv2dForwardWebGPU },
+  { kernelName: 'FusedConv2D', impl: conv2dForwardWebGPU },
   { kernelName: 'DepthwiseConv2dNativeBackpropFilter', impl: depthwiseBackpropFilterWebGPU },
   { kernelName: 'BatchMatMul', impl: batchMatMulKernel },
   { kernelName: 'DepthwiseConv2dNativeBackpropInput', impl: depthwiseBackpropInputWebGPU },
@@ -63,6 +67,8 @@ const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   { kernelName: 'MambaoutLinear', impl: linearKernel },
   { kernelName: 'MambaoutGeluGrad', impl: geluGradKernel },
   { kernelName: 'MambaoutAdamMulti', impl: adamMultiKernel },
+  { kernelName: 'MambaoutGateConv', impl: gateConvKernel },
+  { kernelName: 'MambaoutGateConvFilterGrad', impl: gateConvFilterGradKernel },
 ];
 
 /** Names of the kernels we replace on 'webgpu'. */

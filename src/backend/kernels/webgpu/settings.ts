@@ -22,11 +22,15 @@ export interface WebGPUKernelSettings {
   adamMulti: boolean;
   /** Our Conv2DBackpropInput (implicit GEMM split by output parity) instead of tfjs's. */
   convBackpropInput: boolean;
+  /** Our Conv2D / FusedConv2D forward (implicit GEMM, bias in the epilogue) instead of tfjs's. */
+  convForward: boolean;
+  /** The 7x7 depthwise conv of the gate reads its channels straight from fc1's output (no Slice). */
+  gateConv: boolean;
   /** Reuse bind groups for identical (layout, buffers) pairs instead of creating one per dispatch. */
   bindGroupCache: boolean;
 }
 
-const FEATURES = ['gemm', 'linearEpilogue', 'layerNormGelu', 'adamMulti', 'convBackpropInput', 'bindGroupCache'] as const;
+const FEATURES = ['gemm', 'linearEpilogue', 'layerNormGelu', 'adamMulti', 'convBackpropInput', 'convForward', 'gateConv', 'bindGroupCache'] as const;
 
 function fromEnv(): WebGPUKernelSettings {
   const v1 = (process.env.MAMBAOUT_WEBGPU_KERNELS ?? '').trim().toLowerCase() === 'v1';
@@ -38,6 +42,8 @@ function fromEnv(): WebGPUKernelSettings {
     layerNormGelu: true,
     adamMulti: true,
     convBackpropInput: true,
+    convForward: true,
+    gateConv: true,
     bindGroupCache: true,
   };
   for (const f of FEATURES) if (v1 || off.has(f)) s[f] = false;

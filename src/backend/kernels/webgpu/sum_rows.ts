@@ -8,6 +8,11 @@
  *           [S, cols];
  *   pass 2: `sumSplits` (shared with the conv filter kernel) adds the S partials (skipped when S = 1).
  *
+ * When cols % 4 == 0 (every MambaOut bias), pass 1 reads vec4: a workgroup of 256 threads covers up to 64 column
+ * quads x L = 256 / quads row lanes (lane l sums rows l, l + L, ... of its chunk, so a warp reads whole consecutive
+ * rows), and the L lane sums meet in shared memory. The scalar version (one thread per column, 64 per workgroup)
+ * ran at ~1 TB/s on the H200: 64 sums, 8.7 ms of tiny's 172 ms training step for ~8 GB read.
+ *
  * Covered: float32, reduction axes = a leading prefix of the shape with at least 256 rows; everything else goes
  * to tfjs's kernel.
  */
@@ -44,6 +49,39 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
 `;
 }
 
+/** Pass 1 of the vec4 version: QW column quads x (256 / QW) row lanes per workgroup. */
+function sourceVec4(QW: number): string {
+  const L = Math.floor(256 / QW);
+  return `
+${uniformStruct([{ name: 'rows', type: 'i32', value: 0 }, { name: 'cols4', type: 'i32', value: 0 }, { name: 'rowsPerChunk', type: 'i32', value: 0 }], 2)}
+@group(0) @binding(0) var<storage, read_write> result : array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x : array<vec4<f32>>;
+var<workgroup> part : array<vec4<f32>, ${L * QW}>;
+
+@compute @workgroup_size(256, 1, 1)
+fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) lidx : u32) {
+  let li = i32(lidx);
+  let q = li % ${QW};
+  let lane = li / ${QW};
+  let c = i32(wid.x) * ${QW} + q;
+  let chunk = i32(wid.y);
+  let r0 = chunk * u.rowsPerChunk;
+  let r1 = min(r0 + u.rowsPerChunk, u.rows);
+  var s = vec4<f32>(0.0);
+  if (lane < ${L} && c < u.cols4) {
+    for (var r = r0 + lane; r < r1; r = r + ${L}) { s = s + x[r * u.cols4 + c]; }
+  }
+  if (lane < ${L}) { part[lane * ${QW} + q] = s; }
+  workgroupBarrier();
+  if (lane == 0 && c < u.cols4) {
+    var t = part[q];
+    for (var l = 1; l < ${L}; l = l + 1) { t = t + part[l * ${QW} + q]; }
+    result[chunk * u.cols4 + c] = t;
+  }
+}
+`;
+}
+
 /** Our Sum; `fallback` (tfjs's kernel) handles what it does not cover. */
 export function sumRowsKernel(args: KernelArgs, fallback?: KernelFunc): TensorInfo {
   const { x } = args.inputs;
@@ -70,6 +108,29 @@ export function sumRowsKernel(args: KernelArgs, fallback?: KernelFunc): TensorIn
   const colGroups = Math.ceil(cols / 64);
   if (rows < MIN_ROWS || cols === 0 || colGroups > maxDim) return useFallback();
   const outShape = attrs.keepDims ? [...x.shape.slice(0, k).map(() => 1), ...x.shape.slice(k)] : x.shape.slice(k);
+  if (cols % 4 === 0) {
+    const cols4 = cols / 4;
+    const QW = Math.min(64, cols4);
+    const lanes = Math.floor(256 / QW);
+    const groupsX = Math.ceil(cols4 / QW);
+    // ~2 x TARGET_THREADS threads in flight, each lane summing at least MIN_ROWS_PER_THREAD rows.
+    let chunks = Math.max(1, Math.min(Math.ceil((2 * TARGET_THREADS) / (groupsX * 256)), Math.floor(rows / (lanes * MIN_ROWS_PER_THREAD)), maxDim));
+    const rowsPerChunk = Math.ceil(rows / chunks);
+    chunks = Math.ceil(rows / rowsPerChunk);
+    const [partial] = runCustomProgram(backend, {
+      name: 'SumRows',
+      key: `mambaout_sum_rows4_${QW}`,
+      code: () => sourceVec4(QW),
+      outputShapes: [chunks === 1 ? outShape : [chunks, cols]],
+      dispatch: [groupsX, chunks, 1],
+      uniforms: [
+        { name: 'rows', type: 'i32', value: rows },
+        { name: 'cols4', type: 'i32', value: cols4 },
+        { name: 'rowsPerChunk', type: 'i32', value: rowsPerChunk },
+      ],
+    }, [x]);
+    return chunks === 1 ? partial : sumSplits(backend, partial, chunks, outShape);
+  }
   let chunks = Math.max(1, Math.min(Math.ceil(TARGET_THREADS / (colGroups * 64)), Math.floor(rows / MIN_ROWS_PER_THREAD), maxDim));
   const rowsPerChunk = Math.ceil(rows / chunks);
   chunks = Math.ceil(rows / rowsPerChunk);
