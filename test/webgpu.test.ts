@@ -681,6 +681,28 @@ test('Conv2D / FusedConv2D forward (implicit GEMM, bias in the epilogue) and its
       assert.ok(relErr(gpu[0], cpu[0]) <= TOL, `conv forward tile ${tile}: rel ${relErr(gpu[0], cpu[0])}`);
     }
     setGemmTuning({ forceTile: '' });
+    // The model's op (kernel MambaoutConv2D with a lazily evaluated gradient): values and all three gradients.
+    const { conv2dBias } = await import('../src/ops/conv.js');
+    for (const c of cases.filter((q) => q.bias)) {
+      const fShape: [number, number, number, number] = [c.k, c.k, c.x[3], c.cout];
+      const filter = randn(rng, fShape.reduce((a, b) => a * b, 1), 0.3);
+      const bias = randn(rng, c.cout);
+      const x = randn(rng, c.x.reduce((a, b) => a * b, 1));
+      const pad = c.pad === 'same' || c.pad === 'valid' ? c.pad : (c.pad as [[number, number], [number, number], [number, number], [number, number]]);
+      const outShape = tf.tidy(() => tf.conv2d(tf.zeros(c.x) as tf.Tensor4D, tf.zeros(fShape) as tf.Tensor4D, c.s, c.pad).shape);
+      const R = randn(rng, outShape.reduce((a, b) => a * b, 1));
+      const { gpu, cpu } = await bothBackends(() => {
+        const rt = tf.tensor(R, outShape);
+        const conv = (xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) => conv2dBias(xi as tf.Tensor4D, wi as tf.Tensor4D, bi as tf.Tensor1D, c.s, pad);
+        const inputs = () => [tf.tensor4d(x, c.x), tf.tensor4d(filter, fShape), tf.tensor1d(bias)];
+        const y = conv(...(inputs() as [tf.Tensor, tf.Tensor, tf.Tensor]));
+        return [y, ...tf.grads((a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) => tf.sum(tf.mul(rt, conv(a, b, d))))(inputs())];
+      });
+      ['y', 'dx', 'dw', 'db'].forEach((name, i) => {
+        const e = relErr(gpu[i], cpu[i]);
+        assert.ok(e <= TOL, `conv2dBias x[${c.x}] k${c.k} s${c.s} ${name}: rel ${e}`);
+      });
+    }
     // Not covered: activation relu goes to tfjs's kernel, still correct.
     setWebGPUKernelSettings({ convForward: true });
     const xr = randn(rng, 2 * 8 * 8 * 4);

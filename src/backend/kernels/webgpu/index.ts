@@ -67,6 +67,8 @@ const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   { kernelName: 'MambaoutLinear', impl: linearKernel },
   { kernelName: 'MambaoutGeluGrad', impl: geluGradKernel },
   { kernelName: 'MambaoutAdamMulti', impl: adamMultiKernel },
+  // Our conv under its own name (src/ops/conv.ts registers its gradient); tfjs's FusedConv2D covers the rest.
+  { kernelName: 'MambaoutConv2D', impl: (args) => conv2dForwardWebGPU(args, originals.get('FusedConv2D')?.kernelFunc) },
   { kernelName: 'MambaoutGateConv', impl: gateConvKernel },
   { kernelName: 'MambaoutGateConvFilterGrad', impl: gateConvFilterGradKernel },
 ];
