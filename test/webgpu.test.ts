@@ -715,3 +715,136 @@ test('Conv2D / FusedConv2D forward (implicit GEMM, bias in the epilogue) and its
     releaseWebGPU();
   }
 });
+
+// ---------------------------------------------------------------------------------------------------------
+// --amp on WebGPU: bf16 storage (src/backend/kernels/webgpu/bf16.ts, src/ops/gated_cnn_bf16.ts).
+
+test('bf16 packing rounds to nearest even and unpacks exactly', async () => {
+  const { packBf16, unpackBf16, roundBf16 } = await import('../src/backend/kernels/webgpu/bf16.js');
+  // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: even mantissa (1). 1 + 3·2^-8 ties up to 1 + 2^-6. 1 + 2^-8 + 2^-20 rounds up.
+  const v = [1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -20, -2.5, 0];
+  assert.deepEqual(Array.from(roundBf16(v)), [1, 1, 1 + 2 ** -6, 1 + 2 ** -7, -2.5, 0]);
+  const packed = packBf16([1, -2]);
+  assert.equal(packed.length, 1);
+  assert.equal((packed[0] >>> 0).toString(16), 'c0003f80'); // -2 = 0xc000 high, 1 = 0x3f80 low
+  assert.deepEqual(Array.from(unpackBf16(packed)), [1, -2]);
+  const r = roundBf16(Array.from({ length: 1000 }, (_, i) => Math.sin(i) * 10 ** ((i % 9) - 4)));
+  for (let i = 0; i < 1000; i++) {
+    const x = Math.fround(Math.sin(i) * 10 ** ((i % 9) - 4));
+    assert.ok(Math.abs(r[i] - x) <= Math.abs(x) * 2 ** -8, `${x} -> ${r[i]}`);
+  }
+});
+
+test('--amp kernels: bf16 GEMM operands and results, bf16 column sums, and the bf16 GatedCNN block vs float32 on cpu', { skip: SKIP, timeout: 1_200_000 }, async (t) => {
+  const { packBf16, unpackBf16, roundBf16 } = await import('../src/backend/kernels/webgpu/bf16.js');
+  const { gatedBlockBf16 } = await import('../src/ops/gated_cnn_bf16.js');
+  const { gelu } = await import('../src/ops/activations.js');
+  const r = await initWebGPU();
+  assert.ok(r.ok, r.ok ? '' : r.reason);
+  const rng = new Rng(41);
+  try {
+    await t.test('MambaoutGemm with bf16 A (both layouts), bf16 B and a bf16 result matches f32 products of the same values', async () => {
+      // [M, N, K, transA, transB]; operands rounded to bf16 on the host, so f32 results must agree to f32 rounding.
+      for (const [M, N, K, ta, tb] of [[37, 24, 20, false, true], [64, 48, 96, false, false], [24, 20, 300, true, false], [5000, 8, 12, true, false]] as Array<[number, number, number, boolean, boolean]>) {
+        const aVals = roundBf16(randn(rng, M * K));
+        const bVals = roundBf16(randn(rng, K * N));
+        const aShape = ta ? [K, M] : [M, K];
+        const bShape = tb ? [N, K] : [K, N];
+        const ref = new Float32Array(M * N);
+        for (let i = 0; i < M; i++) {
+          for (let j = 0; j < N; j++) {
+            let acc = 0;
+            for (let k = 0; k < K; k++) acc += aVals[ta ? k * M + i : i * K + k] * bVals[tb ? j * K + k : k * N + j];
+            ref[i * N + j] = acc;
+          }
+        }
+        const run = (aBf16: boolean, bBf16: boolean, outBf16: boolean): Promise<Float32Array> => {
+          const packedShape = (s: number[]) => [s[0], s[1] / 2];
+          const a = aBf16 ? tf.tensor(packBf16(aVals), packedShape(aShape), 'int32') : tf.tensor(aVals, aShape);
+          const b = bBf16 ? tf.tensor(packBf16(bVals), packedShape(bShape), 'int32') : tf.tensor(bVals, bShape);
+          const y = tf.engine().runKernel('MambaoutGemm', { a, b }, { transA: ta, transB: tb, M, N, K, aBf16, bBf16, outBf16 } as unknown as tf.NamedAttrMap) as tf.Tensor;
+          return y.data().then((d) => {
+            tf.dispose([a, b, y]);
+            return outBf16 ? unpackBf16(d) : (d as Float32Array);
+          });
+        };
+        for (const [ab, bb] of [[true, false], [false, true], [true, true]]) {
+          const got = await run(ab, bb, false);
+          assert.ok(relErr(got, ref) <= TOL, `gemm [${M},${N},${K}] ta ${ta} tb ${tb} bf16 A ${ab} B ${bb}: rel ${relErr(got, ref)}`);
+        }
+        if (N % 4 === 0) {
+          const got = await run(true, false, true);
+          const want = roundBf16(ref);
+          let worst = 0;
+          for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]) / Math.max(Math.abs(want[i]), 1e-3));
+          assert.ok(worst <= 2 ** -7, `gemm [${M},${N},${K}] bf16 result: worst relative difference ${worst} (1 bf16 ulp = ${2 ** -7})`);
+        }
+      }
+    });
+
+    await t.test('MambaoutSumRowsBf16: column sums of packed bf16 values', async () => {
+      for (const [rows, cols] of [[3, 4], [700, 96], [5000, 512], [1000, 260]]) {
+        const vals = roundBf16(randn(rng, rows * cols));
+        const ref = new Float64Array(cols);
+        for (let i = 0; i < rows; i++) for (let c = 0; c < cols; c++) ref[c] += vals[i * cols + c];
+        const x = tf.tensor(packBf16(vals), [rows, cols / 2], 'int32');
+        const y = tf.engine().runKernel('MambaoutSumRowsBf16', { x }, {}) as tf.Tensor;
+        const got = (await y.data()) as Float32Array;
+        tf.dispose([x, y]);
+        assert.deepEqual(y.shape, [cols]);
+        assert.ok(relErr(got, ref) <= TOL, `sum bf16 [${rows}, ${cols}]: rel ${relErr(got, ref)}`);
+      }
+    });
+
+    await t.test('bf16 GatedCNN block (fc1, gate conv, gelu gate, fc2 + residual): forward and all 8 gradients within bf16 tolerance of float32', async (st) => {
+      let worstBlock = 0;
+      // [n, H, W, C, h]: MambaOut-like (h = 8/3 C rounded to a multiple of 4) and odd spatial sizes.
+      for (const [n, hh, ww, C, h] of [[2, 7, 9, 8, 20], [1, 14, 14, 48, 128], [2, 5, 6, 12, 32]]) {
+        const xn = randn(rng, n * hh * ww * C);
+        const x = randn(rng, n * hh * ww * C);
+        const w1 = randn(rng, 2 * h * C, 0.3);
+        const b1 = randn(rng, 2 * h, 0.1);
+        const cw = randn(rng, 49 * C, 0.2);
+        const cb = randn(rng, C, 0.1);
+        const w2 = randn(rng, C * h, 0.2);
+        const b2 = randn(rng, C, 0.1);
+        const R = randn(rng, n * hh * ww * C);
+        for (const withResidual of [true, false]) {
+          const build = (): tf.Tensor[] => {
+            const useBf16 = tf.getBackend() === 'webgpu';
+            const f = (a: tf.Tensor[]): tf.Tensor => {
+              const [xi, w1i, b1i, cwi, cbi, w2i, b2i, ri] = a;
+              if (useBf16) {
+                return gatedBlockBf16(xi as tf.Tensor4D, { fc1Weight: w1i, fc1Bias: b1i, convWeight: cwi, convBias: cbi, fc2Weight: w2i, fc2Bias: b2i, hidden: h },
+                  withResidual ? ri as tf.Tensor4D : undefined);
+              }
+              const fc1 = tf.matMul(xi.reshape([-1, C]), w1i, false, true).add(b1i).reshape([n, hh, ww, 2 * h]);
+              const [g, i, c] = tf.split(fc1, [h, h - C, C], 3);
+              const k = tf.depthwiseConv2d(c as tf.Tensor4D, cwi as tf.Tensor4D, 1, 'same').add(cbi);
+              const a2 = gelu(g).mul(tf.concat([i, k], 3));
+              const y = tf.matMul(a2.reshape([-1, h]), w2i, false, true).add(b2i).reshape([n, hh, ww, C]);
+              return withResidual ? ri.add(y) : y;
+            };
+            const inputs = () => [tf.tensor4d(xn, [n, hh, ww, C]), tf.tensor2d(w1, [2 * h, C]), tf.tensor1d(b1), tf.tensor4d(cw, [7, 7, C, 1]),
+              tf.tensor1d(cb), tf.tensor2d(w2, [C, h]), tf.tensor1d(b2), ...(withResidual ? [tf.tensor4d(x, [n, hh, ww, C])] : [])];
+            const rt = tf.tensor(R, [n, hh, ww, C]);
+            const y = f(inputs());
+            const g = tf.grads((...a: tf.Tensor[]) => tf.sum(tf.mul(rt, f(a))))(inputs());
+            return [y, ...g];
+          };
+          const { gpu, cpu } = await bothBackends(build);
+          const names = ['y', 'dxn', 'dW1', 'db1', 'dWconv', 'dbconv', 'dW2', 'db2', 'dres'];
+          gpu.forEach((g, i) => {
+            const e = relErr(g, cpu[i]);
+            worstBlock = Math.max(worstBlock, e);
+            assert.ok(e <= 2e-2, `bf16 block n${n} ${hh}x${ww} C${C} h${h} residual ${withResidual} ${names[i]}: rel ${e} (bf16 tolerance 2e-2)`);
+            assert.ok(e > 0 || names[i] === 'dres', `${names[i]}: bit-identical to float32, so bf16 storage is not in use`);
+          });
+        }
+      }
+      st.diagnostic(`worst rel diff bf16 block vs float32: ${worstBlock.toExponential(2)}`);
+    });
+  } finally {
+    releaseWebGPU();
+  }
+});

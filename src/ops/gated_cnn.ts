@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { shouldFuse, type CustomGradFn } from './fused.js';
 import { gelu } from './activations.js';
 import { linear } from './linear.js';
+import { gatedBlockBf16, gatedBlockBf16Fits, type GatedBlockParams } from './gated_cnn_bf16.js';
 
 export interface GatedCnnParams {
   fc1Weight: tf.Tensor;
@@ -94,6 +95,16 @@ export function gatedCnnMixer(xn: tf.Tensor4D, p: GatedCnnParams): tf.Tensor4D {
   const [g, i, cc] = parts;
   const cConv = tf.depthwiseConv2d(cc, p.convWeight as tf.Tensor4D, 1, 'same').add(p.convBias);
   return gelu(g).mul(tf.concat([i, cConv], 3)) as tf.Tensor4D;
+}
+
+/**
+ * The block after its LayerNorm: [residual +] fc2(gatedCnnMixer(xn)). With --amp on WebGPU (webgpuKernelSettings.bf16)
+ * one op with bf16 intermediates (./gated_cnn_bf16.ts); else the mixer and fc2 (+ residual in its epilogue).
+ */
+export function gatedCnnBlock(xn: tf.Tensor4D, p: GatedBlockParams, residual?: tf.Tensor4D): tf.Tensor4D {
+  if (shouldFuse('MambaoutGemm', 'bf16') && gatedBlockBf16Fits(xn.shape[3], p.hidden, p.convWeight)) return gatedBlockBf16(xn, p, residual);
+  const gated = gatedCnnMixer(xn, p);
+  return linear(gated, p.fc2Weight, p.fc2Bias, residual ? { residual } : {}) as tf.Tensor4D;
 }
 
 /** The fused gate alone (parity tests compare it with the op composition). */

@@ -18,6 +18,7 @@ import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { sumSplits, type KernelArgs } from './util.js';
+import { WGSL_BF16 } from './bf16.js';
 
 export interface DepthwiseBackpropFilterTuning {
   /** Aim for about this many threads in pass 1 (chunks x FH x C*M). */
@@ -62,11 +63,12 @@ export class DepthwiseBackpropFilterSplitProgram implements WebGPUProgram {
     'strideH : i32, padT : i32, padL : i32, filterH : i32, numRows : i32, rowsPerSplit : i32, xPix : i32, xOff : i32,';
   workgroupSize: [number, number, number];
 
-  constructor(outputShape: number[], dispatch: [number, number, number], wg: number, private fw: number, private sw: number) {
+  constructor(outputShape: number[], dispatch: [number, number, number], wg: number, private fw: number, private sw: number,
+    private bf16 = false) {
     this.outputShape = outputShape;
     this.dispatch = dispatch;
     this.workgroupSize = [wg, 1, 1];
-    this.shaderKey = `mambaout_dw_bpf_split_${fw}_${sw}`;
+    this.shaderKey = `mambaout_dw_bpf_split_${fw}_${sw}${bf16 ? '_bf16' : ''}`;
   }
 
   getUserCode(): string {
@@ -86,9 +88,14 @@ export class DepthwiseBackpropFilterSplitProgram implements WebGPUProgram {
     }
     const stores = range(fw).map((k) => `result[outBase + ${k} * uniforms.outC] = a${k};`).join('\n        ');
     return `
+      ${this.bf16 ? WGSL_BF16 : ''}
       fn loadX(rowBase : i32, col : i32) -> f32 {
         if (col < 0 || col >= uniforms.inW) { return 0.0; }
-        return x[rowBase + col * uniforms.xPix];
+        ${this.bf16
+    ? `let e = rowBase + col * uniforms.xPix;
+        let w = bitcast<u32>(x[e / 2]);
+        return select(bf16lo(w), bf16hi(w), (e & 1) == 1);`
+    : 'return x[rowBase + col * uniforms.xPix];'}
       }
 
       fn main() {
@@ -155,6 +162,8 @@ export function depthwiseBackpropFilterWebGPU(args: KernelArgs, fallback?: Kerne
 export interface StridedInput {
   pixelStride: number;
   channelOffset: number;
+  /** x is packed bf16 (int32 pairs, ./bf16.ts; --amp). Offsets and strides stay in elements. */
+  bf16?: boolean;
 }
 
 /**
@@ -188,7 +197,7 @@ function depthwiseFilterGradImpl(backend: WebGPUBackend, x: TensorInfo, dy: Tens
   const rowsPerSplit = Math.ceil(rows / splits);
   splits = Math.ceil(rows / rowsPerSplit);
   const outShape = splits === 1 ? filterShape.slice() : [splits, fh * fw * outC];
-  const program = new DepthwiseBackpropFilterSplitProgram(outShape, [groupsX, splits, 1], wg, fw, conv.strideWidth);
+  const program = new DepthwiseBackpropFilterSplitProgram(outShape, [groupsX, splits, 1], wg, fw, conv.strideWidth, where.bf16);
   const uniforms = [
     conv.inHeight, conv.inWidth, inC, conv.outHeight, conv.outWidth, outC, chMul,
     conv.strideHeight, conv.padInfo.top, conv.padInfo.left, fh, rows, rowsPerSplit, where.pixelStride, where.channelOffset,

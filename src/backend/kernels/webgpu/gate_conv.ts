@@ -14,12 +14,14 @@
  * The input gradient needs no offset (it is written into df by the gate's gradient kernel), so tfjs's
  * DepthwiseConv2dNativeBackpropInput (ours) is used as is.
  * Needs C % 4 == 0 and 2h % 4 == 0 (vec4 reads at the offset); src/ops/gated_cnn.ts checks before using it.
+ * attr bf16 (--amp): f is packed bf16 (./bf16.ts); k and the filter gradient stay float32.
  */
 import type { TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { dispatch2D, runCustomProgram, uniformStruct } from './dispatch.js';
 import { depthwiseFilterGradStrided } from './depthwise_backprop_filter.js';
 import { range, type KernelArgs } from './util.js';
+import { WGSL_BF16 } from './bf16.js';
 
 /** Output pixels along W per thread. */
 const TX = 4;
@@ -27,7 +29,7 @@ const WG = 128;
 
 const UNIFORMS = ['total', 'H', 'W', 'C4', 'P4', 'off4', 'XB', 'KH', 'padT', 'padL'];
 
-function source(kw: number): string {
+function source(kw: number, bf16: boolean): string {
   const nv = TX + kw - 1;
   const loads = range(nv).map((j) => `let v${j} = ld(rb, x0 - u.padL + ${j});`).join('\n    ');
   const weights = range(kw).map((k) => `let w${k} = wt[(ky * ${kw} + ${k}) * u.C4 + cq];`).join('\n    ');
@@ -36,12 +38,12 @@ function source(kw: number): string {
   return `
 ${uniformStruct(UNIFORMS.map((name) => ({ name, type: 'i32', value: 0 })), 3)}
 @group(0) @binding(0) var<storage, read_write> result : array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> f : array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> f : array<${bf16 ? 'vec2<u32>' : 'vec4<f32>'}>;
 @group(0) @binding(2) var<storage, read> wt : array<vec4<f32>>;
-
+${bf16 ? WGSL_BF16 : ''}
 fn ld(rb : i32, x : i32) -> vec4<f32> {
   if (x < 0 || x >= u.W) { return vec4<f32>(0.0); }
-  return f[rb + x * u.P4];
+  return ${bf16 ? 'unpackBf16x4(f[rb + x * u.P4])' : 'f[rb + x * u.P4]'};
 }
 
 @compute @workgroup_size(${WG}, 1, 1)
@@ -74,10 +76,13 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : v
 interface GateConvAttrs {
   /** Channel offset of the conv input in f (2h - C). */
   offset: number;
+  /** f is packed bf16 (--amp): int32 [N, H, W, P / 2]. */
+  bf16?: boolean;
 }
 
-function check(f: TensorInfo, C: number, offset: number): { N: number; H: number; W: number; P: number } {
-  const [N, H, W, P] = f.shape;
+function check(f: TensorInfo, C: number, offset: number, bf16: boolean): { N: number; H: number; W: number; P: number } {
+  const [N, H, W] = f.shape;
+  const P = f.shape[3] * (bf16 ? 2 : 1);
   if (f.shape.length !== 4 || C % 4 !== 0 || P % 4 !== 0 || offset % 4 !== 0 || offset + C > P) {
     throw new Error(`MambaoutGateConv: f [${f.shape}], ${C} channels at offset ${offset}: needs NHWC and multiples of 4`);
   }
@@ -87,9 +92,9 @@ function check(f: TensorInfo, C: number, offset: number): { N: number; H: number
 /** Kernel MambaoutGateConv: inputs f [N,H,W,P], filter [KH,KW,C,1]; attr offset. Output [N,H,W,C] ('same', stride 1). */
 export function gateConvKernel(args: KernelArgs): TensorInfo {
   const { f, filter } = args.inputs;
-  const { offset } = args.attrs as unknown as GateConvAttrs;
+  const { offset, bf16 = false } = args.attrs as unknown as GateConvAttrs;
   const [KH, KW, C] = filter.shape;
-  const { N, H, W, P } = check(f, C, offset);
+  const { N, H, W, P } = check(f, C, offset, bf16);
   const XB = Math.ceil(W / TX);
   const total = N * H * XB * (C / 4);
   const vals: Record<string, number> = {
@@ -97,8 +102,8 @@ export function gateConvKernel(args: KernelArgs): TensorInfo {
   };
   return runCustomProgram(args.backend, {
     name: 'GateConv',
-    key: `mambaout_gate_conv_${KW}`,
-    code: () => source(KW),
+    key: `mambaout_gate_conv_${KW}${bf16 ? '_bf16' : ''}`,
+    code: () => source(KW, bf16),
     outputShapes: [[N, H, W, C]],
     dispatch: dispatch2D(args.backend, Math.ceil(total / WG)),
     uniforms: UNIFORMS.map((name) => ({ name, type: 'i32' as const, value: vals[name] })),
@@ -108,8 +113,8 @@ export function gateConvKernel(args: KernelArgs): TensorInfo {
 /** Kernel MambaoutGateConvFilterGrad: inputs f, dk [N,H,W,C]; attrs offset, filterShape. Output [KH,KW,C,1]. */
 export function gateConvFilterGradKernel(args: KernelArgs): TensorInfo {
   const { f, dk } = args.inputs;
-  const { offset, filterShape } = args.attrs as unknown as GateConvAttrs & { filterShape: [number, number, number, number] };
+  const { offset, filterShape, bf16 = false } = args.attrs as unknown as GateConvAttrs & { filterShape: [number, number, number, number] };
   const C = filterShape[2];
-  const { P } = check(f, C, offset);
-  return depthwiseFilterGradStrided(args.backend as WebGPUBackend, f, dk, filterShape, { pixelStride: P, channelOffset: offset });
+  const { P } = check(f, C, offset, bf16);
+  return depthwiseFilterGradStrided(args.backend as WebGPUBackend, f, dk, filterShape, { pixelStride: P, channelOffset: offset, bf16 });
 }

@@ -20,13 +20,13 @@ import { conv2dBackpropInputWebGPU } from './conv2d_backprop_input.js';
 import { conv2dForwardWebGPU } from './conv2d_forward.js';
 import type { KernelArgs } from './util.js';
 import { depthwiseBackpropFilterWebGPU } from './depthwise_backprop_filter.js';
-import { batchMatMulKernel, linearKernel } from './matmul.js';
+import { batchMatMulKernel, gemmKernel, linearKernel } from './matmul.js';
 import { depthwiseBackpropInputWebGPU } from './depthwise_backprop_input.js';
 import { layerNormGradKernel, layerNormKernel } from './layer_norm.js';
 import { gatedGeluGradConvKernel, gatedGeluGradKernel, gatedGeluKernel, geluGradKernel } from './gated_gelu.js';
 import { adamKernel } from './adam.js';
 import { adamMultiKernel } from './adam_multi.js';
-import { sumRowsKernel } from './sum_rows.js';
+import { sumRowsBf16Kernel, sumRowsKernel } from './sum_rows.js';
 import { gateConvFilterGradKernel, gateConvKernel } from './gate_conv.js';
 
 export {
@@ -70,6 +70,8 @@ const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   // Our conv under its own name (src/ops/conv.ts registers its gradient); tfjs's FusedConv2D covers the rest.
   { kernelName: 'MambaoutConv2D', impl: (args) => conv2dForwardWebGPU(args, originals.get('FusedConv2D')?.kernelFunc) },
   { kernelName: 'MambaoutGateConv', impl: gateConvKernel },
+  { kernelName: 'MambaoutGemm', impl: gemmKernel },
+  { kernelName: 'MambaoutSumRowsBf16', impl: sumRowsBf16Kernel },
   { kernelName: 'MambaoutGateConvFilterGrad', impl: gateConvFilterGradKernel },
 ];
 

@@ -21,6 +21,7 @@ import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { sumSplits, type KernelArgs } from './util.js';
 import { runCustomProgram, uniformStruct } from './dispatch.js';
+import { WGSL_BF16 } from './bf16.js';
 
 /** Aim for about this many threads in pass 1. */
 const TARGET_THREADS = 131072;
@@ -50,12 +51,13 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
 }
 
 /** Pass 1 of the vec4 version: QW column quads x (256 / QW) row lanes per workgroup. */
-function sourceVec4(QW: number): string {
+function sourceVec4(QW: number, bf16: boolean): string {
   const L = Math.floor(256 / QW);
   return `
 ${uniformStruct([{ name: 'rows', type: 'i32', value: 0 }, { name: 'cols4', type: 'i32', value: 0 }, { name: 'rowsPerChunk', type: 'i32', value: 0 }], 2)}
 @group(0) @binding(0) var<storage, read_write> result : array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> x : array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x : array<${bf16 ? 'vec2<u32>' : 'vec4<f32>'}>;
+${bf16 ? WGSL_BF16 : ''}
 var<workgroup> part : array<vec4<f32>, ${L * QW}>;
 
 @compute @workgroup_size(256, 1, 1)
@@ -69,7 +71,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index)
   let r1 = min(r0 + u.rowsPerChunk, u.rows);
   var s = vec4<f32>(0.0);
   if (lane < ${L} && c < u.cols4) {
-    for (var r = r0 + lane; r < r1; r = r + ${L}) { s = s + x[r * u.cols4 + c]; }
+    for (var r = r0 + lane; r < r1; r = r + ${L}) { s = s + ${bf16 ? 'unpackBf16x4(x[r * u.cols4 + c])' : 'x[r * u.cols4 + c]'}; }
   }
   if (lane < ${L}) { part[lane * ${QW} + q] = s; }
   workgroupBarrier();
@@ -108,29 +110,7 @@ export function sumRowsKernel(args: KernelArgs, fallback?: KernelFunc): TensorIn
   const colGroups = Math.ceil(cols / 64);
   if (rows < MIN_ROWS || cols === 0 || colGroups > maxDim) return useFallback();
   const outShape = attrs.keepDims ? [...x.shape.slice(0, k).map(() => 1), ...x.shape.slice(k)] : x.shape.slice(k);
-  if (cols % 4 === 0) {
-    const cols4 = cols / 4;
-    const QW = Math.min(64, cols4);
-    const lanes = Math.floor(256 / QW);
-    const groupsX = Math.ceil(cols4 / QW);
-    // ~2 x TARGET_THREADS threads in flight, each lane summing at least MIN_ROWS_PER_THREAD rows.
-    let chunks = Math.max(1, Math.min(Math.ceil((2 * TARGET_THREADS) / (groupsX * 256)), Math.floor(rows / (lanes * MIN_ROWS_PER_THREAD)), maxDim));
-    const rowsPerChunk = Math.ceil(rows / chunks);
-    chunks = Math.ceil(rows / rowsPerChunk);
-    const [partial] = runCustomProgram(backend, {
-      name: 'SumRows',
-      key: `mambaout_sum_rows4_${QW}`,
-      code: () => sourceVec4(QW),
-      outputShapes: [chunks === 1 ? outShape : [chunks, cols]],
-      dispatch: [groupsX, chunks, 1],
-      uniforms: [
-        { name: 'rows', type: 'i32', value: rows },
-        { name: 'cols4', type: 'i32', value: cols4 },
-        { name: 'rowsPerChunk', type: 'i32', value: rowsPerChunk },
-      ],
-    }, [x]);
-    return chunks === 1 ? partial : sumSplits(backend, partial, chunks, outShape);
-  }
+  if (cols % 4 === 0) return sumRowsVec4(backend, x, rows, cols, outShape, false);
   let chunks = Math.max(1, Math.min(Math.ceil(TARGET_THREADS / (colGroups * 64)), Math.floor(rows / MIN_ROWS_PER_THREAD), maxDim));
   const rowsPerChunk = Math.ceil(rows / chunks);
   chunks = Math.ceil(rows / rowsPerChunk);
@@ -148,4 +128,43 @@ export function sumRowsKernel(args: KernelArgs, fallback?: KernelFunc): TensorIn
   }, [x]);
   if (chunks === 1) return partial;
   return sumSplits(backend, partial, chunks, outShape);
+}
+
+/** Column sums of a [rows, cols] view (cols % 4 == 0), float32 or packed bf16 input; float32 result of `outShape`. */
+function sumRowsVec4(backend: WebGPUBackend, x: TensorInfo, rows: number, cols: number, outShape: number[], bf16: boolean): TensorInfo {
+  const maxDim = backend.device.limits.maxComputeWorkgroupsPerDimension;
+  const cols4 = cols / 4;
+  const QW = Math.min(64, cols4);
+  const lanes = Math.floor(256 / QW);
+  const groupsX = Math.ceil(cols4 / QW);
+  // ~2 x TARGET_THREADS threads in flight, each lane summing at least MIN_ROWS_PER_THREAD rows.
+  let chunks = Math.max(1, Math.min(Math.ceil((2 * TARGET_THREADS) / (groupsX * 256)), Math.floor(rows / (lanes * MIN_ROWS_PER_THREAD)), maxDim));
+  const rowsPerChunk = Math.ceil(rows / chunks);
+  chunks = Math.ceil(rows / rowsPerChunk);
+  const [partial] = runCustomProgram(backend, {
+    name: 'SumRows',
+    key: `mambaout_sum_rows4_${QW}${bf16 ? '_bf16' : ''}`,
+    code: () => sourceVec4(QW, bf16),
+    outputShapes: [chunks === 1 ? outShape : [chunks, cols]],
+    dispatch: [groupsX, chunks, 1],
+    uniforms: [
+      { name: 'rows', type: 'i32', value: rows },
+      { name: 'cols4', type: 'i32', value: cols4 },
+      { name: 'rowsPerChunk', type: 'i32', value: rowsPerChunk },
+    ],
+  }, [x]);
+  return chunks === 1 ? partial : sumSplits(backend, partial, chunks, outShape);
+}
+
+/**
+ * Kernel MambaoutSumRowsBf16 (--amp): column sums of packed bf16 x (int32 [..., cols / 2]) over all leading axes;
+ * float32 [cols]. cols % 4 == 0.
+ */
+export function sumRowsBf16Kernel(args: KernelArgs): TensorInfo {
+  const { x } = args.inputs;
+  const cols = x.shape[x.shape.length - 1] * 2;
+  const rows = util.sizeFromShape(x.shape.slice(0, -1));
+  if (cols % 4 !== 0 || x.dtype !== 'int32') throw new Error(`MambaoutSumRowsBf16: [${x.shape}] is not packed bf16 with cols % 4 == 0`);
+  if (rows === 0) return (args.backend as WebGPUBackend).makeTensorInfo([cols], 'float32', new Float32Array(cols));
+  return sumRowsVec4(args.backend as WebGPUBackend, x, rows, cols, [cols], true);
 }
