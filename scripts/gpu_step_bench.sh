@@ -18,12 +18,16 @@ set -u
 OUT=${OUT:-/tmp/gpu_step_bench}
 mkdir -p "$OUT"
 BUDGET=${BUDGET:-390}   # seconds; optional sections start only while elapsed < BUDGET
+HARD=${HARD:-530}       # seconds; no command runs past this (each timeout is cut to what is left), the recap follows
+TEST_RESERVE=150        # seconds kept for the test suite while the measurements run
 B=${BATCH:-128}
 IMG=${IMG:-224}
 MODELS=${MODELS:-"femto tiny"}   # dry run on lavapipe: MODELS=test BATCH=2 IMG=64 SKIP_TESTS=1 SKIP_TORCH=1 bash scripts/gpu_step_bench.sh
 PROFILE_MODEL=${PROFILE_MODEL:-tiny}
 T0=$(date +%s)
 el() { echo $(( $(date +%s) - T0 )); }
+# tmo WANT [RESERVE]: WANT seconds, or less so that RESERVE seconds remain before HARD (0: no time left, skip).
+tmo() { local left=$(( HARD - $(el) - ${2:-0} )); [ "$left" -lt 10 ] && { echo 0; return; }; [ "$left" -lt "$1" ] && echo "$left" || echo "$1"; }
 sec() { echo; echo "== $1 [t=$(el)s]"; }
 : > "$OUT/extras.log"
 
@@ -66,14 +70,15 @@ sec "1. PyTorch eager (torch_step.py's measurement, batch $B, 10 steps after 5 w
 : > "$OUT/torch.jsonl"
 if [ -n "${SKIP_TORCH:-}" ]; then
   echo "skipped (SKIP_TORCH)"
-elif ! python3 -c 'import torch, timm' 2>/dev/null; then
-  echo "python3 with torch + timm not found: PyTorch figures skipped"
 else
   for m in $MODELS; do
-    timeout 100 python3 - "mambaout_$m" "$B" "$IMG" >> "$OUT/torch.jsonl" 2>> "$OUT/extras.log" <<'PY' || echo "torch $m: exit $? (see extras.log)"
+    t=$(tmo 90 $((TEST_RESERVE + 200))); [ "$t" -eq 0 ] && { echo "torch $m: skipped (no time left)"; continue; }
+    timeout "$t" python3 - "mambaout_$m" "$B" "$IMG" >> "$OUT/torch.jsonl" 2>> "$OUT/extras.log" <<'PY' || echo "torch $m: exit $? (timeout $t s; stderr in extras.log)"
 # The measurement of ../shared/bench/torch_step.py (eager, cudnn.benchmark, timm AdamW, bf16 autocast for amp), for the
 # four (amp, infer) cases of one model in one process (one torch/timm import instead of four).
-import json, sys, time, torch, timm
+import json, sys, time, warnings
+warnings.filterwarnings('ignore')
+import torch, timm
 from timm.optim import create_optimizer_v2
 name, B, S = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.backends.cudnn.benchmark = True
@@ -122,10 +127,12 @@ run_ours() {  # model precision(fp32|amp) log-suffix extra-args...
   local m=$1 p=$2 sfx=$3; shift 3
   local log="$OUT/ours_${m}_${sfx}.log"
   local ampflag=""; [ "$p" = amp ] && ampflag="--amp"
-  timeout 120 node --import tsx scripts/bench.ts --model mambaout_$m --backend webgpu --batch "$B" --img-size "$IMG" \
+  local t; t=$(tmo 110 "${RESERVE:-$TEST_RESERVE}")
+  [ "$t" -eq 0 ] && { echo "ours $m $p: skipped (no time left before the test suite)"; return 0; }
+  timeout "$t" node --import tsx scripts/bench.ts --model mambaout_$m --backend webgpu --batch "$B" --img-size "$IMG" \
     --steps 4 --warmup 2 --json $ampflag "$@" > "$log" 2>&1
   local rc=$?
-  [ $rc -ne 0 ] && echo "ours $m $p: exit $rc$([ $rc -eq 124 ] && echo ' (timeout 120 s)'): $(grep -v '^{' "$log" | grep -v -i warn | tail -2 | tr '\n' ' ' | cut -c1-300)"
+  [ $rc -ne 0 ] && echo "ours $m $p: exit $rc$([ $rc -eq 124 ] && echo " (timeout $t s)"): $(grep -v '^{' "$log" | grep -v -i warn | tail -2 | tr '\n' ' ' | cut -c1-300)"
   grep -E '^(kernels|train|inference):' "$log"
   # profile tables (header + rows), if asked
   awk '/^profile of/{p=1} /^(train|inference|bind groups|peak tfjs|\{)/{p=0} p' "$log"
@@ -145,8 +152,9 @@ summary
 if [ -n "${SKIP_TESTS:-}" ]; then
   sec "5. GPU test suite skipped (SKIP_TESTS)"
 else
-  sec "5. GPU test suite (MAMBAOUT_GPU_TESTS=1 test/webgpu.test.ts, timeout 200 s)"
-  MAMBAOUT_GPU_TESTS=1 timeout 200 node --import tsx --test test/webgpu.test.ts > "$OUT/gpu_tests.log" 2>&1
+  t=$(tmo 200)
+  sec "5. GPU test suite (MAMBAOUT_GPU_TESTS=1 test/webgpu.test.ts, timeout $t s)"
+  MAMBAOUT_GPU_TESTS=1 timeout "$t" node --import tsx --test test/webgpu.test.ts > "$OUT/gpu_tests.log" 2>&1
   rc=$?; echo "exit $rc$([ $rc -eq 124 ] && echo ' (timeout: the counts below are partial)')"
   grep -E '^# (tests|pass|fail|cancelled)|^not ok|^    not ok|worst' "$OUT/gpu_tests.log" | head -20
   grep -E -A3 '^ *not ok' "$OUT/gpu_tests.log" | grep -E "error:|rel " | head -6 | cut -c1-200
@@ -154,7 +162,7 @@ fi
 
 if [ "$(el)" -lt "$BUDGET" ] && echo " $MODELS " | grep -q ' tiny '; then
   sec "6. A/B: tiny fp32 with phase 1's GEMM tile rules (MAMBAOUT_GEMM_RULES=phase1) vs section 2"
-  MAMBAOUT_GEMM_RULES=phase1 run_ours tiny fp32 rules_phase1 >> "$OUT/extras.log" 2>&1
+  RESERVE=0 MAMBAOUT_GEMM_RULES=phase1 run_ours tiny fp32 rules_phase1 >> "$OUT/extras.log" 2>&1
   grep -E '^(train|inference):' "$OUT/ours_tiny_rules_phase1.log" 2>/dev/null | sed 's/^/phase-1 rules: /'
   grep -E '^(train|inference):' "$OUT/ours_tiny_fp32.log" 2>/dev/null | sed 's/^/current rules: /'
 else
@@ -164,13 +172,13 @@ fi
 if [ -n "${V1:-}" ]; then
   sec "7. v1 kernels (MAMBAOUT_WEBGPU_KERNELS=v1, main before issue 14)"
   for m in $MODELS; do
-    MAMBAOUT_WEBGPU_KERNELS=v1 run_ours "$m" fp32 v1 >> "$OUT/extras.log" 2>&1
+    RESERVE=0 MAMBAOUT_WEBGPU_KERNELS=v1 run_ours "$m" fp32 v1 >> "$OUT/extras.log" 2>&1
     grep -E '^(train|inference):' "$OUT/ours_${m}_v1.log" 2>/dev/null | sed "s/^/$m v1: /"
   done
 fi
 if [ -n "${SWEEP:-}" ]; then
   sec "8. GEMM tile sweep (SWEEP=1)"
-  timeout 200 node --import tsx scripts/gemm_sweep.ts --models "$(for m in $MODELS; do printf 'mambaout_%s,' "$m"; done | sed 's/,$//')" \
+  timeout "$(tmo 200)" node --import tsx scripts/gemm_sweep.ts --models "$(for m in $MODELS; do printf 'mambaout_%s,' "$m"; done | sed 's/,$//')" \
     --batch "$B" --img-size "$IMG" --max-tiles 5 --reps 3 --out "$OUT/gemm_sweep.tsv" > "$OUT/gemm_sweep.log" 2>&1 || echo "sweep: exit $?"
   grep -v -E '^\s*$|Warning' "$OUT/gemm_sweep.log" | cut -c1-120 | tail -80
 fi
