@@ -9,7 +9,8 @@
  * the figure to compare with PyTorch's max_memory_allocated). `--profile` prints a per-kernel time table (top `--top`)
  * of one training step and of one inference forward (tf.profile; on webgpu it needs the timestamp-query feature).
  * Kernel selection on webgpu: MAMBAOUT_WEBGPU_KERNELS=v1 (the first kernels) or MAMBAOUT_WEBGPU_OFF=feature,...
- * (src/backend/kernels/webgpu/settings.ts); the line `kernels:` says which are on.
+ * (src/backend/kernels/webgpu/settings.ts); the line `kernels:` says which are on. `--amp`: what `mambaout-train --amp`
+ * turns on (bf16 activation storage on webgpu, src/ops/gated_cnn_bf16.ts; no effect elsewhere, said so).
  *
  * `--breakdown` (meant for webgpu) shows where a training step's wall time goes: engine kernels and GPU dispatches
  * per step (by kernel name), time spent in each Dawn call (createBindGroup, submit, createBuffer, ...), GC time,
@@ -26,6 +27,7 @@ import { createModel } from '../src/models/mambaout.js';
 import { getModelConfig } from '../src/models/registry.js';
 import { createOptimizer } from '../src/train/optim/index.js';
 import { isUserError } from '../src/errors.js';
+import { enableMixedPrecision } from '../src/ops/fused.js';
 
 const argv = yargs(hideBin(process.argv))
   .options({
@@ -40,6 +42,7 @@ const argv = yargs(hideBin(process.argv))
     profile: { type: 'boolean', default: false },
     top: { type: 'number', default: 25, describe: 'rows of the --profile tables' },
     json: { type: 'boolean', default: false, describe: 'print one JSON line with the results' },
+    amp: { type: 'boolean', default: false, describe: 'as mambaout-train --amp: bf16 activation storage on webgpu' },
     breakdown: { type: 'boolean', default: false, describe: 'where the wall time of a training step goes (webgpu): issue vs GPU, ops, Dawn calls, GC, submit batch sizes' },
   })
   .strict()
@@ -54,6 +57,8 @@ async function main(): Promise<void> {
   const backend = await initBackend(argv.backend, { training: argv.train });
   console.log(backend.message);
   const gpu = backend.name === 'webgpu' ? await import('../src/backend/webgpu.js') : null;
+  const amp = enableMixedPrecision(argv.amp);
+  if (argv.amp && !amp) console.log(`--amp: no effect on the ${backend.name} backend (float32)`);
   if (gpu) console.log(`kernels: ${describeWebGPUKernelSettings()}`);
   const B = argv.batch;
   const S = argv['img-size'];
@@ -65,6 +70,7 @@ async function main(): Promise<void> {
   const vars = params.map((p) => p.variable);
   const result: Record<string, unknown> = { date: new Date().toISOString().slice(0, 10), model: argv.model, backend: backend.description, batch: B, img_size: S };
   if (gpu) result.kernels = describeWebGPUKernelSettings();
+  result.amp = amp;
   /** Peak Dawn buffer bytes while `fn` runs (webgpu), in GB. */
   const dawnPeak = async (fn: () => Promise<void>): Promise<number | null> => {
     if (!gpu) {

@@ -116,6 +116,12 @@ function gpuData(shape: number[], phase: number): tf.Tensor {
   return tf.tidy(() => tf.sin(tf.add(tf.mul(tf.range(0, size, 1, 'float32'), 0.7548776662), phase)).reshape(shape));
 }
 
+/**
+ * GPU ms of one call: median over `reps` timings of INNER back-to-back calls (timestamp queries per dispatch). Run 1
+ * timed single calls with the GPU idle in between, and its figures came out ~2-3.5x the same kernels' times inside a
+ * busy training step (profile), with some inversions between sizes; calls queued back to back keep the GPU busy.
+ */
+const INNER = 4;
 async function timeProblem(p: Problem, inputs: tf.Tensor[], reps: number): Promise<number> {
   const names = p.kernel === 'BatchMatMul' ? ['a', 'b'] : p.kernel === 'MambaoutLinear' ? ['x', 'weight', 'bias', 'residual'] : ['dy', 'filter'];
   const map: tf.NamedTensorMap = {};
@@ -126,7 +132,11 @@ async function timeProblem(p: Problem, inputs: tf.Tensor[], reps: number): Promi
   };
   run(); // compile
   const ms: number[] = [];
-  for (let i = 0; i < reps; i++) ms.push((await tf.time(run)).kernelMs as number);
+  for (let i = 0; i < reps; i++) {
+    ms.push(((await tf.time(() => {
+      for (let j = 0; j < INNER; j++) run();
+    })).kernelMs as number) / INNER);
+  }
   ms.sort((a, b) => a - b);
   return ms[Math.floor(ms.length / 2)];
 }

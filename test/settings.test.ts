@@ -23,6 +23,7 @@ const KNOWN_DIRECT_READS = new Set([
   'src/backend/webgpu.ts', // MAMBAOUT_WEBGPU_ADAPTER (branch webgpu)
   'src/backend/kernels/webgpu/ops.ts', // MAMBAOUT_WEBGPU_FUSED (branch webgpu, which replaces it by settings.ts below)
   'src/backend/kernels/webgpu/settings.ts', // MAMBAOUT_WEBGPU_FUSED, _KERNELS, _OFF (branch webgpu)
+  'src/backend/kernels/webgpu/matmul_tiles.ts', // MAMBAOUT_GEMM_RULES (branch webgpu2)
   'src/data/transforms/train.ts', // MAMBAOUT_NO_SHRINK_ON_LOAD (branch loader)
   'test/webgpu.test.ts', // MAMBAOUT_GPU_TESTS (branch webgpu)
 ]);

@@ -13,6 +13,7 @@ import type { Rng } from '../utils/rng.js';
 import '../backend/tfjs.js';
 import { linear, type LinearOptions } from '../ops/linear.js';
 import { layerNorm, type LayerNormOptions } from '../ops/layer_norm.js';
+import { conv2dBias } from '../ops/conv.js';
 
 export { gelu } from '../ops/activations.js';
 
@@ -81,8 +82,8 @@ export class Conv2d {
   apply(x: tf.Tensor4D): tf.Tensor4D {
     const p = this.pad;
     // Explicit symmetric padding: PyTorch's padding=1 with stride 2 differs from tfjs 'same' (which pads bottom/right only).
-    // tf.fused.conv2d adds the bias in the convolution's kernel (webgpu, wasm; cpu adds it after, the same values).
-    return tf.fused.conv2d({ x, filter: this.weight as tf.Tensor4D, strides: this.stride, pad: [[0, 0], [p, p], [p, p], [0, 0]], bias: this.bias });
+    // Bias inside the convolution's kernel (src/ops/conv.ts).
+    return conv2dBias(x, this.weight as tf.Tensor4D, this.bias as tf.Tensor1D, this.stride, [[0, 0], [p, p], [p, p], [0, 0]]);
   }
 }
 

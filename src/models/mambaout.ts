@@ -12,7 +12,7 @@ import {
   toTorchLayout, torchShape,
 } from './layers.js';
 import { getModelConfig, type ModelConfig, type ModelName } from './registry.js';
-import { gatedCnnMixer } from '../ops/gated_cnn.js';
+import { gatedCnnBlock } from '../ops/gated_cnn.js';
 import { meanSpatial } from '../ops/mean.js';
 
 export interface CreateModelOptions {
@@ -44,13 +44,15 @@ class GatedCNNBlock {
   }
 
   apply(x: tf.Tensor4D, training: boolean, rng: Rng): tf.Tensor4D {
-    // fc1, split, 7x7 depthwise conv, gelu gate (src/ops/gated_cnn.ts decides how, per backend).
-    const gated = gatedCnnMixer(this.norm.apply(x) as tf.Tensor4D, {
-      fc1Weight: this.fc1.weight, fc1Bias: this.fc1.bias, convWeight: this.conv.weight, convBias: this.conv.bias, hidden: this.hidden,
-    });
-    if (training && this.dropPathRate > 0) return x.add(dropPath(this.fc2.apply(gated), this.dropPathRate, rng)) as tf.Tensor4D;
-    // fc2 and the residual add as one op (one kernel on WebGPU).
-    return this.fc2.apply(gated, { residual: x }) as tf.Tensor4D;
+    // fc1, split, 7x7 depthwise conv, gelu gate, fc2 (src/ops/gated_cnn.ts decides how, per backend and --amp).
+    const xn = this.norm.apply(x) as tf.Tensor4D;
+    const p = {
+      fc1Weight: this.fc1.weight, fc1Bias: this.fc1.bias, convWeight: this.conv.weight, convBias: this.conv.bias,
+      fc2Weight: this.fc2.weight, fc2Bias: this.fc2.bias, hidden: this.hidden,
+    };
+    if (training && this.dropPathRate > 0) return x.add(dropPath(gatedCnnBlock(xn, p), this.dropPathRate, rng)) as tf.Tensor4D;
+    // The residual add inside the op (fc2's epilogue on WebGPU).
+    return gatedCnnBlock(xn, p, x);
   }
 }
 

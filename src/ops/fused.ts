@@ -28,6 +28,16 @@ export function setFusedOps(on: boolean): boolean {
   return prev;
 }
 
+/**
+ * --amp: store the GatedCNN blocks' large intermediates as bfloat16 on WebGPU (f32 math and master weights; see
+ * src/ops/gated_cnn_bf16.ts). Returns whether it takes effect now (backend webgpu with our kernels); elsewhere the
+ * setting is left off and the caller keeps float32.
+ */
+export function enableMixedPrecision(on: boolean): boolean {
+  webgpuKernelSettings.bf16 = on && shouldFuse('MambaoutGemm');
+  return webgpuKernelSettings.bf16;
+}
+
 /** Whether the fused ops are active now (the LayerNorm kernel stands for the set). */
 export function fusedOpsActive(): boolean {
   return shouldFuse('MambaoutLayerNorm');

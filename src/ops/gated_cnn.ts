@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { shouldFuse, type CustomGradFn } from './fused.js';
 import { gelu } from './activations.js';
 import { linear } from './linear.js';
+import { gatedBlockBf16, gatedBlockBf16Fits, type GatedBlockParams } from './gated_cnn_bf16.js';
 
 export interface GatedCnnParams {
   fc1Weight: tf.Tensor;
@@ -27,26 +28,40 @@ const gateByShape = new Map<string, (f: tf.Tensor, w: tf.Tensor, b: tf.Tensor) =
  */
 function gatedConvGeluFused(f: tf.Tensor4D, convWeight: tf.Tensor4D, convBias: tf.Tensor1D, hidden: number): tf.Tensor4D {
   const C = convWeight.shape[2];
-  const key = `${hidden}_${C}`;
+  // The conv reads its channels out of f (no Slice) when they sit on vec4 boundaries (every MambaOut size).
+  const direct = shouldFuse('MambaoutGateConv', 'gateConv') && C % 4 === 0 && hidden % 2 === 0 && convWeight.shape[0] % 2 === 1 &&
+    convWeight.shape[0] === convWeight.shape[1];
+  const key = `${hidden}_${C}_${direct}`;
   let fn = gateByShape.get(key);
   if (!fn) {
+    const offset = 2 * hidden - C;
+    const convAttrs = { strides: [1, 1], pad: 'same', dilations: [1, 1], dimRoundingMode: undefined } as unknown as tf.NamedAttrMap;
     fn = tf.customGrad(((fi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor, save: tf.GradSaveFunc) => {
       const f4 = fi as tf.Tensor4D;
-      const cIn = tf.slice(f4, [0, 0, 0, 2 * hidden - C], [-1, -1, -1, C]);
-      const k = tf.depthwiseConv2d(cIn, wi as tf.Tensor4D, 1, 'same');
+      let k: tf.Tensor;
+      let cIn: tf.Tensor | null = null;
+      if (direct) {
+        k = tf.engine().runKernel('MambaoutGateConv', { f: fi, filter: wi }, { offset }) as tf.Tensor;
+      } else {
+        cIn = tf.slice(f4, [0, 0, 0, offset], [-1, -1, -1, C]);
+        k = tf.depthwiseConv2d(cIn as tf.Tensor4D, wi as tf.Tensor4D, 1, 'same');
+      }
       const out = tf.engine().runKernel('MambaoutGatedGelu', { f: fi, k, kBias: bi }, { hidden }) as tf.Tensor;
-      save([fi, cIn, k, wi, bi]);
+      // Saved: f, k, the filter and bias (and the slice when the conv could not read f directly).
+      save(cIn ? [fi, k, wi, bi, cIn] : [fi, k, wi, bi]);
       return {
         value: out,
         gradFunc: (dyArg: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
           const dy = dyArg as tf.Tensor;
-          const [fs, cs, ks, ws, bs] = saved;
+          const [fs, ks, ws, bs, cs] = saved;
           const dk = tf.engine().runKernel('MambaoutGatedGeluGradConv', { dy, f: fs }, { hidden, channels: C }) as tf.Tensor4D;
-          const convAttrs = { strides: [1, 1], pad: 'same', dilations: [1, 1], dimRoundingMode: undefined } as unknown as tf.NamedAttrMap;
+          const cShape = [...fs.shape.slice(0, 3), C];
           const dc = tf.engine().runKernel('DepthwiseConv2dNativeBackpropInput', { dy: dk, filter: ws },
-            { ...convAttrs, inputShape: cs.shape } as unknown as tf.NamedAttrMap) as tf.Tensor;
-          const dw = tf.engine().runKernel('DepthwiseConv2dNativeBackpropFilter', { x: cs, dy: dk },
-            { ...convAttrs, filterShape: ws.shape } as unknown as tf.NamedAttrMap) as tf.Tensor;
+            { ...convAttrs, inputShape: cShape } as unknown as tf.NamedAttrMap) as tf.Tensor;
+          const dw = cs
+            ? tf.engine().runKernel('DepthwiseConv2dNativeBackpropFilter', { x: cs, dy: dk },
+              { ...convAttrs, filterShape: ws.shape } as unknown as tf.NamedAttrMap) as tf.Tensor
+            : tf.engine().runKernel('MambaoutGateConvFilterGrad', { f: fs, dk }, { offset, filterShape: ws.shape } as unknown as tf.NamedAttrMap) as tf.Tensor;
           const db = tf.sum(dk, [0, 1, 2]);
           const df = tf.engine().runKernel('MambaoutGatedGeluGrad', { dy, f: fs, k: ks, kBias: bs, dc }, { hidden }) as tf.Tensor;
           return [df, dw, db];
@@ -80,6 +95,16 @@ export function gatedCnnMixer(xn: tf.Tensor4D, p: GatedCnnParams): tf.Tensor4D {
   const [g, i, cc] = parts;
   const cConv = tf.depthwiseConv2d(cc, p.convWeight as tf.Tensor4D, 1, 'same').add(p.convBias);
   return gelu(g).mul(tf.concat([i, cConv], 3)) as tf.Tensor4D;
+}
+
+/**
+ * The block after its LayerNorm: [residual +] fc2(gatedCnnMixer(xn)). With --amp on WebGPU (webgpuKernelSettings.bf16)
+ * one op with bf16 intermediates (./gated_cnn_bf16.ts); else the mixer and fc2 (+ residual in its epilogue).
+ */
+export function gatedCnnBlock(xn: tf.Tensor4D, p: GatedBlockParams, residual?: tf.Tensor4D): tf.Tensor4D {
+  if (shouldFuse('MambaoutGemm', 'bf16') && gatedBlockBf16Fits(xn.shape[3], p.hidden, p.convWeight)) return gatedBlockBf16(xn, p, residual);
+  const gated = gatedCnnMixer(xn, p);
+  return linear(gated, p.fc2Weight, p.fc2Bias, residual ? { residual } : {}) as tf.Tensor4D;
 }
 
 /** The fused gate alone (parity tests compare it with the op composition). */

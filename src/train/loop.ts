@@ -43,6 +43,7 @@ import { readResumeCheckpoint, torchOptimizerToTfjsLayout, type ResumeState } fr
 import { TrainingCurves } from './curves.js';
 import { checkNoPrefetcher, checkWorkerSeeding, distBnLogLine, trainAugPlan, ttaReduce, type TrainAugPlan } from './timm_flags.js';
 import { pyExp, pyFixed, pyG, pyRepr } from '../utils/pyformat.js';
+import { enableMixedPrecision } from '../ops/fused.js';
 import { argsToYaml } from './args_yaml.js';
 import type { DistributedDataParallel } from './ddp.js';
 
@@ -238,7 +239,10 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       eps: optNum(args, 'opt_eps'),
       betas: betas ? [betas[0], betas[1]] : undefined,
     });
-    if (bool(args, 'amp') || bool(args, 'native_amp') || bool(args, 'apex_amp')) {
+    const amp = bool(args, 'amp') || bool(args, 'native_amp') || bool(args, 'apex_amp');
+    if (enableMixedPrecision(amp)) {
+      log('Using bfloat16 activation storage (WebGPU AMP: f32 math, f32 master weights). Training in mixed precision.');
+    } else if (amp) {
       log(`WARNING: --amp requested but the ${backend.name} backend trains in float32 only; training in float32.`);
     } else log('AMP not enabled. Training in float32.');
 

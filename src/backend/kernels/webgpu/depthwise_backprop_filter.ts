@@ -18,6 +18,7 @@ import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { sumSplits, type KernelArgs } from './util.js';
+import { WGSL_BF16 } from './bf16.js';
 
 export interface DepthwiseBackpropFilterTuning {
   /** Aim for about this many threads in pass 1 (chunks x FH x C*M). */
@@ -59,14 +60,15 @@ export class DepthwiseBackpropFilterSplitProgram implements WebGPUProgram {
   dispatch: [number, number, number];
   variableNames = ['x', 'dy'];
   uniforms = 'inH : i32, inW : i32, inC : i32, outH : i32, outW : i32, outC : i32, chMul : i32, ' +
-    'strideH : i32, padT : i32, padL : i32, filterH : i32, numRows : i32, rowsPerSplit : i32,';
+    'strideH : i32, padT : i32, padL : i32, filterH : i32, numRows : i32, rowsPerSplit : i32, xPix : i32, xOff : i32,';
   workgroupSize: [number, number, number];
 
-  constructor(outputShape: number[], dispatch: [number, number, number], wg: number, private fw: number, private sw: number) {
+  constructor(outputShape: number[], dispatch: [number, number, number], wg: number, private fw: number, private sw: number,
+    private bf16 = false) {
     this.outputShape = outputShape;
     this.dispatch = dispatch;
     this.workgroupSize = [wg, 1, 1];
-    this.shaderKey = `mambaout_dw_bpf_split_${fw}_${sw}`;
+    this.shaderKey = `mambaout_dw_bpf_split_${fw}_${sw}${bf16 ? '_bf16' : ''}`;
   }
 
   getUserCode(): string {
@@ -86,9 +88,14 @@ export class DepthwiseBackpropFilterSplitProgram implements WebGPUProgram {
     }
     const stores = range(fw).map((k) => `result[outBase + ${k} * uniforms.outC] = a${k};`).join('\n        ');
     return `
+      ${this.bf16 ? WGSL_BF16 : ''}
       fn loadX(rowBase : i32, col : i32) -> f32 {
         if (col < 0 || col >= uniforms.inW) { return 0.0; }
-        return x[rowBase + col * uniforms.inC];
+        ${this.bf16
+    ? `let e = rowBase + col * uniforms.xPix;
+        let w = bitcast<u32>(x[e / 2]);
+        return select(bf16lo(w), bf16hi(w), (e & 1) == 1);`
+    : 'return x[rowBase + col * uniforms.xPix];'}
       }
 
       fn main() {
@@ -107,7 +114,7 @@ export class DepthwiseBackpropFilterSplitProgram implements WebGPUProgram {
           let oh = r - n * uniforms.outH;
           let ih = oh * uniforms.strideH - uniforms.padT + kh;
           if (ih < 0 || ih >= uniforms.inH) { continue; }
-          let xRow = (n * uniforms.inH + ih) * uniforms.inW * uniforms.inC + c;
+          let xRow = (n * uniforms.inH + ih) * uniforms.inW * uniforms.xPix + uniforms.xOff + c;
           var dyIdx = r * uniforms.outW * uniforms.outC + d;
           var iw = -uniforms.padL;
           ${winInit}
@@ -139,7 +146,7 @@ export function depthwiseBackpropFilterWebGPU(args: KernelArgs, fallback?: Kerne
   const backend = args.backend as WebGPUBackend;
   const dil = attrs.dilations ?? 1;
   const [dh, dw] = typeof dil === 'number' ? [dil, dil] : dil;
-  const [fh, fw, inC, chMul] = attrs.filterShape;
+  const fw = attrs.filterShape[1];
   const useFallback = (): TensorInfo => {
     if (!fallback) throw new Error('DepthwiseConv2dNativeBackpropFilter: unsupported case and no fallback kernel');
     return fallback(args as Parameters<KernelFunc>[0]) as TensorInfo;
@@ -147,27 +154,55 @@ export function depthwiseBackpropFilterWebGPU(args: KernelArgs, fallback?: Kerne
   if (dh !== 1 || dw !== 1 || fw > MAX_FILTER_WIDTH || x.dtype !== 'float32' || dy.dtype !== 'float32' || x.shape.length !== 4) {
     return useFallback();
   }
-  const conv = backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number], attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, true);
+  return depthwiseFilterGradImpl(backend, x, dy, attrs.filterShape, x.shape as [number, number, number, number], attrs, { pixelStride: x.shape[3], channelOffset: 0 })
+    ?? useFallback();
+}
+
+/** Where a depthwise conv's input channels sit in its buffer: pixel stride and channel offset (floats). */
+export interface StridedInput {
+  pixelStride: number;
+  channelOffset: number;
+  /** x is packed bf16 (int32 pairs, ./bf16.ts; --amp). Offsets and strides stay in elements. */
+  bf16?: boolean;
+}
+
+/**
+ * Filter gradient of a stride-1 'same' depthwise conv (multiplier 1) whose input channels are `channelOffset ..
+ * + C` of a [N, H, W, pixelStride] tensor (the gate's conv reading fc1's output, ./gate_conv.ts).
+ */
+export function depthwiseFilterGradStrided(backend: WebGPUBackend, x: TensorInfo, dy: TensorInfo,
+  filterShape: [number, number, number, number], where: StridedInput): TensorInfo {
+  const [N, H, W] = x.shape;
+  const out = depthwiseFilterGradImpl(backend, x, dy, filterShape, [N, H, W, filterShape[2]], { strides: 1, pad: 'same' }, where);
+  if (!out) throw new Error(`depthwise filter gradient: [${x.shape}] does not fit one dispatch`);
+  return out;
+}
+
+function depthwiseFilterGradImpl(backend: WebGPUBackend, x: TensorInfo, dy: TensorInfo, filterShape: [number, number, number, number],
+  xShape: [number, number, number, number],
+  attrs: { strides: number | [number, number]; pad: 'valid' | 'same' | number | backend_util.ExplicitPadding; dimRoundingMode?: 'floor' | 'round' | 'ceil' },
+  where: StridedInput): TensorInfo | null {
+  const [fh, fw, inC, chMul] = filterShape;
+  const conv = backend_util.computeConv2DInfo(xShape, filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, true);
   const outC = inC * chMul;
   const rows = conv.batchSize * conv.outHeight;
   const perRowThreads = fh * outC;
   const maxDim = backend.device.limits.maxComputeWorkgroupsPerDimension;
   const wg = [64, 128, 256].includes(tuning.workgroupSize) ? tuning.workgroupSize : 256;
   const groupsX = Math.ceil(perRowThreads / wg);
-  if (rows === 0 || perRowThreads === 0 || conv.outWidth === 0 || groupsX > maxDim) return useFallback();
+  if (rows === 0 || perRowThreads === 0 || conv.outWidth === 0 || groupsX > maxDim) return null;
   // Chunks of rows: enough threads to fill the GPU, but at least minPositionsPerThread positions per thread.
   const minRows = Math.max(1, Math.ceil(tuning.minPositionsPerThread / conv.outWidth));
   let splits = Math.max(1, Math.min(Math.round(tuning.targetThreads / perRowThreads), Math.floor(rows / minRows), maxDim));
   const rowsPerSplit = Math.ceil(rows / splits);
   splits = Math.ceil(rows / rowsPerSplit);
-  const outShape = splits === 1 ? attrs.filterShape.slice() : [splits, fh * fw * outC];
-  const program = new DepthwiseBackpropFilterSplitProgram(outShape, [groupsX, splits, 1], wg, fw, conv.strideWidth);
+  const outShape = splits === 1 ? filterShape.slice() : [splits, fh * fw * outC];
+  const program = new DepthwiseBackpropFilterSplitProgram(outShape, [groupsX, splits, 1], wg, fw, conv.strideWidth, where.bf16);
   const uniforms = [
     conv.inHeight, conv.inWidth, inC, conv.outHeight, conv.outWidth, outC, chMul,
-    conv.strideHeight, conv.padInfo.top, conv.padInfo.left, fh, rows, rowsPerSplit,
+    conv.strideHeight, conv.padInfo.top, conv.padInfo.left, fh, rows, rowsPerSplit, where.pixelStride, where.channelOffset,
   ].map((v) => ({ type: 'int32' as const, data: [v] }));
   const partials = backend.runWebGPUProgram(program, [x, dy], 'float32', uniforms);
   if (splits === 1) return partials;
-  return sumSplits(backend, partials, splits, attrs.filterShape.slice());
+  return sumSplits(backend, partials, splits, filterShape.slice());
 }

@@ -20,6 +20,7 @@
  */
 import type { GemmTile } from './matmul_tiles.js';
 import { WGSL_GELU, range } from './util.js';
+import { WGSL_BF16 } from './bf16.js';
 
 /** Which axis of an operand is contiguous in memory: 'k' (A row-major / B transposed) or the other one. */
 export type Contig = 'k' | 'mn';
@@ -34,6 +35,8 @@ export interface GemmOperand {
    * of a quad (k % 4 == 0 or m/n % 4 == 0) and must return an index that is a multiple of 4.
    */
   index: string;
+  /** Stored as packed bf16 pairs (./bf16.ts; needs vec4): read 4 values as one vec2<u32> and widen to f32. */
+  bf16?: boolean;
 }
 
 export interface GemmEpilogue {
@@ -55,6 +58,8 @@ export interface GemmSpec {
   epilogue: GemmEpilogue;
   /** Output rows are vec4-storable (N % 4 == 0 and row starts aligned): store vec4. */
   vec4Out: boolean;
+  /** Store the result as packed bf16 (needs vec4Out; not with split or saveZ). Accumulation stays f32. */
+  bf16Out?: boolean;
   /**
    * WGSL body of `fn outIndex(m : i32, z : i32) -> i32`: index of output row m's first element (default
    * z * M * N + m * N). Column n is at outIndex(m, z) + n.
@@ -84,7 +89,8 @@ export function gemmBindings(spec: GemmSpec): { outputs: string[]; inputs: strin
 export function gemmKey(spec: GemmSpec): string {
   const e = spec.epilogue;
   return `gemm_${spec.tile.name}_a${spec.a.contig}${spec.a.vec4 ? 4 : 1}_b${spec.b.contig}${spec.b.vec4 ? 4 : 1}` +
-    `_${spec.split ? 's' : 'b'}_${e.bias ? 'B' : ''}${e.gelu ? (e.saveZ ? 'GZ' : 'G') : ''}${e.residual ? 'R' : ''}_${spec.vec4Out ? 'o4' : 'o1'}`;
+    `_${spec.split ? 's' : 'b'}_${e.bias ? 'B' : ''}${e.gelu ? (e.saveZ ? 'GZ' : 'G') : ''}${e.residual ? 'R' : ''}_${spec.vec4Out ? 'o4' : 'o1'}` +
+    `${spec.a.bf16 ? '_ah' : ''}${spec.b.bf16 ? '_bh' : ''}${spec.bf16Out ? '_oh' : ''}`;
 }
 
 export function gemmSource(spec: GemmSpec): string {
@@ -93,6 +99,10 @@ export function gemmSource(spec: GemmSpec): string {
   const WY = bm / tm;
   const WG = WX * WY;
   if (bm % tm || bn % tn || tm % 4 || tn % 4 || bk % 4 || WG > 1024) throw new Error(`bad gemm tile ${spec.tile.name}`);
+  if ((spec.a.bf16 && !spec.a.vec4) || (spec.b.bf16 && !spec.b.vec4) || (spec.bf16Out && (!spec.vec4Out || spec.split || spec.epilogue.saveZ))) {
+    throw new Error('gemm: bf16 operands need vec4 reads; a bf16 result needs vec4 stores, no split, no saveZ');
+  }
+  const anyBf16 = spec.a.bf16 || spec.b.bf16 || spec.bf16Out;
   const { outputs, inputs } = gemmBindings(spec);
   const ep = spec.epilogue;
   // Shared row lengths in vec4 units (k-major); +1 vec4 when the operand is scattered from k-contiguous reads.
@@ -124,7 +134,7 @@ export function gemmSource(spec: GemmSpec): string {
         : `let kk = e / ${per}; let rr = (e % ${per}) * ${w};`;
       load.push(`{ let e = e${name}${s}; ${reg} = ${op.vec4 ? 'vec4<f32>(0.0)' : '0.0'};
       if (${guard}) { ${coords} let gr = ${base} + rr; let gk = k0 + kk;
-        if (gr < ${lim} && gk < kEnd) { let gi = ${call('gr', 'gk')}; if (gi >= 0) { ${reg} = ${name}[${op.vec4 ? 'gi / 4' : 'gi'}]; } } } }`);
+        if (gr < ${lim} && gk < kEnd) { let gi = ${call('gr', 'gk')}; if (gi >= 0) { ${reg} = ${op.bf16 ? `unpackBf16x4(${name}[gi / 4])` : `${name}[${op.vec4 ? 'gi / 4' : 'gi'}]`}; } } } }`);
       let st: string;
       if (op.contig === 'k') {
         st = op.vec4
@@ -171,7 +181,7 @@ export function gemmSource(spec: GemmSpec): string {
             lines.push('v = vec4<f32>(gelu(v.x), gelu(v.y), gelu(v.z), gelu(v.w));');
           }
           if (ep.residual) lines.push('v = v + residual[(m * u.N + n) / 4];');
-          lines.push('result[(ob + n) / 4] = v;');
+          lines.push(spec.bf16Out ? 'result[(ob + n) / 4] = packBf16x4(v);' : 'result[(ob + n) / 4] = v;');
           store.push(`  { let n = ${n}; if (n < u.N) { ${lines.join(' ')} } }`);
         } else {
           for (const c of range(4)) {
@@ -191,13 +201,13 @@ export function gemmSource(spec: GemmSpec): string {
     }
   }
 
-  const f = (vec: boolean) => (vec ? 'vec4<f32>' : 'f32');
+  const f = (vec: boolean, bf16 = false) => (bf16 ? 'vec2<u32>' : vec ? 'vec4<f32>' : 'f32');
   const bindings: string[] = [];
   let bi = 0;
-  bindings.push(`@group(0) @binding(${bi++}) var<storage, read_write> result : array<${f(vecOut)}>;`);
+  bindings.push(`@group(0) @binding(${bi++}) var<storage, read_write> result : array<${f(vecOut, spec.bf16Out)}>;`);
   if (outputs.includes('zOut')) bindings.push(`@group(0) @binding(${bi++}) var<storage, read_write> zOut : array<${f(vecOut)}>;`);
-  bindings.push(`@group(0) @binding(${bi++}) var<storage, read> A : array<${f(spec.a.vec4)}>;`);
-  bindings.push(`@group(0) @binding(${bi++}) var<storage, read> B : array<${f(spec.b.vec4)}>;`);
+  bindings.push(`@group(0) @binding(${bi++}) var<storage, read> A : array<${f(spec.a.vec4, spec.a.bf16)}>;`);
+  bindings.push(`@group(0) @binding(${bi++}) var<storage, read> B : array<${f(spec.b.vec4, spec.b.bf16)}>;`);
   if (inputs.includes('bias')) bindings.push(`@group(0) @binding(${bi++}) var<storage, read> bias : array<${f(vecOut)}>;`);
   if (inputs.includes('residual')) bindings.push(`@group(0) @binding(${bi++}) var<storage, read> residual : array<${f(vecOut)}>;`);
   const uniforms = [...GEMM_UNIFORMS, ...(spec.extraUniforms ?? [])];
@@ -245,6 +255,7 @@ ${bindings.join('\n')}
 var<workgroup> As : array<vec4<f32>, ${bk * aLd}>;
 var<workgroup> Bs : array<vec4<f32>, ${bk * bLd}>;
 ${ep.gelu ? WGSL_GELU : ''}
+${anyBf16 ? WGSL_BF16 : ''}
 ${spec.extraCode ?? ''}
 fn aIndex(m : i32, k : i32, z : i32) -> i32 {
   ${spec.a.index}

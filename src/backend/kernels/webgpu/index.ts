@@ -17,15 +17,17 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import { conv2dBackpropFilterWebGPU } from './conv2d_backprop_filter.js';
 import { conv2dBackpropInputWebGPU } from './conv2d_backprop_input.js';
+import { conv2dForwardWebGPU } from './conv2d_forward.js';
 import type { KernelArgs } from './util.js';
 import { depthwiseBackpropFilterWebGPU } from './depthwise_backprop_filter.js';
-import { batchMatMulKernel, linearKernel } from './matmul.js';
+import { batchMatMulKernel, gemmKernel, linearKernel } from './matmul.js';
 import { depthwiseBackpropInputWebGPU } from './depthwise_backprop_input.js';
 import { layerNormGradKernel, layerNormKernel } from './layer_norm.js';
 import { gatedGeluGradConvKernel, gatedGeluGradKernel, gatedGeluKernel, geluGradKernel } from './gated_gelu.js';
 import { adamKernel } from './adam.js';
 import { adamMultiKernel } from './adam_multi.js';
-import { sumRowsKernel } from './sum_rows.js';
+import { sumRowsBf16Kernel, sumRowsKernel } from './sum_rows.js';
+import { gateConvFilterGradKernel, gateConvKernel } from './gate_conv.js';
 
 export {
   conv2dBackpropFilterWebGPU,
@@ -49,6 +51,8 @@ type OurKernel = (args: KernelArgs, fallback?: KernelFunc) => TensorInfo | Tenso
 const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   { kernelName: 'Conv2DBackpropFilter', impl: conv2dBackpropFilterWebGPU },
   { kernelName: 'Conv2DBackpropInput', impl: conv2dBackpropInputWebGPU },
+  { kernelName: 'Conv2D', impl: conv2dForwardWebGPU },
+  { kernelName: 'FusedConv2D', impl: conv2dForwardWebGPU },
   { kernelName: 'DepthwiseConv2dNativeBackpropFilter', impl: depthwiseBackpropFilterWebGPU },
   { kernelName: 'BatchMatMul', impl: batchMatMulKernel },
   { kernelName: 'DepthwiseConv2dNativeBackpropInput', impl: depthwiseBackpropInputWebGPU },
@@ -63,6 +67,12 @@ const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   { kernelName: 'MambaoutLinear', impl: linearKernel },
   { kernelName: 'MambaoutGeluGrad', impl: geluGradKernel },
   { kernelName: 'MambaoutAdamMulti', impl: adamMultiKernel },
+  // Our conv under its own name (src/ops/conv.ts registers its gradient); tfjs's FusedConv2D covers the rest.
+  { kernelName: 'MambaoutConv2D', impl: (args) => conv2dForwardWebGPU(args, originals.get('FusedConv2D')?.kernelFunc) },
+  { kernelName: 'MambaoutGateConv', impl: gateConvKernel },
+  { kernelName: 'MambaoutGemm', impl: gemmKernel },
+  { kernelName: 'MambaoutSumRowsBf16', impl: sumRowsBf16Kernel },
+  { kernelName: 'MambaoutGateConvFilterGrad', impl: gateConvFilterGradKernel },
 ];
 
 /** Names of the kernels we replace on 'webgpu'. */

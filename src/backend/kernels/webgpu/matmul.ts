@@ -289,6 +289,10 @@ export interface GemmCall {
   residual?: TensorInfo;
   /** Use this tile instead of the table's choice (sweeps). */
   tile?: GemmTile;
+  /** Operands / result stored as packed bf16 (--amp; ./bf16.ts). The result is then int32 [..., N / 2]. */
+  aBf16?: boolean;
+  bBf16?: boolean;
+  outBf16?: boolean;
 }
 
 /** Device limits the tile choice respects. */
@@ -342,20 +346,23 @@ export function gemmMatMul(backend: WebGPUBackend, a: TensorInfo, b: TensorInfo,
   const bContig = transB ? 'k' : 'mn';
   const spec: GemmSpec = {
     tile,
-    a: { contig: aContig, vec4: (transA ? M : K) % 4 === 0, index: PLAIN_INDEX.a(aContig) },
-    b: { contig: bContig, vec4: (transB ? K : N) % 4 === 0, index: PLAIN_INDEX.b(bContig) },
+    a: { contig: aContig, vec4: (transA ? M : K) % 4 === 0, index: PLAIN_INDEX.a(aContig), bf16: c.aBf16 },
+    b: { contig: bContig, vec4: (transB ? K : N) % 4 === 0, index: PLAIN_INDEX.b(bContig), bf16: c.bBf16 },
     split,
     epilogue,
     vec4Out: N % 4 === 0,
+    bf16Out: c.outBf16,
   };
+  if ((spec.a.bf16 && !spec.a.vec4) || (spec.b.bf16 && !spec.b.vec4) || (c.outBf16 && (split || !spec.vec4Out))) return null;
   const { outputs } = gemmBindings(spec);
   const vals = [M, N, K, kChunk, split || batchA === 1 ? 0 : M * K, split || batchB === 1 ? 0 : K * N];
-  const outShape = split ? [splits, M, N] : c.outShape;
+  const outShape = split ? [splits, M, N] : c.outBf16 ? [...c.outShape.slice(0, -1), N / 2] : c.outShape;
   const prog: CustomProgram = {
     name: split ? 'GemmSplitK' : epilogue.bias ? 'GemmLinear' : 'Gemm',
     key: gemmKey(spec),
     code: () => gemmSource(spec),
     outputShapes: outputs.map(() => outShape),
+    outputDtypes: outputs.map(() => (c.outBf16 ? 'int32' : 'float32')),
     dispatch: [tilesN, tilesM, split ? splits : batch],
     uniforms: GEMM_UNIFORMS.map((name, i) => ({ name, type: 'i32' as const, value: vals[i] })),
   };
@@ -386,4 +393,33 @@ export function linearKernel(args: KernelArgs): TensorInfo | TensorInfo[] {
   const y = gemmMatMul(backend, x, weight, { transA: false, transB: true, M, N, K, batchA: 1, batchB: 1, outShape: [M, N], epilogue, bias, residual });
   if (!y) throw new Error(`MambaoutLinear: [${M}, ${K}] x [${N}, ${K}]ᵀ does not fit one dispatch`);
   return epilogue.saveZ ? y : y[0];
+}
+
+interface GemmAttrs {
+  transA: boolean;
+  transB: boolean;
+  M: number;
+  N: number;
+  K: number;
+  aBf16: boolean;
+  bBf16: boolean;
+  outBf16: boolean;
+}
+
+/**
+ * Kernel MambaoutGemm (the --amp block, src/ops/gated_cnn_bf16.ts): out = op(a) · op(b) [+ bias] [+ residual] on
+ * 2-D operands, any of them packed bf16 (int32 tensors of half the last dimension); M, N, K given as attributes
+ * (element counts). Output float32 [M, N] or, with outBf16, int32 [M, N / 2].
+ */
+export function gemmKernel(args: KernelArgs): TensorInfo {
+  const { a, b, bias, residual } = args.inputs;
+  const at = args.attrs as unknown as GemmAttrs;
+  const backend = args.backend as WebGPUBackend;
+  const epilogue: GemmEpilogue = { bias: bias !== undefined, gelu: false, saveZ: false, residual: residual !== undefined };
+  const y = gemmMatMul(backend, a, b, {
+    transA: at.transA, transB: at.transB, M: at.M, N: at.N, K: at.K, batchA: 1, batchB: 1, outShape: [at.M, at.N], epilogue, bias, residual,
+    aBf16: at.aBf16, bBf16: at.bBf16, outBf16: at.outBf16,
+  });
+  if (!y) throw new Error(`MambaoutGemm: [${at.M}, ${at.K}] x [${at.K}, ${at.N}] (bf16 ${at.aBf16}/${at.bBf16}/${at.outBf16}) is not supported`);
+  return y[0];
 }

@@ -71,11 +71,44 @@ export interface GemmProblem {
 }
 
 /**
- * Rules, first match wins. `when` sees the problem; `tile` names a GEMM_TILES entry. Tuned from nothing yet but the
- * arithmetic of waste (a tile width that divides N) and occupancy (>= ~2 workgroups per SM on 132 SMs); the GPU sweep
- * is meant to replace these guesses.
+ * Rules, first match wins. `when` sees the problem; `tile` names a GEMM_TILES entry.
+ * Tuned from the GPU sweep of 2026-11-30 (H200, batch 128, every distinct product of a femto and a tiny step;
+ * gpu_results run 1, `scripts/gemm_sweep.ts`): the phase-1 rules summed to 709.5 ms over the sweep's problems, the
+ * best tile per problem to 585.3 ms. The sweep times one kernel at a time, so its milliseconds are ~2-3.5x the
+ * per-kernel times inside a busy step (profile); the rules below use only its ranking of tiles within a problem.
+ * Figures quoted are sweep ms (rule chosen vs phase-1 rule).
  */
 export const GEMM_RULES: ReadonlyArray<{ when: (p: GemmProblem) => boolean; tile: string; why: string }> = [
+  { when: (p) => p.M * p.N <= 64 * 64 && !p.longK, tile: '32x32x16_4x4', why: 'tiny output, short K' },
+  // Weight gradients dW = dyᵀ · x, split over the rows (K = B·H·W). Output [C, h] (N > M, fc2's dW): the 64-row x
+  // 128-column tile, e.g. [401408,48]ᵀ x [.,128] 1.26 vs 2.09 (32x32x32), [25088,384]ᵀ x [.,1024] 1.40 vs 1.53.
+  { when: (p) => p.longK && p.N > p.M, tile: '64x128x16_4x8', why: 'weight gradient, wide output: split K' },
+  // Output [2h, C] (fc1's dW) with C = 48: [401408,256]ᵀ x [.,48] 2.08 vs 4.20.
+  { when: (p) => p.longK && p.N <= 48, tile: '128x48x16_8x4', why: 'weight gradient, 48 columns: split K' },
+  // C = 96: [401408,512]ᵀ x [.,96] 5.88 vs 9.55 (64x64x32), [100352,512]ᵀ x [.,96] 2.19 vs 2.51.
+  { when: (p) => p.longK && p.N <= 96, tile: '128x32x16_4x4', why: 'weight gradient, 96 columns: split K' },
+  // C >= 192: [100352,1024]ᵀ x [.,192] 3.75 vs 3.86, [6272,3072]ᵀ x [.,576] 2.64 vs 2.94 (then unsplit).
+  { when: (p) => p.longK, tile: '128x64x16_8x4', why: 'weight gradient: split K' },
+  // Few rows (the head at batch <= 1024): more workgroups; [128,288] x [1152,288]ᵀ 0.10, [128,2304] x [1000,2304]ᵀ 0.38.
+  { when: (p) => p.M <= 1024, tile: '64x64x16_4x4', why: 'few rows: more workgroups' },
+  { when: (p) => p.N <= 24, tile: '128x24x16_4x4', why: 'N = 24 (stem conv)' },
+  { when: (p) => p.N <= 32, tile: '128x32x16_4x4', why: 'N <= 32' },
+  // N = 48 (femto stage 0 fc2 and fc1's dX): [401408,128] x [48,128]ᵀ 0.58, best of 6.
+  { when: (p) => p.N <= 48, tile: '128x48x16_8x4', why: 'N = 48' },
+  // N = 96: 128x96, 128x48 and 128x32 are within 3% of each other summed over the four N = 96 products.
+  { when: (p) => p.N === 96, tile: '128x96x16_8x8', why: 'N = 96: no wasted columns' },
+  // Fewer than two waves of 128x64 tiles on 132 SMs (stage 3 at M = 6272, N = 288): narrower tiles, e.g.
+  // [6272,1536] x [1536,288] 1.36 vs 1.74 (128x96), [6272,768] x [288,768]ᵀ 0.75 vs 0.90.
+  { when: (p) => Math.ceil(p.M / 128) * Math.ceil(p.N / 64) < 264 && p.N % 48 === 0, tile: '128x48x16_8x4', why: 'few 128x64 tiles, N % 48 == 0' },
+  { when: (p) => Math.ceil(p.M / 128) * Math.ceil(p.N / 64) < 264, tile: '64x64x16_4x4', why: 'few 128x64 tiles' },
+  // Everything else (fc1 forward, fc2's dX, wide convs): 128x64x16 won 17 of 24 such products, e.g.
+  // [401408,96] x [512,96]ᵀ 5.37 vs 7.04 (128x128x8), [25088,2048] x [2048,384] 3.45 vs 5.73, [25088,512] x [192,512]ᵀ
+  // 0.84 vs 1.16 (128x96); it lost by at most 12% ([25088,1024] x [384,1024]ᵀ: 2.09 vs 1.86 for 128x128x16).
+  { when: () => true, tile: '128x64x16_8x4', why: 'large M and N >= 64' },
+];
+
+/** The rules of phase 1 (guesses before any GPU sweep), kept for A/B runs: MAMBAOUT_GEMM_RULES=phase1. */
+export const GEMM_RULES_PHASE1: ReadonlyArray<{ when: (p: GemmProblem) => boolean; tile: string; why: string }> = [
   { when: (p) => p.M * p.N <= 64 * 64 && !p.longK, tile: '32x32x16_4x4', why: 'tiny output, short K' },
   { when: (p) => p.longK && p.M * p.N <= 192 * 192, tile: '32x32x32_4x4', why: 'weight gradient, small output: split K' },
   { when: (p) => p.longK, tile: '64x64x32_4x4', why: 'weight gradient: split K' },
@@ -92,8 +125,15 @@ export const GEMM_RULES: ReadonlyArray<{ when: (p: GemmProblem) => boolean; tile
 export interface GemmTuning {
   /** Name of a GEMM_TILES entry used for every product (empty: the rules decide). */
   forceTile: string;
-  /** A K at least this long (and >= 8 x max(M, N)) counts as long: the product is split over K. */
+  /** Which rule table decides: this phase's (default) or phase 1's (A/B runs; MAMBAOUT_GEMM_RULES=phase1). */
+  rules: 'current' | 'phase1';
+  /** A K at least this long (and >= longKRatio x max(M, N)) counts as long: the product is split over K. */
   minSplitK: number;
+  /**
+   * K >= longKRatio x max(M, N) counts as long. Phase 1 used 8, which left stage 3's weight gradients (K = 6272,
+   * output 576 x 1536 or 3072 x 576) unsplit in 100-250 workgroups, one or two waves on 132 SMs.
+   */
+  longKRatio: number;
   /** Aim for at least this many workgroups before splitting K. */
   targetWorkgroups: number;
   /** Each split gets at least this many K steps of the tile (bk each). */
@@ -104,7 +144,9 @@ export interface GemmTuning {
 
 export const gemmTuning: GemmTuning = {
   forceTile: '',
-  minSplitK: 2048,
+  rules: process.env.MAMBAOUT_GEMM_RULES === 'phase1' ? 'phase1' : 'current',
+  minSplitK: process.env.MAMBAOUT_GEMM_RULES === 'phase1' ? 2048 : 1024,
+  longKRatio: process.env.MAMBAOUT_GEMM_RULES === 'phase1' ? 8 : 2,
   targetWorkgroups: 1056, // 8 per SM on an H200 (132 SMs)
   minStepsPerSplit: 16,
   maxPartialFloats: 8 * 1024 * 1024,
@@ -118,7 +160,7 @@ export function setGemmTuning(t: Partial<GemmTuning>): GemmTuning {
 
 /** Whether K is long enough, relative to the output, that splitting it is worth considering. */
 export function isLongK(M: number, N: number, K: number, batch: number): boolean {
-  return batch === 1 && K >= gemmTuning.minSplitK && K >= 8 * Math.max(M, N);
+  return batch === 1 && K >= gemmTuning.minSplitK && K >= gemmTuning.longKRatio * Math.max(M, N);
 }
 
 /**
@@ -131,7 +173,7 @@ export function chooseTile(p: GemmProblem, limits: { sharedBytes: number; thread
     const f = tileByName(gemmTuning.forceTile);
     if (f && fits(f)) return f;
   }
-  for (const r of GEMM_RULES) {
+  for (const r of gemmTuning.rules === 'phase1' ? GEMM_RULES_PHASE1 : GEMM_RULES) {
     if (!r.when(p)) continue;
     const x = tileByName(r.tile);
     if (x && fits(x)) return x;

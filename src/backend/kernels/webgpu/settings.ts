@@ -22,11 +22,21 @@ export interface WebGPUKernelSettings {
   adamMulti: boolean;
   /** Our Conv2DBackpropInput (implicit GEMM split by output parity) instead of tfjs's. */
   convBackpropInput: boolean;
+  /** Our Conv2D / FusedConv2D forward (implicit GEMM, bias in the epilogue) instead of tfjs's. */
+  convForward: boolean;
+  /** The 7x7 depthwise conv of the gate reads its channels straight from fc1's output (no Slice). */
+  gateConv: boolean;
   /** Reuse bind groups for identical (layout, buffers) pairs instead of creating one per dispatch. */
   bindGroupCache: boolean;
+  /**
+   * --amp: the GatedCNN block stores its large intermediates as bfloat16 (src/ops/gated_cnn_bf16.ts). Off by default;
+   * the training loop turns it on for --amp (src/ops/fused.ts `enableMixedPrecision`), benchmarks with
+   * MAMBAOUT_WEBGPU_AMP=1 or `npm run bench -- --amp`.
+   */
+  bf16: boolean;
 }
 
-const FEATURES = ['gemm', 'linearEpilogue', 'layerNormGelu', 'adamMulti', 'convBackpropInput', 'bindGroupCache'] as const;
+const FEATURES = ['gemm', 'linearEpilogue', 'layerNormGelu', 'adamMulti', 'convBackpropInput', 'convForward', 'gateConv', 'bindGroupCache'] as const;
 
 function fromEnv(): WebGPUKernelSettings {
   const v1 = (process.env.MAMBAOUT_WEBGPU_KERNELS ?? '').trim().toLowerCase() === 'v1';
@@ -38,7 +48,10 @@ function fromEnv(): WebGPUKernelSettings {
     layerNormGelu: true,
     adamMulti: true,
     convBackpropInput: true,
+    convForward: true,
+    gateConv: true,
     bindGroupCache: true,
+    bf16: process.env.MAMBAOUT_WEBGPU_AMP === '1',
   };
   for (const f of FEATURES) if (v1 || off.has(f)) s[f] = false;
   if (off.has('fused')) s.fused = false;
@@ -62,5 +75,6 @@ export const V1_SETTINGS: Partial<WebGPUKernelSettings> = Object.fromEntries(FEA
 export function describeWebGPUKernelSettings(s: WebGPUKernelSettings = webgpuKernelSettings): string {
   if (!s.fused) return 'op-by-op (fused kernels off)';
   const on = FEATURES.filter((f) => s[f]);
-  return on.length === FEATURES.length ? 'all new kernels' : on.length === 0 ? 'v1 kernels' : `v1 + ${on.join(', ')}`;
+  const amp = s.bf16 ? ', bf16 activations (--amp)' : '';
+  return (on.length === FEATURES.length ? 'all new kernels' : on.length === 0 ? 'v1 kernels' : `v1 + ${on.join(', ')}`) + amp;
 }
