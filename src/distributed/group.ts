@@ -50,6 +50,8 @@ import {
   RingAllgather,
   RingAllreduce,
   RingBroadcast,
+  describeReduceAux,
+  type ReduceDtype,
   type ReduceOp,
   type RingCollective,
   type RingSend,
@@ -69,7 +71,7 @@ import {
 } from './transport.js';
 
 export { DistError, isDistError, reduceClock } from './transport.js';
-export type { ReduceOp, ScalarReduceOp } from './allreduce.js';
+export type { ReduceDtype, ReduceOp, ScalarReduceOp } from './allreduce.js';
 export type { TransportKind } from './tcp.js';
 
 /**
@@ -114,6 +116,8 @@ export interface AllreduceOptions {
   op?: ReduceOp;
   /** Overrides the group's bucket size for this call. */
   bucketBytes?: number;
+  /** 'f32' (default) or 'bf16x2': every 4-byte element holds two bfloat16 values (bf16.ts), reduced as bfloat16. */
+  dtype?: ReduceDtype;
 }
 
 function seconds(ms: number): string {
@@ -236,8 +240,10 @@ export class ProcessGroup {
     const op = opts.op ?? 'sum';
     if (op !== 'sum' && op !== 'avg') return Promise.reject(new TypeError(`unknown reduction '${String(op)}' (use 'sum' or 'avg')`));
     const bucketElems = Math.max(1, Math.floor((opts.bucketBytes ?? this.bucketBytes) / 4));
+    const dtype = opts.dtype ?? 'f32';
+    if (dtype !== 'f32' && dtype !== 'bf16x2') return Promise.reject(new TypeError(`unknown all-reduce dtype '${String(dtype)}' (use 'f32' or 'bf16x2')`));
     if (this.worldSize === 1) return this.local();
-    return this.enqueue(() => new RingAllreduce(buf, this.rank, this.worldSize, op, bucketElems));
+    return this.enqueue(() => new RingAllreduce(buf, this.rank, this.worldSize, op, bucketElems, dtype));
   }
 
   /**
@@ -535,5 +541,5 @@ function mismatch(peer: number, h: FrameHeader, op: RingCollective, seq: number)
   }
   return h.kind === 2
     ? `rank ${peer}'s broadcast #${seq} is from root ${h.aux} but this rank's is from root ${op.aux}`
-    : `rank ${peer}'s ${theirs} #${seq} uses reduction ${h.aux === 1 ? 'avg' : 'sum'} but this rank's uses ${op.aux === 1 ? 'avg' : 'sum'}`;
+    : `rank ${peer}'s ${theirs} #${seq} uses reduction ${describeReduceAux(h.aux)} but this rank's uses ${describeReduceAux(op.aux)}`;
 }
