@@ -48,9 +48,9 @@ test('overlapped buckets start during the backward pass and average to the same 
   let startedInBackward = 0;
   const start = ddp.startReadback.bind(ddp);
   let inBackward = false;
-  ddp.startReadback = (b, g) => {
+  ddp.startReadback = (...args) => {
     if (inBackward) startedInBackward++;
-    return start(b, g);
+    return start(...args);
   };
   const before = tf.memory().numTensors;
   inBackward = true;
