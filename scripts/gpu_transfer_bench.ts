@@ -26,10 +26,12 @@
  * "cpu" = time until the JS call returned (what the main thread pays), "total" = until the GPU has the data.
  *
  * Also: latency of a 4-byte readback (submit + mapAsync round trip: Dawn's event polling, dawn.node ticks it with
- * setImmediate) and of onSubmittedWorkDone, and host memcpy (Float32Array.set) into fresh and into reused memory.
+ * setImmediate) and of onSubmittedWorkDone, host memcpy (Float32Array.set) into fresh and into reused memory, and
+ * pwrite/pread of 4 MiB pieces to a /dev/shm file (the ring's shared-memory mailbox, src/distributed/shm.ts).
  * Output: one JSON line per measurement ({"dir","path","mb","ms","map_ms","copy_ms","gbps"}) then a table.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { closeSync, existsSync, openSync, readSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { webgpuDevice } from '../src/backend/webgpu.js';
@@ -128,6 +130,31 @@ for (const mb of sizes) {
     }
     report('host', 'memcpy-fresh', bytes, fresh);
     report('host', 'memcpy-reused', bytes, reused);
+    // the shared-memory mailbox of the ring (src/distributed/shm.ts): pwrite / pread of 4 MiB pieces to a /dev/shm file
+    if (existsSync('/dev/shm') && statfsSync('/dev/shm').bavail * statfsSync('/dev/shm').bsize > 2 * bytes) {
+      const f = `/dev/shm/mambaout-transfer-bench-${process.pid}`;
+      const fd = openSync(f, 'w+');
+      try {
+        const u8 = new Uint8Array(host.buffer, host.byteOffset, bytes);
+        const back = new Uint8Array(bytes);
+        const piece = 4 * 2 ** 20;
+        const w: number[] = [];
+        const rd: number[] = [];
+        for (let r = 0; r < reps + 1; r++) {
+          let t0 = performance.now();
+          for (let o = 0; o < bytes; o += piece) writeSync(fd, u8, o, Math.min(piece, bytes - o), o);
+          const tw = performance.now() - t0;
+          t0 = performance.now();
+          for (let o = 0; o < bytes; o += piece) readSync(fd, back, o, Math.min(piece, bytes - o), o);
+          if (r > 0) { w.push(tw); rd.push(performance.now() - t0); } // the first pass allocates the file's pages
+        }
+        report('host', 'shm-pwrite', bytes, w);
+        report('host', 'shm-pread', bytes, rd);
+      } finally {
+        closeSync(fd);
+        unlinkSync(f);
+      }
+    }
   }
 
   // ---------------------------------------------------------------- readback
