@@ -244,11 +244,11 @@ for (const path of paths) {
 if (rank === 0) {
   const f = (v: number | undefined): string => (v === undefined || Number.isNaN(v) ? '-' : v.toFixed(1)).padStart(8);
   console.log(`\n${values.model}, ${world} device(s), batch ${B} per device (ms; breakdown = median of ${profiled} profiled steps, slowest rank)`);
-  console.log(`${'path'.padEnd(10)} ${'img/s'.padStart(9)} ${'step'.padStart(8)} ${'issue'.padStart(8)} ${'exch'.padStart(8)} |` +
+  console.log(`${'path'.padEnd(18)} ${'img/s'.padStart(9)} ${'step'.padStart(8)} ${'issue'.padStart(8)} ${'exch'.padStart(8)} |` +
     ` ${'tail'.padStart(8)} ${'readback'.padStart(8)} ${'transp'.padStart(8)} ${'reduce'.padStart(8)} ${'upload'.padStart(8)} ${'exposed'.padStart(8)} ${'copy'.padStart(6)} buckets`);
   for (const r of rows) {
     const b = r.breakdown;
-    console.log(`${r.path.padEnd(10)} ${r.img_s.toFixed(1).padStart(9)} ${f(r.ms_per_step)} ${f(r.issue_ms)} ${f(r.exchange_ms)} |` +
+    console.log(`${r.path.padEnd(18)} ${r.img_s.toFixed(1).padStart(9)} ${f(r.ms_per_step)} ${f(r.issue_ms)} ${f(r.exchange_ms)} |` +
       ` ${f(b?.tail)} ${f(b?.readback)} ${f(b ? b.exchange - b.reduce : undefined)} ${f(b?.reduce)} ${f(b?.upload)} ${f(b?.exposed)} ${f(b?.copy).trim().padStart(6)} ${b ? String(b.buckets).padStart(7) : '      -'}`);
   }
   if (values.save) await writeSafetensors(values.save, await model.stateDictAsync());
