@@ -8,7 +8,7 @@
  * --paths runs one measurement per gradient path, one after the other in the same processes (same compiled shaders):
  *   none     no exchange at all (the 1-device baseline; with N devices the ranks drift apart)
  *   old      one flat buffer after the backward pass, payloads over the ring's sockets (the path before issue 13)
- *   flat     one flat buffer after the backward pass, payloads through shared memory between ranks of one machine
+ *   flat     all gradients after the backward pass (buckets of up to 64 MiB), payloads through shared memory
  *   overlap  gradient buckets read back while the backward pass is still running on the GPU, shared memory;
  *            AdamW updates each bucket's parameters as soon as the bucket is averaged (all overlap paths)
  *   overlap-sock  the same over the ring's sockets (to separate the two levers)

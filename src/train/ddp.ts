@@ -61,6 +61,9 @@ import { UserError } from '../errors.js';
 import type { NamedParameter } from './optim/base.js';
 import { StagedBucket, stagingClock, webgpuInternals } from './ddp_gpu.js';
 
+/** Largest bucket of the flat (not overlapped) exchange. */
+const FLAT_BUCKET_BYTES = 64 * 1024 * 1024;
+
 /** The process-group operations DDP uses (src/distributed/group.ts). */
 export interface Communicator {
   readonly rank: number;
@@ -546,11 +549,24 @@ export class DistributedDataParallel {
     }
   }
 
-  /** One bucket of all parameters in registration order (the exchange without watch()). */
+  /**
+   * The exchange without watch(): all parameters in registration order, in buckets of up to FLAT_BUCKET_BYTES (one
+   * bucket for femto and for most models; a GPU buffer must stay under WebGPU's maxBufferSize, 256 MiB by default).
+   */
   private flat(): Layout {
     if (!this.flatLayout) {
-      const bytes = this._params.reduce((a, p) => a + p.variable.size * 4, 0);
-      this.flatLayout = new Layout([{ members: this._params.map((_, i) => i), bytes }], this._params.length, this.compress, this.pool);
+      const buckets: Bucket[] = [];
+      let cur: Bucket | null = null;
+      this._params.forEach((p, i) => {
+        const bytes = p.variable.size * 4;
+        if (!cur || (cur.bytes > 0 && cur.bytes + bytes > FLAT_BUCKET_BYTES)) {
+          cur = { members: [], bytes: 0 };
+          buckets.push(cur);
+        }
+        cur.members.push(i);
+        cur.bytes += bytes;
+      });
+      this.flatLayout = new Layout(buckets, this._params.length, this.compress, this.pool);
     }
     return this.flatLayout;
   }
