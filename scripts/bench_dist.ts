@@ -2,25 +2,33 @@
  * Data-parallel scaling benchmark: the model step (forward, backward, gradient all-reduce, AdamW) on synthetic data,
  * one process per device. Run directly for 1 device or under the launcher for N:
  *
- *   node --import tsx scripts/bench_dist.ts --model mambaout_femto --batch 128 --backend webgpu --paths none,flat,overlap
- *   node --import tsx scripts/launch_bench_dist.ts 2 --model mambaout_femto --batch 128 --backend webgpu --paths old,overlap --breakdown 3
+ *   node --import tsx scripts/bench_dist.ts --model mambaout_femto --batch 128 --backend webgpu --paths none,flat,flat+staged
+ *   node --import tsx scripts/launch_bench_dist.ts 2 --model mambaout_femto --batch 128 --backend webgpu --paths overlap-mt,default,default+bf16 --breakdown 3
  *
  * --paths runs one measurement per gradient path, one after the other in the same processes (same compiled shaders):
  *   none     no exchange at all (the 1-device baseline; with N devices the ranks drift apart)
  *   old      one flat buffer after the backward pass, payloads over the ring's sockets (the path before issue 13)
- *   flat     one flat buffer after the backward pass, payloads through shared memory between ranks of one machine
- *   overlap  gradient buckets read back while the backward pass is still running on the GPU, shared memory (default);
+ *   flat     all gradients after the backward pass (buckets of up to 64 MiB), payloads through shared memory
+ *   overlap  gradient buckets read back while the backward pass is still running on the GPU, shared memory;
  *            AdamW updates each bucket's parameters as soon as the bucket is averaged (all overlap paths)
  *   overlap-sock  the same over the ring's sockets (to separate the two levers)
  *   overlap-mt  overlap, the buckets exchanged on --comm-threads worker threads (src/distributed/pool.ts)
+ *   default  what mambaout-distributed-train does (src/train/ddp.ts readDistSettings): overlap, staged transfer,
+ *            threads when the gradients are >= 64 MiB (AUTO_THREADS_BYTES)
+ * These move the bytes as run 1 did (tfjs data() and uploads) unless modified:
+ *   +staged  persistent staging buffers (src/train/ddp_gpu.ts), e.g. overlap-mt+staged, flat+staged
+ *   +bf16    bf16 compression of the exchange (packed on the GPU when staged), e.g. default+bf16
+ * `default` is always staged.
  * Each path: --warmup untimed steps, --steps timed steps (img/s, ms/step, JS issue time of forward + backward), then
  * --breakdown profiled steps whose exchange is timed phase by phase (src/train/ddp.ts StepProfile; the probes
  * synchronise with the GPU, so these steps are not in the img/s figure). A 1-device run with a path other than none
  * measures the readback and upload costs with nothing to exchange.
  *
  * Every rank takes its slice of one fixed global batch (generated from --seed), so N processes with --batch B see
- * exactly the data of 1 process with --batch N·B: `--save FILE` (1 process) and `--compare FILE` (N processes, same
- * --paths, --warmup, --steps and --breakdown) check that the weights after all steps agree.
+ * exactly the data of 1 process with --batch N·B. Every path starts from the same initial weights and a fresh
+ * optimizer and runs --warmup + --steps + --breakdown updates: `--save FILE` (1 process, e.g. --paths none) writes the
+ * weights after the last path, `--compare FILE` (N processes, same --warmup, --steps, --breakdown) compares the
+ * weights after each path with them (float32 exchange: rounding only; +bf16: the effect of the compression).
  *
  * Output (rank 0): one JSON line per path ({"path": ..., "img_s": ..., "breakdown": {...}}), then a table.
  */
@@ -30,15 +38,28 @@ import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { createModel } from '../src/models/mambaout.js';
 import { getModelConfig } from '../src/models/registry.js';
 import { createOptimizer } from '../src/train/optim/index.js';
-import { DistributedDataParallel, type StepProfile } from '../src/train/ddp.js';
+import { AUTO_THREADS, AUTO_THREADS_BYTES, DistributedDataParallel, type StepProfile } from '../src/train/ddp.js';
 import { ProcessGroup } from '../src/distributed/group.js';
 import { CommPool } from '../src/distributed/pool.js';
 import { readDistEnv } from '../src/distributed/env.js';
 import { readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { Rng } from '../src/utils/rng.js';
 
-const PATHS = ['none', 'old', 'flat', 'overlap', 'overlap-sock', 'overlap-mt'] as const;
-type Path = (typeof PATHS)[number];
+const BASES = ['none', 'old', 'flat', 'overlap', 'overlap-sock', 'overlap-mt', 'default'] as const;
+type Base = (typeof BASES)[number];
+interface Path {
+  name: string;
+  base: Base;
+  staged: boolean;
+  bf16: boolean;
+}
+function parsePath(name: string): Path {
+  const [base, ...mods] = name.split('+').map((p) => p.trim());
+  if (!BASES.includes(base as Base)) throw new Error(`unknown path '${name}' (use ${BASES.join(', ')}, with +staged and/or +bf16)`);
+  for (const m of mods) if (m !== 'staged' && m !== 'bf16') throw new Error(`unknown modifier '+${m}' in path '${name}' (use +staged, +bf16)`);
+  if (base === 'none' && mods.length) throw new Error(`path 'none' takes no modifiers`);
+  return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16') };
+}
 
 const { values } = parseArgs({
   options: {
@@ -65,24 +86,41 @@ const S = Number(values['img-size']);
 const steps = Number(values.steps);
 const warmup = Number(values.warmup);
 const profiled = Number(values.breakdown);
-const paths = (values.paths ?? (world > 1 ? 'overlap' : 'none')).split(',').map((p) => p.trim()) as Path[];
-for (const p of paths) if (!PATHS.includes(p)) throw new Error(`unknown path '${p}' (use ${PATHS.join(', ')})`);
+const paths = (values.paths ?? (world > 1 ? 'default' : 'none')).split(',').map((p) => parsePath(p));
 
 const group = await ProcessGroup.init({ ...env, timeoutMs: 300_000 });
 const backend = await initBackend(values.backend, { training: true });
 if (rank === 0) process.stderr.write(`[rank 0] ${backend.message}\n`);
 const model = createModel(getModelConfig(values.model!).name, { seed: 0 });
 const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
-const opt = createOptimizer(params, { opt: 'adamw', lr: 1e-3, weightDecay: 0.05 });
+let opt = createOptimizer(params, { opt: 'adamw', lr: 1e-3, weightDecay: 0.05 });
 const bucketBytes = Math.round(Number(values['bucket-mb']) * 1024 * 1024);
-const pool = paths.includes('overlap-mt')
-  ? await CommPool.create(group, { threads: Number(values['comm-threads']), masterAddr: env.masterAddr || '127.0.0.1', timeoutMs: 300_000, nodeRank: env.nodeRank })
+const gradBytes = params.reduce((a, p) => a + p.variable.size * 4, 0);
+// `default` = readDistSettings' automatic choice (MAMBAOUT_DIST_THREADS=auto): threads above AUTO_THREADS_BYTES
+const threadsFor = (p: Path): boolean => p.base === 'overlap-mt' || (p.base === 'default' && gradBytes >= AUTO_THREADS_BYTES);
+const commThreads = paths.some((p) => p.base === 'default') && !paths.some((p) => p.base === 'overlap-mt') ? AUTO_THREADS : Number(values['comm-threads']);
+const pool = paths.some(threadsFor)
+  ? await CommPool.create(group, { threads: commThreads, masterAddr: env.masterAddr || '127.0.0.1', timeoutMs: 300_000, nodeRank: env.nodeRank })
   : null;
-const plain = new DistributedDataParallel(group, params, { bucketBytes });
-const profiling = new DistributedDataParallel(group, params, { bucketBytes, profile: true });
-const plainMt = new DistributedDataParallel(group, params, { bucketBytes, pool });
-const profilingMt = new DistributedDataParallel(group, params, { bucketBytes, profile: true, pool });
-await plain.broadcastParams();
+const ddps = new Map<string, DistributedDataParallel>();
+/** One DDP per combination of threads, transfer, compression and profiling (each keeps its own staging). */
+function ddpFor(p: Path, profile: boolean): DistributedDataParallel {
+  const key = `${threadsFor(p)}|${p.staged}|${p.bf16}|${profile}`;
+  let d = ddps.get(key);
+  if (!d) {
+    d = new DistributedDataParallel(group, params, { bucketBytes, profile, pool: threadsFor(p) ? pool : null, transfer: p.staged ? 'staged' : 'tfjs', compress: p.bf16 ? 'bf16' : 'none' });
+    ddps.set(key, d);
+  }
+  return d;
+}
+await ddpFor(paths[0], false).broadcastParams();
+// every path starts from these weights with a fresh optimizer (so --compare measures each path on its own)
+const initial = await Promise.all(params.map(async (p) => (await p.variable.data()) as Float32Array));
+function resetWeights(): void {
+  tf.tidy(() => params.forEach((p, i) => p.variable.assign(tf.tensor(initial[i], p.variable.shape, 'float32'))));
+  opt.dispose();
+  opt = createOptimizer(params, { opt: 'adamw', lr: 1e-3, weightDecay: 0.05 });
+}
 
 // This rank's slice of the fixed global batch [world·B, S, S, 3].
 const rng = new Rng(Number(values.seed));
@@ -105,17 +143,18 @@ const lossFn = (): tf.Scalar => tf.losses.softmaxCrossEntropy(yOneHot, model.for
 
 let issueMs = 0;
 let exchangeMs = 0;
+const overlapped = (p: Path): boolean => p.base.startsWith('overlap') || p.base === 'default';
 async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
   const t0 = performance.now();
-  const f = path.startsWith('overlap') ? ddp.watch(lossFn) : lossFn;
+  const f = overlapped(path) ? ddp.watch(lossFn) : lossFn;
   const { value, grads } = tf.tidy(() => tf.variableGrads(f, vars));
   const t1 = performance.now();
   issueMs += t1 - t0;
   let g = new Map<string, tf.Tensor>(params.map((p) => [p.name, grads[p.variable.name]]));
-  if (path !== 'none') {
-    group.useSharedMemory = path !== 'old' && path !== 'overlap-sock';
+  if (path.base !== 'none') {
+    group.useSharedMemory = path.base !== 'old' && path.base !== 'overlap-sock';
     // overlap paths: the optimizer updates each bucket's parameters as soon as the bucket is back on the GPU
-    const onBucket = path.startsWith('overlap')
+    const onBucket = overlapped(path)
       ? (gb: Map<string, tf.Tensor>): void => {
           opt.step(gb);
           for (const t of gb.values()) t.dispose();
@@ -136,16 +175,34 @@ function median(a: number[]): number {
 }
 
 interface Row {
-  path: Path;
+  path: string;
   img_s: number;
   ms_per_step: number;
   issue_ms: number;
   exchange_ms: number;
   breakdown: Omit<StepProfile, 'mode'> | null;
 }
+const ref = values.compare ? await readSafetensors(values.compare) : null;
+/** Largest |w - w_ref| over all weights (and the largest |w_ref|), on rank 0. */
+async function compareWeights(): Promise<{ max_abs_weight_diff: number; max_abs_weight: number }> {
+  const sd = await model.stateDictAsync();
+  let worst = 0;
+  let scale = 0;
+  for (const [k, t] of sd) {
+    const a = t.data as Float32Array;
+    const b = ref!.get(k)!.data as Float32Array;
+    for (let i = 0; i < a.length; i++) {
+      worst = Math.max(worst, Math.abs(a[i] - b[i]));
+      scale = Math.max(scale, Math.abs(b[i]));
+    }
+  }
+  return { max_abs_weight_diff: worst, max_abs_weight: scale };
+}
+
 const rows: Row[] = [];
 for (const path of paths) {
-  const [ddp, ddpProf] = path === 'overlap-mt' ? [plainMt, profilingMt] : [plain, profiling];
+  resetWeights();
+  const [ddp, ddpProf] = [ddpFor(path, false), ddpFor(path, true)];
   for (let i = 0; i < warmup; i++) await step(path, ddp);
   issueMs = 0;
   exchangeMs = 0;
@@ -153,16 +210,18 @@ for (const path of paths) {
   for (let i = 0; i < steps; i++) await step(path, ddp);
   const ms = (performance.now() - t0) / steps;
   const row: Row = {
-    path, img_s: +((B * world) / (ms / 1000)).toFixed(1), ms_per_step: +ms.toFixed(1), issue_ms: +(issueMs / steps).toFixed(1),
+    path: path.name, img_s: +((B * world) / (ms / 1000)).toFixed(1), ms_per_step: +ms.toFixed(1), issue_ms: +(issueMs / steps).toFixed(1),
     exchange_ms: +(exchangeMs / steps).toFixed(1), breakdown: null,
   };
-  if (profiled > 0 && path !== 'none') {
+  if (profiled > 0 && path.base === 'none') {
+    for (let i = 0; i < profiled; i++) await step(path, ddp); // same number of updates as the other paths
+  } else if (profiled > 0) {
     const prof: StepProfile[] = [];
     for (let i = 0; i < profiled; i++) {
       await step(path, ddpProf);
       if (ddpProf.lastProfile) prof.push(ddpProf.lastProfile);
     }
-    const keys = ['tail', 'readback', 'exchange', 'reduce', 'upload', 'exposed'] as const;
+    const keys = ['tail', 'readback', 'exchange', 'reduce', 'upload', 'exposed', 'copy'] as const;
     const bd = { buckets: prof[0]?.buckets ?? 0 } as Omit<StepProfile, 'mode'>;
     for (const k of keys) {
       // the slowest rank sets the pace: median over steps of the max over ranks
@@ -173,39 +232,28 @@ for (const path of paths) {
     row.breakdown = bd;
   }
   rows.push(row);
+  const cmp = ref && rank === 0 ? await compareWeights() : null;
   if (rank === 0) {
+    const transport = world === 1 || path.base === 'none' ? 'none' : group.sharedMemory?.right && path.base !== 'old' && path.base !== 'overlap-sock' ? 'shm' : group.transport?.right;
     console.log(JSON.stringify({ model: values.model, backend: backend.description, world, batch_per_device: B, global_batch: B * world, img_size: S,
-      transport: world === 1 || path === 'none' ? 'none' : group.sharedMemory?.right && path !== 'old' && path !== 'overlap-sock' ? 'shm' : group.transport?.right, bucket_mb: Number(values['bucket-mb']), ...row }));
+      transport, threads: threadsFor(path) ? pool?.threads ?? 0 : 0, transfer: ddp.transfer, compress: ddp.compress, bucket_mb: Number(values['bucket-mb']), ...row,
+      ...(cmp ? { compare: values.compare, steps: warmup + steps + profiled, ...cmp } : {}) }));
   }
 }
 
 if (rank === 0) {
   const f = (v: number | undefined): string => (v === undefined || Number.isNaN(v) ? '-' : v.toFixed(1)).padStart(8);
   console.log(`\n${values.model}, ${world} device(s), batch ${B} per device (ms; breakdown = median of ${profiled} profiled steps, slowest rank)`);
-  console.log(`${'path'.padEnd(10)} ${'img/s'.padStart(9)} ${'step'.padStart(8)} ${'issue'.padStart(8)} ${'exch'.padStart(8)} |` +
-    ` ${'tail'.padStart(8)} ${'readback'.padStart(8)} ${'transp'.padStart(8)} ${'reduce'.padStart(8)} ${'upload'.padStart(8)} ${'exposed'.padStart(8)} buckets`);
+  console.log(`${'path'.padEnd(18)} ${'img/s'.padStart(9)} ${'step'.padStart(8)} ${'issue'.padStart(8)} ${'exch'.padStart(8)} |` +
+    ` ${'tail'.padStart(8)} ${'readback'.padStart(8)} ${'transp'.padStart(8)} ${'reduce'.padStart(8)} ${'upload'.padStart(8)} ${'exposed'.padStart(8)} ${'copy'.padStart(6)} buckets`);
   for (const r of rows) {
     const b = r.breakdown;
-    console.log(`${r.path.padEnd(10)} ${r.img_s.toFixed(1).padStart(9)} ${f(r.ms_per_step)} ${f(r.issue_ms)} ${f(r.exchange_ms)} |` +
-      ` ${f(b?.tail)} ${f(b?.readback)} ${f(b ? b.exchange - b.reduce : undefined)} ${f(b?.reduce)} ${f(b?.upload)} ${f(b?.exposed)} ${b ? String(b.buckets).padStart(7) : '      -'}`);
+    console.log(`${r.path.padEnd(18)} ${r.img_s.toFixed(1).padStart(9)} ${f(r.ms_per_step)} ${f(r.issue_ms)} ${f(r.exchange_ms)} |` +
+      ` ${f(b?.tail)} ${f(b?.readback)} ${f(b ? b.exchange - b.reduce : undefined)} ${f(b?.reduce)} ${f(b?.upload)} ${f(b?.exposed)} ${f(b?.copy).trim().padStart(6)} ${b ? String(b.buckets).padStart(7) : '      -'}`);
   }
-  const sd = await model.stateDictAsync();
-  if (values.save) await writeSafetensors(values.save, sd);
-  if (values.compare) {
-    const ref = await readSafetensors(values.compare);
-    let worst = 0;
-    let scale = 0;
-    for (const [k, t] of sd) {
-      const a = t.data as Float32Array;
-      const b = ref.get(k)!.data as Float32Array;
-      for (let i = 0; i < a.length; i++) {
-        worst = Math.max(worst, Math.abs(a[i] - b[i]));
-        scale = Math.max(scale, Math.abs(b[i]));
-      }
-    }
-    console.log(JSON.stringify({ compare: values.compare, steps: paths.length * (warmup + steps + profiled), max_abs_weight_diff: worst, max_abs_weight: scale }));
-  }
+  if (values.save) await writeSafetensors(values.save, await model.stateDictAsync());
 }
+for (const d of ddps.values()) d.dispose();
 tf.dispose([x, yOneHot]);
 model.dispose();
 await pool?.close();

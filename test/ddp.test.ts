@@ -1,13 +1,19 @@
 /**
  * src/train/ddp.ts on the cpu backend: gradient buckets fill during the backward pass (before tf.variableGrads
- * returns), the overlapped and the flat exchange return the same averaged gradients, and every tensor is freed.
+ * returns), the overlapped and the flat exchange return the same averaged gradients, and every tensor is freed; the
+ * settings are checked; the calls src/train/loop.ts makes give, on 2 worker processes, the weights of 1 process with
+ * the doubled batch (float32 exchange) or close to them (bf16).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import '../src/backend/tfjs.js';
 import { createModel } from '../src/models/mambaout.js';
-import { DistributedDataParallel, type Communicator } from '../src/train/ddp.js';
+import { DistributedDataParallel, readDistSettings, type Communicator } from '../src/train/ddp.js';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { findFreePort } from '../src/distributed/launcher.js';
+import { UserError } from '../src/errors.js';
 
 await tf.setBackend('cpu');
 
@@ -48,9 +54,9 @@ test('overlapped buckets start during the backward pass and average to the same 
   let startedInBackward = 0;
   const start = ddp.startReadback.bind(ddp);
   let inBackward = false;
-  ddp.startReadback = (b, g) => {
+  ddp.startReadback = (...args) => {
     if (inBackward) startedInBackward++;
-    return start(b, g);
+    return start(...args);
   };
   const before = tf.memory().numTensors;
   inBackward = true;
@@ -111,4 +117,69 @@ test('without a tape to hook (or with other parameters) the exchange falls back 
   assert.deepEqual([...out.keys()], sub.map((p) => p.name));
   tf.dispose([r.value, ...out.values(), s.x, s.y]);
   s.model.dispose();
+});
+
+// ------------------------------------------------------------------------------------------ the training loop's calls
+
+const LOOP_WORKER = fileURLToPath(new URL('./helpers/ddp_loop_worker.ts', import.meta.url));
+
+/** Run the loop worker as `world` ranks (or 1 plain process for world 1); rank 0's JSON line. */
+async function runLoop(world: number, env: Record<string, string> = {}): Promise<{ world: number; transfer: string | null; threads: number; compress: string | null; weights: number[] }> {
+  const port = await findFreePort();
+  const procs = Array.from({ length: world }, (_, r) =>
+    spawn(process.execPath, ['--import', 'tsx', LOOP_WORKER], {
+      env: { ...process.env, ...(world > 1 ? { RANK: String(r), WORLD_SIZE: String(world), LOCAL_RANK: String(r), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) } : {}), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
+  const outs = await Promise.all(
+    procs.map(
+      (p) =>
+        new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+          let out = '';
+          let err = '';
+          p.stdout!.on('data', (d) => (out += d));
+          p.stderr!.on('data', (d) => (err += d));
+          p.on('close', (code) => resolve({ code, out, err }));
+        }),
+    ),
+  );
+  outs.forEach((o, r) => assert.equal(o.code, 0, `rank ${r}: ${o.err}`));
+  return JSON.parse(outs[0].out.trim().split('\n').filter((l) => l.startsWith('{')).pop()!);
+}
+
+test("the loop's calls (broadcastParams attaches, watch, exchange started before the loss is awaited) on 2 cpu workers equal 1 process with the doubled batch; bf16 stays close", { timeout: 600_000 }, async () => {
+  const [one, two, threads, bf16] = await Promise.all([
+    runLoop(1),
+    runLoop(2),
+    runLoop(2, { MAMBAOUT_DIST_THREADS: '2' }),
+    runLoop(2, { MAMBAOUT_DIST_COMPRESS: 'bf16' }),
+  ]);
+  assert.equal(two.world, 2);
+  assert.equal(two.transfer, 'tfjs'); // cpu backend
+  assert.equal(two.threads, 0, 'auto: the main thread for small gradients');
+  assert.equal(threads.threads, 2);
+  assert.equal(bf16.compress, 'bf16');
+  const scale = Math.max(...one.weights.map(Math.abs));
+  const diff = (a: number[]): number => Math.max(...a.map((v, i) => Math.abs(v - one.weights[i])));
+  assert.ok(diff(two.weights) < 1e-5 * scale, `float32 exchange: max |dw| ${diff(two.weights)}`);
+  assert.ok(diff(threads.weights) < 1e-5 * scale, `float32 exchange on threads: max |dw| ${diff(threads.weights)}`);
+  // bf16 has 8 significant bits: the averaged gradients are off by up to 2^-9 relative, the weights a little
+  const d = diff(bf16.weights);
+  assert.ok(d > 0 && d < 2e-3 * scale, `bf16 exchange: max |dw| ${d} (scale ${scale})`);
+});
+
+test('exchange settings come from the environment, checked', () => {
+  assert.deepEqual(readDistSettings({}), { transport: 'auto', compress: 'none', transfer: 'auto', threads: 'auto', bucketMb: 4 });
+  assert.deepEqual(readDistSettings({ MAMBAOUT_DIST_COMPRESS: 'bf16', MAMBAOUT_DIST_THREADS: '0', MAMBAOUT_DIST_TRANSFER: 'tfjs', MAMBAOUT_DIST_BUCKET_MB: '25' }), {
+    transport: 'auto', compress: 'bf16', transfer: 'tfjs', threads: 0, bucketMb: 25,
+  });
+  for (const [k, v, re] of [
+    ['MAMBAOUT_DIST_COMPRESS', 'fp16', /^MAMBAOUT_DIST_COMPRESS must be none or bf16, got 'fp16'\.$/],
+    ['MAMBAOUT_DIST_THREADS', '-1', /^MAMBAOUT_DIST_THREADS must be auto or a whole number/],
+    ['MAMBAOUT_DIST_TRANSFER', 'fast', /^MAMBAOUT_DIST_TRANSFER must be auto, staged or tfjs, got 'fast'\.$/],
+    ['MAMBAOUT_DIST_BUCKET_MB', '0', /^MAMBAOUT_DIST_BUCKET_MB must be a number of MiB/],
+  ] as const) {
+    assert.throws(() => readDistSettings({ [k]: v }), (e: unknown) => e instanceof UserError && re.test(e.message), `${k}=${v}`);
+  }
 });

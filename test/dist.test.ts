@@ -15,7 +15,8 @@ import { readDistEnv, readNodeConfig, distModeLine, distTimeoutMs } from '../src
 import { ProcessGroup } from '../src/distributed/group.js';
 import { RingAllgather, RingAllreduce, RingBroadcast, type RingCollective, type RingSend } from '../src/distributed/allreduce.js';
 import { findFreePort, launch, workerEnv } from '../src/distributed/launcher.js';
-import { addF32, divideF32 } from '../src/distributed/float32.js';
+import { addBf16x2, addF32, divideBf16x2, divideF32 } from '../src/distributed/float32.js';
+import { addBf16x2Scalar, bf16Bits, divideBf16x2Scalar, fromBf16, packBf16, toBf16, unpackBf16 } from '../src/distributed/bf16.js';
 import { UserError } from '../src/errors.js';
 import { Rng } from '../src/utils/rng.js';
 import { tempDir } from './helpers.js';
@@ -127,7 +128,63 @@ test('float32 kernels (SIMD) give the same bits as scalar float32 arithmetic', (
   }
 });
 
+test('bfloat16 pair kernels (SIMD) give the same bits as the scalar reference, and pack/unpack round to nearest even', () => {
+  const rng = new Rng(12);
+  // rounding: ties to even, overflow to infinity, NaN to 0x7fc0
+  assert.equal(bf16Bits(0x3f808000), 0x3f80); // tie, even stays
+  assert.equal(bf16Bits(0x3f818000), 0x3f82); // tie, odd rounds up
+  assert.equal(bf16Bits(0x3f808001), 0x3f81);
+  assert.equal(bf16Bits(0x7f7fffff), 0x7f80);
+  assert.equal(bf16Bits(0x7fc00001), 0x7fc0);
+  assert.equal(bf16Bits(0xff800000), 0xff80);
+  for (const n of [0, 1, 2, 5, 63, 64, 67, 1000, 65_536, 65_539, 140_001]) {
+    const src = Float32Array.from({ length: 2 * n + 1 }, () => rng.normal(0, 1) * 10 ** rng.randint(-38, 38));
+    const a = new Float32Array(n);
+    const b = new Float32Array(n);
+    packBf16(src.subarray(0, 2 * n), a);
+    packBf16(src.subarray(1, 2 * n + 1), b);
+    const back = new Float32Array(2 * n);
+    unpackBf16(a, back);
+    for (let i = 0; i < 2 * n; i++) if (back[i] !== fromBf16(toBf16(src[i]))) assert.fail(`pack/unpack n=${n} [${i}]`);
+    const got = a.slice();
+    const want = a.slice();
+    addBf16x2(got, b);
+    addBf16x2Scalar(want, b);
+    assert.deepEqual(new Uint32Array(got.buffer), new Uint32Array(want.buffer), `add n=${n}`);
+    for (const w of [2, 3]) {
+      const q = got.slice();
+      const qw = got.slice();
+      divideBf16x2(q, w);
+      divideBf16x2Scalar(qw, w);
+      assert.deepEqual(new Uint32Array(q.buffer), new Uint32Array(qw.buffer), `div n=${n} w=${w}`);
+    }
+  }
+});
+
 describe('ring collectives (in-process simulation)', () => {
+  test('bf16x2 allreduce: every rank gets the same bits; with 2 ranks exactly bf16(bf16(a + b) / 2)', () => {
+    const rng = new Rng(5);
+    for (let W = 2; W <= 5; W++) {
+      for (const n of [1, 7, 61, 1001]) {
+        const vals = Array.from({ length: W }, () => Float32Array.from({ length: 2 * n }, () => rng.normal(0, 1)));
+        const bufs = vals.map((v) => {
+          const b = new Float32Array(n);
+          packBf16(v, b);
+          return b;
+        });
+        simulate(bufs.map((b, r) => new RingAllreduce(b, r, W, 'avg', 13, 'bf16x2')), rng);
+        for (let r = 1; r < W; r++) assert.deepEqual(new Uint32Array(bufs[r].buffer), new Uint32Array(bufs[0].buffer), `W=${W} n=${n} rank ${r}`);
+        if (W === 2) {
+          const out = new Float32Array(2 * n);
+          unpackBf16(bufs[0], out);
+          const q = (x: number): number => fromBf16(toBf16(x));
+          for (let i = 0; i < 2 * n; i++) assert.equal(out[i], q(q(q(vals[0][i]) + q(vals[1][i])) / 2), `[${i}]`);
+        }
+      }
+    }
+  });
+
+
   test('allreduce: exact sums/averages, uneven sizes, bucket boundaries, identical bits', () => {
     const rng = new Rng(7);
     for (let W = 2; W <= 7; W++) {
@@ -303,6 +360,7 @@ describe('process group over sockets', () => {
       for (let r = 0; r < W; r++) {
         assert.equal(res[r].code, 0, res[r].stderr);
         assert.equal(res[r].json?.equal, true, JSON.stringify(res[r].json));
+        assert.equal(res[r].json?.bf16Equal, true, JSON.stringify(res[r].json));
         assert.equal(res[r].json?.hash, res[0].json?.hash);
       }
     });
@@ -333,12 +391,14 @@ describe('process group over sockets', () => {
     }
   });
 
-  test('different buffer lengths, early close and a missing rank are reported', async () => {
-    const [mm, cl, jn] = await Promise.all([
+  test('different buffer lengths or element types, early close and a missing rank are reported', async () => {
+    const [mm, cl, jn, dt] = await Promise.all([
       runRanks(2, 'mismatch'),
       runRanks(2, 'close'),
       runRanks(3, 'join', { DIST_INIT_TIMEOUT_MS: '2000' }, { ranks: [0, 1] }),
+      runRanks(2, 'dtype'),
     ]);
+    for (const r of [0, 1]) assert.match(String(dt[r].json!.error), /uses reduction avg( \(bf16x2\))? but this rank's uses avg( \(bf16x2\))?$/, String(dt[r].json!.error));
     for (const r of [0, 1]) {
       assert.match(String(mm[r].json!.error), /has 4[04] bytes but this rank's has 4[04]: all ranks must pass buffers of the same length/, String(mm[r].json!.error));
     }

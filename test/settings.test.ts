@@ -25,7 +25,6 @@ const KNOWN_DIRECT_READS = new Set([
   'src/backend/kernels/webgpu/settings.ts', // MAMBAOUT_WEBGPU_FUSED, _KERNELS, _OFF (branch webgpu)
   'src/backend/kernels/webgpu/matmul_tiles.ts', // MAMBAOUT_GEMM_RULES (branch webgpu2)
   'src/data/transforms/train.ts', // MAMBAOUT_NO_SHRINK_ON_LOAD (branch loader)
-  'test/webgpu.test.ts', // MAMBAOUT_GPU_TESTS (branch webgpu)
 ]);
 
 function withEnv(name: SettingName, value: string | undefined, fn: () => void): void {

@@ -8,13 +8,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
+import { settings } from '../src/settings.js';
 import type { backend_util } from '@tensorflow/tfjs-core';
 import { initWebGPU, mergeDawnFlags, parseAdapterList, releaseWebGPU } from '../src/backend/webgpu.js';
 import { registerWebGPUKernels, unregisterWebGPUKernels, webgpuKernelsRegistered } from '../src/backend/kernels/webgpu/index.js';
 import { Rng } from '../src/utils/rng.js';
 import { describeCase, fixedCases, randomCase, runParityCase, type ParityCase } from '../scripts/gpu_kernels.js';
 
-const GPU = process.env.MAMBAOUT_GPU_TESTS === '1';
+const GPU = settings.gpuTests;
 const SKIP = GPU ? false : 'set MAMBAOUT_GPU_TESTS=1 to run the WebGPU tests (needs a WebGPU adapter)';
 const TOL = 1e-4; // max |gpu - cpu| <= TOL * max |cpu|
 

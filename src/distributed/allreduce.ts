@@ -42,7 +42,7 @@
  */
 import { AddF32Sink, CopySink, type PayloadSink } from './transport.js';
 import { OP_KIND, ProtocolError } from './wire.js';
-import { divideF32 } from './float32.js';
+import { addBf16x2, addF32, divideBf16x2, divideF32 } from './float32.js';
 
 export type ReduceOp = 'sum' | 'avg';
 export type ScalarReduceOp = 'sum' | 'avg' | 'max' | 'min';
@@ -77,6 +77,19 @@ export interface RingCollective {
 
 export const REDUCE_OP_CODE: Record<ReduceOp, number> = { sum: 0, avg: 1 };
 
+/**
+ * Element type of an all-reduce: 'f32', or 'bf16x2' (each 4-byte word holds two bfloat16 values, bf16.ts; sums and
+ * quotients are rounded to bfloat16 at every step, as NCCL's bfloat16 all-reduce does).
+ */
+export type ReduceDtype = 'f32' | 'bf16x2';
+/** Bit of the frame's aux field that marks a bf16x2 all-reduce (ranks that disagree on the dtype are told so). */
+export const AUX_BF16 = 2;
+
+/** "sum", "avg (bf16x2)", ... from a frame's aux field. */
+export function describeReduceAux(aux: number): string {
+  return `${aux & 1 ? 'avg' : 'sum'}${aux & AUX_BF16 ? ' (bf16x2)' : ''}`;
+}
+
 const mod = (a: number, n: number): number => ((a % n) + n) % n;
 
 /** Start of chunk c of a range of n elements split into w parts: floor(c*n/w), exact for n*w < 2^53. */
@@ -103,14 +116,21 @@ export class RingAllreduce implements RingCollective {
     private readonly world: number,
     private readonly op: ReduceOp,
     private readonly bucketElems: number,
+    dtype: ReduceDtype = 'f32',
   ) {
     if (!(bucketElems >= 1)) throw new RangeError('bucketElems must be >= 1');
-    this.aux = REDUCE_OP_CODE[op];
+    const bf16 = dtype === 'bf16x2';
+    this.aux = REDUCE_OP_CODE[op] | (bf16 ? AUX_BF16 : 0);
+    this.add = bf16 ? addBf16x2 : addF32;
+    this.divide = bf16 ? divideBf16x2 : divideF32;
     this.totalBytes = buf.byteLength;
     this.buckets = Math.ceil(buf.length / bucketElems);
     this.expectedFrames = world > 1 ? 2 * (world - 1) * this.buckets : 0;
-    this.description = `allreduce (${op}) of ${buf.length} floats`;
+    this.description = bf16 ? `allreduce (${op}) of ${buf.length} bf16 pairs` : `allreduce (${op}) of ${buf.length} floats`;
   }
+
+  private readonly add: (dst: Float32Array, src: Float32Array) => void;
+  private readonly divide: (a: Float32Array, w: number) => void;
 
   /** [start, end) element range of chunk c of bucket b, absolute in buf. */
   private chunk(b: number, c: number): [number, number] {
@@ -140,10 +160,10 @@ export class RingAllreduce implements RingCollective {
       return new AddF32Sink(this.buf.subarray(s, e), () => {
         if (step === W - 2 && this.op === 'avg') {
           // This rank owns the complete sum of chunk c: divide once, so every rank copies the same quotient.
-          divideF32(this.buf.subarray(s, e), W);
+          this.divide(this.buf.subarray(s, e), W);
         }
         send(msgIndex + B, bytesOf(this.buf, s, e));
-      });
+      }, this.add);
     }
     // all-gather
     const t = step - (W - 1);

@@ -50,6 +50,8 @@ import {
   RingAllgather,
   RingAllreduce,
   RingBroadcast,
+  describeReduceAux,
+  type ReduceDtype,
   type ReduceOp,
   type RingCollective,
   type RingSend,
@@ -62,7 +64,7 @@ import { DistError } from './errors.js';
 
 export { DistError, isDistError } from './errors.js';
 export { reduceClock } from './float32.js';
-export type { ReduceOp, ScalarReduceOp } from './allreduce.js';
+export type { ReduceDtype, ReduceOp, ScalarReduceOp } from './allreduce.js';
 export type { TransportKind } from './tcp.js';
 
 /**
@@ -107,7 +109,12 @@ export interface AllreduceOptions {
   op?: ReduceOp;
   /** Overrides the group's bucket size for this call. */
   bucketBytes?: number;
+  /** 'f32' (default) or 'bf16x2': every 4-byte element holds two bfloat16 values (bf16.ts), reduced as bfloat16. */
+  dtype?: ReduceDtype;
 }
+
+/** How long a rank whose write to a peer failed waits for an Abort naming an earlier culprit (see closed()). */
+const ABORT_GRACE_MS = 200;
 
 function seconds(ms: number): string {
   return `${Number((ms / 1000).toFixed(3))} s`;
@@ -229,8 +236,10 @@ export class ProcessGroup {
     const op = opts.op ?? 'sum';
     if (op !== 'sum' && op !== 'avg') return Promise.reject(new TypeError(`unknown reduction '${String(op)}' (use 'sum' or 'avg')`));
     const bucketElems = Math.max(1, Math.floor((opts.bucketBytes ?? this.bucketBytes) / 4));
+    const dtype = opts.dtype ?? 'f32';
+    if (dtype !== 'f32' && dtype !== 'bf16x2') return Promise.reject(new TypeError(`unknown all-reduce dtype '${String(dtype)}' (use 'f32' or 'bf16x2')`));
     if (this.worldSize === 1) return this.local();
-    return this.enqueue(() => new RingAllreduce(buf, this.rank, this.worldSize, op, bucketElems));
+    return this.enqueue(() => new RingAllreduce(buf, this.rank, this.worldSize, op, bucketElems, dtype));
   }
 
   /**
@@ -508,7 +517,12 @@ export class ProcessGroup {
           }
           return;
         }
-        this.fail(new DistError(`rank ${link.peer} disconnected (${cause})`, link.peer, 'disconnect'));
+        const err = new DistError(`rank ${link.peer} disconnected (${cause})`, link.peer, 'disconnect');
+        // A write that fails (broken pipe, reset) destroys the socket with the peer's last frames unread: the peer
+        // may have sent an Abort naming the rank that failed first, which then arrives over another link. Wait a
+        // moment for it so every rank names the same culprit; a clean close has delivered everything already.
+        if (cause === 'broken pipe' || cause === 'connection reset') setTimeout(() => this.fail(err), ABORT_GRACE_MS);
+        else this.fail(err);
       },
       protocolError: (link, message) => {
         this.fail(new DistError(`protocol error from rank ${link.peer}: ${message}`, link.peer, 'protocol'));
@@ -528,5 +542,5 @@ function mismatch(peer: number, h: FrameHeader, op: RingCollective, seq: number)
   }
   return h.kind === 2
     ? `rank ${peer}'s broadcast #${seq} is from root ${h.aux} but this rank's is from root ${op.aux}`
-    : `rank ${peer}'s ${theirs} #${seq} uses reduction ${h.aux === 1 ? 'avg' : 'sum'} but this rank's uses ${op.aux === 1 ? 'avg' : 'sum'}`;
+    : `rank ${peer}'s ${theirs} #${seq} uses reduction ${describeReduceAux(h.aux)} but this rank's uses ${describeReduceAux(op.aux)}`;
 }

@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { findFreePort } from './launcher.js';
 import { DistError, type DistFailure } from './errors.js';
-import type { ProcessGroup, ProcessGroupOptions, ReduceOp } from './group.js';
+import type { ProcessGroup, ProcessGroupOptions, ReduceDtype, ReduceOp } from './group.js';
 
 export interface CommPoolOptions {
   threads: number;
@@ -111,7 +111,7 @@ export class CommPool {
   }
 
   /** All-reduce `buf` (a view of alloc()'s memory) on channel `channel % threads`. */
-  allreduce(buf: Float32Array, op: ReduceOp, channel: number): Promise<void> {
+  allreduce(buf: Float32Array, op: ReduceOp, channel: number, dtype: ReduceDtype = 'f32'): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
     if (!(buf.buffer instanceof SharedArrayBuffer)) return Promise.reject(new TypeError('CommPool.allreduce needs a view of CommPool.alloc() memory'));
     const id = this.nextId++;
@@ -119,7 +119,7 @@ export class CommPool {
     return new Promise<void>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       w.ref();
-      w.postMessage({ id, buffer: buf.buffer, offset: buf.byteOffset, length: buf.length, op });
+      w.postMessage({ id, buffer: buf.buffer, offset: buf.byteOffset, length: buf.length, op, dtype });
     }).finally(() => {
       if (this.pending.size === 0) for (const x of this.workers) x.unref();
     });

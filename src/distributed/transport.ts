@@ -108,7 +108,12 @@ export class AddF32Sink implements PayloadSink {
   private readonly carry = new Uint8Array(4);
   private readonly carryF32 = new Float32Array(this.carry.buffer);
   private carryLen = 0;
-  constructor(private readonly dst: Float32Array, private readonly onEnd: () => void) {}
+  /** `add` is the element kernel: addF32, or addBf16x2 for words of two bfloat16. */
+  constructor(
+    private readonly dst: Float32Array,
+    private readonly onEnd: () => void,
+    private readonly add: (dst: Float32Array, src: Float32Array) => void = addF32,
+  ) {}
 
   write(chunk: Uint8Array): void {
     let off = 0;
@@ -119,7 +124,7 @@ export class AddF32Sink implements PayloadSink {
       this.carryLen += take;
       off = take;
       if (this.carryLen < 4) return;
-      this.dst[this.pos] += this.carryF32[0];
+      this.add(this.dst.subarray(this.pos, this.pos + 1), this.carryF32);
       this.pos++;
       this.carryLen = 0;
     }
@@ -134,7 +139,7 @@ export class AddF32Sink implements PayloadSink {
         new Uint8Array(scratch.buffer, 0, n * 4).set(chunk.subarray(off, off + n * 4));
         src = scratch;
       }
-      addF32(this.dst.subarray(this.pos, this.pos + n), n === src.length ? src : src.subarray(0, n));
+      this.add(this.dst.subarray(this.pos, this.pos + n), n === src.length ? src : src.subarray(0, n));
       this.pos += n;
       off += n * 4;
     }

@@ -19,7 +19,23 @@
  * stages' buckets are queued while the JS thread still issues the earlier stages. They resolve once the backward call
  * returns, while the GPU computes the rest; each bucket then goes into the all-reduce (queued in bucket order, the
  * same on every rank) and is uploaded as soon as it is averaged. What stays on the critical path is the GPU tail of the
- * backward pass plus the exchange of the last bucket(s) and the uploads.
+ * backward pass plus the exchange of the last bucket(s) and the uploads. The exchange does not wait for
+ * `allreduceGrads`: a bucket whose readback is done is all-reduced (in bucket order) and uploaded whenever the event
+ * loop runs, e.g. while the training loop awaits the loss; `allreduceGrads` only collects the results.
+ *
+ * ## Moving the bytes (the `transfer` option; measured by scripts/gpu_transfer_bench.ts)
+ *
+ * 'staged' (default on webgpu, src/train/ddp_gpu.ts): persistent MAP_READ / MAP_WRITE staging buffers per bucket and
+ * persistent host arrays, the gradient tensors' GPU buffers copied straight into the staging buffer: no JS or Dawn
+ * allocation per step (new memory ran at 0.1-3 GB/s, reused memory at memcpy speed). 'tfjs': tensor.data() and tfjs's
+ * or Dawn's uploads (every backend; the path of run 1).
+ *
+ * ## bf16 compression (`compress: 'bf16'`, MAMBAOUT_DIST_COMPRESS=bf16; off by default)
+ *
+ * torch's bf16_compress_hook: the bucket is packed to bfloat16 (round to nearest even) on the GPU before the readback,
+ * all-reduced as bfloat16 (src/distributed/bf16.ts: every add and the division rounded to bfloat16, as NCCL does) and
+ * widened on the GPU after the upload: half the bytes in every phase. The averaged gradient differs from the float32
+ * one by the bfloat16 rounding (8 significant bits); scripts/bench_dist.ts --compare measures the weights after N steps.
  *
  * Why the tape and not identity ops with a custom gradient (tf.customGrad per parameter use): that needs the model to
  * read every variable through a hook (src/models/ does not), adds a node per parameter to every forward, and sees the
@@ -27,10 +43,10 @@
  * if it is not there (another tfjs version) `watch` does nothing and the flat path runs: same results, no overlap.
  * Parameters used more than once (the cpu path's fc1 row blocks) go to the buckets after the backward returns.
  *
- * Results: every bucket is averaged with the ring all-reduce of the process group, so all ranks hold bit-identical
- * gradients. With 2 ranks the overlapped and the flat paths give the same bits (a + b does not depend on where the
- * buckets or chunks are cut); with 3 or more the summation order of an element depends on its chunk, so the two
- * paths agree to float32 rounding.
+ * Results: every bucket is averaged with the ring all-reduce of the process group (or of the communication threads,
+ * `pool`), so all ranks hold bit-identical gradients. With 2 ranks the overlapped and the flat paths give the same
+ * bits (a + b does not depend on where the buckets or chunks are cut; bfloat16 rounding is per element too); with 3 or
+ * more the summation order of an element depends on its chunk, so the two paths agree to float32 rounding.
  *
  * `profile` (scripts/bench_dist.ts --breakdown) adds probe readbacks that time the phases of one exchange; they
  * synchronise with the GPU, so profiled steps are slower than plain ones and are run after the timed steps.
@@ -38,21 +54,33 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Logger } from '../log/logger.js';
 import { readDistEnv } from '../distributed/env.js';
-import { ProcessGroup, isDistError, reduceClock } from '../distributed/group.js';
-import type { CommPool } from '../distributed/pool.js';
+import { ProcessGroup, isDistError, reduceClock, type ReduceDtype, type TransportKind } from '../distributed/group.js';
+import { CommPool } from '../distributed/pool.js';
+import { bf16Words, packBf16, unpackBf16 } from '../distributed/bf16.js';
 import { UserError } from '../errors.js';
-import { settings } from '../settings.js';
 import type { NamedParameter } from './optim/base.js';
+import { StagedBucket, stagingClock, webgpuInternals } from './ddp_gpu.js';
+
+/** Largest bucket of the flat (not overlapped) exchange. */
+const FLAT_BUCKET_BYTES = 64 * 1024 * 1024;
 
 /** The process-group operations DDP uses (src/distributed/group.ts). */
 export interface Communicator {
   readonly rank: number;
   readonly worldSize: number;
-  allreduce(buf: Float32Array, opts?: { op?: 'sum' | 'avg' }): Promise<void>;
+  allreduce(buf: Float32Array, opts?: { op?: 'sum' | 'avg'; dtype?: ReduceDtype }): Promise<void>;
   broadcast(buf: ArrayBufferView, root: number): Promise<void>;
   allreduceScalars(values: readonly number[], op: 'sum' | 'avg'): Promise<number[]>;
   close(): void | Promise<void>;
 }
+
+/** 'bf16': gradients cross GPU->host, the wire and host->GPU as bfloat16 (torch DDP's bf16_compress_hook). */
+export type GradCompression = 'none' | 'bf16';
+/**
+ * How bucket bytes move between the GPU and the host: 'staged' = persistent staging buffers (src/train/ddp_gpu.ts,
+ * webgpu only), 'tfjs' = tensor.data() and tfjs/Dawn uploads (every backend), 'auto' = staged where it can.
+ */
+export type GradTransfer = 'auto' | 'tfjs' | 'staged';
 
 export interface DdpOptions {
   /** Bucket size of the overlapped exchange in bytes (default 4 MiB; DDP's default is 25 MB). */
@@ -64,6 +92,10 @@ export interface DdpOptions {
    * channel b. The readback is copied into shared memory once, and the upload reads from there.
    */
   pool?: CommPool | null;
+  /** Default 'none'. */
+  compress?: GradCompression;
+  /** Default 'auto'. */
+  transfer?: GradTransfer;
 }
 
 export interface ExchangeOptions {
@@ -91,6 +123,8 @@ export interface StepProfile {
   upload: number;
   /** Time `allreduceGrads` kept the caller waiting (without the upload probe): what the exchange adds to a step. */
   exposed: number;
+  /** Main-thread time of the staging memcpys (mapped GPU memory <-> host arrays); 0 for the tfjs transfer. */
+  copy: number;
   buckets: number;
 }
 
@@ -101,7 +135,7 @@ interface TapeNode {
   gradient?: (dys: tf.Tensor[]) => Record<string, () => tf.Tensor>;
 }
 
-/** The parts of a WebGPU device and buffer that upload() uses (dawn.node's objects). */
+/** The parts of a WebGPU device and buffer that the tfjs transfer's upload uses (dawn.node's objects). */
 interface GpuBufferLike {
   readonly size: number;
   destroy(): void;
@@ -117,76 +151,199 @@ interface Bucket {
   bytes: number;
 }
 
-/** Gradients of one backward pass on their way into the buckets. */
+/** A partition of the parameters into buckets, with the host memory and the staging that exchange them. */
+class Layout {
+  readonly bucketOf: number[];
+  /** Host words of each bucket: a persistent slice of one array (shared memory when a pool exchanges them). */
+  readonly host: Float32Array[] = [];
+  readonly staged: (StagedBucket | null)[];
+  /** tfjs transfer on webgpu: one persistent GPU buffer per bucket that the averaged words are written into. */
+  readonly gpuBuffers: (GpuBufferLike | null)[];
+
+  constructor(readonly buckets: Bucket[], nParams: number, readonly compress: GradCompression, pool: CommPool | null) {
+    this.bucketOf = new Array(nParams).fill(-1);
+    buckets.forEach((b, k) => b.members.forEach((i) => (this.bucketOf[i] = k)));
+    const words = buckets.map((b) => (compress === 'bf16' ? bf16Words(b.bytes / 4) : b.bytes / 4));
+    const total = words.reduce((a, w) => a + w, 0);
+    const all = pool && total > 0 ? pool.alloc(total) : new Float32Array(total);
+    let off = 0;
+    for (const w of words) {
+      this.host.push(all.subarray(off, off + w));
+      off += w;
+    }
+    this.staged = new Array(buckets.length).fill(null);
+    this.gpuBuffers = new Array(buckets.length).fill(null);
+  }
+
+  dispose(): void {
+    for (const s of this.staged) s?.dispose();
+    for (const g of this.gpuBuffers) g?.destroy();
+    this.staged.fill(null);
+    this.gpuBuffers.fill(null);
+  }
+}
+
+/**
+ * One exchange in flight: gradients go into their buckets as the backward pass produces them; a full bucket starts
+ * its readback; buckets whose readback is done are all-reduced strictly in bucket order (the same order on every
+ * rank), and each is uploaded as soon as it is averaged. Nothing waits for allreduceGrads: the exchange moves
+ * whenever the event loop runs (e.g. while the caller awaits the loss).
+ */
 class PendingStep {
   readonly grads: (tf.Tensor | null)[];
-  readonly missing: number[];
-  readonly readbacks: (Promise<Float32Array> | null)[];
-  constructor(private readonly ddp: DistributedDataParallel, nParams: number, buckets: readonly Bucket[]) {
+  private readonly missing: number[];
+  private readonly readDone: boolean[];
+  private next = 0;
+  /** Each bucket's averaged gradients on the device, in member order. */
+  readonly done: Promise<tf.Tensor[]>[];
+  private readonly settle: { resolve: (t: tf.Tensor[]) => void; reject: (e: unknown) => void }[] = [];
+  private failed = false;
+  tRead = 0;
+  tFirst = 0;
+  tEx = 0;
+
+  constructor(private readonly ddp: DistributedDataParallel, readonly layout: Layout, nParams: number) {
     this.grads = new Array(nParams).fill(null);
-    this.missing = buckets.map((b) => b.members.length);
-    this.readbacks = new Array(buckets.length).fill(null);
+    this.missing = layout.buckets.map((b) => b.members.length);
+    this.readDone = new Array(layout.buckets.length).fill(false);
+    this.done = layout.buckets.map(() => {
+      const p = new Promise<tf.Tensor[]>((resolve, reject) => this.settle.push({ resolve, reject }));
+      p.catch(() => {}); // awaited (and its failure reported) by allreduceGrads, in bucket order
+      return p;
+    });
   }
 
   ready(i: number, g: tf.Tensor): void {
     if (this.grads[i]) return;
     this.grads[i] = g;
-    const b = this.ddp.bucketOf[i];
+    const b = this.layout.bucketOf[i];
     if (--this.missing[b] === 0) {
-      const p = this.ddp.startReadback(this.ddp.buckets[b], this.grads);
-      p.catch(() => {}); // awaited (and its failure reported) by allreduceGrads, in bucket order
-      this.readbacks[b] = p;
+      let p: Promise<unknown>;
+      try {
+        p = this.ddp.startReadback(this.layout.buckets[b], this.grads, this.layout.host[b], this.layout, b);
+      } catch (e) {
+        p = Promise.reject(e);
+      }
+      p.then(
+        () => {
+          this.tRead = performance.now();
+          this.readDone[b] = true;
+          this.pump();
+        },
+        (e) => this.fail(e),
+      );
+    }
+  }
+
+  private fail(e: unknown): void {
+    if (this.failed) return;
+    this.failed = true;
+    for (const s of this.settle) s.reject(e);
+  }
+
+  /** Start the all-reduce of every bucket whose readback is done and whose predecessors have started. */
+  private pump(): void {
+    while (!this.failed && this.next < this.layout.buckets.length && this.readDone[this.next]) {
+      const b = this.next++;
+      if (b === 0) this.tFirst = performance.now();
+      this.ddp
+        .reduceBucket(this.layout, b)
+        .then(() => {
+          this.tEx = performance.now();
+          return this.ddp.uploadBucket(this.layout, b);
+        })
+        .then((t) => this.settle[b].resolve(t), (e) => this.fail(e));
     }
   }
 }
 
 export class DistributedDataParallel {
-  readonly buckets: Bucket[];
-  /** Bucket index of each parameter. */
-  readonly bucketOf: number[];
+  private _params: readonly NamedParameter[] = [];
+  /** The overlapped layout (buckets in reverse registration order) and, when needed, the one-bucket flat layout. */
+  private layout: Layout;
+  private flatLayout: Layout | null = null;
   /** Phases of the most recent exchange when profiling. */
   lastProfile: StepProfile | null = null;
   private readonly indexById = new Map<number, number>();
   private pending: PendingStep | null = null;
   private readonly profile: boolean;
-  private readonly pool: CommPool | null;
-  /** Shared-memory home of the buckets when a pool exchanges them (bucket b at bucketOffset[b]). */
-  private shared: Float32Array | null = null;
-  private readonly bucketOffset: number[] = [];
-  /** webgpu: one persistent GPU buffer per bucket that the averaged gradients are written into (see upload()). */
-  private readonly gpuBuffers: (GpuBufferLike | null)[] = [];
+  private pool: CommPool | null;
+  /** The pool was started by attach() (and is closed by close()), not handed in. */
+  private ownPool = false;
+  private readonly bucketCap: number;
+  readonly compress: GradCompression;
+  private transferMode: GradTransfer;
   private gpuUpload = true;
+  /** setupDistributed: start a CommPool at attach time when the gradients are this large (bytes; null = never). */
+  poolAbove: { bytes: number; threads: number; masterAddr: string; nodeRank?: number; timeoutMs: number } | null = null;
 
   constructor(
     readonly group: Communicator,
-    readonly params: readonly NamedParameter[],
+    params: readonly NamedParameter[],
     opts: DdpOptions = {},
   ) {
     this.profile = opts.profile ?? false;
     this.pool = opts.pool ?? null;
+    this.compress = opts.compress ?? 'none';
+    if (this.compress !== 'none' && this.compress !== 'bf16') throw new UserError(`gradient compression must be none or bf16, got '${String(this.compress)}'.`);
+    this.transferMode = opts.transfer ?? 'auto';
+    if (!['auto', 'tfjs', 'staged'].includes(this.transferMode)) throw new UserError(`the gradient transfer must be auto, tfjs or staged, got '${String(this.transferMode)}'.`);
     const cap = opts.bucketBytes ?? 4 * 1024 * 1024;
     if (!(cap >= 4)) throw new UserError(`the gradient bucket size must be at least 4 bytes, got ${cap}.`);
+    this.bucketCap = cap;
+    this.layout = this.bind(params);
+  }
+
+  private bind(params: readonly NamedParameter[]): Layout {
+    this._params = params;
+    this.indexById.clear();
+    params.forEach((p, i) => this.indexById.set(p.variable.id, i));
     // DDP order: parameters in reverse registration order, which is roughly the order the backward pass produces them.
-    this.buckets = [];
-    this.bucketOf = new Array(params.length).fill(-1);
+    const buckets: Bucket[] = [];
     let cur: Bucket | null = null;
     for (let i = params.length - 1; i >= 0; i--) {
       const bytes = params[i].variable.size * 4;
-      if (!cur || (cur.bytes > 0 && cur.bytes + bytes > cap)) {
+      if (!cur || (cur.bytes > 0 && cur.bytes + bytes > this.bucketCap)) {
         cur = { members: [], bytes: 0 };
-        this.buckets.push(cur);
+        buckets.push(cur);
       }
       cur.members.push(i);
       cur.bytes += bytes;
-      this.bucketOf[i] = this.buckets.length - 1;
     }
-    params.forEach((p, i) => this.indexById.set(p.variable.id, i));
-    let off = 0;
-    for (const b of this.buckets) {
-      this.bucketOffset.push(off);
-      off += b.bytes / 4;
+    return new Layout(buckets, params.length, this.compress, this.pool);
+  }
+
+  /**
+   * Use these parameters (when the DDP was created before the model, as setupDistributed is): builds the buckets, and
+   * starts the communication threads when `poolAbove` asks for them. Collective when it starts threads (every rank
+   * calls it with the same parameters). broadcastParams() calls it when the DDP has no parameters yet.
+   */
+  async attach(params: readonly NamedParameter[]): Promise<void> {
+    this.disposeLayouts();
+    const bytes = params.reduce((a, p) => a + p.variable.size * 4, 0);
+    const want = this.poolAbove;
+    if (!this.pool && want && this.group instanceof ProcessGroup && this.group.worldSize > 1) {
+      // rank 0 decides, so that every rank starts the same threads even if their settings differ
+      const threads = await this.group.broadcastObject(bytes >= want.bytes ? want.threads : 0, 0);
+      if (threads > 0) {
+        this.pool = await CommPool.create(this.group, { threads, masterAddr: want.masterAddr, nodeRank: want.nodeRank, timeoutMs: want.timeoutMs });
+        this.ownPool = true;
+      }
     }
-    if (this.pool && off > 0) this.shared = this.pool.alloc(off);
+    this.layout = this.bind(params);
+  }
+
+  get params(): readonly NamedParameter[] {
+    return this._params;
+  }
+
+  get buckets(): readonly Bucket[] {
+    return this.layout.buckets;
+  }
+
+  /** Bucket index of each parameter. */
+  get bucketOf(): readonly number[] {
+    return this.layout.bucketOf;
   }
 
   get rank(): number {
@@ -197,8 +354,20 @@ export class DistributedDataParallel {
     return this.group.worldSize;
   }
 
-  /** Rank 0's parameter values everywhere (DDP's broadcast at wrap time). */
-  async broadcastParams(params: readonly NamedParameter[] = this.params): Promise<void> {
+  /** Communication threads in use (0 = the main thread exchanges). */
+  get commThreads(): number {
+    return this.pool?.threads ?? 0;
+  }
+
+  /** The transfer in use: staged only on the webgpu backend with the internals ddp_gpu.ts needs. */
+  get transfer(): 'tfjs' | 'staged' {
+    if (this.transferMode === 'tfjs') return 'tfjs';
+    return webgpuInternals() ? 'staged' : 'tfjs';
+  }
+
+  /** Rank 0's parameter values everywhere (DDP's broadcast at wrap time); binds the parameters when there are none. */
+  async broadcastParams(params: readonly NamedParameter[] = this._params): Promise<void> {
+    if (this._params.length === 0 && params.length > 0) await this.attach(params);
     const datas = (await Promise.all(params.map((p) => p.variable.data()))) as Float32Array[];
     const buf = new Float32Array(datas.reduce((a, d) => a + d.length, 0));
     let off = 0;
@@ -218,7 +387,8 @@ export class DistributedDataParallel {
 
   /**
    * Wrap the loss function given to `tf.variableGrads` so that the following backward pass starts the bucket
-   * readbacks as soon as their gradients are issued; then call `allreduceGrads` with the returned gradients.
+   * readbacks (and the exchange) as soon as their gradients are issued; then call `allreduceGrads` with the returned
+   * gradients.
    */
   watch<T extends tf.Tensor>(lossFn: () => T): () => T {
     return () => {
@@ -232,7 +402,7 @@ export class DistributedDataParallel {
     this.pending = null;
     const state = (tf.engine() as unknown as { state?: { activeTape?: TapeNode[] | null } }).state;
     const tape = state?.activeTape;
-    if (!Array.isArray(tape)) return;
+    if (!Array.isArray(tape) || this._params.length === 0) return;
     // Only nodes on a path to the loss take part in the backward pass (tfjs prunes the others, e.g. the clones
     // that ops record when they save a variable for their gradient): the same walk as tfjs's getFilteredNodesXToY.
     const leadsToY = new Set<number>([y.id]);
@@ -244,7 +414,7 @@ export class DistributedDataParallel {
       onPath[n] = true;
       for (const input in node.inputs) leadsToY.add(node.inputs[input].id);
     }
-    const P = this.params.length;
+    const P = this._params.length;
     const uses = new Array<number>(P).fill(0);
     const first: ({ node: TapeNode; input: string } | null)[] = new Array(P).fill(null);
     for (let n = 0; n < tape.length; n++) {
@@ -257,7 +427,7 @@ export class DistributedDataParallel {
         if (!first[i]) first[i] = { node, input };
       }
     }
-    const step = new PendingStep(this, P, this.buckets);
+    const step = new PendingStep(this, this.layout, P);
     const hooks = new Map<TapeNode, { input: string; i: number }[]>();
     for (let i = 0; i < P; i++) {
       const f = first[i];
@@ -285,12 +455,51 @@ export class DistributedDataParallel {
     this.pending = step;
   }
 
-  /** Concatenate a bucket's gradients and start its readback (called in the middle of the backward pass). */
-  startReadback(b: Bucket, grads: readonly (tf.Tensor | null)[]): Promise<Float32Array> {
-    const flat = tf.tidy(() => tf.keep(tf.concat(b.members.map((i) => grads[i]!.reshape([-1])))));
+  /**
+   * Start moving a full bucket's gradients into `host` (called in the middle of the backward pass): staged, the
+   * copies are recorded and submitted now; tfjs, a concat and data(). bf16 packs them (on the GPU when staged).
+   */
+  startReadback(b: Bucket, grads: readonly (tf.Tensor | null)[], host: Float32Array, layout: Layout = this.layout, k = 0): Promise<void> {
+    const members = b.members.map((i) => grads[i]!);
+    if (this.transfer === 'staged') return this.stagedBucket(layout, k).readback(members, host);
+    const flat = tf.tidy(() => tf.keep(tf.concat(members.map((t) => t.reshape([-1])))));
     return flat.data().then((d) => {
       flat.dispose();
-      return d as Float32Array;
+      if (this.compress === 'bf16') packBf16(d as Float32Array, host);
+      else host.set(d as Float32Array);
+    });
+  }
+
+  private stagedBucket(layout: Layout, k: number): StagedBucket {
+    let s = layout.staged[k];
+    if (!s) {
+      s = new StagedBucket(webgpuInternals()!, layout.buckets[k].members.map((i) => this._params[i].variable.shape), this.compress);
+      layout.staged[k] = s;
+    }
+    return s;
+  }
+
+  /** @internal All-reduce (average) bucket k's host words. */
+  reduceBucket(layout: Layout, k: number): Promise<void> {
+    const host = layout.host[k];
+    const dtype: ReduceDtype = this.compress === 'bf16' ? 'bf16x2' : 'f32';
+    if (this.pool && host.buffer instanceof SharedArrayBuffer) return this.pool.allreduce(host, 'avg', k, dtype);
+    return this.group.allreduce(host, { op: 'avg', dtype });
+  }
+
+  /** @internal Bucket k's averaged host words as gradient tensors on the device, in member order. */
+  async uploadBucket(layout: Layout, k: number): Promise<tf.Tensor[]> {
+    const b = layout.buckets[k];
+    if (this.transfer === 'staged') return this.stagedBucket(layout, k).upload(layout.host[k]);
+    let flat = layout.host[k];
+    if (this.compress === 'bf16') {
+      const f = new Float32Array(b.bytes / 4);
+      unpackBf16(flat, f);
+      flat = f;
+    }
+    return tf.tidy(() => {
+      const parts = tf.split(this.upload(layout, k, flat), b.members.map((i) => this._params[i].variable.size));
+      return b.members.map((i, j) => tf.keep(parts[j].reshape(this._params[i].variable.shape)));
     });
   }
 
@@ -299,117 +508,115 @@ export class DistributedDataParallel {
    * backward pass when there is one, else one flat buffer.
    */
   async allreduceGrads(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>, opts: ExchangeOptions = {}): Promise<Map<string, tf.Tensor>> {
-    const step = this.pending;
+    let step = this.pending;
     this.pending = null;
     const t0 = performance.now();
     const probe = this.profile ? this.probeGpu(grads) : null;
+    const copy0 = stagingClock.ms;
     reduceClock.ms = 0;
     reduceClock.on = this.profile;
     try {
-      const sameParams = params.length === this.params.length && params.every((p, i) => p === this.params[i]);
-      if (step && sameParams && params.every((p) => grads.has(p.name))) return await this.exchangeBuckets(step, grads, t0, probe, opts.onBucket);
-      const out = await this.exchangeFlat(params, grads, t0, probe);
-      if (!opts.onBucket) return out;
-      opts.onBucket(out);
-      return new Map();
+      const sameParams = params.length === this._params.length && params.every((p, i) => p === this._params[i]) && params.every((p) => grads.has(p.name));
+      if (!sameParams) {
+        const out = await this.exchangeSubset(params, grads, t0, probe);
+        if (!opts.onBucket) return out;
+        opts.onBucket(out);
+        return new Map();
+      }
+      if (!step || step.layout !== this.layout) step = new PendingStep(this, this.flat(), this._params.length);
+      // Parameters whose gradients were not seen during the backward pass (used more than once, or no watch): now.
+      this._params.forEach((p, i) => step!.ready(i, grads.get(p.name)!));
+      const out = new Map<string, tf.Tensor>();
+      let uploadProbe: Promise<number> | null = null;
+      const { buckets } = step.layout;
+      for (let k = 0; k < buckets.length; k++) {
+        const tensors = await step.done[k];
+        const mine = opts.onBucket ? new Map<string, tf.Tensor>() : out;
+        buckets[k].members.forEach((i, j) => mine.set(this._params[i].name, tensors[j]));
+        if (opts.onBucket) {
+          if (probe && k === buckets.length - 1) uploadProbe = this.probeGpu(mine);
+          opts.onBucket(mine);
+        }
+      }
+      for (const t of grads.values()) t.dispose();
+      if (probe) {
+        const mode = step.layout === this.flatLayout ? 'flat' : 'overlap';
+        await this.record(mode, buckets.length, t0, probe, step.tFirst, step.tRead, step.tEx, out, uploadProbe, stagingClock.ms - copy0);
+      }
+      return out;
     } finally {
       reduceClock.on = false;
     }
   }
 
-  private async exchangeFlat(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>, t0: number, probe: Promise<number> | null): Promise<Map<string, tf.Tensor>> {
+  /**
+   * The exchange without watch(): all parameters in registration order, in buckets of up to FLAT_BUCKET_BYTES (one
+   * bucket for femto and for most models; a GPU buffer must stay under WebGPU's maxBufferSize, 256 MiB by default).
+   */
+  private flat(): Layout {
+    if (!this.flatLayout) {
+      const buckets: Bucket[] = [];
+      let cur: Bucket | null = null;
+      this._params.forEach((p, i) => {
+        const bytes = p.variable.size * 4;
+        if (!cur || (cur.bytes > 0 && cur.bytes + bytes > FLAT_BUCKET_BYTES)) {
+          cur = { members: [], bytes: 0 };
+          buckets.push(cur);
+        }
+        cur.members.push(i);
+        cur.bytes += bytes;
+      });
+      this.flatLayout = new Layout(buckets, this._params.length, this.compress, this.pool);
+    }
+    return this.flatLayout;
+  }
+
+  /** Gradients of parameters other than the attached ones: one flat exchange through tfjs, nothing kept. */
+  private async exchangeSubset(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>, t0: number, probe: Promise<number> | null): Promise<Map<string, tf.Tensor>> {
     const order = params.filter((p) => grads.has(p.name));
     const tensors = order.map((p) => grads.get(p.name)!);
     const flat = tf.tidy(() => tf.concat(tensors.map((t) => t.reshape([-1]))));
-    const buf = (await flat.data()) as Float32Array;
+    const data = (await flat.data()) as Float32Array;
     const tRead = performance.now();
     flat.dispose();
     for (const t of tensors) t.dispose();
-    await this.group.allreduce(buf, { op: 'avg' });
+    let buf = data;
+    if (this.compress === 'bf16') {
+      buf = new Float32Array(bf16Words(data.length));
+      packBf16(data, buf);
+    }
+    await this.group.allreduce(buf, { op: 'avg', dtype: this.compress === 'bf16' ? 'bf16x2' : 'f32' });
+    if (this.compress === 'bf16') unpackBf16(buf, data);
     const tEx = performance.now();
     const out = new Map<string, tf.Tensor>();
     tf.tidy(() => {
-      // (slot past the buckets: the flat buffer gets its own persistent GPU buffer)
-      const parts = tf.split(this.upload(this.buckets.length, buf), tensors.map((t) => t.size));
+      const parts = tf.split(tf.tensor1d(data), tensors.map((t) => t.size));
       order.forEach((p, i) => out.set(p.name, tf.keep(parts[i].reshape(tensors[i].shape))));
     });
-    if (probe) await this.record('flat', 1, t0, probe, tRead, tRead, tEx, out);
-    return out;
-  }
-
-  private async exchangeBuckets(
-    step: PendingStep, grads: Map<string, tf.Tensor>, t0: number, probe: Promise<number> | null, onBucket?: (g: Map<string, tf.Tensor>) => void,
-  ): Promise<Map<string, tf.Tensor>> {
-    // Parameters whose gradients were not seen during the backward pass (used more than once): now.
-    this.params.forEach((p, i) => {
-      if (!step.grads[i]) step.ready(i, grads.get(p.name)!);
-    });
-    const out = new Map<string, tf.Tensor>();
-    const done: Promise<void>[] = [];
-    let tFirst = 0;
-    let tRead = 0;
-    let tEx = 0;
-    let uploadProbe: Promise<number> | null = null;
-    for (let b = 0; b < this.buckets.length; b++) {
-      let buf = await step.readbacks[b]!;
-      tRead = performance.now();
-      if (b === 0) tFirst = tRead;
-      const bucket = this.buckets[b];
-      let reduced: Promise<void>;
-      if (this.pool && this.shared) {
-        const view = this.shared.subarray(this.bucketOffset[b], this.bucketOffset[b] + buf.length);
-        view.set(buf);
-        buf = view;
-        reduced = this.pool.allreduce(view, 'avg', b);
-      } else {
-        reduced = this.group.allreduce(buf, { op: 'avg' });
-      }
-      // Queued in bucket order (identical on every rank); uploaded as soon as it is averaged. A failure is reported by
-      // the Promise.all below, not as an unhandled rejection while a later bucket's readback is awaited.
-      const uploaded = reduced.then(() => {
-        tEx = performance.now();
-        const mine = onBucket ? new Map<string, tf.Tensor>() : out;
-        tf.tidy(() => {
-          const parts = tf.split(this.upload(b, buf), bucket.members.map((i) => this.params[i].variable.size));
-          bucket.members.forEach((i, k) => {
-            const v = this.params[i].variable;
-            mine.set(this.params[i].name, tf.keep(parts[k].reshape(v.shape)));
-          });
-        });
-        if (onBucket) {
-          if (probe) uploadProbe = this.probeGpu(mine);
-          onBucket(mine);
-        }
-      });
-      uploaded.catch(() => {});
-      done.push(uploaded);
-    }
-    await Promise.all(done);
-    for (const t of grads.values()) t.dispose();
-    if (probe) await this.record('overlap', this.buckets.length, t0, probe, tFirst, tRead, tEx, out, uploadProbe);
+    if (probe) await this.record('flat', 1, t0, probe, tRead, tRead, tEx, out, null, 0);
     return out;
   }
 
   /**
-   * The averaged bucket as a tensor on the device. tfjs uploads a host array through a staging buffer that it creates
-   * mapped and destroys again on every upload (tfjs-backend-webgpu uploadToGPU: acquireBuffer(..., reuse=false)), i.e.
-   * one buffer creation per bucket per step (the flat path's first version paid ~0.25 s per femto step for 172 of
-   * them). On webgpu the bucket is instead written with queue.writeBuffer (Dawn copies it through its own staging
-   * ring) into a GPU buffer created once per bucket, and wrapped without a copy (zeroCopy: tfjs never frees it). The
-   * split that reads it is submitted long before the next step writes the buffer again (every readback submits).
-   * Shared-memory arrays (the pool's) and other backends take the plain path.
+   * The tfjs transfer's upload of an averaged bucket. tfjs uploads a host array through a staging buffer that it
+   * creates mapped and destroys again on every upload (tfjs-backend-webgpu uploadToGPU: acquireBuffer(..., reuse=false)),
+   * i.e. one buffer creation per bucket per step. On webgpu the bucket is instead written with queue.writeBuffer (Dawn
+   * copies it through its own staging ring) into a GPU buffer created once per bucket, and wrapped without a copy
+   * (zeroCopy: tfjs never frees it); the split that reads it makes the gradient tensors. The split is submitted long
+   * before the next step writes the buffer again (every readback submits). Shared-memory arrays (the pool's) and other
+   * backends take tfjs's own path (a copy of the array on the cpu backend, which would otherwise keep a view of it).
    */
-  private upload(b: number, buf: Float32Array): tf.Tensor1D {
+  private upload(layout: Layout, k: number, buf: Float32Array): tf.Tensor1D {
     if (this.gpuUpload && !(buf.buffer instanceof SharedArrayBuffer) && tf.getBackend() === 'webgpu') {
       const device = (tf.backend() as unknown as { device?: GpuDeviceLike }).device;
       const usage = (globalThis as unknown as { GPUBufferUsage?: Record<string, number> }).GPUBufferUsage;
       if (device && usage) {
         try {
-          let g = this.gpuBuffers[b] ?? null;
+          let g = layout.gpuBuffers[k] ?? null;
           if (!g || g.size !== buf.byteLength) {
             g?.destroy();
             g = device.createBuffer({ size: buf.byteLength, usage: usage.STORAGE | usage.COPY_SRC | usage.COPY_DST });
-            this.gpuBuffers[b] = g;
+            layout.gpuBuffers[k] = g;
           }
           device.queue.writeBuffer(g, 0, buf.buffer, buf.byteOffset, buf.byteLength);
           return tf.tensor({ buffer: g, zeroCopy: true } as unknown as Float32Array, [buf.length], 'float32') as tf.Tensor1D;
@@ -418,13 +625,18 @@ export class DistributedDataParallel {
         }
       }
     }
-    return tf.tensor1d(buf);
+    return tf.tensor1d(tf.getBackend() === 'webgpu' ? buf : buf.slice());
   }
 
-  /** Free the GPU buffers of the bucket uploads. */
+  private disposeLayouts(): void {
+    this.layout?.dispose();
+    this.flatLayout?.dispose();
+    this.flatLayout = null;
+  }
+
+  /** Free the GPU buffers of the staging and the uploads. */
   dispose(): void {
-    for (const g of this.gpuBuffers) g?.destroy();
-    this.gpuBuffers.length = 0;
+    this.disposeLayouts();
   }
 
   /** A 1-float readback issued after every kernel so far: resolves when the GPU has finished them. */
@@ -440,7 +652,7 @@ export class DistributedDataParallel {
 
   private async record(
     mode: StepProfile['mode'], buckets: number, t0: number, probe: Promise<number>, tFirst: number, tRead: number, tEx: number, out: Map<string, tf.Tensor>,
-    uploadProbe: Promise<number> | null = null,
+    uploadProbe: Promise<number> | null, copy: number,
   ): Promise<void> {
     const exposed = performance.now() - t0;
     const reduce = reduceClock.ms;
@@ -454,6 +666,7 @@ export class DistributedDataParallel {
       reduce,
       upload: up - tEx,
       exposed,
+      copy,
       buckets,
     };
   }
@@ -464,14 +677,70 @@ export class DistributedDataParallel {
   }
 
   async close(): Promise<void> {
+    this.dispose();
+    if (this.ownPool) await this.pool?.close();
     await this.group.close();
   }
 }
 
 /**
+ * Settings of the gradient exchange, in one place, from the environment (mambaout-distributed-train passes its
+ * environment to every rank; torchrun/srun/Kubernetes users set them like MASTER_ADDR):
+ *
+ *   MAMBAOUT_DIST_TRANSPORT  auto | unix | tcp     ring transport; auto: shared memory between the ranks of one machine
+ *   MAMBAOUT_DIST_COMPRESS   none | bf16           bf16: buckets cross GPU->host, the wire and host->GPU as bfloat16,
+ *                                                  summed and averaged in bfloat16 (torch DDP's bf16_compress_hook);
+ *                                                  default none (float32, results equal 1 process with the W-fold batch)
+ *   MAMBAOUT_DIST_TRANSFER   auto | staged | tfjs  GPU<->host path of the buckets (src/train/ddp_gpu.ts); auto: staged on
+ *                                                  webgpu
+ *   MAMBAOUT_DIST_THREADS    auto | 0 | N          communication threads per rank (src/distributed/pool.ts); auto: 4 when
+ *                                                  the gradients are 64 MiB or more, else the main thread. Run 1 on the
+ *                                                  H200 x2 (docs/BENCHMARKS.md): tiny (106 MB) 0.99x on 4 threads vs
+ *                                                  0.86x on the main thread; femto (29 MB) 0.89x vs 0.91-0.93x
+ *   MAMBAOUT_DIST_BUCKET_MB  4                     bucket size of the overlapped exchange
+ */
+export interface DistSettings {
+  transport: TransportKind;
+  compress: GradCompression;
+  transfer: GradTransfer;
+  threads: 'auto' | number;
+  bucketMb: number;
+}
+
+/** Gradients from this size up are exchanged on threads when MAMBAOUT_DIST_THREADS is auto. */
+export const AUTO_THREADS_BYTES = 64 * 1024 * 1024;
+export const AUTO_THREADS = 4;
+
+/** The exchange settings from the environment, checked (a bad value: UserError naming the variable). */
+export function readDistSettings(env: Record<string, string | undefined> = process.env): DistSettings {
+  const pick = <T extends string>(name: string, allowed: readonly T[], dflt: T): T => {
+    const v = (env[name] ?? '').trim();
+    if (v === '') return dflt;
+    if ((allowed as readonly string[]).includes(v)) return v as T;
+    throw new UserError(`${name} must be ${allowed.slice(0, -1).join(', ')} or ${allowed[allowed.length - 1]}, got '${v}'.`);
+  };
+  const t = (env.MAMBAOUT_DIST_THREADS ?? '').trim();
+  let threads: 'auto' | number = 'auto';
+  if (t !== '' && t !== 'auto') {
+    threads = Number(t);
+    if (!Number.isInteger(threads) || threads < 0 || threads > 64) throw new UserError(`MAMBAOUT_DIST_THREADS must be auto or a whole number from 0 to 64, got '${t}'.`);
+  }
+  const b = (env.MAMBAOUT_DIST_BUCKET_MB ?? '').trim();
+  const bucketMb = b === '' ? 4 : Number(b);
+  if (!(bucketMb > 0 && bucketMb <= 1024)) throw new UserError(`MAMBAOUT_DIST_BUCKET_MB must be a number of MiB between 0 and 1024, got '${b}'.`);
+  return {
+    transport: pick('MAMBAOUT_DIST_TRANSPORT', ['auto', 'unix', 'tcp'] as const, 'auto'),
+    compress: pick('MAMBAOUT_DIST_COMPRESS', ['none', 'bf16'] as const, 'none'),
+    transfer: pick('MAMBAOUT_DIST_TRANSFER', ['auto', 'staged', 'tfjs'] as const, 'auto'),
+    threads,
+    bucketMb,
+  };
+}
+
+/**
  * Distributed set-up of a training process started by mambaout-distributed-train (or torchrun-style env):
- * WORLD_SIZE > 1 joins the process group; otherwise returns null (single process). The transport can be forced with
- * settings.distTransport (MAMBAOUT_DIST_TRANSPORT=auto|unix|tcp; default auto: shared memory between the ranks of one machine).
+ * WORLD_SIZE > 1 joins the process group; otherwise returns null (single process). Exchange settings: readDistSettings.
+ * The parameters may come later: broadcastParams(params) (DDP's broadcast at wrap time) attaches them.
  */
 export async function setupDistributed(
   args: { dist_timeout?: unknown; local_rank?: unknown },
@@ -481,10 +750,11 @@ export async function setupDistributed(
   // timm: LOCAL_RANK from the environment when set, else --local_rank / --local-rank (PyTorch launchers pass it)
   const env = readDistEnv(process.env, { localRankArg: (args.local_rank as number | null) ?? undefined });
   if (!env.distributed) return null;
+  const ds = readDistSettings();
   const timeoutMs = 1000 * ((args.dist_timeout as number | null) ?? 300);
   let group: ProcessGroup;
   try {
-    group = await ProcessGroup.init({ ...env, timeoutMs, transport: settings.distTransport });
+    group = await ProcessGroup.init({ ...env, timeoutMs, transport: ds.transport });
   } catch (e) {
     // A rank that never joins, ranks started with different WORLD_SIZE, a wrong port or address: a problem of how
     // the job was started (exit 2), not a bug.
@@ -497,5 +767,17 @@ export async function setupDistributed(
     throw e;
   }
   logger.debug(`rank ${env.rank}/${env.worldSize} joined the process group`);
-  return new DistributedDataParallel(group, params);
+  const ddp = new DistributedDataParallel(group, [], {
+    compress: ds.compress,
+    transfer: ds.transfer,
+    bucketBytes: Math.round(ds.bucketMb * 1024 * 1024),
+  });
+  const threads = ds.threads === 'auto' ? AUTO_THREADS : ds.threads;
+  if (threads > 0) {
+    ddp.poolAbove = {
+      bytes: ds.threads === 'auto' ? AUTO_THREADS_BYTES : 0, threads, masterAddr: env.masterAddr || '127.0.0.1', nodeRank: env.nodeRank, timeoutMs,
+    };
+  }
+  if (params.length > 0) await ddp.attach(params);
+  return ddp;
 }

@@ -8,10 +8,11 @@
  *   hang         rank $HANG_RANK stops participating; the others report the error of their allreduce
  *   die          rank $DIE_RANK exits(3) right after init; the others report their error
  *   mismatch     rank 1 passes a buffer one element longer; everyone reports the error
+ *   dtype        rank 1 all-reduces bf16x2 words where rank 0 all-reduces float32; everyone reports the error
  *   close        rank 0 closes the group after a barrier; rank 1 reports the error of its next allreduce
  *   join         plain init (the test starts fewer ranks than WORLD_SIZE); reports the init error
- *   pool         all-reduce on a CommPool of 2 worker threads, two channels at once; reports whether the results equal
- *                the group's own all-reduce of the same data, bit for bit
+ *   pool         all-reduce on a CommPool of 2 worker threads, two channels at once, float32 and bf16x2; reports whether
+ *                the results equal the group's own all-reduce of the same data, bit for bit
  */
 import { createHash } from 'node:crypto';
 import { ProcessGroup, isDistError } from '../../src/distributed/group.js';
@@ -194,7 +195,17 @@ async function main(): Promise<void> {
       await g.allreduce(ref.subarray(0, cut), { op: 'avg' });
       await g.allreduce(ref.subarray(cut), { op: 'avg' });
       await Promise.all([a, b]);
-      out({ equal: hash(buf) === hash(ref), threads: pool.threads, hash: hash(buf) });
+      // bfloat16 pairs (the compressed gradient exchange) on a channel and on the group
+      const words = 100_003;
+      const bfRef = new Float32Array(words);
+      const bits = new Uint32Array(bfRef.buffer);
+      for (let i = 0; i < words; i++) bits[i] = (((rng.randrange(0, 0x3f80) + 0x3800) << 16) | (rng.randrange(0, 0x3f80) + (rank & 1 ? 0x8000 : 0))) >>> 0;
+      const bfBuf = pool.alloc(words);
+      bfBuf.set(bfRef);
+      const c = pool.allreduce(bfBuf, 'avg', 1, 'bf16x2');
+      await g.allreduce(bfRef, { op: 'avg', dtype: 'bf16x2' });
+      await c;
+      out({ equal: hash(buf) === hash(ref), bf16Equal: hash(bfBuf) === hash(bfRef), threads: pool.threads, hash: hash(buf) + hash(bfBuf) });
       await pool.close();
       await g.close();
       return;
@@ -234,6 +245,15 @@ async function main(): Promise<void> {
     case 'mismatch': {
       try {
         await g.allreduce(new Float32Array(rank === 1 ? 11 : 10));
+        out({ error: null });
+      } catch (e) {
+        out(errInfo(e));
+      }
+      return;
+    }
+    case 'dtype': {
+      try {
+        await g.allreduce(new Float32Array(10), { op: 'avg', dtype: rank === 1 ? 'bf16x2' : 'f32' });
         out({ error: null });
       } catch (e) {
         out(errInfo(e));

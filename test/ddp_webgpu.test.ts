@@ -1,0 +1,94 @@
+/**
+ * src/train/ddp.ts on the webgpu backend (gated like test/webgpu.test.ts: MAMBAOUT_GPU_TESTS=1, a WebGPU adapter or
+ * Mesa lavapipe): the staged transfer (persistent staging buffers, src/train/ddp_gpu.ts) gives the same averaged
+ * gradients as tfjs's data()/upload path, step after step; the bf16 compression packs and unpacks on the GPU with
+ * the same bits as the host reference; returned gradients are tfjs's own tensors (a kept one survives the next step).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+import { initWebGPU, releaseWebGPU } from '../src/backend/webgpu.js';
+import { createModel } from '../src/models/mambaout.js';
+import { DistributedDataParallel, type Communicator, type GradCompression } from '../src/train/ddp.js';
+import { addBf16x2 } from '../src/distributed/float32.js';
+import { settings } from '../src/settings.js';
+import { fromBf16, toBf16 } from '../src/distributed/bf16.js';
+
+const GPU = settings.gpuTests;
+const SKIP = GPU ? false : 'set MAMBAOUT_GPU_TESTS=1 to run the WebGPU tests (needs a WebGPU adapter)';
+
+/** A 2-rank stand-in whose peer holds 3x these gradients: the average is exactly 2x (also in bfloat16). */
+class FakeGroup implements Communicator {
+  readonly rank = 0;
+  readonly worldSize = 2;
+  async allreduce(buf: Float32Array, opts?: { op?: 'sum' | 'avg'; dtype?: string }): Promise<void> {
+    if (opts?.dtype === 'bf16x2') addBf16x2(buf, buf.slice());
+    else for (let i = 0; i < buf.length; i++) buf[i] = 2 * buf[i];
+  }
+  async broadcast(): Promise<void> {}
+  async allreduceScalars(v: readonly number[]): Promise<number[]> {
+    return [...v];
+  }
+  close(): void {}
+}
+
+test('staged and tfjs transfers give the same averaged gradients on webgpu, with and without bf16, step after step', { skip: SKIP, timeout: 600_000 }, async () => {
+  const r = await initWebGPU();
+  assert.ok(r.ok, r.ok ? '' : r.reason);
+  await tf.setBackend('webgpu');
+  try {
+    const model = createModel('mambaout_test', { seed: 3 });
+    const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
+    const vars = params.map((p) => p.variable);
+    const x = tf.randomNormal([2, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
+    const y = tf.oneHot(tf.tensor1d([1, 7], 'int32'), model.numClasses);
+    const loss = (): tf.Scalar => tf.losses.softmaxCrossEntropy(y, model.forward(x, { training: true })) as tf.Scalar;
+    const reference = tf.tidy(() => tf.variableGrads(loss, vars));
+    const ref = new Map<string, Float32Array>();
+    for (const p of params) ref.set(p.name, (await reference.grads[p.variable.name].data()) as Float32Array);
+    tf.dispose([reference.value, ...Object.values(reference.grads)]);
+
+    for (const compress of ['none', 'bf16'] as GradCompression[]) {
+      const want = (v: number): number => (compress === 'bf16' ? fromBf16(toBf16(2 * fromBf16(toBf16(v)))) : 2 * v);
+      const staged = new DistributedDataParallel(new FakeGroup(), params, { bucketBytes: 40_000, compress, transfer: 'staged' });
+      const plain = new DistributedDataParallel(new FakeGroup(), params, { bucketBytes: 40_000, compress, transfer: 'tfjs' });
+      assert.equal(staged.transfer, 'staged');
+      assert.equal(plain.transfer, 'tfjs');
+      const before = tf.memory().numTensors;
+      let kept: Map<string, Float32Array> | null = null;
+      let keptTensor: tf.Tensor | null = null;
+      for (let step = 0; step < 3; step++) {
+        for (const [ddp, watched] of [[staged, true], [staged, false], [plain, true]] as const) {
+          const g = tf.tidy(() => tf.variableGrads(watched ? ddp.watch(loss) : loss, vars));
+          const out = await ddp.allreduceGrads(params, new Map(params.map((p) => [p.name, g.grads[p.variable.name]])));
+          for (const p of params) {
+            const got = (await out.get(p.name)!.data()) as Float32Array;
+            const r0 = ref.get(p.name)!;
+            for (let i = 0; i < got.length; i++) {
+              if (got[i] !== want(r0[i])) assert.fail(`${compress} ${watched ? 'overlap' : 'flat'} step ${step} ${p.name}[${i}]: ${got[i]} != ${want(r0[i])}`);
+            }
+          }
+          if (step === 0 && ddp === staged && watched) {
+            // keep one gradient tensor across later exchanges: it must not change (no aliasing of staging memory)
+            const name = params[params.length - 1].name;
+            keptTensor = out.get(name)!;
+            out.delete(name);
+            kept = new Map([[name, ((await keptTensor.data()) as Float32Array).slice()]]);
+          }
+          tf.dispose([g.value, ...out.values()]);
+        }
+      }
+      const [name, vals] = [...kept!][0];
+      assert.deepEqual(Array.from(await keptTensor!.data()), Array.from(vals), `${name} kept from step 0 is unchanged`);
+      keptTensor!.dispose();
+      assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+      staged.dispose();
+      plain.dispose();
+    }
+    tf.dispose([x, y]);
+    model.dispose();
+  } finally {
+    await tf.setBackend('cpu');
+    releaseWebGPU();
+  }
+});
