@@ -145,3 +145,19 @@ export class Rng {
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
+
+/**
+ * Seed of an (rng purpose, seed, rank, epoch) tuple: independent streams that do not depend on history, so a run
+ * resumed at an epoch boundary draws exactly what the uninterrupted run drew.
+ */
+export function streamSeed(purpose: number, seed: number, rank: number, epoch: number): number {
+  let h = (Math.imul(purpose + 1, 0x9e3779b1) ^ (seed >>> 0)) >>> 0;
+  h = Math.imul(h ^ (h >>> 15), 0x85ebca6b) >>> 0;
+  h = (h + Math.imul(rank + 1, 0xc2b2ae35)) >>> 0;
+  h = Math.imul(h ^ (h >>> 13), 0x27d4eb2f) >>> 0;
+  h = (h + Math.imul(epoch + 1, 0x165667b1)) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** The purposes of the per-epoch streams (arguments to streamSeed). */
+export const STREAM = { mixup: 1, erase: 2, droppath: 3, eraseNoise: 4 } as const;

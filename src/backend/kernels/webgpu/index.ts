@@ -11,7 +11,8 @@
  *
  * Fused kernels under new names (no tfjs original; used through src/backend/kernels/webgpu/ops.ts when the
  * backend is 'webgpu'): MambaoutLayerNorm / MambaoutLayerNormGrad, MambaoutGatedGelu / MambaoutGatedGeluGradConv /
- * MambaoutGatedGeluGrad (GatedCNN's gate), MambaoutAdam (Adam/AdamW update).
+ * MambaoutGatedGeluGrad (GatedCNN's gate), MambaoutAdam (Adam/AdamW update); MambaoutPrepareBatch (the prefetcher's
+ * mixup/normalize/erasing on the uint8 batch, used by src/data/prefetch.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs';
@@ -23,6 +24,7 @@ import { layerNormGradKernel, layerNormKernel } from './layer_norm.js';
 import { gatedGeluGradConvKernel, gatedGeluGradKernel, gatedGeluKernel } from './gated_gelu.js';
 import { adamKernel } from './adam.js';
 import { sumRowsKernel } from './sum_rows.js';
+import { prepareBatchKernel } from './prepare_batch.js';
 
 export {
   conv2dBackpropFilterWebGPU,
@@ -54,6 +56,7 @@ const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   { kernelName: 'MambaoutGatedGeluGradConv', impl: gatedGeluGradConvKernel },
   { kernelName: 'MambaoutGatedGeluGrad', impl: gatedGeluGradKernel },
   { kernelName: 'MambaoutAdam', impl: adamKernel },
+  { kernelName: 'MambaoutPrepareBatch', impl: prepareBatchKernel }, // the prefetcher's batch work (src/data/prefetch.ts)
 ];
 
 /** Names of the kernels we replace on 'webgpu'. */
