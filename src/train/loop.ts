@@ -7,6 +7,13 @@
  *
  * Randomness: every source is seeded from (--seed, rank, epoch), so 2 epochs straight equal 1 epoch + resume +
  * 1 epoch, and the same command twice on the cpu backend writes the same summary.csv.
+ *
+ * Feeding the device (as timm's prefetcher + .item() at log points): the loop receives model-ready batches from
+ * src/data/prefetch.ts (mixup, normalization and erasing done there, on the GPU on webgpu/tensorflow), and it never
+ * waits for a result it does not need. Loss values are read back at --log-interval, at the epoch's last batch and
+ * before a checkpoint is written; eval metrics likewise. So the non-finite-loss check runs at those points too: a
+ * diverged run stops at the next log line (naming the first bad batch), at most --log-interval batches late, and
+ * never after a checkpoint of NaN weights was saved. `InFlight` keeps at most 2 steps queued on the device.
  */
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, promises as fsp } from 'node:fs';
@@ -14,7 +21,9 @@ import { join } from 'node:path';
 import { UserError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { Progress } from '../log/progress.js';
-import { Rng } from '../utils/rng.js';
+import { STREAM, streamSeed } from '../utils/rng.js';
+import { fmtE, fmtG, padL } from '../utils/format.js';
+import { InFlight } from '../backend/fence.js';
 import { initBackend, releaseBackend, type BackendResult } from '../backend/index.js';
 import { createModel, type MambaOut } from '../models/mambaout.js';
 import { getModelConfig } from '../models/registry.js';
@@ -23,11 +32,12 @@ import { CheckpointSaver, readTrainCheckpoint, type TrainCheckpoint } from '../c
 import { writeFileAtomic } from '../checkpoint/atomic.js';
 import { resolvePretrained } from '../pretrained.js';
 import { resolveSplit, scanImageFolder, type ImageFolder } from '../data/folder.js';
-import { resolveDataConfig, type DataConfig } from '../data/transforms/eval.js';
-import { DataLoader, type Batch } from '../data/loader.js';
+import { describeDataConfig, resolveDataConfig, type DataConfig } from '../data/config.js';
+import { DataLoader } from '../data/loader.js';
+import { PrefetchLoader, type BatchPath } from '../data/prefetch.js';
 import { DistributedSampler, OrderedDistributedSampler, SequentialSampler, type Sampler } from '../data/sampler.js';
 import { Mixup, mixupActive } from '../data/mixup.js';
-import { eraseBatch } from '../data/transforms/erasing.js';
+import type { EraseMode } from '../data/transforms/erasing.js';
 import { createOptimizer, flattenOptimizerState, unflattenOptimizerState, type Optimizer, type ParamGroup, type NamedParameter, type OptimizerStateMeta } from './optim/index.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
 import { createTrainLoss, crossEntropy, type TrainLoss } from './loss.js';
@@ -44,17 +54,6 @@ const optNum = (a: Args, k: string): number | undefined => (a[k] === null || a[k
 const str = (a: Args, k: string): string => (a[k] ?? '') as string;
 const bool = (a: Args, k: string): boolean => a[k] === true;
 
-/** Seed of an (rng purpose, seed, rank, epoch) tuple: independent streams that do not depend on history. */
-export function streamSeed(purpose: number, seed: number, rank: number, epoch: number): number {
-  let h = (Math.imul(purpose + 1, 0x9e3779b1) ^ (seed >>> 0)) >>> 0;
-  h = Math.imul(h ^ (h >>> 15), 0x85ebca6b) >>> 0;
-  h = (h + Math.imul(rank + 1, 0xc2b2ae35)) >>> 0;
-  h = Math.imul(h ^ (h >>> 13), 0x27d4eb2f) >>> 0;
-  h = (h + Math.imul(epoch + 1, 0x165667b1)) >>> 0;
-  return (h ^ (h >>> 16)) >>> 0;
-}
-const STREAM = { mixup: 1, erase: 2, droppath: 3 };
-
 export interface TrainResult {
   bestMetric: number | null;
   bestEpoch: number | null;
@@ -70,6 +69,8 @@ export interface TrainContext {
   stopRequested?: () => boolean;
   /** Test hook: called after each optimizer update. */
   onUpdate?: (info: { epoch: number; update: number; model: MambaOut }) => void | Promise<void>;
+  /** Where the prefetcher does the batch work (tests, benchmarks); default: chosen for the backend. */
+  batchPath?: BatchPath | 'auto';
 }
 
 /** Safe experiment name part: non-alphanumerics -> '_', trailing '_' stripped (timm safe_model_name). */
@@ -80,51 +81,6 @@ function safeModelName(name: string): string {
 function timestamp(d = new Date()): string {
   const p = (n: number) => String(n).padStart(2, '0');
   return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
-}
-
-function fmtG(v: number, digits: number): string {
-  // Python's '{:#.Ng}': N significant digits, keep trailing zeros.
-  if (!Number.isFinite(v)) return String(v);
-  if (v === 0) return (0).toFixed(digits - 1);
-  const exp = Math.floor(Math.log10(Math.abs(v)));
-  if (exp < -4 || exp >= digits) {
-    const [m, e] = v.toExponential(digits - 1).split('e');
-    const en = Number(e);
-    return `${m}e${en < 0 ? '-' : '+'}${String(Math.abs(en)).padStart(2, '0')}`;
-  }
-  return v.toFixed(Math.max(digits - 1 - exp, 0));
-}
-
-function fmtE(v: number, digits: number): string {
-  const [m, e] = v.toExponential(digits).split('e');
-  const en = Number(e);
-  return `${m}e${en < 0 ? '-' : '+'}${String(Math.abs(en)).padStart(2, '0')}`;
-}
-
-const padL = (s: string | number, n: number): string => String(s).padStart(n);
-/** Python's repr of a float: 1 -> '1.0'. */
-const pyFloat = (v: number): string => (Number.isInteger(v) ? v.toFixed(1) : String(v));
-
-/** Normalize a uint8 NHWC batch into float32 (x - 255·mean) / (255·std), as timm's prefetcher. */
-export function normalizeBatch(u8: Uint8Array, mean: readonly number[], std: readonly number[], out?: Float32Array): Float32Array {
-  const o = out ?? new Float32Array(u8.length);
-  const m = mean.map((v) => 255 * v);
-  const s = std.map((v) => 1 / (255 * v));
-  for (let i = 0; i < u8.length; i += 3) {
-    o[i] = (u8[i] - m[0]) * s[0];
-    o[i + 1] = (u8[i + 1] - m[1]) * s[1];
-    o[i + 2] = (u8[i + 2] - m[2]) * s[2];
-  }
-  return o;
-}
-
-/** Label-smoothed one-hot targets [B, C] (timm mixup_target with lam = 1). */
-function smoothedOneHot(labels: ArrayLike<number>, numClasses: number, smoothing: number): Float32Array {
-  const off = smoothing / numClasses;
-  const on = 1 - smoothing + off;
-  const t = new Float32Array(labels.length * numClasses).fill(off);
-  for (let i = 0; i < labels.length; i++) t[i * numClasses + labels[i]] = on;
-  return t;
 }
 
 interface EvalMetrics {
@@ -228,12 +184,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       interpolation: str(args, 'interpolation') || undefined,
     });
     const [, H, W] = dataConfig.inputSize;
-    log('Data processing configuration for current model + dataset:');
-    log(`\tinput_size: (${dataConfig.inputSize.join(', ')})`);
-    log(`\tinterpolation: ${dataConfig.interpolation}`);
-    log(`\tmean: (${dataConfig.mean.map(pyFloat).join(', ')})`);
-    log(`\tstd: (${dataConfig.std.map(pyFloat).join(', ')})`);
-    log(`\tcrop_pct: ${pyFloat(dataConfig.cropPct)}`);
+    for (const line of describeDataConfig(dataConfig)) log(line);
 
     // ---- optimizer
     const betas = args.opt_betas as number[] | null;
@@ -369,9 +320,9 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       onSkip: (p, why) => logger.warn(`skipping unreadable image ${p}: ${why}`),
     });
     const evalSampler: Sampler = world > 1 ? new OrderedDistributedSampler(evalSet.samples.length, world, rank) : new SequentialSampler(evalSet.samples.length);
-    const evalLoader = new DataLoader<Float32Array>({
+    const evalLoader = new DataLoader<Uint8Array>({
       samples: evalSet.samples,
-      transform: { kind: 'eval', ...dataConfig },
+      transform: { kind: 'eval', ...dataConfig, output: 'uint8' },
       batchSize: optNum(args, 'validation_batch_size') ?? B,
       workers,
       sampler: evalSampler,
@@ -387,6 +338,24 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       smoothing: num(args, 'smoothing'),
     });
 
+    // ---- prefetchers: model-ready batches (timm's PrefetchLoader; re_prob only when augmenting, as timm)
+    const reprob = bool(args, 'no_aug') ? 0 : num(args, 'reprob');
+    const trainPrefetch = new PrefetchLoader(trainLoader, {
+      mean: dataConfig.mean,
+      std: dataConfig.std,
+      path: ctx.batchPath,
+      train: {
+        mixup,
+        erasing: reprob > 0 ? { probability: reprob, mode: str(args, 'remode') as EraseMode, maxCount: num(args, 'recount') } : null,
+        targets: trainLoss.targets,
+        numClasses,
+        smoothing: num(args, 'smoothing'),
+        seed,
+        rank,
+      },
+    });
+    const evalPrefetch = new PrefetchLoader(evalLoader, { mean: dataConfig.mean, std: dataConfig.std, path: ctx.batchPath });
+
     // ---- output folder (rank 0)
     let outputDir = '';
     let saver: CheckpointSaver | null = null;
@@ -401,7 +370,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     }
 
     const state: LoopState = {
-      args, logger, dist, model, params, optimizer, scheduler, ema, emaModel, mixup, trainLoss, trainLoader, evalLoader,
+      args, logger, dist, model, params, optimizer, scheduler, ema, emaModel, mixup, trainLoss, trainPrefetch, evalPrefetch,
       dataConfig, numClasses, B, A, world, rank, stepsPerEpoch, seed, saver, isMain, log, ctx,
       numEpochs, interrupted: false,
     };
@@ -412,13 +381,13 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     const summaryPath = outputDir ? join(outputDir, 'summary.csv') : '';
     try {
       for (let epoch = startEpoch; epoch < numEpochs; epoch++) {
-        trainLoader.setEpoch(epoch);
+        trainPrefetch.setEpoch(epoch);
         const trainMetrics = await trainOneEpoch(epoch, state);
         if (state.interrupted) break;
-        let evalMetrics = await validate(model, evalLoader, state, '');
+        let evalMetrics = await validate(model, evalPrefetch, state, '');
         if (ema && emaModel) {
           copyEmaTo(ema, emaModel);
-          evalMetrics = await validate(emaModel, evalLoader, state, ' (EMA)');
+          evalMetrics = await validate(emaModel, evalPrefetch, state, ' (EMA)');
         }
         const metricValue = evalMetrics[evalMetric as keyof EvalMetrics];
         if (metricValue === undefined) throw new UserError(`--eval-metric '${evalMetric}' is not one of loss, top1, top5`);
@@ -437,6 +406,8 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
         }
       }
     } finally {
+      trainPrefetch.dispose();
+      evalPrefetch.dispose();
       await trainLoader.close();
       await evalLoader.close();
     }
@@ -471,8 +442,8 @@ interface LoopState {
   emaModel: MambaOut | null;
   mixup: Mixup | null;
   trainLoss: TrainLoss;
-  trainLoader: DataLoader<Uint8Array>;
-  evalLoader: DataLoader<Float32Array>;
+  trainPrefetch: PrefetchLoader;
+  evalPrefetch: PrefetchLoader;
   dataConfig: DataConfig;
   numClasses: number;
   B: number;
@@ -520,68 +491,73 @@ async function appendSummary(path: string, epoch: number, trainLoss: number, ev:
 }
 
 async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: number }> {
-  const { args, model, params, optimizer, mixup, trainLoss, dataConfig, numClasses, A, world, stepsPerEpoch } = s;
+  const { args, model, params, optimizer, mixup, trainLoss, A, world, stepsPerEpoch } = s;
   const mixupOff = num(args, 'mixup_off_epoch');
-  if (mixup && mixupOff > 0 && epoch >= mixupOff) mixup.mixupEnabled = false;
-  const mixRng = new Rng(streamSeed(STREAM.mixup, s.seed, s.rank, epoch));
-  const eraseRng = new Rng(streamSeed(STREAM.erase, s.seed, s.rank, epoch));
+  if (mixup && mixupOff > 0 && epoch >= mixupOff) s.trainPrefetch.mixupEnabled = false;
   model.rng.seed(streamSeed(STREAM.droppath, s.seed, s.rank, epoch));
-  const reprob = num(args, 'reprob');
-  const smoothing = num(args, 'smoothing');
   const logInterval = Math.max(1, num(args, 'log_interval'));
   const recoveryInterval = num(args, 'recovery_interval');
   const clipGrad = optNum(args, 'clip_grad');
   const clipMode = str(args, 'clip_mode') as ClipMode;
-  const lenLoader = s.trainLoader.length;
+  const lenLoader = s.trainPrefetch.length;
   const usedBatches = stepsPerEpoch * A;
   const batchTime = new AverageMeter();
   const dataTime = new AverageMeter();
   const losses = new AverageMeter();
-  const [, H, W] = dataConfig.inputSize;
   const vars = params.map((p) => p.variable);
+  const inFlight = new InFlight(2);
+  // Loss scalars of the micro-batches since the last read, read back together (see the file header).
+  const unread: { loss: tf.Scalar; n: number; batchIdx: number }[] = [];
+  let lastLoss = Number.NaN;
+  const readLosses = async (): Promise<void> => {
+    if (!unread.length) return;
+    const items = unread.splice(0);
+    const stacked = tf.stack(items.map((u) => u.loss));
+    let vals: Float32Array;
+    try {
+      vals = (await stacked.data()) as Float32Array;
+    } finally {
+      stacked.dispose();
+      for (const u of items) u.loss.dispose();
+    }
+    items.forEach((u, k) => {
+      const v = vals[k] * A;
+      if (!Number.isFinite(v)) throw new UserError(`loss is ${v} at epoch ${epoch}, batch ${u.batchIdx}: training diverged (lower --lr or add --clip-grad)`);
+      if (world === 1) losses.update(v, u.n);
+      lastLoss = v;
+    });
+  };
   let accum: Map<string, tf.Tensor> | null = null;
   let numUpdates = epoch * lenLoader;
   let updates = 0;
   const progress = s.isMain ? new Progress(s.logger, usedBatches, `Train ${epoch}`, 'loss {loss} | lr {lr}') : null;
   let end = performance.now();
   let batchIdx = -1;
-  const iterator = s.trainLoader[Symbol.asyncIterator]();
+  const iterator = s.trainPrefetch[Symbol.asyncIterator]();
   try {
     for (;;) {
       if (batchIdx + 1 >= usedBatches) break; // micro-batches beyond steps_per_epoch·A are not used (§7.1)
       const next = await iterator.next();
       if (next.done) break;
       batchIdx++;
-      const batch: Batch<Uint8Array> = next.value;
-      const n = batch.labels.length;
+      const { input, target, n } = next.value;
       const lastBatch = Math.floor((batchIdx + 1) / A) === stepsPerEpoch;
       dataTime.update((performance.now() - end) / 1000);
 
-      // mixup on uint8 (FastCollateMixup), then normalize, then random erasing on the mixed batch (prefetcher order)
-      let images = batch.images;
-      let softTargets: Float32Array | null = null;
-      if (mixup && n % 2 === 0) {
-        const r = mixup.apply(images, batch.labels, n, H, W, 3, mixRng);
-        images = r.images;
-        softTargets = r.targets;
-      } else if (trainLoss.targets === 'soft') {
-        softTargets = smoothedOneHot(batch.labels, numClasses, smoothing);
-      }
-      const x = normalizeBatch(images, dataConfig.mean, dataConfig.std);
-      if (reprob > 0 && !bool(args, 'no_aug')) {
-        eraseBatch(x, n, H, W, 3, { probability: reprob, mode: str(args, 'remode') as 'pixel' | 'rand' | 'const', maxCount: num(args, 'recount') }, eraseRng);
-      }
-
       const updateGrad = (batchIdx + 1) % A === 0;
-      const { lossValue, grads } = tf.tidy(() => {
-        const xt = tf.tensor4d(x, [n, H, W, 3]);
-        const target = softTargets ? tf.tensor2d(softTargets, [n, numClasses]) : tf.tensor1d(batch.labels, 'int32');
-        const { value, grads } = tf.variableGrads(() => {
-          const loss = trainLoss.fn(model.forward(xt, { training: true }), target);
-          return (A > 1 ? loss.div(A) : loss) as tf.Scalar;
-        }, vars);
-        return { lossValue: value, grads };
-      });
+      let lossValue: tf.Scalar;
+      let grads: tf.NamedTensorMap;
+      try {
+        ({ lossValue, grads } = tf.tidy(() => {
+          const { value, grads } = tf.variableGrads(() => {
+            const loss = trainLoss.fn(model.forward(input, { training: true }), target);
+            return (A > 1 ? loss.div(A) : loss) as tf.Scalar;
+          }, vars);
+          return { lossValue: value, grads };
+        }));
+      } finally {
+        tf.dispose([input, target]);
+      }
       // accumulate
       if (!accum) {
         accum = new Map();
@@ -595,10 +571,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
           g.dispose();
         }
       }
-      const lossNum = (await lossValue.data())[0] * A;
-      lossValue.dispose();
-      if (!Number.isFinite(lossNum)) throw new UserError(`loss is ${lossNum} at epoch ${epoch}, batch ${batchIdx}: training diverged (lower --lr or add --clip-grad)`);
-      if (world === 1) losses.update(lossNum, n);
+      unread.push({ loss: lossValue, n, batchIdx });
 
       if (updateGrad && accum) {
         let g = accum;
@@ -617,12 +590,14 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
       }
       numUpdates++;
       s.scheduler.stepUpdate(numUpdates, losses.avg); // a no-op for per-epoch schedules, as in timm
-      batchTime.update((performance.now() - end) / 1000);
+      await inFlight.push(); // at most 2 steps queued on the device
       const lr = optimizer.meanLr;
       if (lastBatch || batchIdx % logInterval === 0) {
-        let shown = lossNum;
+        await readLosses(); // timm's loss.item() at log points
+        batchTime.update((performance.now() - end) / 1000);
+        let shown = lastLoss;
         if (s.dist && world > 1) {
-          shown = (await s.dist.allreduceScalars([lossNum], 'avg'))[0];
+          shown = (await s.dist.allreduceScalars([lastLoss], 'avg'))[0];
           losses.update(shown, n);
         }
         const pct = (100 * batchIdx) / Math.max(lenLoader - 1, 1);
@@ -633,14 +608,18 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
             `(${batchTime.avg.toFixed(3)}s, ${padL(((n * world) / batchTime.avg).toFixed(2), 7)}/s)  ` +
             `LR: ${fmtE(lr, 3)}  Data: ${dataTime.val.toFixed(3)} (${dataTime.avg.toFixed(3)})`,
         );
+      } else {
+        batchTime.update((performance.now() - end) / 1000);
       }
       progress?.update(1, n * world, { loss: losses.avg.toFixed(4), lr: fmtE(lr, 3) });
       const stop = s.ctx.stopRequested?.() ?? false;
       if (s.saver && recoveryInterval > 0 && (lastBatch || (batchIdx + 1) % recoveryInterval === 0) && updateGrad) {
+        await readLosses(); // never save weights that a non-finite loss produced
         await s.saver.saveRecovery(epoch, batchIdx, await checkpointState(s, epoch, { batch_idx: batchIdx }));
       }
       // A stop on the epoch's last update finishes the epoch (validation + checkpoint) first.
       if (stop && updateGrad && !lastBatch) {
+        await readLosses();
         if (s.saver) {
           const f = await s.saver.saveRecovery(epoch, batchIdx, await checkpointState(s, epoch, { batch_idx: batchIdx }));
           s.log(`Interrupted: saved recovery checkpoint ${f}; continue with --resume ${f}`);
@@ -650,10 +629,12 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
       }
       end = performance.now();
     }
+    await readLosses();
   } finally {
     progress?.stop();
     await iterator.return?.(undefined);
     if (accum) for (const t of accum.values()) t.dispose();
+    for (const u of unread) u.loss.dispose();
   }
   return { loss: losses.avg };
 }
@@ -668,48 +649,76 @@ function outAxisOf(model: MambaOut, name: string, rank: number): number {
   return 0; // Linear [out, in] and 1-D tensors: PyTorch layout
 }
 
-async function validate(model: MambaOut, loader: DataLoader<Float32Array>, s: LoopState, suffix: string): Promise<EvalMetrics> {
+async function validate(model: MambaOut, loader: PrefetchLoader, s: LoopState, suffix: string): Promise<EvalMetrics> {
   const losses = new AverageMeter();
   const top1 = new AverageMeter();
   const top5 = new AverageMeter();
   const batchTime = new AverageMeter();
   const logInterval = Math.max(1, num(s.args, 'log_interval'));
   const lastIdx = loader.length - 1;
-  const [, H, W] = s.dataConfig.inputSize;
+  const inFlight = new InFlight(2);
+  // [loss, hits@1, hits@5] of the batches since the last read, read back together at log points.
+  const unread: { stats: tf.Tensor1D; n: number }[] = [];
+  const last = { loss: 0, top1: 0, top5: 0 };
+  const readStats = async (): Promise<void> => {
+    if (!unread.length) return;
+    const items = unread.splice(0);
+    const all = tf.concat(items.map((u) => u.stats));
+    let v: Float32Array;
+    try {
+      v = (await all.data()) as Float32Array;
+    } finally {
+      all.dispose();
+      for (const u of items) u.stats.dispose();
+    }
+    for (let k = 0; k < items.length; k++) {
+      const n = items[k].n;
+      let vals = [v[3 * k], (100 * v[3 * k + 1]) / n, (100 * v[3 * k + 2]) / n];
+      if (s.dist && s.world > 1) vals = await s.dist.allreduceScalars(vals, 'avg');
+      losses.update(vals[0], n);
+      top1.update(vals[1], n);
+      top5.update(vals[2], n);
+      [last.loss, last.top1, last.top5] = vals;
+    }
+  };
   let end = performance.now();
   let batchIdx = -1;
   const progress = s.isMain ? new Progress(s.logger, loader.length, `Test${suffix}`) : null;
   const k5 = Math.min(5, s.numClasses);
   try {
-    for await (const batch of loader) {
+    for await (const { input, target, n } of loader) {
       batchIdx++;
-      const n = batch.labels.length;
-      const [lossT, counts] = tf.tidy(() => {
-        const logits = model.forward(tf.tensor4d(batch.images, [n, H, W, 3]));
-        return [crossEntropy(logits, batch.labels), accuracyCounts(logits, batch.labels, [1, k5])];
-      });
-      const lossV = (await lossT.data())[0];
-      const c = await counts.data();
-      tf.dispose([lossT, counts]);
-      let vals = [lossV, (100 * c[0]) / n, (100 * c[1]) / n];
-      if (s.dist && s.world > 1) vals = await s.dist.allreduceScalars(vals, 'avg');
-      losses.update(vals[0], n);
-      top1.update(vals[1], n);
-      top5.update(vals[2], n);
-      batchTime.update((performance.now() - end) / 1000);
-      end = performance.now();
+      try {
+        unread.push({
+          n,
+          stats: tf.tidy(() => {
+            const logits = model.forward(input);
+            return tf.concat([crossEntropy(logits, target).reshape([1]), accuracyCounts(logits, target, [1, k5])]) as tf.Tensor1D;
+          }),
+        });
+      } finally {
+        tf.dispose([input, target]);
+      }
+      await inFlight.push();
       progress?.update(1, n * s.world);
       if (batchIdx === lastIdx || batchIdx % logInterval === 0) {
+        await readStats();
+        batchTime.update((performance.now() - end) / 1000);
         s.log(
           `Test${suffix}: [${padL(batchIdx, 4)}/${lastIdx}]  Time: ${batchTime.val.toFixed(3)} (${batchTime.avg.toFixed(3)})  ` +
-            `Loss: ${padL(losses.val.toFixed(4), 7)} (${padL(losses.avg.toFixed(4), 6)})  ` +
-            `Acc@1: ${padL(top1.val.toFixed(4), 7)} (${padL(top1.avg.toFixed(4), 7)})  ` +
-            `Acc@5: ${padL(top5.val.toFixed(4), 7)} (${padL(top5.avg.toFixed(4), 7)})`,
+            `Loss: ${padL(last.loss.toFixed(4), 7)} (${padL(losses.avg.toFixed(4), 6)})  ` +
+            `Acc@1: ${padL(last.top1.toFixed(4), 7)} (${padL(top1.avg.toFixed(4), 7)})  ` +
+            `Acc@5: ${padL(last.top5.toFixed(4), 7)} (${padL(top5.avg.toFixed(4), 7)})`,
         );
+      } else {
+        batchTime.update((performance.now() - end) / 1000);
       }
+      end = performance.now();
     }
+    await readStats();
   } finally {
     progress?.stop();
+    for (const u of unread) u.stats.dispose();
   }
   if (batchIdx < 0) throw new UserError('the validation folder yielded no readable images');
   return { loss: losses.avg, top1: top1.avg, top5: top5.avg };
