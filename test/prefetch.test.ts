@@ -13,32 +13,10 @@ import { counterNormalOps } from '../src/data/prefetch_ops.js';
 import { normalizeTable, packBytes, PrefetchLoader, type BatchPath, type DeviceBatch, type PrefetchOptions } from '../src/data/prefetch.js';
 import { Mixup, type MixupMode } from '../src/data/mixup.js';
 import { Rng } from '../src/utils/rng.js';
-import type { Batch, DataLoader } from '../src/data/loader.js';
+import { fakeLoader, randomBatch } from './helpers/batches.js';
 import type { EraseMode } from '../src/data/transforms/erasing.js';
 
 await initBackend('cpu');
-
-/** A loader stand-in that yields fixed uint8 batches. */
-function fakeLoader(batches: Batch<Uint8Array>[]): DataLoader<Uint8Array> {
-  return {
-    batchSize: batches[0].shape[0],
-    length: batches.length,
-    setEpoch: () => undefined,
-    async *[Symbol.asyncIterator]() {
-      yield* batches;
-    },
-  } as unknown as DataLoader<Uint8Array>;
-}
-
-function randomBatch(rng: Rng, n: number, H: number, W: number, classes: number): Batch<Uint8Array> {
-  const images = new Uint8Array(n * H * W * 3);
-  for (let i = 0; i < images.length; i++) images[i] = rng.nextU32() & 255;
-  // a few saturated regions, so that mixing reaches 0 and 255
-  images.fill(255, 0, 50);
-  images.fill(0, images.length - 50);
-  const labels = Int32Array.from({ length: n }, () => rng.randrange(0, classes));
-  return { images, shape: [n, H, W, 3], labels, paths: [], indices: [], skipped: [] };
-}
 
 async function read(b: DeviceBatch): Promise<{ x: Float32Array; t: Float32Array | Int32Array }> {
   const x = (await b.input.data()) as Float32Array;
