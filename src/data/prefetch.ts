@@ -22,7 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng, STREAM, streamSeed } from '../utils/rng.js';
-import type { Batch, DataLoader } from './loader.js';
+import type { Batch } from './loader.js';
 import { applyMixPlan, MIX_BLEND, mixTables, mixupTarget, type MixPlan, type Mixup } from './mixup.js';
 import { fillErase, planEraseBatch, resolveErasingOptions, type EraseBox, type RandomErasingOptions, type ResolvedErasing } from './transforms/erasing.js';
 import { prepareBatchOps, type PrepareParams } from './prefetch_ops.js';
@@ -57,6 +57,27 @@ export function packBytes(u8: Uint8Array): Int32Array {
   const padded = new Uint8Array(Math.ceil(u8.length / 4) * 4);
   padded.set(u8);
   return new Int32Array(padded.buffer);
+}
+
+/** Normalize a uint8 NHWC batch through a table from `normalizeTable` into `out` (float32, same length). */
+export function normalizeInto(u8: Uint8Array, lut: Float32Array, out: Float32Array = new Float32Array(u8.length)): Float32Array {
+  const n = Math.min(u8.length, out.length);
+  for (let i = 0; i < n; i += 3) {
+    out[i] = lut[u8[i]];
+    out[i + 1] = lut[256 + u8[i + 1]];
+    out[i + 2] = lut[512 + u8[i + 2]];
+  }
+  return out;
+}
+
+/** What the prefetcher reads from: a DataLoader<Uint8Array>, or anything that yields uint8 batches the same way. */
+export interface BatchSource {
+  /** nominal batch size (positions in the epoch are index · batchSize + i) */
+  readonly batchSize: number;
+  /** batches per epoch */
+  readonly length: number;
+  setEpoch(epoch: number): void;
+  [Symbol.asyncIterator](): AsyncIterator<Batch<Uint8Array>>;
 }
 
 /** A model-ready batch. The consumer owns `input` and `target` and disposes them. */
@@ -105,7 +126,7 @@ interface BatchPlan {
 const ERASE_MODE_CODE = { const: 0, rand: 1, pixel: 2 } as const;
 
 export class PrefetchLoader implements AsyncIterable<DeviceBatch> {
-  readonly loader: DataLoader<Uint8Array>;
+  readonly loader: BatchSource;
   private readonly opts: PrefetchOptions;
   private readonly lut: Float32Array;
   private lutTensor: tf.Tensor1D | null = null;
@@ -115,7 +136,7 @@ export class PrefetchLoader implements AsyncIterable<DeviceBatch> {
   private eraseRng = new Rng(0);
   private noiseKey = 0;
 
-  constructor(loader: DataLoader<Uint8Array>, opts: PrefetchOptions) {
+  constructor(loader: BatchSource, opts: PrefetchOptions) {
     this.loader = loader;
     this.opts = opts;
     this.lut = normalizeTable(opts.mean, opts.std);
@@ -225,14 +246,7 @@ export class PrefetchLoader implements AsyncIterable<DeviceBatch> {
   /** The host path: mix the uint8 batch, normalize through the table, erase. */
   private runHost(u8: Uint8Array, n: number, H: number, W: number, plan: BatchPlan, index: number): Float32Array {
     const mixed = plan.mix ? applyMixPlan(u8, plan.mix, H, W, 3) : u8;
-    const total = n * H * W * 3;
-    const x = new Float32Array(total);
-    const lut = this.lut;
-    for (let i = 0; i < total; i += 3) {
-      x[i] = lut[mixed[i]];
-      x[i + 1] = lut[256 + mixed[i + 1]];
-      x[i + 2] = lut[512 + mixed[i + 2]];
-    }
+    const x = normalizeInto(mixed, this.lut, new Float32Array(n * H * W * 3));
     if (plan.erase && this.erasing) {
       const per = H * W * 3;
       const posBase = index * this.loader.batchSize;
