@@ -30,6 +30,12 @@ import { prepareBatchOps, type PrepareParams } from './prefetch_ops.js';
 /** Where the batch work runs (see the file header). */
 export type BatchPath = 'host' | 'ops' | 'webgpu';
 export const BATCH_PATHS: readonly BatchPath[] = ['host', 'ops', 'webgpu'];
+/** For log lines: where each path does the work. */
+export const BATCH_PATH_WHERE: Readonly<Record<BatchPath, string>> = {
+  host: 'on the host (uint8 batches, float32 upload)',
+  ops: 'on the device with tfjs ops (uint8 upload)',
+  webgpu: 'on the GPU in one WGSL kernel (uint8 upload)',
+};
 
 /** The path for the active backend: our kernel on webgpu, tfjs ops on tensorflow, the host elsewhere. */
 export function defaultBatchPath(): BatchPath {

@@ -158,7 +158,12 @@ export function scoreLogits(logits: Float32Array, labels: ArrayLike<number>, num
   return { lossSum, hit1, hitK };
 }
 
-export async function validateOne(a: ValidateArgs, logger: Logger): Promise<ValidateResult> {
+/** Benchmark hooks: called after each batch with the images done so far and when (performance.now()). */
+export interface ValidateHooks {
+  onBatch?: (images: number, batchIdx: number, timeMs: number) => void;
+}
+
+export async function validateOne(a: ValidateArgs, logger: Logger, hooks: ValidateHooks = {}): Promise<ValidateResult> {
   // Data before the model: a missing folder fails first, and decoding starts while the model loads.
   const modelConfig = getModelConfig(a.model);
   const cfg: DataConfig = resolveDataConfig(modelConfig.defaultCfg, {
@@ -243,6 +248,7 @@ export async function validateOne(a: ValidateArgs, logger: Logger): Promise<Vali
         end = share === 1 ? now : end + share * (now - end);
         timeSum += dt;
         progress.update(1, n);
+        hooks.onBatch?.(totals.count, batchIdx, end);
         if (s && batchIdx % a.logFreq === 0) {
           const avgT = timeSum / (batchIdx + 1);
           logger.info(

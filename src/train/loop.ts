@@ -34,7 +34,7 @@ import { resolvePretrained } from '../pretrained.js';
 import { resolveSplit, scanImageFolder, type ImageFolder } from '../data/folder.js';
 import { describeDataConfig, resolveDataConfig, type DataConfig } from '../data/config.js';
 import { DataLoader } from '../data/loader.js';
-import { PrefetchLoader, type BatchPath } from '../data/prefetch.js';
+import { BATCH_PATH_WHERE, PrefetchLoader, type BatchPath } from '../data/prefetch.js';
 import { DistributedSampler, OrderedDistributedSampler, SequentialSampler, type Sampler } from '../data/sampler.js';
 import { Mixup, mixupActive } from '../data/mixup.js';
 import type { EraseMode } from '../data/transforms/erasing.js';
@@ -355,6 +355,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       },
     });
     const evalPrefetch = new PrefetchLoader(evalLoader, { mean: dataConfig.mean, std: dataConfig.std, path: ctx.batchPath });
+    log(`Batch work (mixup/cutmix, normalize, erasing) ${BATCH_PATH_WHERE[trainPrefetch.path]}.`);
 
     // ---- output folder (rank 0)
     let outputDir = '';
