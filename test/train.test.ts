@@ -146,6 +146,17 @@ test('resume with the tfjs-ops batch path (the tensorflow backend\'s) is bit-exa
   assert.deepEqual(rows('ops-straight'), rows('host-straight'));
 });
 
+test('a diverging run stops at the next read point naming the first non-finite batch, before any checkpoint of its weights', async () => {
+  // losses are read back at log points and before checkpoints (not every step): lr 1e30 breaks the weights after
+  // the first update, so batch 1 is the first non-finite one; it is noticed when batch 1's recovery checkpoint is due
+  const exp = 'diverge';
+  await assert.rejects(
+    runTraining(argsOf([...DETERMINISTIC, '-b', '8', '--lr', '1e30', '--log-interval', '3', '--recovery-interval', '2', '--output', TMP, '--experiment', exp]), { logger: silent, dist: null }),
+    (e: Error) => /^loss is (NaN|-?Infinity) at epoch 0, batch 1: training diverged/.test(e.message),
+  );
+  assert.deepEqual(readdirSync(join(TMP, exp)).filter((f) => f.endsWith('.safetensors')), []);
+});
+
 function runCli(args: string[], opts: { env?: Record<string, string> } = {}) {
   return spawnSync(process.execPath, ['--import', 'tsx', TRAIN_BIN, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...opts.env }, timeout: 240_000 });
 }

@@ -24,6 +24,8 @@ export interface LoadOptions {
   engine?: EngineChoice;
   backend?: string;
   threads?: number;
+  /** onnxruntime: let idle intra-op threads spin (its default); validate turns it off because decoding shares the cores */
+  spinning?: boolean;
   interactive?: boolean;
   log?: (msg: string) => void;
 }
@@ -99,6 +101,7 @@ export async function loadClassifier(opts: LoadOptions): Promise<LoadedClassifie
         const { OrtClassifier } = await import('../engine/onnxruntime.js');
         engine = await OrtClassifier.fromStateDict({ depths: config.depths, dims: config.dims, numClasses }, stateDict, {
           threads: opts.threads,
+          spinning: opts.spinning,
           label: config.name,
         });
       } catch (e) {

@@ -210,6 +210,7 @@ export async function validateOne(a: ValidateArgs, logger: Logger, hooks: Valida
       engine: a.engine,
       backend: a.backend,
       threads: a.threads,
+      spinning: false, // the loader's threads decode on the same cores: a spinning thread only takes their time
       interactive: logger.interactive,
       log: (m) => logger.info(m),
     });
