@@ -137,7 +137,6 @@ export class PrefetchLoader implements AsyncIterable<DeviceBatch> {
   private readonly lut: Float32Array;
   private lutTensor: tf.Tensor1D | null = null;
   private readonly erasing: ResolvedErasing | null;
-  private epoch = 0;
   private mixRng = new Rng(0);
   private eraseRng = new Rng(0);
   private noiseKey = 0;
@@ -173,17 +172,12 @@ export class PrefetchLoader implements AsyncIterable<DeviceBatch> {
 
   /** Forwarded to the loader (sampler order, per-sample seeds); restarts the mixup and erasing streams. */
   setEpoch(epoch: number): void {
-    this.epoch = epoch;
     this.loader.setEpoch(epoch);
     const t = this.opts.train;
     if (!t) return;
     this.mixRng = new Rng(streamSeed(STREAM.mixup, t.seed, t.rank, epoch));
     this.eraseRng = new Rng(streamSeed(STREAM.erase, t.seed, t.rank, epoch));
     this.noiseKey = streamSeed(STREAM.eraseNoise, t.seed, t.rank, epoch);
-  }
-
-  get currentEpoch(): number {
-    return this.epoch;
   }
 
   /** One epoch of model-ready batches; batch k+1 is prepared before batch k is handed out (timm's order). */
