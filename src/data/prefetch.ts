@@ -37,11 +37,14 @@ export const BATCH_PATH_WHERE: Readonly<Record<BatchPath, string>> = {
   webgpu: 'on the GPU in one WGSL kernel (uint8 upload)',
 };
 
-/** The path for the active backend: our kernel on webgpu, tfjs ops on tensorflow, the host elsewhere. */
+/**
+ * The path for the active backend: our kernel on webgpu, tfjs ops on tensorflow, the host elsewhere (also on webgpu
+ * without our kernels: tfjs's webgpu int32 division goes through float32 and would corrupt the unpacked bytes).
+ */
 export function defaultBatchPath(): BatchPath {
   const backend = tf.getBackend();
   if (backend === 'webgpu' && tf.getKernel('MambaoutPrepareBatch', 'webgpu') !== undefined) return 'webgpu';
-  if (backend === 'tensorflow' || backend === 'webgpu') return 'ops';
+  if (backend === 'tensorflow') return 'ops';
   return 'host';
 }
 
