@@ -62,7 +62,7 @@ const cpuMs = (): number => {
   return (u.user + u.system) / 1000;
 };
 
-/** The model step alone (forward, soft-target loss, backward, AdamW), img/s over `n` steps after 3 warm-up steps. */
+/** The model step alone (forward, soft-target loss, backward, AdamW), img/s over `n` steps after 2 warm-up steps. */
 async function modelStepAlone(backend: string, n: number): Promise<number> {
   await initBackend(backend === 'auto' ? undefined : backend, { training: true });
   const model = createModel(values.model!, { numClasses, drop_path_rate: dropPath, seed: 0 });
@@ -80,7 +80,7 @@ async function modelStepAlone(backend: string, n: number): Promise<number> {
   };
   const sync = () => params[0].variable.data();
   try {
-    for (let i = 0; i < 3; i++) step();
+    for (let i = 0; i < 2; i++) step();
     await sync();
     const t0 = performance.now();
     for (let i = 0; i < n; i++) {
@@ -142,7 +142,7 @@ try {
   const cpuPerImg = (cpuMs() - cWarm) / (steps * B);
   const steady = (steps * B) / ((tEnd - tWarm) / 1000);
   const withStartup = ((warm + steps) * B) / ((tEnd - tStart) / 1000);
-  const alone = await modelStepAlone(values.backend!, Math.max(steps, 5));
+  const alone = await modelStepAlone(values.backend!, steps);
   const out = {
     bench: 'train', model: values.model, img: size, batch: B, workers: Number(values.workers), backend: values.backend, path: batchPath,
     steps, steady_img_s: +steady.toFixed(1), startup_img_s: +withStartup.toFixed(1), model_step_alone_img_s: +alone.toFixed(1),
