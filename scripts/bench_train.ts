@@ -115,7 +115,7 @@ try {
       '--cooldown-epochs', '0', '--lr', '4e-3', '--drop-path', String(dropPath), '--num-classes', String(Math.max(numClasses, nClasses)),
       '-j', values.workers!, '--backend', values.backend!, '--output', dir, '--experiment', 'bench', '--log-interval', '50'],
   }).args;
-  const logger = createLogger({ silent: !!values.json });
+  const logger = createLogger({}); // with --json the log lines stay (for diagnosis); the JSON line comes last
   let tWarm = 0;
   let tEnd = 0;
   let stop = false;
@@ -159,3 +159,5 @@ try {
 } finally {
   await rm(dir, { recursive: true, force: true });
 }
+// worker threads or a GPU device left open must not keep the process (and a benchmark script waiting on it) alive
+process.exit(0);

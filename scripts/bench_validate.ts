@@ -114,7 +114,7 @@ try {
     return { rate: Math.max(a.rate, b.rate), cpu: a.rate >= b.rate ? a.cpu : b.cpu, spin: a.rate, noSpin: b.rate };
   };
   const before = await aloneRuns();
-  const logger = createLogger({ silent: !!values.json });
+  const logger = createLogger({}); // with --json the log lines stay (for diagnosis); the JSON line comes last
   const marks: { images: number; idx: number; t: number }[] = [];
   const t0 = performance.now();
   const c0 = cpuMs();
@@ -156,3 +156,5 @@ try {
 } finally {
   await rm(tmp, { recursive: true, force: true });
 }
+// worker threads or a GPU device left open must not keep the process (and a benchmark script waiting on it) alive
+process.exit(0);

@@ -10,7 +10,8 @@
 #    updates, then the model step alone in the same process) and bench:validate (the real mambaout-validate
 #    loop, tfjs engine on webgpu, then the engine alone);
 # 4. one table with the ratios. Logs and the table go to $OUT (default /tmp/gpu_loop_bench).
-# Each part has its own time limit and a failure does not stop the others; typical total 3-5 minutes, at most 8.
+# Each part has its own time limit (75+90+150+60+90 s) and a failure does not stop the others; typical total 3-4
+# minutes, at most 8. The logs keep our loops' own log lines (which batch path ran, Data times) for diagnosis.
 # Knobs (environment): MODEL (mambaout_femto), BATCH (128), WORKERS (15), STEPS (45), NTRAIN (6400), NVAL (2560),
 # IMG_SIZE (224, ours only: a dry run on lavapipe), TIMM_LOOP (path of timm_loop.py; default: shared/bench/ in the
 # checkout, else ../shared/bench/).
@@ -43,21 +44,21 @@ part() {
   return $rc
 }
 
-say "machine: $(nproc) cores, $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), node $(node --version), $(python3 -c 'import torch, timm; print("torch", torch.__version__, "timm", timm.__version__)' 2>/dev/null)"
+say "machine: $(nproc) cores, $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), node $(node --version)"
 count() { find "$DIR/$1" -name '*.jpg' 2>/dev/null | wc -l; }
 if [ "$(count train)" -ne "$NTRAIN" ] || [ "$(count val)" -ne "$NVAL" ]; then
   rm -rf "$DIR"
-  part make_jpegs 120 node --import tsx scripts/make_jpeg_folder.ts "$DIR" --train "$NTRAIN" --val "$NVAL" --classes 10 --jobs "${GEN_JOBS:-16}"
+  part make_jpegs 75 node --import tsx scripts/make_jpeg_folder.ts "$DIR" --train "$NTRAIN" --val "$NVAL" --classes 10 --jobs "${GEN_JOBS:-16}"
 fi
 say "images: $(count train) train, $(count val) val, $(du -sh "$DIR" 2>/dev/null | cut -f1)"
 
 [ -n "$TIMM_LOOP" ] || say "timm_loop.py not found (put ../shared/bench in the checkout as shared/bench, or set TIMM_LOOP): timm parts skipped"
 timm() { if [ -n "$TIMM_LOOP" ]; then part "$@"; fi; return 0; }
-timm timm_train 110 python3 "$TIMM_LOOP" "$DIR/train" --mode train --model "$MODEL" --workers "$W" --batch "$B"
-part ours_train 180 node --import tsx scripts/bench_train.ts --dir "$DIR/train" --model "$MODEL" --batch "$B" --workers "$W" \
+timm timm_train 90 python3 "$TIMM_LOOP" "$DIR/train" --mode train --model "$MODEL" --workers "$W" --batch "$B"
+part ours_train 150 node --import tsx scripts/bench_train.ts --dir "$DIR/train" --model "$MODEL" --batch "$B" --workers "$W" \
   --backend webgpu --steps "$STEPS" --warmup 3 --img-size "$IMG" --json
-timm timm_eval 70 python3 "$TIMM_LOOP" "$DIR/val" --mode eval --model "$MODEL" --workers "$W" --batch "$B"
-part ours_eval 120 node --import tsx scripts/bench_validate.ts --dir "$DIR/val" --model "$MODEL" --batch "$B" --workers "$W" \
+timm timm_eval 60 python3 "$TIMM_LOOP" "$DIR/val" --mode eval --model "$MODEL" --workers "$W" --batch "$B"
+part ours_eval 90 node --import tsx scripts/bench_validate.ts --dir "$DIR/val" --model "$MODEL" --batch "$B" --workers "$W" \
   --engine tfjs --backend webgpu --img-size "$IMG" --log-freq 4 --json
 
 # the table (each log's last JSON line; a missing one prints as '-')

@@ -57,7 +57,7 @@ export function counterNormalOps(key: number, pos: tf.Tensor, elem: tf.Tensor): 
   });
 }
 
-/** [n, H, W, 1] bool: rows [y0, y1) x cols [x0, x1) of each image, bounds from int32 columns of `p` [n, S]. */
+/** [n, H, W, 1] bool: rows [y0, y1) x cols [x0, x1) of each image; the bounds are int32 [n, 1] columns. */
 function boxMask(n: number, H: number, W: number, y0: tf.Tensor, y1: tf.Tensor, x0: tf.Tensor, x1: tf.Tensor): tf.Tensor {
   const ys = tf.range(0, H, 1, 'int32').reshape([1, H, 1, 1]);
   const xs = tf.range(0, W, 1, 'int32').reshape([1, 1, W, 1]);
