@@ -26,6 +26,7 @@ import type { Batch } from './loader.js';
 import { applyMixPlan, MIX_BLEND, mixTables, mixupTarget, type MixPlan, type Mixup } from './mixup.js';
 import { fillErase, planEraseBatch, resolveErasingOptions, type EraseBox, type RandomErasingOptions, type ResolvedErasing } from './transforms/erasing.js';
 import { prepareBatchOps, type PrepareParams } from './prefetch_ops.js';
+import { uploadInt32 } from '../backend/kernels/webgpu/upload.js';
 
 /** Where the batch work runs (see the file header). */
 export type BatchPath = 'host' | 'ops' | 'webgpu';
@@ -218,7 +219,9 @@ export class PrefetchLoader implements AsyncIterable<DeviceBatch> {
     } else {
       if (!this.lutTensor) this.lutTensor = tf.keep(tf.tensor1d(this.lut));
       const params = this.deviceParams(n, H, W, plan, index);
-      const words = tf.tensor1d(packBytes(batch.images.subarray(0, n * H * W * 3)), 'int32');
+      const packed = packBytes(batch.images.subarray(0, n * H * W * 3));
+      // webgpu: through persistent staging buffers (tfjs would allocate a 19 MB one per batch)
+      const words = (path === 'webgpu' ? tf.engine().makeTensorFromTensorInfo(uploadInt32(tf.backend(), packed)) : tf.tensor1d(packed, 'int32')) as tf.Tensor1D;
       try {
         input = path === 'ops' ? prepareBatchOps(words, this.lutTensor, params) : runPrepareKernel(words, this.lutTensor, params);
       } finally {
