@@ -758,3 +758,22 @@ describe('loader', () => {
     assert.match(res.stdout, /images 4/);
   });
 });
+
+describe('data config description (timm resolve_data_config, verbose)', () => {
+  test('train and validate print the same block, with Python float and tuple formatting', async () => {
+    const { describeDataConfig } = await import('../src/data/config.js');
+    assert.deepEqual(describeDataConfig(resolveDataConfig(MAMBAOUT_DATA_DEFAULTS, {})), [
+      'Data processing configuration for current model + dataset:',
+      '\tinput_size: (3, 224, 224)',
+      '\tinterpolation: bicubic',
+      '\tmean: (0.485, 0.456, 0.406)',
+      '\tstd: (0.229, 0.224, 0.225)',
+      '\tcrop_pct: 1.0',
+    ]);
+    const lines = describeDataConfig(resolveDataConfig(MAMBAOUT_DATA_DEFAULTS, { mean: [1], std: [0.5, 1e-5, 2], cropPct: 0.875, inputSize: [3, 192, 256] }));
+    assert.equal(lines[1], '\tinput_size: (3, 192, 256)');
+    assert.equal(lines[3], '\tmean: (1.0, 1.0, 1.0)');
+    assert.equal(lines[4], '\tstd: (0.5, 1e-05, 2.0)');
+    assert.equal(lines[5], '\tcrop_pct: 0.875');
+  });
+});

@@ -116,6 +116,47 @@ test('resume: 2 epochs straight equal 1 epoch + --resume + 1 epoch (full augment
   assert.match(yaml, /^drop_path: 0.1$/m);
 });
 
+test('resume with the tfjs-ops batch path (the tensorflow backend\'s) is bit-exact and trains exactly like the host path', async () => {
+  const common = ['-b', '8', '--epochs', '2', '--warmup-epochs', '1', '--cooldown-epochs', '0', '--lr', '2e-3', '--drop-path', '0.1', '--model-ema', '--model-ema-decay', '0.9', '--output', TMP];
+  // the recipe's batch work on every batch: mixup/cutmix, pixel erasing on most images
+  const work = ['--mixup', '0.8', '--cutmix', '1.0', '--reprob', '0.6'];
+  const ctx = { logger: silent, dist: null, batchPath: 'ops' as const };
+  const full = await runTraining(argsOf([...common, ...work, '--experiment', 'ops-straight']), ctx);
+  assert.equal(full.epochsRun, 2);
+  let epochsDone = 0;
+  await runTraining(argsOf([...common, ...work, '--experiment', 'ops-part1']), {
+    ...ctx,
+    stopRequested: () => epochsDone >= 1,
+    onUpdate: ({ update }) => {
+      if (update === 4) epochsDone = 1;
+    },
+  });
+  await runTraining(argsOf([...common, ...work, '--experiment', 'ops-part2', '--resume', join(TMP, 'ops-part1', 'last.safetensors')]), ctx);
+  const host = await runTraining(argsOf([...common, ...work, '--experiment', 'host-straight']), { logger: silent, dist: null, batchPath: 'host' });
+  assert.equal(host.epochsRun, 2);
+  const a = await readTrainCheckpoint(join(TMP, 'ops-straight', 'last.safetensors'));
+  const b = await readTrainCheckpoint(join(TMP, 'ops-part2', 'last.safetensors'));
+  const h = await readTrainCheckpoint(join(TMP, 'host-straight', 'last.safetensors'));
+  for (const [k, v] of a.stateDict) {
+    assert.equal(maxAbsDiff(v.data as Float32Array, b.stateDict.get(k)!.data as Float32Array), 0, `resume ${k}`);
+    assert.equal(maxAbsDiff(v.data as Float32Array, h.stateDict.get(k)!.data as Float32Array), 0, `ops vs host ${k}`);
+  }
+  const rows = (e: string) => readFileSync(join(TMP, e, 'summary.csv'), 'utf8').trim().split('\n');
+  assert.equal(rows('ops-part2')[1], rows('ops-straight')[2], 'epoch 1 row identical after resume');
+  assert.deepEqual(rows('ops-straight'), rows('host-straight'));
+});
+
+test('a diverging run stops at the next read point naming the first non-finite batch, before any checkpoint of its weights', async () => {
+  // losses are read back at log points and before checkpoints (not every step): lr 1e30 breaks the weights after
+  // the first update, so batch 1 is the first non-finite one; it is noticed when batch 1's recovery checkpoint is due
+  const exp = 'diverge';
+  await assert.rejects(
+    runTraining(argsOf([...DETERMINISTIC, '-b', '8', '--lr', '1e30', '--log-interval', '3', '--recovery-interval', '2', '--output', TMP, '--experiment', exp]), { logger: silent, dist: null }),
+    (e: Error) => /^loss is (NaN|-?Infinity) at epoch 0, batch 1: training diverged/.test(e.message),
+  );
+  assert.deepEqual(readdirSync(join(TMP, exp)).filter((f) => f.endsWith('.safetensors')), []);
+});
+
 function runCli(args: string[], opts: { env?: Record<string, string> } = {}) {
   return spawnSync(process.execPath, ['--import', 'tsx', TRAIN_BIN, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...opts.env }, timeout: 240_000 });
 }

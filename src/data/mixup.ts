@@ -145,6 +145,23 @@ export interface MixResult {
   boxes: (CutBox | null)[];
 }
 
+/** How image i of a batch is mixed with its partner B−1−i. */
+export const MIX_NONE = 0;
+export const MIX_BLEND = 1;
+export const MIX_CUT = 2;
+
+/**
+ * Every random decision of FastCollateMixup for one batch, without touching pixels: what the host
+ * (`applyMixPlan`) and the device paths (src/data/prefetch.ts) execute identically.
+ */
+export interface MixPlan extends Omit<MixResult, 'images'> {
+  B: number;
+  /** per image: MIX_NONE, MIX_BLEND (rint(lam·a + (1−lam)·b)) or MIX_CUT (partner pixels inside boxes[i]) */
+  kind: Uint8Array;
+  /** per image: the lam of the blend (float64 in batch mode, float32 values in elem/pair mode), 1 if not blended */
+  blend: number[];
+}
+
 /** One draw of (lam, useCutmix) as timm's _params_per_batch. */
 interface Params {
   lam: number;
@@ -203,6 +220,91 @@ export class Mixup {
   }
 
   /**
+   * The random draws of FastCollateMixup.__call__ for a batch of B images of H×W (labels: class indices): what
+   * to mix, and the soft targets.
+   */
+  plan(labels: ArrayLike<number>, B: number, H: number, W: number, rng: Rng): MixPlan {
+    if (B % 2 !== 0) throw new UserError(`Mixup/CutMix needs an even batch size, got ${B}.`);
+    if (labels.length !== B) throw new Error(`mixup: ${labels.length} labels for a batch of ${B}`);
+    const lam = new Float32Array(B);
+    const cutmix = new Array<boolean>(B).fill(false);
+    const boxes = new Array<CutBox | null>(B).fill(null);
+    const kind = new Uint8Array(B);
+    const blend = new Array<number>(B).fill(1);
+    // batch mode passes the scalar lam (a Python float) to mixup_target, elem/pair the float32 vector
+    const done = (targetLam: number | Float32Array): MixPlan => ({
+      B, kind, blend, lam, cutmix, boxes, targets: mixupTarget(labels, this.numClasses, targetLam, this.labelSmoothing),
+    });
+
+    if (this.mode === 'batch') {
+      const p = this.drawParams(rng, false);
+      let l = p.lam;
+      let box: CutBox | null = null;
+      if (p.cutmix) {
+        const r = cutmixBboxAndLam(H, W, l, this.cutmixMinmax, this.correctLam, rng);
+        box = r.box;
+        l = r.lam;
+      }
+      if (l !== 1) {
+        for (let i = 0; i < B; i++) {
+          kind[i] = box ? MIX_CUT : MIX_BLEND;
+          if (!box) blend[i] = l;
+          cutmix[i] = p.cutmix;
+          boxes[i] = box;
+        }
+      }
+      lam.fill(l);
+      return done(l);
+    }
+
+    if (this.mode === 'elem') {
+      // _params_per_elem draws for all elements; the draw order differs from numpy's vectorised
+      // one but each element's (lam, cutmix) has the same distribution.
+      const params = Array.from({ length: B }, () => this.drawParams(rng, true));
+      for (let i = 0; i < B; i++) {
+        let l = params[i].lam;
+        if (l !== 1) {
+          if (params[i].cutmix) {
+            const r = cutmixBboxAndLam(H, W, l, this.cutmixMinmax, this.correctLam, rng, true);
+            kind[i] = MIX_CUT;
+            l = Math.fround(r.lam);
+            cutmix[i] = true;
+            boxes[i] = r.box;
+          } else {
+            kind[i] = MIX_BLEND;
+            blend[i] = l;
+          }
+        }
+        lam[i] = l;
+      }
+      return done(lam);
+    }
+
+    // pair
+    const half = B / 2;
+    const params = Array.from({ length: half }, () => this.drawParams(rng, true));
+    for (let i = 0; i < half; i++) {
+      const j = B - 1 - i;
+      let l = params[i].lam;
+      if (l < 1) {
+        if (params[i].cutmix) {
+          const r = cutmixBboxAndLam(H, W, l, this.cutmixMinmax, this.correctLam, rng, true);
+          kind[i] = kind[j] = MIX_CUT;
+          l = Math.fround(r.lam);
+          cutmix[i] = cutmix[j] = true;
+          boxes[i] = boxes[j] = r.box;
+        } else {
+          kind[i] = kind[j] = MIX_BLEND;
+          blend[i] = blend[j] = l;
+        }
+      }
+      lam[i] = l;
+      lam[j] = l;
+    }
+    return done(lam);
+  }
+
+  /**
    * FastCollateMixup.__call__ on a uint8 NHWC batch (B·H·W·C). `images` is not modified; the mixed
    * batch is written to `out` (a new array by default; must not alias `images`).
    */
@@ -216,89 +318,49 @@ export class Mixup {
     rng: Rng,
     out?: Uint8Array,
   ): MixResult {
-    if (B % 2 !== 0) throw new UserError(`Mixup/CutMix needs an even batch size, got ${B}.`);
-    if (labels.length !== B) throw new Error(`mixup: ${labels.length} labels for a batch of ${B}`);
-    const n = B * H * W * C;
-    if (images.length < n) throw new Error(`mixup: batch holds ${images.length} bytes, expected ${n}`);
-    const dst = out ?? new Uint8Array(n);
-    if (dst === images) throw new Error('mixup: out must not alias the input batch');
-    dst.set(images.subarray(0, n));
-    const lam = new Float32Array(B);
-    const cutmix = new Array<boolean>(B).fill(false);
-    const boxes = new Array<CutBox | null>(B).fill(null);
-    const img = H * W * C;
+    const plan = this.plan(labels, B, H, W, rng);
+    const { lam, cutmix, boxes, targets } = plan;
+    return { images: applyMixPlan(images, plan, H, W, C, out), targets, lam, cutmix, boxes };
+  }
+}
 
-    if (this.mode === 'batch') {
-      const p = this.drawParams(rng, false);
-      let l = p.lam;
-      let box: CutBox | null = null;
-      if (p.cutmix) {
-        const r = cutmixBboxAndLam(H, W, l, this.cutmixMinmax, this.correctLam, rng);
-        box = r.box;
-        l = r.lam;
-      }
-      if (l !== 1) {
-        for (let i = 0; i < B; i++) {
-          const j = B - 1 - i;
-          if (box) pasteBox(images, j * img, dst, i * img, W, C, box);
-          else mixInto(images, i * img, j * img, dst, i * img, img, l);
-          cutmix[i] = p.cutmix;
-          boxes[i] = box;
-        }
-      }
-      lam.fill(l);
-      const targets = mixupTarget(labels, this.numClasses, l, this.labelSmoothing);
-      return { images: dst, targets, lam, cutmix, boxes };
-    }
+/**
+ * Execute a MixPlan on the host: the mixed uint8 batch (a new array by default; `out` must not alias `images`).
+ * Every image reads the un-mixed originals.
+ */
+export function applyMixPlan(images: Uint8Array, plan: MixPlan, H: number, W: number, C: number, out?: Uint8Array): Uint8Array {
+  const B = plan.B;
+  const n = B * H * W * C;
+  if (images.length < n) throw new Error(`mixup: batch holds ${images.length} bytes, expected ${n}`);
+  const dst = out ?? new Uint8Array(n);
+  if (dst === images) throw new Error('mixup: out must not alias the input batch');
+  dst.set(images.subarray(0, n));
+  const img = H * W * C;
+  for (let i = 0; i < B; i++) {
+    const j = B - 1 - i;
+    if (plan.kind[i] === MIX_BLEND) mixInto(images, i * img, j * img, dst, i * img, img, plan.blend[i]);
+    else if (plan.kind[i] === MIX_CUT) pasteBox(images, j * img, dst, i * img, W, C, plan.boxes[i]!);
+  }
+  return dst;
+}
 
-    if (this.mode === 'elem') {
-      // _params_per_elem draws for all elements; the draw order differs from numpy's vectorised
-      // one but each element's (lam, cutmix) has the same distribution.
-      const params = Array.from({ length: B }, () => this.drawParams(rng, true));
-      for (let i = 0; i < B; i++) {
-        const j = B - 1 - i;
-        let l = params[i].lam;
-        if (l !== 1) {
-          if (params[i].cutmix) {
-            const r = cutmixBboxAndLam(H, W, l, this.cutmixMinmax, this.correctLam, rng, true);
-            pasteBox(images, j * img, dst, i * img, W, C, r.box);
-            l = Math.fround(r.lam);
-            cutmix[i] = true;
-            boxes[i] = r.box;
-          } else {
-            mixInto(images, i * img, j * img, dst, i * img, img, l);
-          }
-        }
-        lam[i] = l;
-      }
-      const targets = mixupTarget(labels, this.numClasses, lam, this.labelSmoothing);
-      return { images: dst, targets, lam, cutmix, boxes };
-    }
-
-    // pair
-    const half = B / 2;
-    const params = Array.from({ length: half }, () => this.drawParams(rng, true));
-    for (let i = 0; i < half; i++) {
-      const j = B - 1 - i;
-      let l = params[i].lam;
-      if (l < 1) {
-        if (params[i].cutmix) {
-          const r = cutmixBboxAndLam(H, W, l, this.cutmixMinmax, this.correctLam, rng, true);
-          pasteBox(images, j * img, dst, i * img, W, C, r.box);
-          pasteBox(images, i * img, dst, j * img, W, C, r.box);
-          l = Math.fround(r.lam);
-          cutmix[i] = cutmix[j] = true;
-          boxes[i] = boxes[j] = r.box;
-        } else {
-          mixInto(images, i * img, j * img, dst, i * img, img, l);
-          mixInto(images, j * img, i * img, dst, j * img, img, l);
-        }
-      }
-      lam[i] = l;
-      lam[j] = l;
-    }
-    const targets = mixupTarget(labels, this.numClasses, lam, this.labelSmoothing);
-    return { images: dst, targets, lam, cutmix, boxes };
+/**
+ * The blend of image i as two float32 product tables: table[v] = float32(v·float32(lam)),
+ * table[256 + v] = float32(v·float32(1 − lam)), so that the mixed value is rint(table[a] + table[256 + b]) with a
+ * single float32 addition — the same value as `mixInto`, and what the device paths compute (a GPU may fuse a
+ * multiply and an add into one fma; an addition of two loaded values leaves it nothing to fuse).
+ * Writes 512 floats at out[offset..]; images that are not blended get zeros.
+ */
+export function mixTables(plan: MixPlan, i: number, out: Float32Array, offset: number): void {
+  if (plan.kind[i] !== MIX_BLEND) {
+    out.fill(0, offset, offset + 512);
+    return;
+  }
+  const lf = Math.fround(plan.blend[i]);
+  const ml = Math.fround(1 - plan.blend[i]);
+  for (let v = 0; v < 256; v++) {
+    out[offset + v] = v * lf; // Float32Array stores round to float32
+    out[offset + 256 + v] = v * ml;
   }
 }
 

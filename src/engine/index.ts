@@ -7,8 +7,11 @@
  *   - tfjs (src/engine/tfjs.ts): the tfjs MambaOut model on the active tfjs backend (webgpu, tensorflow, wasm, cpu).
  *
  * Input is what the data pipeline produces: float32 NHWC images, already normalized, row-major
- * [n, h, w, 3]. Output is row-major logits [n, numClasses].
+ * [n, h, w, 3]. Output is row-major logits [n, numClasses]. tfjs engines also take a batch that is already a tensor
+ * on the device (`forward`, used with the prefetcher of src/data/prefetch.ts) and return logits there.
  */
+import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+
 export interface InferenceEngine {
   /** Short identifier, e.g. 'onnxruntime' or 'tfjs-webgpu'. */
   readonly name: string;
@@ -16,6 +19,8 @@ export interface InferenceEngine {
   describe(): string;
   /** Logits [n, numClasses] (row-major) for a batch of NHWC float32 images [n, h, w, 3]. */
   infer(batchNHWC: Float32Array, n: number, h: number, w: number): Promise<Float32Array>;
+  /** tfjs engines: logits [n, numClasses] on the device for normalized images [n, h, w, 3] on the device (no readback). */
+  forward?(batch: Tensor4D): Tensor2D;
   /** Free native resources; the engine must not be used afterwards. */
   dispose(): void;
 }

@@ -25,6 +25,10 @@ export class TfjsEngine implements InferenceEngine {
     }
   }
 
+  forward(batch: tf.Tensor4D): tf.Tensor2D {
+    return this.model.forward(batch) as tf.Tensor2D;
+  }
+
   dispose(): void {
     this.model.dispose();
   }

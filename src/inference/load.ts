@@ -32,6 +32,8 @@ export interface LoadOptions {
   engine?: EngineChoice;
   backend?: string;
   threads?: number;
+  /** onnxruntime: let idle intra-op threads spin (its default); validate turns it off because decoding shares the cores */
+  spinning?: boolean;
   interactive?: boolean;
   log?: (msg: string) => void;
 }
@@ -173,8 +175,17 @@ export async function readWeights(opts: LoadOptions): Promise<LoadedWeights> {
   throw new UserError(`no weights given for ${architecture}: pass --checkpoint FILE or --pretrained`);
 }
 
-export async function loadClassifier(opts: LoadOptions): Promise<LoadedClassifier> {
-  const { stateDict, source, architecture, meta } = await readWeights(opts);
+/** Eval data defaults of read weights: the checkpoint's metadata, else the model's default_cfg. */
+export function weightsDataDefaults(w: Pick<LoadedWeights, 'architecture' | 'meta'>): ModelDataDefaults {
+  return w.meta ? metaDataDefaults(w.meta) : getModelConfig(w.architecture).defaultCfg;
+}
+
+/**
+ * The classifier: weights (read here, or `weights` already read by readWeights, as validate does to start its
+ * loader before the slow part) and the engine built on them.
+ */
+export async function loadClassifier(opts: LoadOptions, weights?: LoadedWeights): Promise<LoadedClassifier> {
+  const { stateDict, source, architecture, meta } = weights ?? (await readWeights(opts));
   const config = getModelConfig(architecture);
   const ckClasses = stateDictClasses(stateDict);
 
@@ -198,6 +209,7 @@ export async function loadClassifier(opts: LoadOptions): Promise<LoadedClassifie
         const { OrtClassifier } = await import('../engine/onnxruntime.js');
         engine = await OrtClassifier.fromStateDict({ depths: config.depths, dims: config.dims, numClasses }, stateDict, {
           threads: opts.threads,
+          spinning: opts.spinning,
           label: config.name,
         });
       } catch (e) {
@@ -223,7 +235,7 @@ export async function loadClassifier(opts: LoadOptions): Promise<LoadedClassifie
       : `engine: ${engine.describe()}${why ? ` (${why})` : ''}; ${backend?.message ?? ''}`;
   return {
     engine, config, numClasses, paramCount, source, description, backend, meta,
-    dataDefaults: meta ? metaDataDefaults(meta) : config.defaultCfg,
+    dataDefaults: weightsDataDefaults({ architecture, meta }),
     classNames: meta?.label_names ?? null,
   };
 }

@@ -1,20 +1,36 @@
 /**
  * timm validate.py on mambaout: top-1 / top-5 / loss of a model over an ImageNet-style folder.
  * The CLI (bin/validate.ts) is a thin shell over `validateOne` and `validateBulk`.
+ *
+ * How the work is fed (measurements in docs/BENCHMARKS.md):
+ * - The folder is scanned and the loader starts decoding before the model is loaded: on the 2-core box the
+ *   ONNX export, session creation and warm-up take ~1-2 s of one core, during which the other decodes.
+ * - The loader decodes small pieces (CHUNK images, a divisor of --batch-size): with torch's one-worker-per-batch,
+ *   inference waits for a whole 256-image batch to be decoded by one worker before it starts, and the workers
+ *   run dry while a long inference call holds the main thread. Logs and meters still count batches of -b.
+ * - The loader hands over uint8 pixels. onnxruntime (CPU) gets them normalized on the host, one chunk per run;
+ *   tfjs engines get them through the prefetcher (src/data/prefetch.ts: uint8 upload, normalization on the GPU on
+ *   webgpu) and keep loss and hit counts on the device, read back at --log-freq and at the end.
  */
 import { existsSync, promises as fsp, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
 import { UserError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { Progress } from '../log/progress.js';
-import { listModels } from '../models/registry.js';
+import { getModelConfig, listModels } from '../models/registry.js';
 import { resolveSplit, scanImageFolder } from '../data/folder.js';
-import { resolveDataConfig, type DataConfig } from '../data/transforms/eval.js';
-import { DataLoader } from '../data/loader.js';
-import { loadClassifier, type EngineChoice } from './load.js';
+import { describeDataConfig, resolveDataConfig, type DataConfig } from '../data/config.js';
+import { DataLoader, type Batch } from '../data/loader.js';
+import { normalizeInto, normalizeTable, PrefetchLoader, type BatchSource } from '../data/prefetch.js';
+import { InFlight } from '../backend/fence.js';
+import { crossEntropy } from '../train/loss.js';
+import { accuracyCounts } from '../train/metrics.js';
+import type { InferenceEngine } from '../engine/index.js';
+import { loadClassifier, readWeights, stateDictClasses, weightsDataDefaults, type EngineChoice, type LoadOptions } from './load.js';
 import { RealLabels, readValidLabels, selectColumns } from './real_labels.js';
 import { writeFileAtomic } from '../checkpoint/atomic.js';
-import { pyFixed, pyJson, pyRepr, pyRoundTo } from '../utils/pyformat.js';
+import { padL, pyFixed, pyJson, pyRepr, pyRoundTo } from '../utils/pyformat.js';
 
 export interface ValidateArgs {
   data: string;
@@ -64,7 +80,62 @@ export interface ValidateResult {
 }
 
 const round = pyRoundTo; // Python's round(x, n)
-const padL = (s: string, n: number): string => s.padStart(n);
+
+/** Images per loader task: the largest divisor of the batch size up to this (onnxruntime runs 8 at a time). */
+const CHUNK = 16;
+
+export function chunkSize(batchSize: number, max = CHUNK): number {
+  for (let c = Math.min(max, batchSize); c > 1; c--) if (batchSize % c === 0) return c;
+  return 1;
+}
+
+/** Loss sum and hit counts of one batch of `batchSize` images, and the running totals. */
+interface Totals {
+  lossSum: number;
+  hit1: number;
+  hit5: number;
+  count: number;
+}
+
+/**
+ * Chunks of the sequential loader (each inside one batch of B: chunk sizes divide B) regrouped into batches of B;
+ * a batch is identified by the dataset index of its first image (sequential sampler: index = position).
+ */
+async function* regroup(chunks: AsyncIterator<Batch<Uint8Array>>, B: number): AsyncGenerator<Batch<Uint8Array>> {
+  let parts: Batch<Uint8Array>[] = [];
+  let id = -1;
+  const join = (): Batch<Uint8Array> => {
+    if (parts.length === 1) return parts[0];
+    const [, h, w, c] = parts[0].shape;
+    const n = parts.reduce((a, p) => a + p.shape[0], 0);
+    const images = new Uint8Array(n * h * w * c);
+    let o = 0;
+    for (const p of parts) {
+      images.set(p.images.subarray(0, p.shape[0] * h * w * c), o);
+      o += p.shape[0] * h * w * c;
+    }
+    return {
+      images,
+      shape: [n, h, w, c],
+      labels: Int32Array.from(parts.flatMap((p) => [...p.labels])),
+      paths: parts.flatMap((p) => p.paths),
+      indices: parts.flatMap((p) => p.indices),
+      skipped: parts.flatMap((p) => p.skipped),
+    };
+  };
+  for (;;) {
+    const r = await chunks.next();
+    if (r.done) break;
+    const b = Math.floor(r.value.indices[0] / B);
+    if (b !== id && parts.length) {
+      yield join();
+      parts = [];
+    }
+    id = b;
+    parts.push(r.value);
+  }
+  if (parts.length) yield join();
+}
 
 /** Result fields that Python prints as floats (100.0, not 100). */
 export const RESULT_FLOAT_KEYS: ReadonlySet<string> = new Set(['top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'crop_pct', 'loss']);
@@ -114,8 +185,16 @@ export function scoreLogits(logits: Float32Array, labels: ArrayLike<number>, num
   return { lossSum, hit1, hitK };
 }
 
-export async function validateOne(a: ValidateArgs, logger: Logger): Promise<ValidateResult> {
-  const classifier = await loadClassifier({
+/** Benchmark hooks: called after each batch with the images done so far and when (performance.now()). */
+export interface ValidateHooks {
+  onBatch?: (images: number, batchIdx: number, timeMs: number) => void;
+}
+
+export async function validateOne(a: ValidateArgs, logger: Logger, hooks: ValidateHooks = {}): Promise<ValidateResult> {
+  // Data before the engine: a missing folder fails first, and decoding starts while the engine is built (the
+  // weights are read first: a checkpoint's metadata carries its own data config).
+  if (!existsSync(a.data)) throw new UserError(`data folder '${a.data}' does not exist`);
+  const loadOpts: LoadOptions = {
     model: a.model,
     checkpoint: a.checkpoint || undefined,
     pretrained: a.pretrained || !a.checkpoint,
@@ -125,134 +204,256 @@ export async function validateOne(a: ValidateArgs, logger: Logger): Promise<Vali
     engine: a.engine,
     backend: a.backend,
     threads: a.threads,
+    spinning: false, // the loader's threads decode on the same cores: a spinning thread only takes their time
     interactive: logger.interactive,
     log: (m) => logger.info(m),
+  };
+  const weights = await readWeights(loadOpts);
+  // The checkpoint's own data config (input size, crop, mean/std); flags override as in timm.
+  const cfg: DataConfig = resolveDataConfig(weightsDataDefaults(weights), {
+    imgSize: a.imgSize,
+    inputSize: a.inputSize,
+    cropPct: a.cropPct,
+    mean: a.mean,
+    std: a.std,
+    interpolation: a.interpolation || undefined,
   });
-  const { engine, numClasses } = classifier;
+  const root = resolveSplit(a.data, a.split);
+  const ds = await scanImageFolder(root, { classMap: a.classMap || undefined });
+  const skippedPaths: string[] = [];
+  const B = a.batchSize;
+  const loader = new DataLoader<Uint8Array>({
+    samples: ds.samples,
+    transform: { kind: 'eval', ...cfg, output: 'uint8' },
+    batchSize: chunkSize(B),
+    workers: a.workers,
+    onSkip: (p, why) => {
+      skippedPaths.push(p);
+      logger.warn(`skipping unreadable image ${p}: ${why}`);
+    },
+  });
+  let started: AsyncIterator<Batch<Uint8Array>> | null = null;
+  /** Start the workers (labels are final by then: the class-name mapping below rewrites them first). */
+  const start = (): AsyncIterator<Batch<Uint8Array>> => {
+    const it = loader[Symbol.asyncIterator]();
+    const first = it.next();
+    first.catch(() => undefined); // (a failure is rethrown when the loop reads it)
+    started = (async function* () {
+      const r = await first;
+      if (r.done) return;
+      yield r.value;
+      yield* { [Symbol.asyncIterator]: () => it };
+    })();
+    return started;
+  };
+  // --valid-labels: the logits are cut to these columns and the folder's labels index them (timm)
+  const numClassesOfWeights = a.numClasses ?? stateDictClasses(weights.stateDict) ?? getModelConfig(weights.architecture).defaultCfg.numClasses;
+  const validCols = a.validLabels ? await readValidLabels(a.validLabels, numClassesOfWeights) : null;
+  const outClasses = validCols ? validCols.length : numClassesOfWeights;
+  // A checkpoint that knows its class names maps the folder's classes by name (a subset of them included).
+  const classNames = weights.meta?.label_names ?? null;
+  const byName = !a.classMap && !validCols && classNames ? labelsByName(ds.classes, classNames) : null;
+  if (byName) for (const smp of ds.samples) smp.label = byName[smp.label];
+  const classesOk = byName || a.classMap || ds.classes.length === outClasses;
+  if (classesOk && ds.classes.length <= outClasses) start();
+
   try {
-    logger.info(classifier.description);
-    if (a.amp) logger.warn(`--amp: ${engine.name} runs in float32 here (no half precision on this path); continuing in float32.`);
-    logger.info(`Loaded ${a.checkpoint ? `checkpoint '${a.checkpoint}'` : `pretrained weights '${classifier.source}'`}`);
-    const modelName = classifier.config.name;
-    logger.info(`Model ${modelName} created, param count: ${classifier.paramCount}`);
-    // The checkpoint's own data config (input size, crop, mean/std); flags override as in timm.
-    const cfg: DataConfig = resolveDataConfig(classifier.dataDefaults, {
-      imgSize: a.imgSize,
-      inputSize: a.inputSize,
-      cropPct: a.cropPct,
-      mean: a.mean,
-      std: a.std,
-      interpolation: a.interpolation || undefined,
-    });
-    logger.info('Data processing configuration for current model + dataset:');
-    logger.info(`\tinput_size: (${cfg.inputSize.join(', ')})`);
-    logger.info(`\tinterpolation: ${cfg.interpolation}`);
-    logger.info(`\tmean: (${cfg.mean.map(pyRepr).join(', ')})`);
-    logger.info(`\tstd: (${cfg.std.map(pyRepr).join(', ')})`);
-    logger.info(`\tcrop_pct: ${pyRepr(cfg.cropPct)}`);
-
-    if (!existsSync(a.data)) throw new UserError(`data folder '${a.data}' does not exist`);
-    const root = resolveSplit(a.data, a.split);
-    const ds = await scanImageFolder(root, { classMap: a.classMap || undefined });
-    // --valid-labels: the logits are cut to these columns and the folder's labels index them (timm)
-    const validCols = a.validLabels ? await readValidLabels(a.validLabels, numClasses) : null;
-    const outClasses = validCols ? validCols.length : numClasses;
-    // A checkpoint that knows its class names maps the folder's classes by name (a subset of them included).
-    const byName = !a.classMap && !validCols && classifier.classNames ? labelsByName(ds.classes, classifier.classNames) : null;
-    if (byName) {
-      for (const smp of ds.samples) smp.label = byName[smp.label];
-      logger.info(`Matched the ${ds.classes.length} class folder(s) to the checkpoint's class names`);
-    } else if (!a.classMap && ds.classes.length !== outClasses) {
-      throw new UserError(
-        `the dataset in ${root} has ${ds.classes.length} classes but the model has ${outClasses}` +
-          `${validCols ? ' kept by --valid-labels' : ' (from the checkpoint or --num-classes)'}; pass --class-map to map folder names to the model's class indices`,
-      );
-    }
-    if (ds.classes.length > outClasses) {
-      throw new UserError(`the class map has ${ds.classes.length} classes but the model has ${outClasses}${validCols ? ' kept by --valid-labels' : ''}`);
-    }
-    const [, H, W] = cfg.inputSize;
-    const real = a.realLabels ? await RealLabels.load(a.realLabels) : null;
-    // timm runs one warm-up forward on random input before timing.
-    await engine.infer(new Float32Array(Math.min(a.batchSize, 2) * H * W * 3), Math.min(a.batchSize, 2), H, W);
-
-    const skippedPaths: string[] = [];
-    const loader = new DataLoader<Float32Array>({
-      samples: ds.samples,
-      transform: { kind: 'eval', ...cfg },
-      batchSize: a.batchSize,
-      workers: a.workers,
-      onSkip: (p, why) => {
-        skippedPaths.push(p);
-        logger.warn(`skipping unreadable image ${p}: ${why}`);
-      },
-    });
-    let lossSum = 0;
-    let hit1 = 0;
-    let hit5 = 0;
-    let count = 0;
-    let batchIdx = -1;
-    const progress = new Progress(logger, loader.length, 'Validate');
-    const t0 = performance.now();
-    let end = t0;
-    let timeSum = 0;
+    const classifier = await loadClassifier(loadOpts, weights);
+    const { engine, numClasses } = classifier;
     try {
-      for await (const batch of loader) {
+      logger.info(classifier.description);
+      if (a.amp) logger.warn(`--amp: ${engine.name} runs in float32 here (no half precision on this path); continuing in float32.`);
+      logger.info(`Loaded ${a.checkpoint ? `checkpoint '${a.checkpoint}'` : `pretrained weights '${classifier.source}'`}`);
+      const modelName = classifier.config.name;
+      logger.info(`Model ${modelName} created, param count: ${classifier.paramCount}`);
+      for (const line of describeDataConfig(cfg)) logger.info(line);
+      if (byName) {
+        logger.info(`Matched the ${ds.classes.length} class folder(s) to the checkpoint's class names`);
+      } else if (!a.classMap && ds.classes.length !== outClasses) {
+        throw new UserError(
+          `the dataset in ${root} has ${ds.classes.length} classes but the model has ${outClasses}` +
+            `${validCols ? ' kept by --valid-labels' : ' (from the checkpoint or --num-classes)'}; pass --class-map to map folder names to the model's class indices`,
+        );
+      }
+      if (ds.classes.length > outClasses) {
+        throw new UserError(`the class map has ${ds.classes.length} classes but the model has ${outClasses}${validCols ? ' kept by --valid-labels' : ''}`);
+      }
+      const [, H, W] = cfg.inputSize;
+      const real = a.realLabels ? await RealLabels.load(a.realLabels) : null;
+      // timm runs one warm-up forward on random input before timing.
+      await engine.infer(new Float32Array(Math.min(B, 2) * H * W * 3), Math.min(B, 2), H, W);
+
+      const nBatches = Math.ceil(ds.samples.length / B);
+      const progress = new Progress(logger, nBatches, 'Validate');
+      const t0 = performance.now();
+      let end = t0;
+      let timeSum = 0;
+      let batchIdx = -1;
+      const totals: Totals = { lossSum: 0, hit1: 0, hit5: 0, count: 0 };
+      /** Account one finished batch (n images) and log every --log-freq batches, as validate.py. */
+      const finishBatch = (n: number, s: { lossSum: number; hit1: number; hitK: number } | null, share = 1): void => {
         batchIdx++;
-        const n = batch.labels.length;
-        const raw = await engine.infer(batch.images, n, H, W);
-        const logits = validCols ? selectColumns(raw, n, numClasses, validCols) : raw;
-        real?.addResult(logits, outClasses, batch.paths);
-        const s = scoreLogits(logits, batch.labels, outClasses, 5);
-        lossSum += s.lossSum;
-        hit1 += s.hit1;
-        hit5 += s.hitK;
-        count += n;
-        const dt = (performance.now() - end) / 1000;
-        end = performance.now();
+        const now = performance.now();
+        const dt = (share * (now - end)) / 1000; // a read of k batches at once gives each 1/k of the time since the last
+        end = share === 1 ? now : end + share * (now - end);
         timeSum += dt;
-        const avgT = timeSum / (batchIdx + 1);
         progress.update(1, n);
-        if (batchIdx % a.logFreq === 0) {
+        hooks.onBatch?.(totals.count, batchIdx, end);
+        if (s && batchIdx % a.logFreq === 0) {
+          const avgT = timeSum / (batchIdx + 1);
+          const c = totals.count;
           logger.info(
-            `Test: [${padL(String(batchIdx), 4)}/${loader.length}]  Time: ${pyFixed(dt, 3)}s (${pyFixed(avgT, 3)}s, ${padL(pyFixed(a.batchSize / avgT, 2), 7)}/s)  ` +
-              `Loss: ${padL(pyFixed(s.lossSum / n, 4), 7)} (${padL(pyFixed(lossSum / count, 4), 6)})  ` +
-              `Acc@1: ${padL(pyFixed((100 * s.hit1) / n, 3), 7)} (${padL(pyFixed((100 * hit1) / count, 3), 7)})  ` +
-              `Acc@5: ${padL(pyFixed((100 * s.hitK) / n, 3), 7)} (${padL(pyFixed((100 * hit5) / count, 3), 7)})`,
-            { event: 'validate_batch', step: batchIdx, steps: loader.length, loss: lossSum / count, top1: (100 * hit1) / count, top5: (100 * hit5) / count, img_per_sec: a.batchSize / avgT },
+            `Test: [${padL(String(batchIdx), 4)}/${nBatches}]  Time: ${pyFixed(dt, 3)}s (${pyFixed(avgT, 3)}s, ${padL(pyFixed(B / avgT, 2), 7)}/s)  ` +
+              `Loss: ${padL(pyFixed(s.lossSum / n, 4), 7)} (${padL(pyFixed(totals.lossSum / c, 4), 6)})  ` +
+              `Acc@1: ${padL(pyFixed((100 * s.hit1) / n, 3), 7)} (${padL(pyFixed((100 * totals.hit1) / c, 3), 7)})  ` +
+              `Acc@5: ${padL(pyFixed((100 * s.hitK) / n, 3), 7)} (${padL(pyFixed((100 * totals.hit5) / c, 3), 7)})`,
+            { event: 'validate_batch', step: batchIdx, steps: nBatches, loss: totals.lossSum / c, top1: (100 * totals.hit1) / c, top5: (100 * totals.hit5) / c, img_per_sec: B / avgT },
           );
         }
+      };
+      const it = started ?? start();
+      try {
+        // --valid-labels and --real-labels need the logits on the host (column selection, per-file ReaL scoring).
+        if (engine.forward && !validCols && !real) {
+          await validateOnDevice(engine, it, B, nBatches, cfg, numClasses, a.logFreq, totals, finishBatch);
+        } else {
+          const score = (raw: Float32Array, n: number, batch: Batch<Uint8Array>) => {
+            const logits = validCols ? selectColumns(raw, n, numClasses, validCols) : raw;
+            real?.addResult(logits, outClasses, batch.paths);
+            return scoreLogits(logits, batch.labels, outClasses, 5);
+          };
+          await validateOnHost(engine, it, B, cfg, score, totals, finishBatch);
+        }
+      } finally {
+        progress.stop();
       }
+      const { count, hit1, hit5, lossSum } = totals;
+      if (count === 0) throw new UserError(`no readable images in ${root} (${skippedPaths.length} skipped)`);
+      const secs = (performance.now() - t0) / 1000;
+      // ReaL mode replaces top-1/top-5 at the end (timm); the loss stays the folder labels'.
+      const top1 = round(real ? real.accuracy(1) : (100 * hit1) / count, 4);
+      const top5 = round(real ? real.accuracy(5) : (100 * hit5) / count, 4);
+      const result: ValidateResult = {
+        model: modelName,
+        top1,
+        top1_err: round(100 - top1, 4),
+        top5,
+        top5_err: round(100 - top5, 4),
+        param_count: round(classifier.paramCount / 1e6, 2),
+        img_size: W,
+        crop_pct: cfg.cropPct,
+        interpolation: cfg.interpolation,
+        images: count,
+        skipped: skippedPaths.length,
+        loss: round(lossSum / count, 6),
+      };
+      logger.info(` * Acc@1 ${pyFixed(top1, 3)} (${pyFixed(result.top1_err, 3)}) Acc@5 ${pyFixed(top5, 3)} (${pyFixed(result.top5_err, 3)})`, {
+        event: 'validate_result', model: modelName, top1, top5, loss: result.loss, images: count,
+      });
+      logger.info(`${count} images in ${pyFixed(secs, 1)} s (${pyFixed(count / secs, 1)} img/s)${skippedPaths.length ? `, ${skippedPaths.length} unreadable image(s) skipped` : ''}`);
+      return result;
     } finally {
-      progress.stop();
-      await loader.close();
+      engine.dispose();
     }
-    if (count === 0) throw new UserError(`no readable images in ${root} (${skippedPaths.length} skipped)`);
-    const secs = (performance.now() - t0) / 1000;
-    // ReaL mode replaces top-1/top-5 at the end (timm); the loss stays the folder labels'.
-    const top1 = round(real ? real.accuracy(1) : (100 * hit1) / count, 4);
-    const top5 = round(real ? real.accuracy(5) : (100 * hit5) / count, 4);
-    const result: ValidateResult = {
-      model: modelName,
-      top1,
-      top1_err: round(100 - top1, 4),
-      top5,
-      top5_err: round(100 - top5, 4),
-      param_count: round(classifier.paramCount / 1e6, 2),
-      img_size: W,
-      crop_pct: cfg.cropPct,
-      interpolation: cfg.interpolation,
-      images: count,
-      skipped: skippedPaths.length,
-      loss: round(lossSum / count, 6),
-    };
-    logger.info(` * Acc@1 ${pyFixed(top1, 3)} (${pyFixed(result.top1_err, 3)}) Acc@5 ${pyFixed(top5, 3)} (${pyFixed(result.top5_err, 3)})`, {
-      event: 'validate_result', model: modelName, top1, top5, loss: result.loss, images: count,
-    });
-    logger.info(`${count} images in ${pyFixed(secs, 1)} s (${pyFixed(count / secs, 1)} img/s)${skippedPaths.length ? `, ${skippedPaths.length} unreadable image(s) skipped` : ''}`);
-    return result;
   } finally {
-    engine.dispose();
+    await (started as AsyncIterator<Batch<Uint8Array>> | null)?.return?.(undefined);
+    await loader.close();
+  }
+}
+
+type FinishBatch = (n: number, s: { lossSum: number; hit1: number; hitK: number } | null, share?: number) => void;
+
+/**
+ * CPU engines (onnxruntime): each chunk is normalized on the host and run as it arrives (a run holds the main
+ * thread, so short runs keep the loader's workers supplied); results are summed per batch of B.
+ */
+async function validateOnHost(
+  engine: InferenceEngine, chunks: AsyncIterator<Batch<Uint8Array>>, B: number, cfg: DataConfig,
+  score: (logits: Float32Array, n: number, chunk: Batch<Uint8Array>) => { lossSum: number; hit1: number; hitK: number },
+  totals: Totals, finish: FinishBatch,
+): Promise<void> {
+  const [, H, W] = cfg.inputSize;
+  const lut = normalizeTable(cfg.mean, cfg.std);
+  let cur = { id: -1, n: 0, lossSum: 0, hit1: 0, hitK: 0 };
+  for (;;) {
+    const r = await chunks.next();
+    if (r.done) break;
+    const c = r.value;
+    const id = Math.floor(c.indices[0] / B);
+    if (id !== cur.id && cur.n) {
+      finish(cur.n, cur);
+      cur = { id, n: 0, lossSum: 0, hit1: 0, hitK: 0 };
+    }
+    cur.id = id;
+    const n = c.shape[0];
+    const logits = await engine.infer(normalizeInto(c.images, lut, new Float32Array(n * H * W * 3)), n, H, W);
+    const s = score(logits, n, c);
+    cur.n += n;
+    cur.lossSum += s.lossSum;
+    cur.hit1 += s.hit1;
+    cur.hitK += s.hitK;
+    totals.lossSum += s.lossSum;
+    totals.hit1 += s.hit1;
+    totals.hit5 += s.hitK;
+    totals.count += n;
+  }
+  if (cur.n) finish(cur.n, cur);
+}
+
+/**
+ * tfjs engines: batches of B through the prefetcher (uint8 upload, normalization on the device), loss sum and
+ * hit counts kept on the device and read at --log-freq and at the end; at most 2 batches in flight.
+ */
+async function validateOnDevice(
+  engine: InferenceEngine, chunks: AsyncIterator<Batch<Uint8Array>>, B: number, nBatches: number, cfg: DataConfig,
+  numClasses: number, logFreq: number, totals: Totals, finish: FinishBatch,
+): Promise<void> {
+  const source: BatchSource = { batchSize: B, length: nBatches, setEpoch: () => undefined, [Symbol.asyncIterator]: () => regroup(chunks, B) };
+  const prefetch = new PrefetchLoader(source, { mean: cfg.mean, std: cfg.std });
+  const inFlight = new InFlight(2);
+  const k = Math.min(5, numClasses);
+  const unread: { stats: tf.Tensor1D; n: number; log: boolean }[] = [];
+  /** Read the pending batches; the per-batch log needs each logged batch's own values. */
+  const read = async (): Promise<void> => {
+    if (!unread.length) return;
+    const items = unread.splice(0);
+    const all = tf.concat(items.map((u) => u.stats));
+    let v: Float32Array;
+    try {
+      v = (await all.data()) as Float32Array;
+    } finally {
+      all.dispose();
+      for (const u of items) u.stats.dispose();
+    }
+    items.forEach((u, i) => {
+      const s = { lossSum: v[3 * i] * u.n, hit1: v[3 * i + 1], hitK: v[3 * i + 2] };
+      totals.lossSum += s.lossSum;
+      totals.hit1 += s.hit1;
+      totals.hit5 += s.hitK;
+      totals.count += u.n;
+      finish(u.n, u.log ? s : null, 1 / (items.length - i));
+    });
+  };
+  let idx = -1;
+  try {
+    for await (const { input, target, n } of prefetch) {
+      idx++;
+      try {
+        const stats = tf.tidy(() => {
+          const logits = engine.forward!(input);
+          return tf.concat([crossEntropy(logits, target).reshape([1]), accuracyCounts(logits, target, [1, k])]) as tf.Tensor1D;
+        });
+        unread.push({ stats, n, log: idx % logFreq === 0 });
+      } finally {
+        tf.dispose([input, target]);
+      }
+      await inFlight.push();
+      if (idx % logFreq === 0) await read();
+    }
+    await read();
+  } finally {
+    for (const u of unread) u.stats.dispose();
+    prefetch.dispose();
   }
 }
 

@@ -10,6 +10,13 @@
  *
  * Randomness: every source is seeded from (--seed, rank, epoch), so 2 epochs straight equal 1 epoch + resume +
  * 1 epoch, and the same command twice on the cpu backend writes the same summary.csv.
+ *
+ * Feeding the device (as timm's prefetcher + .item() at log points): the loop receives model-ready batches from
+ * src/data/prefetch.ts (mixup, normalization and erasing done there, on the GPU on webgpu/tensorflow), and it never
+ * waits for a result it does not need. Loss values are read back at --log-interval, at the epoch's last batch and
+ * before a checkpoint is written; eval metrics likewise. So the non-finite-loss check runs at those points too: a
+ * diverged run stops at the next log line (naming the first bad batch), at most --log-interval batches late, and
+ * never after a checkpoint of NaN weights was saved. `InFlight` keeps at most 2 steps queued on the device.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, statSync, promises as fsp } from 'node:fs';
@@ -18,7 +25,8 @@ import { UserError } from '../errors.js';
 import { setMaxImagePixels } from '../limits.js';
 import type { Logger } from '../log/logger.js';
 import { Progress } from '../log/progress.js';
-import { Rng, STREAM, streamSeed } from '../utils/rng.js';
+import { STREAM, streamSeed } from '../utils/rng.js';
+import { InFlight } from '../backend/fence.js';
 import { initBackend, releaseBackend, type BackendResult } from '../backend/index.js';
 import { createModel, type MambaOut } from '../models/mambaout.js';
 import { expectedModel, getModelConfig, isModelName, namedArchitecture } from '../models/registry.js';
@@ -28,11 +36,12 @@ import { buildModelMeta, type ModelMeta } from '../checkpoint/model_meta.js';
 import { writeError, writeFileAtomic } from '../checkpoint/atomic.js';
 import { resolvePretrained } from '../pretrained.js';
 import { resolveSplit, scanImageFolder, type ImageFolder } from '../data/folder.js';
-import { resolveDataConfig, type DataConfig } from '../data/transforms/eval.js';
-import { DataLoader, type Batch } from '../data/loader.js';
+import { describeDataConfig, resolveDataConfig, type DataConfig } from '../data/config.js';
+import { DataLoader } from '../data/loader.js';
+import { BATCH_PATH_WHERE, PrefetchLoader, type BatchPath } from '../data/prefetch.js';
 import { DistributedSampler, OrderedDistributedSampler, SequentialSampler, type Sampler } from '../data/sampler.js';
 import { Mixup, mixupActive } from '../data/mixup.js';
-import { eraseBatch } from '../data/transforms/erasing.js';
+import type { EraseMode } from '../data/transforms/erasing.js';
 import { createOptimizer, flattenOptimizerState, type Optimizer, type ParamGroup, type NamedParameter } from './optim/index.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
 import { createTrainLoss, crossEntropy, type TrainLoss } from './loss.js';
@@ -42,7 +51,7 @@ import { accuracyCounts, AverageMeter } from './metrics.js';
 import { readResumeCheckpoint, torchOptimizerToTfjsLayout, type ResumeState } from './resume.js';
 import { TrainingCurves } from './curves.js';
 import { checkNoPrefetcher, checkWorkerSeeding, distBnLogLine, trainAugPlan, ttaReduce, type TrainAugPlan } from './timm_flags.js';
-import { pyExp, pyFixed, pyG, pyRepr } from '../utils/pyformat.js';
+import { padL, pyExp, pyFixed, pyG, pyRepr } from '../utils/pyformat.js';
 import { enableMixedPrecision } from '../ops/fused.js';
 import { argsToYaml } from './args_yaml.js';
 import type { DistributedDataParallel } from './ddp.js';
@@ -69,6 +78,8 @@ export interface TrainContext {
   stopRequested?: () => boolean;
   /** Test hook: called after each optimizer update. */
   onUpdate?: (info: { epoch: number; update: number; model: MambaOut }) => void | Promise<void>;
+  /** Where the prefetcher does the batch work (tests, benchmarks); default: chosen for the backend. */
+  batchPath?: BatchPath | 'auto';
 }
 
 /** Safe experiment name part: non-alphanumerics -> '_', trailing '_' stripped (timm safe_model_name). */
@@ -79,30 +90,6 @@ function safeModelName(name: string): string {
 function timestamp(d = new Date()): string {
   const p = (n: number) => String(n).padStart(2, '0');
   return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
-}
-
-const padL = (s: string | number, n: number): string => String(s).padStart(n);
-
-/** Normalize a uint8 NHWC batch into float32 (x - 255·mean) / (255·std), as timm's prefetcher. */
-export function normalizeBatch(u8: Uint8Array, mean: readonly number[], std: readonly number[], out?: Float32Array): Float32Array {
-  const o = out ?? new Float32Array(u8.length);
-  const m = mean.map((v) => 255 * v);
-  const s = std.map((v) => 1 / (255 * v));
-  for (let i = 0; i < u8.length; i += 3) {
-    o[i] = (u8[i] - m[0]) * s[0];
-    o[i + 1] = (u8[i + 1] - m[1]) * s[1];
-    o[i + 2] = (u8[i + 2] - m[2]) * s[2];
-  }
-  return o;
-}
-
-/** Label-smoothed one-hot targets [B, C] (timm mixup_target with lam = 1). */
-function smoothedOneHot(labels: ArrayLike<number>, numClasses: number, smoothing: number): Float32Array {
-  const off = smoothing / numClasses;
-  const on = 1 - smoothing + off;
-  const t = new Float32Array(labels.length * numClasses).fill(off);
-  for (let i = 0; i < labels.length; i++) t[i * numClasses + labels[i]] = on;
-  return t;
 }
 
 interface EvalMetrics {
@@ -214,12 +201,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       interpolation: str(args, 'interpolation') || undefined,
     });
     const [, H, W] = dataConfig.inputSize;
-    log('Data processing configuration for current model + dataset:');
-    log(`\tinput_size: (${dataConfig.inputSize.join(', ')})`);
-    log(`\tinterpolation: ${dataConfig.interpolation}`);
-    log(`\tmean: (${dataConfig.mean.map(pyRepr).join(', ')})`);
-    log(`\tstd: (${dataConfig.std.map(pyRepr).join(', ')})`);
-    log(`\tcrop_pct: ${pyRepr(dataConfig.cropPct)}`);
+    for (const line of describeDataConfig(dataConfig)) log(line);
     // What every checkpoint of this run says about the model: predict/validate/export/demo need nothing else.
     const modelMeta: ModelMeta = buildModelMeta({
       ...dataConfig,
@@ -393,9 +375,9 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       onSkip: (p, why) => logger.warn(`skipping unreadable image ${p}: ${why}`),
     });
     const evalSampler: Sampler = world > 1 ? new OrderedDistributedSampler(evalSet.samples.length, world, rank) : new SequentialSampler(evalSet.samples.length);
-    const evalLoader = new DataLoader<Float32Array>({
+    const evalLoader = new DataLoader<Uint8Array>({
       samples: evalSet.samples,
-      transform: { kind: 'eval', ...dataConfig },
+      transform: { kind: 'eval', ...dataConfig, output: 'uint8' },
       batchSize: optNum(args, 'validation_batch_size') ?? B,
       workers,
       sampler: evalSampler,
@@ -410,6 +392,25 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       bceTargetThresh: optNum(args, 'bce_target_thresh') ?? null,
       smoothing: num(args, 'smoothing'),
     });
+
+    // ---- prefetchers: model-ready batches (timm's PrefetchLoader; re_prob only when augmenting, as timm)
+    const reprob = bool(args, 'no_aug') ? 0 : num(args, 'reprob');
+    const trainPrefetch = new PrefetchLoader(trainLoader, {
+      mean: dataConfig.mean,
+      std: dataConfig.std,
+      path: ctx.batchPath,
+      train: {
+        mixup,
+        erasing: reprob > 0 ? { probability: reprob, mode: str(args, 'remode') as EraseMode, maxCount: num(args, 'recount') } : null,
+        targets: trainLoss.targets,
+        numClasses,
+        smoothing: num(args, 'smoothing'),
+        seed,
+        rank,
+      },
+    });
+    const evalPrefetch = new PrefetchLoader(evalLoader, { mean: dataConfig.mean, std: dataConfig.std, path: ctx.batchPath });
+    log(`Batch work (mixup/cutmix, normalize, erasing) ${BATCH_PATH_WHERE[trainPrefetch.path]}.`);
 
     // ---- output folder (rank 0)
     let outputDir = '';
@@ -427,7 +428,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     }
 
     const state: LoopState = {
-      args, logger, dist, model, params, optimizer, scheduler, ema, emaModel, mixup, trainLoss, trainLoader, evalLoader,
+      args, logger, dist, model, params, optimizer, scheduler, ema, emaModel, mixup, trainLoss, trainPrefetch, evalPrefetch,
       dataConfig, numClasses, B, A, world, rank, stepsPerEpoch, seed, saver, isMain, log, ctx,
       numEpochs, interrupted: false, modelMeta, aug,
     };
@@ -443,14 +444,14 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     const validateEma = !bool(args, 'model_ema_force_cpu');
     try {
       for (let epoch = startEpoch; epoch < numEpochs; epoch++) {
-        trainLoader.setEpoch(epoch);
+        trainPrefetch.setEpoch(epoch);
         const trainMetrics = await trainOneEpoch(epoch, state);
         if (state.interrupted) break;
         if (distBnLine) log(distBnLine); // MambaOut has no BatchNorm buffers: nothing to average
-        let evalMetrics = await validate(model, evalLoader, state, '', epoch);
+        let evalMetrics = await validate(model, evalPrefetch, state, '', epoch);
         if (ema && emaModel && validateEma) {
           copyEmaTo(ema, emaModel);
-          evalMetrics = await validate(emaModel, evalLoader, state, ' (EMA)', epoch);
+          evalMetrics = await validate(emaModel, evalPrefetch, state, ' (EMA)', epoch);
         }
         const metricValue = evalMetrics[evalMetric as keyof EvalMetrics];
         if (metricValue === undefined) throw new UserError(`--eval-metric '${evalMetric}' is not one of loss, top1, top5`);
@@ -482,6 +483,8 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
         }
       }
     } finally {
+      trainPrefetch.dispose();
+      evalPrefetch.dispose();
       await trainLoader.close();
       await evalLoader.close();
     }
@@ -516,8 +519,8 @@ interface LoopState {
   emaModel: MambaOut | null;
   mixup: Mixup | null;
   trainLoss: TrainLoss;
-  trainLoader: DataLoader<Uint8Array>;
-  evalLoader: DataLoader<Float32Array>;
+  trainPrefetch: PrefetchLoader;
+  evalPrefetch: PrefetchLoader;
   dataConfig: DataConfig;
   numClasses: number;
   B: number;
@@ -568,25 +571,42 @@ async function appendSummary(path: string, epoch: number, trainLoss: number, ev:
 }
 
 async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: number; lr: number }> {
-  const { args, model, params, optimizer, mixup, trainLoss, dataConfig, numClasses, A, world, stepsPerEpoch } = s;
+  const { args, model, params, optimizer, mixup, trainLoss, A, world, stepsPerEpoch } = s;
   const mixupOff = num(args, 'mixup_off_epoch');
-  if (mixup && mixupOff > 0 && epoch >= mixupOff) mixup.mixupEnabled = false;
-  const mixRng = new Rng(streamSeed(STREAM.mixup, s.seed, s.rank, epoch));
-  const eraseRng = new Rng(streamSeed(STREAM.erase, s.seed, s.rank, epoch));
+  if (mixup && mixupOff > 0 && epoch >= mixupOff) s.trainPrefetch.mixupEnabled = false;
   model.rng.seed(streamSeed(STREAM.droppath, s.seed, s.rank, epoch));
-  const reprob = s.aug.reprob;
-  const smoothing = num(args, 'smoothing');
   const logInterval = Math.max(1, num(args, 'log_interval'));
   const recoveryInterval = num(args, 'recovery_interval');
   const clipGrad = optNum(args, 'clip_grad');
   const clipMode = str(args, 'clip_mode') as ClipMode;
-  const lenLoader = s.trainLoader.length;
+  const lenLoader = s.trainPrefetch.length;
   const usedBatches = stepsPerEpoch * A;
   const batchTime = new AverageMeter();
   const dataTime = new AverageMeter();
   const losses = new AverageMeter();
-  const [, H, W] = dataConfig.inputSize;
   const vars = params.map((p) => p.variable);
+  const inFlight = new InFlight(2);
+  // Loss scalars of the micro-batches since the last read, read back together (see the file header).
+  const unread: { loss: tf.Scalar; n: number; batchIdx: number }[] = [];
+  let lastLoss = Number.NaN;
+  const readLosses = async (): Promise<void> => {
+    if (!unread.length) return;
+    const items = unread.splice(0);
+    const stacked = tf.stack(items.map((u) => u.loss));
+    let vals: Float32Array;
+    try {
+      vals = (await stacked.data()) as Float32Array;
+    } finally {
+      stacked.dispose();
+      for (const u of items) u.loss.dispose();
+    }
+    items.forEach((u, k) => {
+      const v = vals[k] * A;
+      if (!Number.isFinite(v)) throw new UserError(`loss is ${v} at epoch ${epoch}, batch ${u.batchIdx}: training diverged (lower --lr or add --clip-grad)`);
+      if (world === 1) losses.update(v, u.n);
+      lastLoss = v;
+    });
+  };
   let accum: Map<string, tf.Tensor> | null = null;
   let numUpdates = epoch * lenLoader;
   let updates = 0;
@@ -595,56 +615,50 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
   let batchIdx = -1;
   let stoppable = false; // the previous micro-batch ended an update and was not the epoch's last
   const interrupt = async (idx: number) => {
+    await readLosses(); // never save weights that a non-finite loss produced
     if (s.saver) {
       const f = await s.saver.saveRecovery(epoch, idx, await checkpointState(s, epoch, { batch_idx: idx }));
       s.log(`Interrupted: saved recovery checkpoint ${f}; continue with --resume ${f}`);
     }
     s.interrupted = true;
   };
-  const iterator = s.trainLoader[Symbol.asyncIterator]();
+  const iterator = s.trainPrefetch[Symbol.asyncIterator]();
   try {
     for (;;) {
       if (batchIdx + 1 >= usedBatches) break; // micro-batches beyond steps_per_epoch·A are not used (§7.1)
       const next = await iterator.next();
       if (next.done) break;
-      // A signal handled while waiting for this batch (the loader gives the event loop a turn per batch) stops before
-      // this step, exactly as if it had been seen right after the previous one.
+      // A signal handled while waiting for this batch stops before this step, exactly as if it had been seen right
+      // after the previous one. A batch the prefetcher had ready resolves without an event-loop turn, so give one.
+      if (stoppable && s.ctx.stopRequested) await new Promise<void>((r) => setImmediate(r));
       if (stoppable && s.ctx.stopRequested?.()) {
+        tf.dispose([next.value.input, next.value.target]);
         await interrupt(batchIdx);
         break;
       }
       batchIdx++;
-      const batch: Batch<Uint8Array> = next.value;
-      const n = batch.labels.length;
+      const { input, target, n } = next.value;
       const lastBatch = Math.floor((batchIdx + 1) / A) === stepsPerEpoch;
       dataTime.update((performance.now() - end) / 1000);
 
-      // mixup on uint8 (FastCollateMixup), then normalize, then random erasing on the mixed batch (prefetcher order)
-      let images = batch.images;
-      let softTargets: Float32Array | null = null;
-      if (mixup && n % 2 === 0) {
-        const r = mixup.apply(images, batch.labels, n, H, W, 3, mixRng);
-        images = r.images;
-        softTargets = r.targets;
-      } else if (trainLoss.targets === 'soft') {
-        softTargets = smoothedOneHot(batch.labels, numClasses, smoothing);
-      }
-      const x = normalizeBatch(images, dataConfig.mean, dataConfig.std);
-      if (reprob > 0) {
-        // --resplit: the first half of the batch is not erased (timm re_num_splits = num_aug_splits or 2)
-        eraseBatch(x, n, H, W, 3, { probability: reprob, mode: str(args, 'remode') as 'pixel' | 'rand' | 'const', maxCount: num(args, 'recount'), numSplits: s.aug.eraseSplits }, eraseRng);
-      }
-
       const updateGrad = (batchIdx + 1) % A === 0;
-      const { lossValue, grads } = tf.tidy(() => {
-        const xt = tf.tensor4d(x, [n, H, W, 3]);
-        const target = softTargets ? tf.tensor2d(softTargets, [n, numClasses]) : tf.tensor1d(batch.labels, 'int32');
-        const { value, grads } = tf.variableGrads(() => {
-          const loss = trainLoss.fn(model.forward(xt, { training: true }), target);
-          return (A > 1 ? loss.div(A) : loss) as tf.Scalar;
-        }, vars);
-        return { lossValue: value, grads };
-      });
+      let lossValue: tf.Scalar;
+      let grads: tf.NamedTensorMap;
+      try {
+        ({ lossValue, grads } = tf.tidy(() => {
+          const lossFn = (): tf.Scalar => {
+            const loss = trainLoss.fn(model.forward(input, { training: true }), target);
+            return (A > 1 ? loss.div(A) : loss) as tf.Scalar;
+          };
+          // DDP: without accumulation, each bucket's exchange starts as soon as the backward pass has produced it
+          // (DistributedDataParallel.watch); allreduceGrads below then waits for what is still in flight.
+          const overlap = s.dist !== null && world > 1 && A === 1 && updateGrad;
+          const { value, grads } = tf.variableGrads(overlap ? s.dist!.watch(lossFn) : lossFn, vars);
+          return { lossValue: value, grads };
+        }));
+      } finally {
+        tf.dispose([input, target]);
+      }
       // accumulate
       if (!accum) {
         accum = new Map();
@@ -658,10 +672,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
           g.dispose();
         }
       }
-      const lossNum = (await lossValue.data())[0] * A;
-      lossValue.dispose();
-      if (!Number.isFinite(lossNum)) throw new UserError(`loss is ${lossNum} at epoch ${epoch}, batch ${batchIdx}: training diverged (lower --lr or add --clip-grad)`);
-      if (world === 1) losses.update(lossNum, n);
+      unread.push({ loss: lossValue, n, batchIdx });
 
       if (updateGrad && accum) {
         let g = accum;
@@ -680,12 +691,14 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
       }
       numUpdates++;
       s.scheduler.stepUpdate(numUpdates, losses.avg); // a no-op for per-epoch schedules, as in timm
-      batchTime.update((performance.now() - end) / 1000);
+      await inFlight.push(); // at most 2 steps queued on the device
       const lr = optimizer.meanLr;
       if (lastBatch || batchIdx % logInterval === 0) {
-        let shown = lossNum;
+        await readLosses(); // timm's loss.item() at log points
+        batchTime.update((performance.now() - end) / 1000);
+        let shown = lastLoss;
         if (s.dist && world > 1) {
-          shown = (await s.dist.allreduceScalars([lossNum], 'avg'))[0];
+          shown = (await s.dist.allreduceScalars([lastLoss], 'avg'))[0];
           losses.update(shown, n);
         }
         const pct = (100 * batchIdx) / Math.max(lenLoader - 1, 1);
@@ -702,10 +715,13 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
             },
           );
         }
+      } else {
+        batchTime.update((performance.now() - end) / 1000);
       }
       progress?.update(1, n * world, { loss: pyFixed(losses.avg, 4), lr: pyExp(lr, 3) });
       const stop = s.ctx.stopRequested?.() ?? false;
       if (s.saver && recoveryInterval > 0 && (lastBatch || (batchIdx + 1) % recoveryInterval === 0) && updateGrad) {
+        await readLosses(); // never save weights that a non-finite loss produced
         await s.saver.saveRecovery(epoch, batchIdx, await checkpointState(s, epoch, { batch_idx: batchIdx }));
       }
       // A stop on the epoch's last update finishes the epoch (validation + checkpoint) first.
@@ -716,10 +732,12 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
       stoppable = updateGrad && !lastBatch;
       end = performance.now();
     }
+    await readLosses();
   } finally {
     progress?.stop();
     await iterator.return?.(undefined);
     if (accum) for (const t of accum.values()) t.dispose();
+    for (const u of unread) u.loss.dispose();
   }
   return { loss: losses.avg, lr: optimizer.meanLr };
 }
@@ -734,56 +752,85 @@ function outAxisOf(model: MambaOut, name: string, rank: number): number {
   return 0; // Linear [out, in] and 1-D tensors: PyTorch layout
 }
 
-async function validate(model: MambaOut, loader: DataLoader<Float32Array>, s: LoopState, suffix: string, epoch: number): Promise<EvalMetrics> {
+async function validate(model: MambaOut, loader: PrefetchLoader, s: LoopState, suffix: string, epoch: number): Promise<EvalMetrics> {
   const losses = new AverageMeter();
   const top1 = new AverageMeter();
   const top5 = new AverageMeter();
   const batchTime = new AverageMeter();
   const logInterval = Math.max(1, num(s.args, 'log_interval'));
   const lastIdx = loader.length - 1;
-  const [, H, W] = s.dataConfig.inputSize;
+  const inFlight = new InFlight(2);
+  // [loss, hits@1, hits@5] of the batches since the last read, read back together at log points.
+  const unread: { stats: tf.Tensor1D; n: number; kept: number }[] = [];
+  const last = { loss: 0, top1: 0, top5: 0 };
+  const readStats = async (): Promise<void> => {
+    if (!unread.length) return;
+    const items = unread.splice(0);
+    const all = tf.concat(items.map((u) => u.stats));
+    let v: Float32Array;
+    try {
+      v = (await all.data()) as Float32Array;
+    } finally {
+      all.dispose();
+      for (const u of items) u.stats.dispose();
+    }
+    for (let k = 0; k < items.length; k++) {
+      const { n, kept } = items[k]; // kept: rows scored (n, or n / --tta groups)
+      let vals = [v[3 * k], (100 * v[3 * k + 1]) / kept, (100 * v[3 * k + 2]) / kept];
+      if (s.dist && s.world > 1) vals = await s.dist.allreduceScalars(vals, 'avg');
+      losses.update(vals[0], n);
+      top1.update(vals[1], n);
+      top5.update(vals[2], n);
+      [last.loss, last.top1, last.top5] = vals;
+    }
+  };
   let end = performance.now();
   let batchIdx = -1;
   const progress = s.isMain ? new Progress(s.logger, loader.length, `Test${suffix}`) : null;
   const k5 = Math.min(5, s.numClasses);
   const tta = Math.max(0, Math.floor(num(s.args, 'tta') || 0));
   try {
-    for await (const batch of loader) {
+    for await (const { input, target, labels, n } of loader) {
       batchIdx++;
-      const n = batch.labels.length;
-      let kept = n; // rows scored: n, or n / --tta groups
-      const [lossT, counts] = tf.tidy(() => {
-        const full = model.forward(tf.tensor4d(batch.images, [n, H, W, 3])) as tf.Tensor2D;
-        // --tta k: mean of each k consecutive outputs against every k-th label (timm 0.6.11 validate())
-        const { logits, labels } = ttaReduce(full, batch.labels, tta);
-        kept = labels.length;
-        return [crossEntropy(logits, labels), accuracyCounts(logits, labels, [1, k5])];
-      });
-      const lossV = (await lossT.data())[0];
-      const c = await counts.data();
-      tf.dispose([lossT, counts]);
-      let vals = [lossV, (100 * c[0]) / kept, (100 * c[1]) / kept];
-      if (s.dist && s.world > 1) vals = await s.dist.allreduceScalars(vals, 'avg');
-      losses.update(vals[0], n);
-      top1.update(vals[1], n);
-      top5.update(vals[2], n);
-      batchTime.update((performance.now() - end) / 1000);
-      end = performance.now();
+      try {
+        unread.push({
+          n,
+          kept: tta > 1 ? Math.floor(n / tta) : n,
+          stats: tf.tidy(() => {
+            const full = model.forward(input) as tf.Tensor2D;
+            // --tta k: mean of each k consecutive outputs against every k-th label (timm 0.6.11 validate())
+            const r = tta > 1 ? ttaReduce(full, labels, tta) : null;
+            const logits = r ? r.logits : full;
+            const t = r ? tf.tensor1d(r.labels, 'int32') : target;
+            return tf.concat([crossEntropy(logits, t).reshape([1]), accuracyCounts(logits, t, [1, k5])]) as tf.Tensor1D;
+          }),
+        });
+      } finally {
+        tf.dispose([input, target]);
+      }
+      await inFlight.push();
       progress?.update(1, n * s.world);
       if (batchIdx === lastIdx || batchIdx % logInterval === 0) {
+        await readStats();
+        batchTime.update((performance.now() - end) / 1000);
         if (s.isMain) {
           s.logger.info(
             `Test${suffix}: [${padL(batchIdx, 4)}/${lastIdx}]  Time: ${pyFixed(batchTime.val, 3)} (${pyFixed(batchTime.avg, 3)})  ` +
-              `Loss: ${padL(pyFixed(losses.val, 4), 7)} (${padL(pyFixed(losses.avg, 4), 6)})  ` +
-              `Acc@1: ${padL(pyFixed(top1.val, 4), 7)} (${padL(pyFixed(top1.avg, 4), 7)})  ` +
-              `Acc@5: ${padL(pyFixed(top5.val, 4), 7)} (${padL(pyFixed(top5.avg, 4), 7)})`,
+              `Loss: ${padL(pyFixed(last.loss, 4), 7)} (${padL(pyFixed(losses.avg, 4), 6)})  ` +
+              `Acc@1: ${padL(pyFixed(last.top1, 4), 7)} (${padL(pyFixed(top1.avg, 4), 7)})  ` +
+              `Acc@5: ${padL(pyFixed(last.top5, 4), 7)} (${padL(pyFixed(top5.avg, 4), 7)})`,
             { event: suffix ? 'eval_ema' : 'eval', epoch, step: batchIdx, steps: loader.length, loss: losses.avg, top1: top1.avg, top5: top5.avg },
           );
         }
+      } else {
+        batchTime.update((performance.now() - end) / 1000);
       }
+      end = performance.now();
     }
+    await readStats();
   } finally {
     progress?.stop();
+    for (const u of unread) u.stats.dispose();
   }
   if (batchIdx < 0) throw new UserError('the validation folder yielded no readable images');
   return { loss: losses.avg, top1: top1.avg, top5: top5.avg };

@@ -175,3 +175,12 @@ export function pyJson(value: unknown, floatKeys: ReadonlySet<string>, indent = 
   );
   return text.replace(/"\\u0000pyfloat:([^"]*)"/g, (_, s: string) => (s === 'nan' ? 'NaN' : s === 'inf' ? 'Infinity' : s === '-inf' ? '-Infinity' : s));
 }
+
+/** Python's str() of a tuple of numbers: floats as repr, integers as integers when `ints`: (3, 224, 224), (0.5,). */
+export function pyTuple(values: readonly number[], ints = false): string {
+  const parts = values.map((v) => (ints ? String(v) : pyRepr(v)));
+  return `(${parts.join(', ')}${parts.length === 1 ? ',' : ''})`;
+}
+
+/** Python's '{:>N}' (right-aligned in N characters). */
+export const padL = (s: string | number, n: number): string => String(s).padStart(n);

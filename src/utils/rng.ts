@@ -160,7 +160,7 @@ export function streamSeed(purpose: number, seed: number, rank: number, epoch: n
 }
 
 /** The purposes of the per-epoch streams (arguments to streamSeed). */
-export const STREAM = { mixup: 1, erase: 2, droppath: 3 } as const;
+export const STREAM = { mixup: 1, erase: 2, droppath: 3, eraseNoise: 4 } as const;
 
 /**
  * splitmix32-style mix of (seed, epoch, position) into a uint32 sample seed: the per-image augmentation stream of

@@ -11,7 +11,8 @@
  *
  * Fused kernels under new names (no tfjs original; used through src/ops/ when the
  * backend is 'webgpu'): MambaoutLayerNorm / MambaoutLayerNormGrad, MambaoutGatedGelu / MambaoutGatedGeluGradConv /
- * MambaoutGatedGeluGrad (GatedCNN's gate), MambaoutAdam (Adam/AdamW update).
+ * MambaoutGatedGeluGrad (GatedCNN's gate), MambaoutAdam (Adam/AdamW update); MambaoutPrepareBatch (the prefetcher's
+ * mixup/normalize/erasing on the uint8 batch, used by src/data/prefetch.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
@@ -28,6 +29,7 @@ import { adamKernel } from './adam.js';
 import { adamMultiKernel } from './adam_multi.js';
 import { sumRowsBf16Kernel, sumRowsKernel } from './sum_rows.js';
 import { gateConvFilterGradKernel, gateConvKernel } from './gate_conv.js';
+import { prepareBatchKernel } from './prepare_batch.js';
 
 export {
   conv2dBackpropFilterWebGPU,
@@ -73,6 +75,7 @@ const OURS: Array<{ kernelName: string; impl: OurKernel }> = [
   { kernelName: 'MambaoutGemm', impl: gemmKernel },
   { kernelName: 'MambaoutSumRowsBf16', impl: sumRowsBf16Kernel },
   { kernelName: 'MambaoutGateConvFilterGrad', impl: gateConvFilterGradKernel },
+  { kernelName: 'MambaoutPrepareBatch', impl: prepareBatchKernel }, // the prefetcher's batch work (src/data/prefetch.ts)
 ];
 
 /** Names of the kernels we replace on 'webgpu'. */

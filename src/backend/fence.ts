@@ -1,0 +1,54 @@
+/**
+ * Keeping a bounded amount of work queued on an asynchronous device.
+ *
+ * On webgpu, tfjs records kernels and returns at once; nothing waits for the GPU until a value is read back. A loop
+ * that never reads could run arbitrarily far ahead of the GPU (its uploads pile up in staging memory, and the first
+ * readback then waits for all of it). `InFlight` holds a fence per step and, once more than `max` steps are
+ * outstanding, waits for the oldest: the GPU always has the next step queued, and the loop stays at most `max`
+ * steps ahead. A fence is `queue.onSubmittedWorkDone()` taken right after the step's work was submitted, so
+ * waiting for step k−1 does not wait for step k (a readback would: it is queued behind everything).
+ *
+ * The cpu and wasm backends compute synchronously and the tensorflow backend runs each op before returning, so
+ * their fences are already resolved.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+/** The private parts of tfjs's WebGPUBackend used here (tfjs-backend-webgpu 4.22). */
+interface WebGPUInternals {
+  queue: GPUQueue;
+  commandEncoder: GPUCommandEncoder | null;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  submitQueue(): void;
+}
+
+/** A promise that resolves when all device work recorded so far has finished. */
+export function deviceFence(): Promise<void> {
+  if (tf.getBackend() !== 'webgpu') return Promise.resolve();
+  const be = tf.backend() as unknown as WebGPUInternals;
+  if (be.commandEncoder) {
+    be.endComputePassEncoder();
+    be.submitQueue(); // tfjs submits every WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches; flush the rest now
+  }
+  return be.queue.onSubmittedWorkDone();
+}
+
+/** At most `max` steps outstanding on the device (see the file header). */
+export class InFlight {
+  private readonly fences: Promise<void>[] = [];
+
+  constructor(readonly max = 2) {
+    if (!Number.isInteger(max) || max < 1) throw new Error(`InFlight: max must be a positive integer, got ${max}`);
+  }
+
+  /** Call after recording a step: fences it, and waits while more than `max` steps are outstanding. */
+  async push(): Promise<void> {
+    this.fences.push(deviceFence());
+    while (this.fences.length > this.max) await this.fences.shift();
+  }
+
+  /** Wait for every outstanding step. */
+  async drain(): Promise<void> {
+    while (this.fences.length) await this.fences.shift();
+  }
+}
