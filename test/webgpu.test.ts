@@ -887,6 +887,8 @@ test('--amp kernels: bf16 GEMM operands and results, bf16 column sums, and the b
   } finally {
     releaseWebGPU();
   }
+});
+
 describe('prefetch batch work in one WGSL kernel (MambaoutPrepareBatch) equals the host path', () => {
   test('mixup/cutmix, normalization and erasing: exact except the pixel noise (float tolerance)', { skip: SKIP, timeout: 600_000 }, async (t) => {
     const { PrefetchLoader, normalizeTable } = await import('../src/data/prefetch.js');
