@@ -79,7 +79,6 @@ export interface ValidateResult {
   checkpoint?: string;
 }
 
-const round = pyRoundTo; // Python's round(x, n)
 
 /** Images per loader task: the largest divisor of the batch size up to this (onnxruntime runs 8 at a time). */
 const CHUNK = 16;
@@ -331,21 +330,21 @@ export async function validateOne(a: ValidateArgs, logger: Logger, hooks: Valida
       if (count === 0) throw new UserError(`no readable images in ${root} (${skippedPaths.length} skipped)`);
       const secs = (performance.now() - t0) / 1000;
       // ReaL mode replaces top-1/top-5 at the end (timm); the loss stays the folder labels'.
-      const top1 = round(real ? real.accuracy(1) : (100 * hit1) / count, 4);
-      const top5 = round(real ? real.accuracy(5) : (100 * hit5) / count, 4);
+      const top1 = pyRoundTo(real ? real.accuracy(1) : (100 * hit1) / count, 4);
+      const top5 = pyRoundTo(real ? real.accuracy(5) : (100 * hit5) / count, 4);
       const result: ValidateResult = {
         model: modelName,
         top1,
-        top1_err: round(100 - top1, 4),
+        top1_err: pyRoundTo(100 - top1, 4),
         top5,
-        top5_err: round(100 - top5, 4),
-        param_count: round(classifier.paramCount / 1e6, 2),
+        top5_err: pyRoundTo(100 - top5, 4),
+        param_count: pyRoundTo(classifier.paramCount / 1e6, 2),
         img_size: W,
         crop_pct: cfg.cropPct,
         interpolation: cfg.interpolation,
         images: count,
         skipped: skippedPaths.length,
-        loss: round(lossSum / count, 6),
+        loss: pyRoundTo(lossSum / count, 6),
       };
       logger.info(` * Acc@1 ${pyFixed(top1, 3)} (${pyFixed(result.top1_err, 3)}) Acc@5 ${pyFixed(top5, 3)} (${pyFixed(result.top5_err, 3)})`, {
         event: 'validate_result', model: modelName, top1, top5, loss: result.loss, images: count,

@@ -16,7 +16,7 @@
 import { Rng } from '../../utils/rng.js';
 import { UserError } from '../../errors.js';
 import { settings } from '../../settings.js';
-import type { ImageArray, SampleContext, TransformDef } from '../worker.js';
+import type { ImageArray, SampleContext, TransformDef } from './types.js';
 import { evalCropUint8 } from './eval.js';
 import type { Interpolation, RGBImage } from './resize.js';
 import { adjustHue, enhanceBrightness, enhanceColor, enhanceContrast, flipLeftRight, flipTopBottom } from './pil.js';
