@@ -7,6 +7,7 @@
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { decodeRGB, decodeRGBSync, DecodeError, type DecodedImage } from './decode.js';
+import { errMessage } from '../errors.js';
 import { getTransform, type ImageArray, type SampleContext, type TransformSpec } from './transforms/index.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -106,7 +107,7 @@ export async function runBatch(task: BatchTask, spec: TransformSpec): Promise<Ba
     try {
       data = readWhole(it.path);
     } catch (e) {
-      err = new DecodeError(it.path, e instanceof Error ? e.message : String(e));
+      err = new DecodeError(it.path, errMessage(e));
     }
     if (data) {
       const scaleFor = def.decodeScale ? (w: number, h: number) => def.decodeScale!(w, h, spec, ctx) : undefined;
@@ -169,7 +170,7 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | undefined)?.mamba
         const reply: WorkerReply = {
           ok: false,
           id: task.id,
-          error: e instanceof Error ? e.message : String(e),
+          error: errMessage(e),
           stack: e instanceof Error ? e.stack : undefined,
         };
         port.postMessage(reply);
