@@ -23,7 +23,7 @@ import { resolveSplit, scanImageFolder } from '../data/folder.js';
 import { describeDataConfig, resolveDataConfig, type DataConfig } from '../data/config.js';
 import { DataLoader, type Batch } from '../data/loader.js';
 import { normalizeInto, normalizeTable, PrefetchLoader, type BatchSource } from '../data/prefetch.js';
-import { InFlight } from '../backend/fence.js';
+import { InFlight, readBack } from '../backend/fence.js';
 import { crossEntropy } from '../train/loss.js';
 import { accuracyCounts } from '../train/metrics.js';
 import type { InferenceEngine } from '../engine/index.js';
@@ -416,14 +416,7 @@ async function validateOnDevice(
   const read = async (): Promise<void> => {
     if (!unread.length) return;
     const items = unread.splice(0);
-    const all = tf.concat(items.map((u) => u.stats));
-    let v: Float32Array;
-    try {
-      v = (await all.data()) as Float32Array;
-    } finally {
-      all.dispose();
-      for (const u of items) u.stats.dispose();
-    }
+    const v = await readBack(items.map((u) => u.stats));
     items.forEach((u, i) => {
       const s = { lossSum: v[3 * i] * u.n, hit1: v[3 * i + 1], hitK: v[3 * i + 2] };
       totals.lossSum += s.lossSum;

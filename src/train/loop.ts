@@ -26,7 +26,7 @@ import { setMaxImagePixels } from '../limits.js';
 import type { Logger } from '../log/logger.js';
 import { Progress } from '../log/progress.js';
 import { STREAM, streamSeed } from '../utils/rng.js';
-import { InFlight } from '../backend/fence.js';
+import { InFlight, readBack } from '../backend/fence.js';
 import { initBackend, releaseBackend, type BackendResult } from '../backend/index.js';
 import { createModel, type MambaOut } from '../models/mambaout.js';
 import { expectedModel, getModelConfig, isModelName, namedArchitecture } from '../models/registry.js';
@@ -581,14 +581,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
   const readLosses = async (): Promise<void> => {
     if (!unread.length) return;
     const items = unread.splice(0);
-    const stacked = tf.stack(items.map((u) => u.loss));
-    let vals: Float32Array;
-    try {
-      vals = (await stacked.data()) as Float32Array;
-    } finally {
-      stacked.dispose();
-      for (const u of items) u.loss.dispose();
-    }
+    const vals = await readBack(items.map((u) => u.loss));
     items.forEach((u, k) => {
       const v = vals[k] * A;
       if (!Number.isFinite(v)) throw new UserError(`loss is ${v} at epoch ${epoch}, batch ${u.batchIdx}: training diverged (lower --lr or add --clip-grad)`);
@@ -755,14 +748,7 @@ async function validate(model: MambaOut, loader: PrefetchLoader, s: LoopState, s
   const readStats = async (): Promise<void> => {
     if (!unread.length) return;
     const items = unread.splice(0);
-    const all = tf.concat(items.map((u) => u.stats));
-    let v: Float32Array;
-    try {
-      v = (await all.data()) as Float32Array;
-    } finally {
-      all.dispose();
-      for (const u of items) u.stats.dispose();
-    }
+    const v = await readBack(items.map((u) => u.stats));
     for (let k = 0; k < items.length; k++) {
       const { n, kept } = items[k]; // kept: rows scored (n, or n / --tta groups)
       let vals = [v[3 * k], (100 * v[3 * k + 1]) / kept, (100 * v[3 * k + 2]) / kept];
