@@ -28,9 +28,9 @@ import { wasmJpegAvailable } from '../src/data/jpeg.js';
 import { DataLoader, type LoaderStats } from '../src/data/loader.js';
 import { resampleSimd } from '../src/data/transforms/resize.js';
 import { makeTinyImagenet } from '../src/data/tiny.js';
-import { MAMBAOUT_DATA_DEFAULTS, resolveDataConfig } from '../src/data/transforms/eval.js';
+import { MAMBAOUT_DATA_DEFAULTS, resolveDataConfig } from '../src/data/config.js';
 import { DEFAULT_TRAIN_SPEC } from '../src/data/transforms/train.js';
-import type { TransformSpec } from '../src/data/worker.js';
+import type { TransformSpec } from '../src/data/transforms/index.js';
 
 const { values } = parseArgs({
   options: {

@@ -25,3 +25,8 @@ export function errMessage(e: unknown): string {
 export function firstLine(s: string, max = 200): string {
   return s.split('\n')[0].slice(0, max);
 }
+
+/** All lines of a message on one line, trimmed, joined by '; ' (libvips messages can span several lines). */
+export function oneLine(s: string): string {
+  return s.split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
+}

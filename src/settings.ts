@@ -17,9 +17,18 @@
  * | backend          | MAMBAOUT_BACKEND            | 'auto'                                   |
  * | webgpuAdapter    | MAMBAOUT_WEBGPU_ADAPTER     | undefined (Dawn's first adapter)         |
  * | webgpuFused      | MAMBAOUT_WEBGPU_FUSED       | true (0 turns the fused kernels off)     |
+ * | webgpuKernels    | MAMBAOUT_WEBGPU_KERNELS     | 'current' (v1: the first WebGPU kernels) |
+ * | webgpuOff        | MAMBAOUT_WEBGPU_OFF         | [] (kernel features switched off)        |
+ * | webgpuAmp        | MAMBAOUT_WEBGPU_AMP         | false (1: bf16 activations, as --amp)    |
+ * | gemmRules        | MAMBAOUT_GEMM_RULES         | 'current' (phase1: the first tile rules) |
+ * | noShrinkOnLoad   | MAMBAOUT_NO_SHRINK_ON_LOAD  | false (1: timm's training pixels)        |
  * | home             | MAMBAOUT_HOME               | ~/.cache/mambaout                        |
  * | maxImagePixels   | MAMBAOUT_MAX_IMAGE_PIXELS   | undefined (src/limits.ts: 178,956,970)   |
  * | distTransport    | MAMBAOUT_DIST_TRANSPORT     | 'auto'                                   |
+ * | distCompress     | MAMBAOUT_DIST_COMPRESS      | 'none' (bf16: bfloat16 gradient buckets) |
+ * | distTransfer     | MAMBAOUT_DIST_TRANSFER      | 'auto' (staged on webgpu, else tfjs)     |
+ * | distThreads      | MAMBAOUT_DIST_THREADS       | 'auto' (4 from 64 MiB of gradients)      |
+ * | distBucketMb     | MAMBAOUT_DIST_BUCKET_MB     | 4                                        |
  * | distShmDir       | MAMBAOUT_DIST_SHM_DIR       | '/dev/shm' ('' or 'none': sockets only)  |
  * | distNoSimd       | MAMBAOUT_DIST_NO_SIMD       | false (1: scalar float32 sums)           |
  * | debug            | MAMBAOUT_DEBUG              | false (any value: stack traces)          |
@@ -38,9 +47,18 @@ export const SETTING_VARIABLES = {
   backend: 'MAMBAOUT_BACKEND',
   webgpuAdapter: 'MAMBAOUT_WEBGPU_ADAPTER',
   webgpuFused: 'MAMBAOUT_WEBGPU_FUSED',
+  webgpuKernels: 'MAMBAOUT_WEBGPU_KERNELS',
+  webgpuOff: 'MAMBAOUT_WEBGPU_OFF',
+  webgpuAmp: 'MAMBAOUT_WEBGPU_AMP',
+  gemmRules: 'MAMBAOUT_GEMM_RULES',
+  noShrinkOnLoad: 'MAMBAOUT_NO_SHRINK_ON_LOAD',
   home: 'MAMBAOUT_HOME',
   maxImagePixels: 'MAMBAOUT_MAX_IMAGE_PIXELS',
   distTransport: 'MAMBAOUT_DIST_TRANSPORT',
+  distCompress: 'MAMBAOUT_DIST_COMPRESS',
+  distTransfer: 'MAMBAOUT_DIST_TRANSFER',
+  distThreads: 'MAMBAOUT_DIST_THREADS',
+  distBucketMb: 'MAMBAOUT_DIST_BUCKET_MB',
   distShmDir: 'MAMBAOUT_DIST_SHM_DIR',
   distNoSimd: 'MAMBAOUT_DIST_NO_SIMD',
   debug: 'MAMBAOUT_DEBUG',
@@ -53,6 +71,13 @@ export type SettingName = keyof typeof SETTING_VARIABLES;
 
 /** The transports a distributed run can be forced to (src/distributed/tcp.ts TransportKind). */
 export type DistTransportSetting = 'auto' | 'unix' | 'tcp';
+
+/**
+ * The WebGPU kernel features MAMBAOUT_WEBGPU_OFF can switch off by name (the fields of WebGPUKernelSettings in
+ * src/backend/kernels/webgpu/settings.ts, which takes its list from here).
+ */
+export const WEBGPU_FEATURES = ['gemm', 'linearEpilogue', 'layerNormGelu', 'adamMulti', 'convBackpropInput', 'convForward', 'gateConv', 'bindGroupCache'] as const;
+export type WebGPUFeature = (typeof WEBGPU_FEATURES)[number];
 
 const raw = (name: SettingName): string | undefined => process.env[SETTING_VARIABLES[name]];
 /** The value, or undefined when the variable is unset or blank. */
@@ -72,6 +97,13 @@ const wholeNumber = (name: SettingName, min: number, what: string): number | und
   const n = Number(v);
   if (!Number.isInteger(n) || n < min) throw bad(name, what);
   return n;
+};
+/** One of `allowed` (trimmed), `dflt` when unset or blank; otherwise "<VAR> must be a, b or c, got 'x'." */
+const oneOf = <T extends string>(name: SettingName, allowed: readonly T[], dflt: T): T => {
+  const v = (raw(name) ?? '').trim();
+  if (v === '') return dflt;
+  if ((allowed as readonly string[]).includes(v)) return v as T;
+  throw new UserError(`${SETTING_VARIABLES[name]} must be ${allowed.slice(0, -1).join(', ')} or ${allowed[allowed.length - 1]}, got '${v}'.`);
 };
 
 export const settings = {
@@ -108,6 +140,68 @@ export const settings = {
     write('webgpuFused', v);
   },
 
+  /**
+   * The kernels of the first WebGPU work (main at 1652563) for old-vs-new comparisons in one GPU run: 'v1' switches
+   * off every feature of WEBGPU_FEATURES at once. `MAMBAOUT_WEBGPU_KERNELS`, default 'current' (case-insensitive).
+   */
+  get webgpuKernels(): 'current' | 'v1' {
+    const v = (raw('webgpuKernels') ?? '').trim().toLowerCase();
+    if (v === '' || v === 'current') return 'current';
+    if (v === 'v1') return 'v1';
+    throw bad('webgpuKernels', 'is not v1 or current');
+  },
+  set webgpuKernels(v: 'current' | 'v1') {
+    write('webgpuKernels', v);
+  },
+
+  /**
+   * WebGPU kernel features switched off by name, comma-separated (WEBGPU_FEATURES, or 'fused' as
+   * MAMBAOUT_WEBGPU_FUSED=0), e.g. `gemm,adamMulti`, for A/B runs. `MAMBAOUT_WEBGPU_OFF`, default none.
+   */
+  get webgpuOff(): Array<WebGPUFeature | 'fused'> {
+    const names = (raw('webgpuOff') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    const known: readonly string[] = ['fused', ...WEBGPU_FEATURES];
+    const unknown = names.find((n) => !known.includes(n));
+    if (unknown !== undefined) throw bad('webgpuOff', `names '${unknown}', which is not one of ${known.join(', ')}`);
+    return names as Array<WebGPUFeature | 'fused'>;
+  },
+  set webgpuOff(v: Array<WebGPUFeature | 'fused'>) {
+    write('webgpuOff', v.length ? v.join(',') : undefined);
+  },
+
+  /**
+   * Store the GatedCNN block's large intermediates as bfloat16 from the start (what --amp turns on; for benchmarks).
+   * `MAMBAOUT_WEBGPU_AMP`, default false; the value 1 turns it on.
+   */
+  get webgpuAmp(): boolean {
+    return raw('webgpuAmp') === '1';
+  },
+  set webgpuAmp(v: boolean) {
+    write('webgpuAmp', v);
+  },
+
+  /**
+   * Which GEMM tile rules decide (src/backend/kernels/webgpu/matmul_tiles.ts): 'current' (tuned on the H200 sweep)
+   * or 'phase1' (the first guesses, for A/B runs). `MAMBAOUT_GEMM_RULES`, default 'current'.
+   */
+  get gemmRules(): 'current' | 'phase1' {
+    return oneOf('gemmRules', ['current', 'phase1'], 'current');
+  },
+  set gemmRules(v: 'current' | 'phase1') {
+    write('gemmRules', v);
+  },
+
+  /**
+   * Turn JPEG shrink-on-load off in the training transform (timm's training pixels exactly; docs/ARCHITECTURE.md).
+   * `MAMBAOUT_NO_SHRINK_ON_LOAD`, default false; the value 1 turns shrink-on-load off. Read once per process.
+   */
+  get noShrinkOnLoad(): boolean {
+    return raw('noShrinkOnLoad') === '1';
+  },
+  set noShrinkOnLoad(v: boolean) {
+    write('noShrinkOnLoad', v);
+  },
+
   /** Folder of the downloaded release weights (`--pretrained`). `MAMBAOUT_HOME`, default ~/.cache/mambaout. */
   get home(): string {
     return raw('home') || join(homedir(), '.cache', 'mambaout');
@@ -132,13 +226,59 @@ export const settings = {
    * across machines), unix or tcp. `MAMBAOUT_DIST_TRANSPORT`, default 'auto'.
    */
   get distTransport(): DistTransportSetting {
-    const v = (raw('distTransport') ?? '').trim();
-    if (v === '') return 'auto';
-    if (v === 'auto' || v === 'unix' || v === 'tcp') return v;
-    throw new UserError(`${SETTING_VARIABLES.distTransport} must be auto, unix or tcp, got '${v}'.`);
+    return oneOf('distTransport', ['auto', 'unix', 'tcp'], 'auto');
   },
   set distTransport(v: DistTransportSetting) {
     write('distTransport', v);
+  },
+
+  /**
+   * Gradient buckets cross GPU->host, the wire and host->GPU as bfloat16, summed and averaged in bfloat16 (torch
+   * DDP's bf16_compress_hook); 'none' keeps float32 (results equal 1 process with the W-fold batch).
+   * `MAMBAOUT_DIST_COMPRESS`, default 'none'.
+   */
+  get distCompress(): 'none' | 'bf16' {
+    return oneOf('distCompress', ['none', 'bf16'], 'none');
+  },
+  set distCompress(v: 'none' | 'bf16') {
+    write('distCompress', v);
+  },
+
+  /**
+   * GPU<->host path of the gradient buckets (src/train/ddp_gpu.ts): staged, tfjs, or auto (staged on webgpu).
+   * `MAMBAOUT_DIST_TRANSFER`, default 'auto'.
+   */
+  get distTransfer(): 'auto' | 'staged' | 'tfjs' {
+    return oneOf('distTransfer', ['auto', 'staged', 'tfjs'], 'auto');
+  },
+  set distTransfer(v: 'auto' | 'staged' | 'tfjs') {
+    write('distTransfer', v);
+  },
+
+  /**
+   * Communication threads per rank (src/distributed/pool.ts), 0 for the main thread, or 'auto' (4 when the gradients
+   * are 64 MiB or more, else the main thread; src/train/ddp.ts). `MAMBAOUT_DIST_THREADS`, default 'auto'.
+   */
+  get distThreads(): 'auto' | number {
+    const t = (raw('distThreads') ?? '').trim();
+    if (t === '' || t === 'auto') return 'auto';
+    const n = Number(t);
+    if (!Number.isInteger(n) || n < 0 || n > 64) throw new UserError(`${SETTING_VARIABLES.distThreads} must be auto or a whole number from 0 to 64, got '${t}'.`);
+    return n;
+  },
+  set distThreads(v: 'auto' | number) {
+    write('distThreads', v);
+  },
+
+  /** Bucket size in MiB of the overlapped gradient exchange. `MAMBAOUT_DIST_BUCKET_MB`, default 4. */
+  get distBucketMb(): number {
+    const b = (raw('distBucketMb') ?? '').trim();
+    const mb = b === '' ? 4 : Number(b);
+    if (!(mb > 0 && mb <= 1024)) throw new UserError(`${SETTING_VARIABLES.distBucketMb} must be a number of MiB between 0 and 1024, got '${b}'.`);
+    return mb;
+  },
+  set distBucketMb(v: number) {
+    write('distBucketMb', v);
   },
 
   /**
@@ -189,3 +329,18 @@ export const settings = {
     return raw('installNode') || process.execPath;
   },
 };
+
+/**
+ * An object of settings-derived fields that is filled by `make` the first time one of its fields is read or written,
+ * not at import: a module-level table (the WebGPU kernel switches, the GEMM tuning) then reports a bad variable as
+ * a UserError where the command runs (exit 2) instead of failing the import. Later writes change the object only.
+ */
+export function fromSettingsOnFirstUse<T extends object>(keys: readonly (keyof T)[], make: () => T): T {
+  let live: T | undefined;
+  const get = (): T => (live ??= make());
+  const obj = {} as T;
+  for (const k of keys) {
+    Object.defineProperty(obj, k, { enumerable: true, get: () => get()[k], set: (v: T[typeof k]) => void (get()[k] = v) });
+  }
+  return obj;
+}

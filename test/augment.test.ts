@@ -10,9 +10,10 @@ import assert from 'node:assert/strict';
 import { Rng } from '../src/utils/rng.js';
 import { UserError } from '../src/errors.js';
 import type { RGBImage } from '../src/data/transforms/resize.js';
+import { pyRound } from '../src/utils/pyformat.js';
 import {
   adjustHue, affine, autocontrast, blend, enhanceBrightness, enhanceColor, enhanceContrast, enhanceSharpness, equalize,
-  invert, posterize, pyRound, rotate, smooth, solarize, solarizeAdd, toGray,
+  invert, posterize, rotate, smooth, solarize, solarizeAdd, toGray,
 } from '../src/data/transforms/pil.js';
 import {
   applyOp, levelToArgs, makeAugHparams, parseRandAugment, randAugment, sampleMagnitude,

@@ -23,16 +23,9 @@ import {
   RandomSampler,
   SequentialSampler,
 } from '../src/data/sampler.js';
-import {
-  centerCropBox,
-  evalCropUint8,
-  evalResizeSize,
-  evalTransform,
-  MAMBAOUT_DATA_DEFAULTS,
-  resolveDataConfig,
-  roundHalfEven,
-  type DataConfig,
-} from '../src/data/transforms/eval.js';
+import { centerCropBox, evalCropUint8, evalResizeSize, evalTransform } from '../src/data/transforms/eval.js';
+import { MAMBAOUT_DATA_DEFAULTS, resolveDataConfig, type DataConfig } from '../src/data/config.js';
+import { pyRound } from '../src/utils/pyformat.js';
 import { cropRGB, INTERPOLATIONS, resampleSimd, resizeRGB, type RGBImage } from '../src/data/transforms/resize.js';
 import { DEFAULT_TRAIN_SPEC, trainDecodeScale, trainTransform, type TrainKindSpec } from '../src/data/transforms/train.js';
 import { Rng } from '../src/utils/rng.js';
@@ -368,7 +361,7 @@ describe('eval transform', () => {
   });
 
   test('resize size and center-crop rounding (half to even)', () => {
-    assert.deepEqual([0.5, 1.5, 2.5, 16.5, 17.5, 38].map(roundHalfEven), [0, 2, 2, 16, 18, 38]);
+    assert.deepEqual([0.5, 1.5, 2.5, 16.5, 17.5, 38].map(pyRound), [0, 2, 2, 16, 18, 38]);
     const sq = (s: number, crop: number) => ({ inputSize: [3, s, s] as [number, number, number], cropPct: crop });
     assert.deepEqual(evalResizeSize(500, 375, sq(224, 0.875)), [341, 256]); // int(256 * 500 / 375)
     assert.deepEqual(evalResizeSize(375, 500, sq(224, 0.875)), [256, 341]);

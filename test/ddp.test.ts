@@ -169,17 +169,28 @@ test("the loop's calls (broadcastParams attaches, watch, exchange started before
   assert.ok(d > 0 && d < 2e-3 * scale, `bf16 exchange: max |dw| ${d} (scale ${scale})`);
 });
 
-test('exchange settings come from the environment, checked', () => {
-  assert.deepEqual(readDistSettings({}), { transport: 'auto', compress: 'none', transfer: 'auto', threads: 'auto', bucketMb: 4 });
-  assert.deepEqual(readDistSettings({ MAMBAOUT_DIST_COMPRESS: 'bf16', MAMBAOUT_DIST_THREADS: '0', MAMBAOUT_DIST_TRANSFER: 'tfjs', MAMBAOUT_DIST_BUCKET_MB: '25' }), {
-    transport: 'auto', compress: 'bf16', transfer: 'tfjs', threads: 0, bucketMb: 25,
-  });
+test('exchange settings come from the environment (src/settings.ts), checked', () => {
+  const names = ['MAMBAOUT_DIST_TRANSPORT', 'MAMBAOUT_DIST_COMPRESS', 'MAMBAOUT_DIST_THREADS', 'MAMBAOUT_DIST_TRANSFER', 'MAMBAOUT_DIST_BUCKET_MB'];
+  const saved = names.map((n) => process.env[n]);
+  const withEnv = (env: Record<string, string>, fn: () => void): void => {
+    for (const n of names) delete process.env[n];
+    Object.assign(process.env, env);
+    try {
+      fn();
+    } finally {
+      names.forEach((n, i) => (saved[i] === undefined ? delete process.env[n] : (process.env[n] = saved[i])));
+    }
+  };
+  withEnv({}, () => assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'none', transfer: 'auto', threads: 'auto', bucketMb: 4 }));
+  withEnv({ MAMBAOUT_DIST_COMPRESS: 'bf16', MAMBAOUT_DIST_THREADS: '0', MAMBAOUT_DIST_TRANSFER: 'tfjs', MAMBAOUT_DIST_BUCKET_MB: '25' }, () =>
+    assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'bf16', transfer: 'tfjs', threads: 0, bucketMb: 25 }));
   for (const [k, v, re] of [
     ['MAMBAOUT_DIST_COMPRESS', 'fp16', /^MAMBAOUT_DIST_COMPRESS must be none or bf16, got 'fp16'\.$/],
     ['MAMBAOUT_DIST_THREADS', '-1', /^MAMBAOUT_DIST_THREADS must be auto or a whole number/],
     ['MAMBAOUT_DIST_TRANSFER', 'fast', /^MAMBAOUT_DIST_TRANSFER must be auto, staged or tfjs, got 'fast'\.$/],
     ['MAMBAOUT_DIST_BUCKET_MB', '0', /^MAMBAOUT_DIST_BUCKET_MB must be a number of MiB/],
+    ['MAMBAOUT_DIST_TRANSPORT', 'rdma', /^MAMBAOUT_DIST_TRANSPORT must be auto, unix or tcp, got 'rdma'\.$/],
   ] as const) {
-    assert.throws(() => readDistSettings({ [k]: v }), (e: unknown) => e instanceof UserError && re.test(e.message), `${k}=${v}`);
+    withEnv({ [k]: v }, () => assert.throws(() => readDistSettings(), (e: unknown) => e instanceof UserError && re.test(e.message), `${k}=${v}`));
   }
 });

@@ -28,7 +28,7 @@ import { createModel } from '../src/models/mambaout.js';
 import { expectedModel, getModelConfig, stateDictShapes } from '../src/models/registry.js';
 import { decodeRGB, decodeRGBSync, DecodeError, ImageTooLargeError } from '../src/data/decode.js';
 import { runBatch } from '../src/data/worker.js';
-import { resolveDataConfig } from '../src/data/transforms/eval.js';
+import { resolveDataConfig } from '../src/data/config.js';
 import { scanImageFolder } from '../src/data/folder.js';
 import { parseArgs } from '../src/cli/parse.js';
 import { TRAIN_FLAGS } from '../src/cli/options.js';

@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { decodeRGB } from '../src/data/decode.js';
-import { evalTransform, resolveDataConfig } from '../src/data/transforms/eval.js';
+import { resolveDataConfig } from '../src/data/config.js';
+import { evalTransform } from '../src/data/transforms/eval.js';
 import { createModel } from '../src/models/mambaout.js';
 import { UserError } from '../src/errors.js';
 import {

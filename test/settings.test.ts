@@ -14,19 +14,6 @@ import { UserError } from '../src/errors.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-/**
- * Files of the branches still at work when the settings module came (issue 18, part 1) that read a variable
- * directly (some only on those branches yet); part 2 switches them and empties this list. A direct read in any
- * other file fails the test below.
- */
-const KNOWN_DIRECT_READS = new Set([
-  'src/backend/webgpu.ts', // MAMBAOUT_WEBGPU_ADAPTER (branch webgpu)
-  'src/backend/kernels/webgpu/ops.ts', // MAMBAOUT_WEBGPU_FUSED (branch webgpu, which replaces it by settings.ts below)
-  'src/backend/kernels/webgpu/settings.ts', // MAMBAOUT_WEBGPU_FUSED, _KERNELS, _OFF (branch webgpu)
-  'src/backend/kernels/webgpu/matmul_tiles.ts', // MAMBAOUT_GEMM_RULES (branch webgpu2)
-  'src/data/transforms/train.ts', // MAMBAOUT_NO_SHRINK_ON_LOAD (branch loader)
-]);
-
 function withEnv(name: SettingName, value: string | undefined, fn: () => void): void {
   const v = SETTING_VARIABLES[name];
   const saved = process.env[v];
@@ -48,7 +35,7 @@ test('no file but src/settings.ts reads a MAMBAOUT_* variable from process.env',
   const readers: string[] = [];
   for (const f of files) {
     const src = readFileSync(join(ROOT, f), 'utf8');
-    if (/process\.env(\.MAMBAOUT_|\[\s*['"`]MAMBAOUT_)/.test(src) && !KNOWN_DIRECT_READS.has(f)) readers.push(f);
+    if (/process\.env(\.MAMBAOUT_|\[\s*['"`]MAMBAOUT_)/.test(src)) readers.push(f);
   }
   assert.deepEqual(readers, [], 'read these through src/settings.ts');
 });
@@ -61,9 +48,18 @@ test('unset or blank variables give the documented defaults', () => {
     assert.equal(settings.backend, 'auto');
     assert.equal(settings.webgpuAdapter, undefined);
     assert.equal(settings.webgpuFused, true);
+    assert.equal(settings.webgpuKernels, 'current');
+    assert.deepEqual(settings.webgpuOff, []);
+    assert.equal(settings.webgpuAmp, false);
+    assert.equal(settings.gemmRules, 'current');
+    assert.equal(settings.noShrinkOnLoad, false);
     assert.equal(settings.home, join(homedir(), '.cache', 'mambaout'));
     assert.equal(settings.maxImagePixels, undefined);
     assert.equal(settings.distTransport, 'auto');
+    assert.equal(settings.distCompress, 'none');
+    assert.equal(settings.distTransfer, 'auto');
+    assert.equal(settings.distThreads, 'auto');
+    assert.equal(settings.distBucketMb, 4);
     assert.equal(settings.distShmDir, '/dev/shm');
     assert.equal(settings.distNoSimd, false);
     assert.equal(settings.debug, false);
@@ -91,6 +87,21 @@ test('each setting reads its variable when asked, and assigning it writes the va
   withEnv('debug', 'yes', () => assert.equal(settings.debug, true));
   withEnv('home', '/tmp/w', () => assert.equal(settings.home, '/tmp/w'));
   withEnv('backend', 'CPU', () => assert.equal(settings.backend, 'CPU'));
+  withEnv('webgpuKernels', ' V1 ', () => assert.equal(settings.webgpuKernels, 'v1'));
+  withEnv('webgpuOff', 'gemm, adamMulti,,fused', () => assert.deepEqual(settings.webgpuOff, ['gemm', 'adamMulti', 'fused']));
+  withEnv('webgpuAmp', '1', () => assert.equal(settings.webgpuAmp, true));
+  withEnv('gemmRules', 'phase1', () => assert.equal(settings.gemmRules, 'phase1'));
+  withEnv('noShrinkOnLoad', '1', () => assert.equal(settings.noShrinkOnLoad, true));
+  withEnv('distCompress', 'bf16', () => assert.equal(settings.distCompress, 'bf16'));
+  withEnv('distTransfer', 'staged', () => assert.equal(settings.distTransfer, 'staged'));
+  withEnv('distThreads', '0', () => assert.equal(settings.distThreads, 0));
+  withEnv('distBucketMb', '0.5', () => assert.equal(settings.distBucketMb, 0.5));
+  withEnv('webgpuOff', undefined, () => {
+    settings.webgpuOff = ['gemm', 'gateConv'];
+    assert.equal(process.env.MAMBAOUT_WEBGPU_OFF, 'gemm,gateConv');
+    settings.webgpuOff = [];
+    assert.equal(process.env.MAMBAOUT_WEBGPU_OFF, undefined);
+  });
   withEnv('maxImagePixels', undefined, () => {
     settings.maxImagePixels = 4096;
     assert.equal(process.env.MAMBAOUT_MAX_IMAGE_PIXELS, '4096');
@@ -106,4 +117,30 @@ test('a bad value is a UserError naming the variable and the value', () => {
     assert.throws(() => settings.maxImagePixels, (e: unknown) => e instanceof UserError && e.message === "MAMBAOUT_MAX_IMAGE_PIXELS='1e3.5' is not a positive whole number of pixels"));
   withEnv('distTransport', 'rdma', () =>
     assert.throws(() => settings.distTransport, (e: unknown) => e instanceof UserError && e.message === "MAMBAOUT_DIST_TRANSPORT must be auto, unix or tcp, got 'rdma'."));
+  const bad: Array<[SettingName, string, string]> = [
+    ['webgpuKernels', 'v2', "MAMBAOUT_WEBGPU_KERNELS='v2' is not v1 or current"],
+    ['webgpuOff', 'gemm,gemv', "MAMBAOUT_WEBGPU_OFF='gemm,gemv' names 'gemv', which is not one of fused, gemm, linearEpilogue, layerNormGelu, adamMulti, convBackpropInput, convForward, gateConv, bindGroupCache"],
+    ['gemmRules', 'phase2', "MAMBAOUT_GEMM_RULES must be current or phase1, got 'phase2'."],
+    ['distCompress', 'fp16', "MAMBAOUT_DIST_COMPRESS must be none or bf16, got 'fp16'."],
+    ['distTransfer', 'fast', "MAMBAOUT_DIST_TRANSFER must be auto, staged or tfjs, got 'fast'."],
+    ['distThreads', '65', "MAMBAOUT_DIST_THREADS must be auto or a whole number from 0 to 64, got '65'."],
+    ['distBucketMb', 'big', "MAMBAOUT_DIST_BUCKET_MB must be a number of MiB between 0 and 1024, got 'big'."],
+  ];
+  for (const [name, value, message] of bad) {
+    withEnv(name, value, () => assert.throws(() => settings[name], (e: unknown) => e instanceof UserError && e.message === message, `${name}=${value}`));
+  }
+});
+
+test('a table filled from the settings on first use reads the environment then, not at import', async () => {
+  const { fromSettingsOnFirstUse } = await import('../src/settings.js');
+  let made = 0;
+  const t = fromSettingsOnFirstUse<{ rules: string; n: number }>(['rules', 'n'], () => (made++, { rules: settings.gemmRules, n: 1 }));
+  assert.equal(made, 0);
+  withEnv('gemmRules', 'phase1', () => assert.equal(t.rules, 'phase1'));
+  assert.equal(made, 1);
+  t.n = 5;
+  assert.deepEqual({ ...t }, { rules: 'phase1', n: 5 });
+  assert.equal(made, 1);
+  const broken = fromSettingsOnFirstUse<{ rules: string }>(['rules'], () => ({ rules: settings.gemmRules }));
+  withEnv('gemmRules', 'x', () => assert.throws(() => broken.rules, UserError));
 });

@@ -21,6 +21,8 @@ import { eraseBatch } from '../src/data/transforms/erasing.js';
 import { Rng } from '../src/utils/rng.js';
 import { readDistEnv } from '../src/distributed/env.js';
 import { runTraining } from '../src/train/loop.js';
+import { trainConfig } from '../src/train/config.js';
+import { argsToYaml } from '../src/train/args_yaml.js';
 import { readTrainCheckpoint } from '../src/checkpoint/saver.js';
 import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { readResumeCheckpoint } from '../src/train/resume.js';
@@ -44,6 +46,28 @@ function trainArgs(argv: string[]): Record<string, unknown> {
 function userError(fn: () => unknown, re: RegExp): void {
   assert.throws(fn, (e: unknown) => e instanceof UserError && re.test(e.message));
 }
+
+test('the typed TrainConfig reads the parsed flags as train.py does and keeps the record, untouched, as timm\'s args', () => {
+  const args = trainArgs(['d', '--drop-connect', '0.1', '--opt-betas', '0.8', '0.9', '0.95', '--amp', '--input-size', '3', '64', '48', '-b', '8', '--grad-accum-steps', '2']);
+  const yaml = argsToYaml(args);
+  const cfg = trainConfig(args);
+  assert.equal(cfg.args, args);
+  assert.equal(argsToYaml(args), yaml);
+  assert.equal(cfg.dropPath, 0.1); // --drop-path unset: --drop-connect
+  assert.deepEqual(cfg.optBetas, [0.8, 0.9]);
+  assert.equal(cfg.amp, true);
+  assert.deepEqual(cfg.dataOverrides, { imgSize: undefined, inputSize: [3, 64, 48], cropPct: undefined, mean: undefined, std: undefined, interpolation: undefined });
+  assert.equal(cfg.batchSize, 8);
+  assert.equal(cfg.gradAccumSteps, 2);
+  assert.equal(cfg.numClasses, undefined);
+  assert.equal(cfg.startEpoch, undefined);
+  assert.equal(cfg.model, 'mambaout_femto');
+  assert.equal(cfg.evalMetric, 'top1');
+  const plain = trainConfig(trainArgs(['d', '--drop-path', '0.2', '--drop-connect', '0.1', '--native-amp']));
+  assert.equal(plain.dropPath, 0.2);
+  assert.equal(plain.amp, true);
+  assert.equal(plain.optBetas, undefined);
+});
 
 describe('spellings, defaults and "did you mean"', () => {
   test('argparse spellings: -vb N, --local_rank N, --local-rank=N', () => {

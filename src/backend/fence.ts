@@ -52,3 +52,20 @@ export class InFlight {
     while (this.fences.length) await this.fences.shift();
   }
 }
+
+/**
+ * Read many small results back in one transfer (timm's `.item()` at log points, once for all the steps since the
+ * last read): the tensors, flattened and concatenated in order, as one Float32Array. Disposes them, also on failure.
+ */
+export async function readBack(tensors: readonly tf.Tensor[]): Promise<Float32Array> {
+  try {
+    const all = tf.tidy(() => tf.concat(tensors.map((t) => (t.rank === 1 ? t : t.reshape([-1])))));
+    try {
+      return (await all.data()) as Float32Array;
+    } finally {
+      all.dispose();
+    }
+  } finally {
+    for (const t of tensors) t.dispose();
+  }
+}

@@ -27,6 +27,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { registerWebGPUKernels, unregisterWebGPUKernels } from './kernels/webgpu/index.js';
+import { errMessage, firstLine, isUserError } from '../errors.js';
+import { settings } from '../settings.js';
 import { installWebGPUHooks, orderBufferPool, removeWebGPUHooks } from './webgpu_hooks.js';
 
 export { bindGroupCacheStats, resetWebGPUPeak, webgpuMemory, type BindGroupCacheStats, type WebGPUMemory } from './webgpu_hooks.js';
@@ -34,7 +36,7 @@ export { bindGroupCacheStats, resetWebGPUPeak, webgpuMemory, type BindGroupCache
 export interface InitWebGPUOptions {
   /**
    * Index into the adapter list Dawn enumerates (`listWebGPUAdapters()`, same power preference).
-   * Defaults to env MAMBAOUT_WEBGPU_ADAPTER; when neither is set Dawn's first adapter is used.
+   * Defaults to settings.webgpuAdapter (MAMBAOUT_WEBGPU_ADAPTER); when neither is set Dawn's first adapter is used.
    */
   adapterIndex?: number;
   /** Adapter ordering preference (default 'high-performance'). */
@@ -141,15 +143,6 @@ const DEFAULT_LIMITS: Record<string, number> = {
 
 const LIST_SENTINEL = 'mambaout-list-adapters-no-such-name';
 
-function errMessage(e: unknown): string {
-  if (e instanceof Error) return e.message;
-  return String(e);
-}
-
-function firstLine(s: string): string {
-  return s.split('\n')[0].slice(0, 200);
-}
-
 async function loadDawn(): Promise<DawnModule> {
   const mod = (await import('webgpu')) as unknown as DawnModule;
   // tfjs reads GPUBufferUsage, GPUMapMode, GPUTextureUsage... as globals.
@@ -215,13 +208,6 @@ export async function listWebGPUAdapters(opts: Pick<InitWebGPUOptions, 'powerPre
   return listWith(dawn, mergeDawnFlags([...DEFAULT_FLAGS, ...(opts.dawnFlags ?? [])]), opts.powerPreference ?? 'high-performance');
 }
 
-function envAdapterIndex(): number | undefined | 'invalid' {
-  const v = process.env.MAMBAOUT_WEBGPU_ADAPTER;
-  if (v === undefined || v.trim() === '') return undefined;
-  const n = Number(v);
-  return Number.isInteger(n) && n >= 0 ? n : 'invalid';
-}
-
 /** Every numeric limit the adapter reports, by name. */
 function readLimits(limits: GPUSupportedLimits): Record<string, number> {
   const names = new Set<string>(Object.keys(DEFAULT_LIMITS));
@@ -279,11 +265,15 @@ export async function initWebGPU(opts: InitWebGPUOptions = {}): Promise<InitWebG
     return { ok: false, reason: `could not load Dawn (npm package 'webgpu'): ${firstLine(errMessage(e))}` };
   }
 
-  const envIndex = envAdapterIndex();
-  if (envIndex === 'invalid' && opts.adapterIndex === undefined) {
-    return { ok: false, reason: `MAMBAOUT_WEBGPU_ADAPTER='${process.env.MAMBAOUT_WEBGPU_ADAPTER}' is not a non-negative integer` };
+  let adapterIndex = opts.adapterIndex;
+  if (adapterIndex === undefined) {
+    try {
+      adapterIndex = settings.webgpuAdapter;
+    } catch (e) {
+      if (!isUserError(e)) throw e;
+      return { ok: false, reason: e.message }; // MAMBAOUT_WEBGPU_ADAPTER='x' is not a non-negative integer
+    }
   }
-  const adapterIndex = opts.adapterIndex ?? (envIndex === 'invalid' ? undefined : envIndex);
   if (adapterIndex !== undefined && !(Number.isInteger(adapterIndex) && adapterIndex >= 0)) {
     return { ok: false, reason: `adapter index ${adapterIndex} is not a non-negative integer` };
   }

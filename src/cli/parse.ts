@@ -7,7 +7,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
 import YAML from 'yaml';
-import { UserError } from '../errors.js';
+import { UserError, errMessage, firstLine } from '../errors.js';
 import { didYouMean } from '../utils/suggest.js';
 import { flagName, toYargs, type Flag } from './options.js';
 
@@ -61,7 +61,7 @@ export function loadYamlConfig(file: string): Record<string, unknown> {
   try {
     doc = YAML.parse(readFileSync(file, 'utf8'));
   } catch (e) {
-    throw new UserError(`config file '${file}' is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    throw new UserError(`config file '${file}' is not valid YAML: ${firstLine(errMessage(e))}`);
   }
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new UserError(`config file '${file}' must hold a mapping of option names to values`);

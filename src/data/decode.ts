@@ -38,6 +38,7 @@ import sharp, { type SharpOptions } from 'sharp';
 import { jpegDecoder, type JpegScale } from './jpeg.js';
 import type { RGBImage } from './transforms/resize.js';
 import { describePixels, limits } from '../limits.js';
+import { errMessage, oneLine } from '../errors.js';
 
 export type { RGBImage } from './transforms/resize.js';
 export type { JpegScale } from './jpeg.js';
@@ -146,7 +147,7 @@ export async function decodeRGB(input: string | Uint8Array, name?: string, opts:
   try {
     buf = typeof input === 'string' ? await readFile(input) : input;
   } catch (e) {
-    throw new DecodeError(label, errMessage(e));
+    throw new DecodeError(label, oneLine(errMessage(e)));
   }
   const fast = decodeRGBSync(buf, opts, label);
   if (fast) return { ...fast, data: fast.data.slice() };
@@ -193,7 +194,7 @@ async function decodeWithSharp(buf: Uint8Array, label: string, opts: DecodeOptio
     return full(new Uint8Array(data.buffer, data.byteOffset, data.length), info.width, info.height);
   } catch (e) {
     if (e instanceof DecodeError) throw e;
-    throw new DecodeError(label, errMessage(e));
+    throw new DecodeError(label, oneLine(errMessage(e)));
   }
 }
 
@@ -203,10 +204,4 @@ function keepFirstChannels(src: Uint8Array, pixels: number, channels: number, ke
     for (let c = 0; c < keep; c++) out[i * keep + c] = src[i * channels + c];
   }
   return out;
-}
-
-function errMessage(e: unknown): string {
-  const m = e instanceof Error ? e.message : String(e);
-  // libvips messages can span several lines; keep them to one.
-  return m.split('\n').map((s) => s.trim()).filter(Boolean).join('; ');
 }

@@ -19,19 +19,10 @@ import { Worker } from 'node:worker_threads';
 import type { Sample } from './folder.js';
 import { SequentialSampler, type Sampler } from './sampler.js';
 import { sampleSeed } from '../utils/rng.js';
-import {
-  getTransform,
-  runBatch,
-  type BatchResult,
-  type BatchTask,
-  type ImageArray,
-  type TaskItem,
-  type TransformSpec,
-  type WorkerInit,
-  type WorkerReply,
-} from './worker.js';
+import { runBatch, type BatchResult, type BatchTask, type TaskItem, type WorkerInit, type WorkerReply } from './worker.js';
+import { getTransform, type ImageArray, type TransformSpec } from './transforms/index.js';
 
-export type { ImageArray, TransformSpec } from './worker.js';
+export type { ImageArray, TransformSpec } from './transforms/index.js';
 
 export interface Batch<I extends ImageArray = Float32Array> {
   /** B·H·W·3, NHWC (normalized float32, or uint8 when the transform asks for it) */

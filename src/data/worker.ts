@@ -1,82 +1,14 @@
 /**
- * Per-image transform registry and the batch worker.
- *
- * The loader sends a serializable transform spec (`{ kind: 'eval', ...DataConfig }`) once per
- * worker, then one task per batch: the samples to decode and transform. The worker writes every
- * image straight into one batch buffer (float32 or uint8, NHWC) and transfers it back (no copy).
- * The same `runBatch` runs in-process when the loader has `workers: 0`.
- *
- * Adding a transform: write a `TransformDef` (e.g. TRAIN_TRANSFORM in transforms/train.ts) and add
- * one line to TRANSFORMS below; the `TransformSpec` union type follows from that table.
+ * The batch worker: the loader sends a serializable transform spec (./transforms/index.ts) once per worker, then one
+ * task per batch: the samples to decode and transform. The worker writes every image straight into one batch buffer
+ * (float32 or uint8, NHWC) and transfers it back (no copy). The same `runBatch` runs in-process when the loader has
+ * `workers: 0`.
  */
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { decodeRGB, decodeRGBSync, DecodeError, type DecodedImage, type JpegScale } from './decode.js';
-import { evalCropUint8, evalTransform, type DataConfig } from './transforms/eval.js';
-import type { RGBImage } from './transforms/resize.js';
-import { TRAIN_TRANSFORM } from './transforms/train.js';
-
-export type ImageDType = 'float32' | 'uint8';
-export type ImageArray = Float32Array | Uint8Array;
-
-/** What a transform knows about the sample it is transforming. */
-export interface SampleContext {
-  /** dataset index */
-  index: number;
-  path: string;
-  /**
-   * A uint32 seed for this sample in this epoch, derived from (loader seed, epoch, position in the
-   * epoch); random transforms seed their own `Rng` from it, so results do not depend on how many
-   * workers run or which worker gets the batch.
-   */
-  seed: number;
-}
-
-/** A per-image transform: decoded RGB in, one H×W×3 image (float32 or uint8) out. */
-export interface TransformDef<S extends { kind: string }> {
-  /** Output shape [H, W, 3] and element type for this spec. */
-  output(spec: S): { shape: [number, number, number]; dtype: ImageDType };
-  /**
-   * Optional: the JPEG decode scale (1, 2, 4, 8) this sample wants, given the file's size — shrink-on-load. `apply`
-   * then gets an image with `scale`, `fullWidth`, `fullHeight` (a DecodedImage) and must honour `scale`.
-   */
-  decodeScale?(width: number, height: number, spec: S, ctx: SampleContext): JpegScale;
-  /** Transform `img` and write H·W·3 values to `out` starting at `offset`. */
-  apply(img: RGBImage | DecodedImage, spec: S, ctx: SampleContext, out: ImageArray, offset: number): void;
-}
-
-/** timm eval transform; `output: 'uint8'` gives the resized + cropped pixels before normalization. */
-export interface EvalTransformSpec extends DataConfig {
-  kind: 'eval';
-  output?: ImageDType;
-}
-
-export const EVAL_TRANSFORM: TransformDef<EvalTransformSpec> = {
-  output: (spec) => ({ shape: [spec.inputSize[1], spec.inputSize[2], 3], dtype: spec.output ?? 'float32' }),
-  apply(img, spec, _ctx, out, offset) {
-    if (out instanceof Float32Array) {
-      evalTransform(img, spec, out, offset);
-    } else {
-      out.set(evalCropUint8(img, spec).data, offset);
-    }
-  },
-};
-
-/** kind -> transform. Add new transforms here (one line each). */
-const TRANSFORMS = {
-  eval: EVAL_TRANSFORM,
-  train: TRAIN_TRANSFORM,
-};
-
-type Registry = typeof TRANSFORMS;
-/** Union of the specs of all registered transforms. */
-export type TransformSpec = { [K in keyof Registry]: Registry[K] extends TransformDef<infer S> ? S : never }[keyof Registry];
-
-export function getTransform(spec: TransformSpec): TransformDef<TransformSpec> {
-  const def = (TRANSFORMS as Record<string, TransformDef<TransformSpec> | undefined>)[spec.kind];
-  if (!def) throw new Error(`unknown transform kind '${spec.kind}'`);
-  return def;
-}
+import { decodeRGB, decodeRGBSync, DecodeError, type DecodedImage } from './decode.js';
+import { errMessage } from '../errors.js';
+import { getTransform, type ImageArray, type SampleContext, type TransformSpec } from './transforms/index.js';
 
 // ---------------------------------------------------------------------------------------------
 // Batch task protocol
@@ -175,7 +107,7 @@ export async function runBatch(task: BatchTask, spec: TransformSpec): Promise<Ba
     try {
       data = readWhole(it.path);
     } catch (e) {
-      err = new DecodeError(it.path, e instanceof Error ? e.message : String(e));
+      err = new DecodeError(it.path, errMessage(e));
     }
     if (data) {
       const scaleFor = def.decodeScale ? (w: number, h: number) => def.decodeScale!(w, h, spec, ctx) : undefined;
@@ -238,7 +170,7 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | undefined)?.mamba
         const reply: WorkerReply = {
           ok: false,
           id: task.id,
-          error: e instanceof Error ? e.message : String(e),
+          error: errMessage(e),
           stack: e instanceof Error ? e.stack : undefined,
         };
         port.postMessage(reply);

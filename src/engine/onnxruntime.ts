@@ -14,7 +14,7 @@ import { availableParallelism } from 'node:os';
 import { readFile, stat } from 'node:fs/promises';
 // onnxruntime-node 1.16 re-exports onnxruntime-common's API but ships no typings of its own.
 import type * as Ort from 'onnxruntime-common';
-import { UserError, errMessage } from '../errors.js';
+import { UserError, errMessage, firstLine } from '../errors.js';
 import type { TensorMap } from '../checkpoint/types.js';
 import { buildOnnxModel, type OnnxExportOptions, type OnnxModelConfig } from '../export/onnx.js';
 import { readProtoFields } from '../export/onnx_proto.js';
@@ -55,7 +55,7 @@ export function loadOnnxRuntime(): Promise<OrtModule> {
       },
       (e: unknown) => {
         ortPromise = null;
-        const why = e instanceof Error ? e.message.split('\n')[0] : String(e);
+        const why = firstLine(errMessage(e));
         const missing = (e as NodeJS.ErrnoException)?.code === 'ERR_MODULE_NOT_FOUND' || /Cannot find (module|package)/.test(why);
         throw new UserError(
           missing
@@ -109,7 +109,7 @@ export async function createOrtSession(model: Uint8Array | string, opts: OrtSess
       ? await ort.InferenceSession.create(model, options)
       : await ort.InferenceSession.create(model, options);
   } catch (e) {
-    const why = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    const why = firstLine(errMessage(e));
     const what = typeof model === 'string' ? model : `an in-memory model of ${model.byteLength} bytes`;
     throw new UserError(`onnxruntime could not load ${what} (${why}); is it an ONNX model exported by mambaout?`);
   }

@@ -13,7 +13,7 @@ import { buildModelMeta, modelMetaFromSafetensors, metaDataDefaults, type ModelM
 import { UserError } from '../errors.js';
 import { createModel } from '../models/mambaout.js';
 import { DEFAULT_MODEL, MODEL_CONFIGS, expectedModel, getModelConfig, isModelName, listModels, namedArchitecture, type ModelConfig } from '../models/registry.js';
-import { resolveDataConfig, type ModelDataDefaults } from '../data/transforms/eval.js';
+import { resolveDataConfig, type ModelDataDefaults } from '../data/config.js';
 import { initBackend, type BackendResult } from '../backend/index.js';
 import { resolvePretrained } from '../pretrained.js';
 import type { InferenceEngine } from '../engine/index.js';

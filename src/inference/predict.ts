@@ -14,7 +14,8 @@ import { readdir, realpath, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { UserError } from '../errors.js';
 import { DecodeError, decodeRGB, type DecodeOptions, type RGBImage } from '../data/decode.js';
-import { evalTransform, resolveDataConfig, type DataConfig } from '../data/transforms/eval.js';
+import { resolveDataConfig, type DataConfig } from '../data/config.js';
+import { evalTransform } from '../data/transforms/eval.js';
 import { loadClassifier, type LoadedClassifier, type LoadOptions } from './load.js';
 import { resolveClassNames } from './labels.js';
 

@@ -23,7 +23,7 @@ import { resolveSplit, scanImageFolder } from '../data/folder.js';
 import { describeDataConfig, resolveDataConfig, type DataConfig } from '../data/config.js';
 import { DataLoader, type Batch } from '../data/loader.js';
 import { normalizeInto, normalizeTable, PrefetchLoader, type BatchSource } from '../data/prefetch.js';
-import { InFlight } from '../backend/fence.js';
+import { InFlight, readBack } from '../backend/fence.js';
 import { crossEntropy } from '../train/loss.js';
 import { accuracyCounts } from '../train/metrics.js';
 import type { InferenceEngine } from '../engine/index.js';
@@ -79,7 +79,6 @@ export interface ValidateResult {
   checkpoint?: string;
 }
 
-const round = pyRoundTo; // Python's round(x, n)
 
 /** Images per loader task: the largest divisor of the batch size up to this (onnxruntime runs 8 at a time). */
 const CHUNK = 16;
@@ -331,21 +330,21 @@ export async function validateOne(a: ValidateArgs, logger: Logger, hooks: Valida
       if (count === 0) throw new UserError(`no readable images in ${root} (${skippedPaths.length} skipped)`);
       const secs = (performance.now() - t0) / 1000;
       // ReaL mode replaces top-1/top-5 at the end (timm); the loss stays the folder labels'.
-      const top1 = round(real ? real.accuracy(1) : (100 * hit1) / count, 4);
-      const top5 = round(real ? real.accuracy(5) : (100 * hit5) / count, 4);
+      const top1 = pyRoundTo(real ? real.accuracy(1) : (100 * hit1) / count, 4);
+      const top5 = pyRoundTo(real ? real.accuracy(5) : (100 * hit5) / count, 4);
       const result: ValidateResult = {
         model: modelName,
         top1,
-        top1_err: round(100 - top1, 4),
+        top1_err: pyRoundTo(100 - top1, 4),
         top5,
-        top5_err: round(100 - top5, 4),
-        param_count: round(classifier.paramCount / 1e6, 2),
+        top5_err: pyRoundTo(100 - top5, 4),
+        param_count: pyRoundTo(classifier.paramCount / 1e6, 2),
         img_size: W,
         crop_pct: cfg.cropPct,
         interpolation: cfg.interpolation,
         images: count,
         skipped: skippedPaths.length,
-        loss: round(lossSum / count, 6),
+        loss: pyRoundTo(lossSum / count, 6),
       };
       logger.info(` * Acc@1 ${pyFixed(top1, 3)} (${pyFixed(result.top1_err, 3)}) Acc@5 ${pyFixed(top5, 3)} (${pyFixed(result.top5_err, 3)})`, {
         event: 'validate_result', model: modelName, top1, top5, loss: result.loss, images: count,
@@ -417,14 +416,7 @@ async function validateOnDevice(
   const read = async (): Promise<void> => {
     if (!unread.length) return;
     const items = unread.splice(0);
-    const all = tf.concat(items.map((u) => u.stats));
-    let v: Float32Array;
-    try {
-      v = (await all.data()) as Float32Array;
-    } finally {
-      all.dispose();
-      for (const u of items) u.stats.dispose();
-    }
+    const v = await readBack(items.map((u) => u.stats));
     items.forEach((u, i) => {
       const s = { lossSum: v[3 * i] * u.n, hit1: v[3 * i + 1], hitK: v[3 * i + 2] };
       totals.lossSum += s.lossSum;

@@ -58,6 +58,7 @@ import { ProcessGroup, isDistError, reduceClock, type ReduceDtype, type Transpor
 import { CommPool } from '../distributed/pool.js';
 import { bf16Words, packBf16, unpackBf16 } from '../distributed/bf16.js';
 import { UserError } from '../errors.js';
+import { settings } from '../settings.js';
 import type { NamedParameter } from './optim/base.js';
 import { StagedBucket, stagingClock, webgpuInternals } from './ddp_gpu.js';
 
@@ -684,8 +685,9 @@ export class DistributedDataParallel {
 }
 
 /**
- * Settings of the gradient exchange, in one place, from the environment (mambaout-distributed-train passes its
- * environment to every rank; torchrun/srun/Kubernetes users set them like MASTER_ADDR):
+ * Settings of the gradient exchange, in one place: a snapshot of src/settings.ts taken when the process group is set
+ * up (mambaout-distributed-train passes its environment to every rank; torchrun/srun/Kubernetes users set them like
+ * MASTER_ADDR). The variables, documented with their defaults there:
  *
  *   MAMBAOUT_DIST_TRANSPORT  auto | unix | tcp     ring transport; auto: shared memory between the ranks of one machine
  *   MAMBAOUT_DIST_COMPRESS   none | bf16           bf16: buckets cross GPU->host, the wire and host->GPU as bfloat16,
@@ -711,29 +713,14 @@ export interface DistSettings {
 export const AUTO_THREADS_BYTES = 64 * 1024 * 1024;
 export const AUTO_THREADS = 4;
 
-/** The exchange settings from the environment, checked (a bad value: UserError naming the variable). */
-export function readDistSettings(env: Record<string, string | undefined> = process.env): DistSettings {
-  const pick = <T extends string>(name: string, allowed: readonly T[], dflt: T): T => {
-    const v = (env[name] ?? '').trim();
-    if (v === '') return dflt;
-    if ((allowed as readonly string[]).includes(v)) return v as T;
-    throw new UserError(`${name} must be ${allowed.slice(0, -1).join(', ')} or ${allowed[allowed.length - 1]}, got '${v}'.`);
-  };
-  const t = (env.MAMBAOUT_DIST_THREADS ?? '').trim();
-  let threads: 'auto' | number = 'auto';
-  if (t !== '' && t !== 'auto') {
-    threads = Number(t);
-    if (!Number.isInteger(threads) || threads < 0 || threads > 64) throw new UserError(`MAMBAOUT_DIST_THREADS must be auto or a whole number from 0 to 64, got '${t}'.`);
-  }
-  const b = (env.MAMBAOUT_DIST_BUCKET_MB ?? '').trim();
-  const bucketMb = b === '' ? 4 : Number(b);
-  if (!(bucketMb > 0 && bucketMb <= 1024)) throw new UserError(`MAMBAOUT_DIST_BUCKET_MB must be a number of MiB between 0 and 1024, got '${b}'.`);
+/** The exchange settings now (a bad value: the UserError of src/settings.ts naming the variable). */
+export function readDistSettings(): DistSettings {
   return {
-    transport: pick('MAMBAOUT_DIST_TRANSPORT', ['auto', 'unix', 'tcp'] as const, 'auto'),
-    compress: pick('MAMBAOUT_DIST_COMPRESS', ['none', 'bf16'] as const, 'none'),
-    transfer: pick('MAMBAOUT_DIST_TRANSFER', ['auto', 'staged', 'tfjs'] as const, 'auto'),
-    threads,
-    bucketMb,
+    transport: settings.distTransport,
+    compress: settings.distCompress,
+    transfer: settings.distTransfer,
+    threads: settings.distThreads,
+    bucketMb: settings.distBucketMb,
   };
 }
 

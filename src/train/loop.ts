@@ -26,7 +26,7 @@ import { setMaxImagePixels } from '../limits.js';
 import type { Logger } from '../log/logger.js';
 import { Progress } from '../log/progress.js';
 import { STREAM, streamSeed } from '../utils/rng.js';
-import { InFlight } from '../backend/fence.js';
+import { InFlight, readBack } from '../backend/fence.js';
 import { initBackend, releaseBackend, type BackendResult } from '../backend/index.js';
 import { createModel, type MambaOut } from '../models/mambaout.js';
 import { expectedModel, getModelConfig, isModelName, namedArchitecture } from '../models/registry.js';
@@ -55,13 +55,8 @@ import { padL, pyExp, pyFixed, pyG, pyRepr } from '../utils/pyformat.js';
 import { enableMixedPrecision } from '../ops/fused.js';
 import { argsToYaml } from './args_yaml.js';
 import type { DistributedDataParallel } from './ddp.js';
+import { trainConfig, type Args, type TrainConfig } from './config.js';
 
-export type Args = Record<string, unknown>;
-
-const num = (a: Args, k: string): number => a[k] as number;
-const optNum = (a: Args, k: string): number | undefined => (a[k] === null || a[k] === undefined ? undefined : (a[k] as number));
-const str = (a: Args, k: string): string => (a[k] ?? '') as string;
-const bool = (a: Args, k: string): boolean => a[k] === true;
 
 export interface TrainResult {
   bestMetric: number | null;
@@ -98,7 +93,9 @@ interface EvalMetrics {
   top5: number;
 }
 
+/** timm's train.py main() on the parsed flags (`args`, which stay timm's args for args.yaml and the checkpoints). */
 export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainResult> {
+  const cfg: TrainConfig = trainConfig(args);
   const { logger, dist } = ctx;
   const rank = dist?.rank ?? 0;
   const world = dist?.worldSize ?? 1;
@@ -106,66 +103,66 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
   const log = (m: string) => {
     if (isMain) logger.info(m);
   };
-  const seed = num(args, 'seed');
+  const seed = cfg.seed;
   if (dist && world > 1) log(`Training in distributed mode with multiple processes, 1 device per process. Process ${rank}, total ${world}.`);
   else log('Training with a single process on 1 device.');
 
   // ---- validation of simple arguments
-  const B = num(args, 'batch_size');
-  const A = num(args, 'grad_accum_steps');
+  const B = cfg.batchSize;
+  const A = cfg.gradAccumSteps;
   if (!Number.isInteger(B) || B < 1) throw new UserError(`--batch-size must be a positive integer, got ${B}`);
   if (!Number.isInteger(A) || A < 1) throw new UserError(`--grad-accum-steps must be a positive integer, got ${A}`);
-  const mcfg = getModelConfig(str(args, 'model'));
+  const mcfg = getModelConfig(cfg.model);
   const modelName = mcfg.name;
-  if (str(args, 'dataset') && !/^(folder\/?|)$/.test(str(args, 'dataset'))) {
-    throw new UserError(`--dataset '${str(args, 'dataset')}' is not supported: only ImageNet-style folders (leave --dataset empty)`);
+  if (cfg.dataset && !/^(folder\/?|)$/.test(cfg.dataset)) {
+    throw new UserError(`--dataset '${cfg.dataset}' is not supported: only ImageNet-style folders (leave --dataset empty)`);
   }
-  if (num(args, 'aug_splits') > 0) throw new UserError('--aug-splits (AugMix splits) is not supported by mambaout');
-  if (num(args, 'aug_repeats') > 0) throw new UserError('--aug-repeats (repeated augmentation sampler) is not supported by mambaout');
-  if (optNum(args, 'layer_decay') !== undefined) throw new UserError('--layer-decay is not supported by mambaout (for MambaOut timm applies no per-layer scaling anyway)');
-  if (bool(args, 'save_images')) log('--save-images is not supported; ignoring it.');
-  const nWorkers = num(args, 'workers');
+  if (cfg.augSplits > 0) throw new UserError('--aug-splits (AugMix splits) is not supported by mambaout');
+  if (cfg.augRepeats > 0) throw new UserError('--aug-repeats (repeated augmentation sampler) is not supported by mambaout');
+  if (cfg.layerDecay !== undefined) throw new UserError('--layer-decay is not supported by mambaout (for MambaOut timm applies no per-layer scaling anyway)');
+  if (cfg.saveImages) log('--save-images is not supported; ignoring it.');
+  const nWorkers = cfg.workers;
   if (!Number.isInteger(nWorkers) || nWorkers < 0) throw new UserError(`--workers must be a whole number >= 0, got ${nWorkers}`);
-  const outRoot = str(args, 'output');
+  const outRoot = cfg.output;
   if (outRoot && existsSync(outRoot) && !statSync(outRoot).isDirectory()) {
     throw new UserError(`--output '${outRoot}' is a file; give a folder (it is created when missing)`);
   }
-  setMaxImagePixels(optNum(args, 'max_image_pixels'));
-  checkWorkerSeeding(str(args, 'worker_seeding'));
+  setMaxImagePixels(cfg.maxImagePixels);
+  checkWorkerSeeding(cfg.workerSeeding);
 
   // ---- datasets first: a missing folder should fail before any heavy work
-  const dataDir = str(args, 'data_dir');
+  const dataDir = cfg.dataDir;
   if (!existsSync(dataDir)) throw new UserError(`data folder '${dataDir}' does not exist`);
-  const classMap = str(args, 'class_map') || undefined;
-  const trainRoot = resolveSplit(dataDir, str(args, 'train_split'));
-  const evalRoot = resolveSplit(dataDir, str(args, 'val_split'));
+  const classMap = cfg.classMap || undefined;
+  const trainRoot = resolveSplit(dataDir, cfg.trainSplit);
+  const evalRoot = resolveSplit(dataDir, cfg.valSplit);
   const trainSet: ImageFolder = await scanImageFolder(trainRoot, { classMap });
   const evalSet: ImageFolder = await scanImageFolder(evalRoot, { classMap });
-  if (evalRoot === trainRoot) log(`WARNING: no '${str(args, 'val_split')}' split under ${dataDir}; validating on ${evalRoot}`);
+  if (evalRoot === trainRoot) log(`WARNING: no '${cfg.valSplit}' split under ${dataDir}; validating on ${evalRoot}`);
 
   // ---- backend
-  const backend: BackendResult = await initBackend((args.backend as string | null) ?? undefined, { training: true });
+  const backend: BackendResult = await initBackend(cfg.backend, { training: true });
   log(backend.message);
 
   // ---- number of classes: --num-classes, else the dataset's (timm would use the model's 1000)
-  let numClasses = optNum(args, 'num_classes');
+  let numClasses = cfg.numClasses;
   if (numClasses === undefined) {
-    numClasses = bool(args, 'pretrained') && trainSet.classes.length === mcfg.defaultCfg.numClasses ? mcfg.defaultCfg.numClasses : trainSet.classes.length;
+    numClasses = cfg.pretrained && trainSet.classes.length === mcfg.defaultCfg.numClasses ? mcfg.defaultCfg.numClasses : trainSet.classes.length;
     log(`Using ${numClasses} classes (from the training folder; --num-classes overrides).`);
   }
   if (trainSet.classes.length > numClasses) {
     throw new UserError(`the training folder has ${trainSet.classes.length} classes but the model has ${numClasses} (--num-classes)`);
   }
-  args.num_classes = numClasses;
+  args.num_classes = numClasses; // timm: args.num_classes = model.num_classes (the record is timm's args)
 
   // ---- model
-  const dropPath = optNum(args, 'drop_path') ?? optNum(args, 'drop_connect') ?? 0;
+  const dropPath = cfg.dropPath ?? 0;
   const model = createModel(modelName, { numClasses, drop_path_rate: dropPath, seed: seed + rank });
   const params: NamedParameter[] = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
   try {
-    if (bool(args, 'pretrained') || str(args, 'pretrained_path')) {
+    if (cfg.pretrained || cfg.pretrainedPath) {
       const file = await resolvePretrained(modelName, {
-        path: str(args, 'pretrained_path') || undefined,
+        path: cfg.pretrainedPath || undefined,
         interactive: logger.interactive,
         log,
         verify: async (f) => {
@@ -184,22 +181,15 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
         log(`Loaded pretrained weights from ${file}`);
       }
     }
-    if (str(args, 'initial_checkpoint')) {
-      const { stateDict } = await loadCheckpoint(str(args, 'initial_checkpoint'), { useEma: true, stateDictOnly: true, expect: expectedModel(modelName) });
+    if (cfg.initialCheckpoint) {
+      const { stateDict } = await loadCheckpoint(cfg.initialCheckpoint, { useEma: true, stateDictOnly: true, expect: expectedModel(modelName) });
       model.loadStateDict(stateDict);
-      log(`Loaded state_dict from checkpoint '${str(args, 'initial_checkpoint')}'`);
+      log(`Loaded state_dict from checkpoint '${cfg.initialCheckpoint}'`);
     }
     log(`Model ${modelName} created, param count:${model.numParams()}`);
 
     // ---- data config
-    const dataConfig: DataConfig = resolveDataConfig(mcfg.defaultCfg, {
-      imgSize: optNum(args, 'img_size'),
-      inputSize: (args.input_size as number[] | null) ?? undefined,
-      cropPct: optNum(args, 'crop_pct'),
-      mean: (args.mean as number[] | null) ?? undefined,
-      std: (args.std as number[] | null) ?? undefined,
-      interpolation: str(args, 'interpolation') || undefined,
-    });
+    const dataConfig: DataConfig = resolveDataConfig(mcfg.defaultCfg, cfg.dataOverrides);
     const [, H, W] = dataConfig.inputSize;
     for (const line of describeDataConfig(dataConfig)) log(line);
     // What every checkpoint of this run says about the model: predict/validate/export/demo need nothing else.
@@ -212,16 +202,15 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     });
 
     // ---- optimizer
-    const betas = args.opt_betas as number[] | null;
     const optimizer: Optimizer<ParamGroup> = createOptimizer(params, {
-      opt: str(args, 'opt'),
-      lr: num(args, 'lr'),
-      weightDecay: num(args, 'weight_decay'),
-      momentum: num(args, 'momentum'),
-      eps: optNum(args, 'opt_eps'),
-      betas: betas ? [betas[0], betas[1]] : undefined,
+      opt: cfg.opt,
+      lr: cfg.lr,
+      weightDecay: cfg.weightDecay,
+      momentum: cfg.momentum,
+      eps: cfg.optEps,
+      betas: cfg.optBetas,
     });
-    const amp = bool(args, 'amp') || bool(args, 'native_amp') || bool(args, 'apex_amp');
+    const amp = cfg.amp;
     if (enableMixedPrecision(amp)) {
       log('Using bfloat16 activation storage (WebGPU AMP: f32 math, f32 master weights). Training in mixed precision.');
     } else if (amp) {
@@ -232,8 +221,8 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     // (ours, or a timm train.py .pth.tar: a run started in PyTorch continues here; train/resume.ts)
     let resumeEpoch: number | null = null;
     let resumed: ResumeState | null = null;
-    if (str(args, 'resume')) {
-      const file = str(args, 'resume');
+    if (cfg.resume) {
+      const file = cfg.resume;
       if (!existsSync(file)) throw new UserError(`--resume checkpoint '${file}' does not exist`);
       resumed = await readResumeCheckpoint(file);
       const held = namedArchitecture(resumed.arch, resumed.stateDict);
@@ -246,7 +235,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
       } else {
         log('Restoring model state from checkpoint...');
         model.loadStateDict(resumed.stateDict);
-        if (!bool(args, 'no_resume_opt') && resumed.optimizer) {
+        if (!cfg.noResumeOpt && resumed.optimizer) {
           // torch's per-parameter state is in PyTorch layout: permute conv tensors to ours first
           const kinds = new Map(model.parameterInfo().map((p) => [p.name, p.kind]));
           const layout = optimizer.parameters().map((p) => ({ name: p.name, kind: kinds.get(p.name)!, shape: p.variable.shape }));
@@ -262,8 +251,8 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     // ---- EMA (after resume, before the weights are broadcast: timm's order)
     let ema: ModelEmaV2 | null = null;
     let emaModel: MambaOut | null = null;
-    if (bool(args, 'model_ema')) {
-      ema = new ModelEmaV2(params, num(args, 'model_ema_decay'));
+    if (cfg.modelEma) {
+      ema = new ModelEmaV2(params, cfg.modelEmaDecay);
       if (resumed?.stateDictEma) {
         // EMA state is kept in the checkpoint in PyTorch layout; convert through a scratch model.
         const tmp = createModel(modelName, { numClasses, noInit: true });
@@ -284,30 +273,30 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     // ---- scheduler
     const { scheduler, numEpochs } = createScheduler(
       {
-        sched: str(args, 'sched'),
-        epochs: num(args, 'epochs'),
-        minLr: num(args, 'min_lr'),
-        warmupLr: num(args, 'warmup_lr'),
-        warmupEpochs: num(args, 'warmup_epochs'),
-        cooldownEpochs: num(args, 'cooldown_epochs'),
-        lrNoise: (args.lr_noise as number[] | null) ?? null,
-        lrNoisePct: num(args, 'lr_noise_pct'),
-        lrNoiseStd: num(args, 'lr_noise_std'),
+        sched: cfg.sched,
+        epochs: cfg.epochs,
+        minLr: cfg.minLr,
+        warmupLr: cfg.warmupLr,
+        warmupEpochs: cfg.warmupEpochs,
+        cooldownEpochs: cfg.cooldownEpochs,
+        lrNoise: cfg.lrNoise,
+        lrNoisePct: cfg.lrNoisePct,
+        lrNoiseStd: cfg.lrNoiseStd,
         seed,
-        lrCycleMul: num(args, 'lr_cycle_mul'),
-        lrCycleDecay: num(args, 'lr_cycle_decay'),
-        lrCycleLimit: num(args, 'lr_cycle_limit'),
-        lrKDecay: num(args, 'lr_k_decay'),
-        decayEpochs: num(args, 'decay_epochs'),
-        decayMilestones: args.decay_milestones as number[],
-        decayRate: num(args, 'decay_rate'),
-        patienceEpochs: num(args, 'patience_epochs'),
-        evalMetric: str(args, 'eval_metric'),
+        lrCycleMul: cfg.lrCycleMul,
+        lrCycleDecay: cfg.lrCycleDecay,
+        lrCycleLimit: cfg.lrCycleLimit,
+        lrKDecay: cfg.lrKDecay,
+        decayEpochs: cfg.decayEpochs,
+        decayMilestones: cfg.decayMilestones,
+        decayRate: cfg.decayRate,
+        patienceEpochs: cfg.patienceEpochs,
+        evalMetric: cfg.evalMetric,
       },
       optimizer,
     );
     let startEpoch = 0;
-    if (optNum(args, 'start_epoch') !== undefined) startEpoch = num(args, 'start_epoch');
+    if (cfg.startEpoch !== undefined) startEpoch = cfg.startEpoch;
     else if (resumeEpoch !== null) startEpoch = resumeEpoch;
     if (startEpoch > 0) scheduler.step(startEpoch);
     log(`Scheduled epochs: ${numEpochs}`);
@@ -320,28 +309,28 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     }
     log(`Total batch size: ${totalBatch}`);
     const mixupArgs = {
-      mixupAlpha: num(args, 'mixup'),
-      cutmixAlpha: num(args, 'cutmix'),
-      cutmixMinmax: (args.cutmix_minmax as [number, number] | null) ?? null,
+      mixupAlpha: cfg.mixup,
+      cutmixAlpha: cfg.cutmix,
+      cutmixMinmax: cfg.cutmixMinmax,
     };
     const aug = trainAugPlan({
-      noAug: bool(args, 'no_aug'),
+      noAug: cfg.noAug,
       mixupActive: mixupActive(mixupArgs), // timm keeps mixup/cutmix with --no-aug
-      trainInterpolation: str(args, 'train_interpolation'),
+      trainInterpolation: cfg.trainInterpolation,
       modelInterpolation: dataConfig.interpolation,
-      reprob: num(args, 'reprob'),
-      resplit: bool(args, 'resplit'),
+      reprob: cfg.reprob,
+      resplit: cfg.resplit,
     });
     const useMixup = aug.mixup;
-    const noPrefetcherNote = checkNoPrefetcher(bool(args, 'no_prefetcher'), useMixup);
+    const noPrefetcherNote = checkNoPrefetcher(cfg.noPrefetcher, useMixup);
     if (noPrefetcherNote) log(noPrefetcherNote);
     const mixup = useMixup
       ? new Mixup({
           ...mixupArgs,
-          prob: num(args, 'mixup_prob'),
-          switchProb: num(args, 'mixup_switch_prob'),
-          mode: str(args, 'mixup_mode') as 'batch' | 'pair' | 'elem',
-          labelSmoothing: num(args, 'smoothing'),
+          prob: cfg.mixupProb,
+          switchProb: cfg.mixupSwitchProb,
+          mode: cfg.mixupMode as 'batch' | 'pair' | 'elem',
+          labelSmoothing: cfg.smoothing,
           numClasses,
         })
       : null;
@@ -350,20 +339,20 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     // ranks (torch's DistributedSampler; timm uses its fixed seed 0 there and the global RNG in single-process
     // runs). So W processes with batch B see exactly the batches of 1 process with batch W·B.
     const trainSampler: Sampler = new DistributedSampler(trainSet.samples.length, { numReplicas: world, rank, shuffle: true, seed });
-    const workers = num(args, 'workers');
+    const workers = cfg.workers;
     const trainLoader = new DataLoader<Uint8Array>({
       samples: trainSet.samples,
       transform: {
         kind: 'train',
         imgSize: [H, W],
-        scale: args.scale as [number, number],
-        ratio: args.ratio as [number, number],
-        hflip: num(args, 'hflip'),
-        vflip: num(args, 'vflip'),
-        aa: str(args, 'aa') || null,
-        colorJitter: num(args, 'color_jitter'),
+        scale: cfg.scale,
+        ratio: cfg.ratio,
+        hflip: cfg.hflip,
+        vflip: cfg.vflip,
+        aa: cfg.aa || null,
+        colorJitter: cfg.colorJitter,
         interpolation: aug.interpolation, // --no-aug or '': the model's (timm)
-        noAug: bool(args, 'no_aug'),
+        noAug: cfg.noAug,
         cropPct: null,
         mean: dataConfig.mean as [number, number, number],
       },
@@ -378,7 +367,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     const evalLoader = new DataLoader<Uint8Array>({
       samples: evalSet.samples,
       transform: { kind: 'eval', ...dataConfig, output: 'uint8' },
-      batchSize: optNum(args, 'validation_batch_size') ?? B,
+      batchSize: cfg.validationBatchSize ?? B,
       workers,
       sampler: evalSampler,
       onSkip: (p, why) => logger.warn(`skipping unreadable image ${p}: ${why}`),
@@ -386,25 +375,25 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
 
     // ---- losses
     const trainLoss: TrainLoss = createTrainLoss({
-      jsdLoss: bool(args, 'jsd_loss'),
+      jsdLoss: cfg.jsdLoss,
       mixupActive: useMixup,
-      bceLoss: bool(args, 'bce_loss'),
-      bceTargetThresh: optNum(args, 'bce_target_thresh') ?? null,
-      smoothing: num(args, 'smoothing'),
+      bceLoss: cfg.bceLoss,
+      bceTargetThresh: cfg.bceTargetThresh ?? null,
+      smoothing: cfg.smoothing,
     });
 
     // ---- prefetchers: model-ready batches (timm's PrefetchLoader; re_prob only when augmenting, as timm)
-    const reprob = bool(args, 'no_aug') ? 0 : num(args, 'reprob');
+    const reprob = cfg.noAug ? 0 : cfg.reprob;
     const trainPrefetch = new PrefetchLoader(trainLoader, {
       mean: dataConfig.mean,
       std: dataConfig.std,
       path: ctx.batchPath,
       train: {
         mixup,
-        erasing: reprob > 0 ? { probability: reprob, mode: str(args, 'remode') as EraseMode, maxCount: num(args, 'recount') } : null,
+        erasing: reprob > 0 ? { probability: reprob, mode: cfg.remode as EraseMode, maxCount: cfg.recount } : null,
         targets: trainLoss.targets,
         numClasses,
-        smoothing: num(args, 'smoothing'),
+        smoothing: cfg.smoothing,
         seed,
         rank,
       },
@@ -415,20 +404,20 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     // ---- output folder (rank 0)
     let outputDir = '';
     let saver: CheckpointSaver | null = null;
-    const evalMetric = str(args, 'eval_metric');
+    const evalMetric = cfg.evalMetric;
     if (isMain) {
-      const exp = str(args, 'experiment') || [timestamp(), safeModelName(modelName), String(W)].join('-');
-      outputDir = join(str(args, 'output') || './output/train', exp);
+      const exp = cfg.experiment || [timestamp(), safeModelName(modelName), String(W)].join('-');
+      outputDir = join(cfg.output || './output/train', exp);
       await fsp.mkdir(outputDir, { recursive: true }).catch((e: unknown) => {
         throw writeError(outputDir, e);
       });
-      saver = new CheckpointSaver(outputDir, num(args, 'checkpoint_hist'), evalMetric === 'loss', log);
+      saver = new CheckpointSaver(outputDir, cfg.checkpointHist, evalMetric === 'loss', log);
       const { __yaml, ...rest } = args;
       await writeFileAtomic(join(outputDir, 'args.yaml'), (__yaml as string) ?? argsToYaml(rest));
     }
 
     const state: LoopState = {
-      args, logger, dist, model, params, optimizer, scheduler, ema, emaModel, mixup, trainLoss, trainPrefetch, evalPrefetch,
+      cfg, logger, dist, model, params, optimizer, scheduler, ema, emaModel, mixup, trainLoss, trainPrefetch, evalPrefetch,
       dataConfig, numClasses, B, A, world, rank, stepsPerEpoch, seed, saver, isMain, log, ctx,
       numEpochs, interrupted: false, modelMeta, aug,
     };
@@ -439,9 +428,9 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     const summaryPath = outputDir ? join(outputDir, 'summary.csv') : '';
     const curves = outputDir ? new TrainingCurves(outputDir, `${modelName} on ${dataDir}`) : null;
     await curves?.seedFromSummary(summaryPath, startEpoch);
-    const distBnLine = distBnLogLine(str(args, 'dist_bn'), world);
+    const distBnLine = distBnLogLine(cfg.distBn, world);
     // --model-ema-force-cpu: timm keeps the EMA but does not validate it (its metrics do not pick checkpoints)
-    const validateEma = !bool(args, 'model_ema_force_cpu');
+    const validateEma = !cfg.modelEmaForceCpu;
     try {
       for (let epoch = startEpoch; epoch < numEpochs; epoch++) {
         trainPrefetch.setEpoch(epoch);
@@ -508,7 +497,7 @@ function copyEmaTo(ema: ModelEmaV2, model: MambaOut): void {
 }
 
 interface LoopState {
-  args: Args;
+  cfg: TrainConfig;
   logger: Logger;
   dist: DistributedDataParallel | null;
   model: MambaOut;
@@ -546,11 +535,11 @@ async function checkpointState(s: LoopState, epoch: number, extra: Record<string
     copyEmaTo(s.ema, s.emaModel);
     ema = await s.emaModel.stateDictAsync();
   }
-  const { __yaml, ...args } = s.args;
+  const { __yaml, ...args } = s.cfg.args; // timm's args, as they are now (num_classes set)
   void __yaml;
   return {
     epoch,
-    arch: s.args.model as string,
+    arch: s.cfg.model,
     version: 2,
     args,
     stateDict: await s.model.stateDictAsync(),
@@ -571,14 +560,14 @@ async function appendSummary(path: string, epoch: number, trainLoss: number, ev:
 }
 
 async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: number; lr: number }> {
-  const { args, model, params, optimizer, mixup, trainLoss, A, world, stepsPerEpoch } = s;
-  const mixupOff = num(args, 'mixup_off_epoch');
+  const { cfg, model, params, optimizer, mixup, trainLoss, A, world, stepsPerEpoch } = s;
+  const mixupOff = cfg.mixupOffEpoch;
   if (mixup && mixupOff > 0 && epoch >= mixupOff) s.trainPrefetch.mixupEnabled = false;
   model.rng.seed(streamSeed(STREAM.droppath, s.seed, s.rank, epoch));
-  const logInterval = Math.max(1, num(args, 'log_interval'));
-  const recoveryInterval = num(args, 'recovery_interval');
-  const clipGrad = optNum(args, 'clip_grad');
-  const clipMode = str(args, 'clip_mode') as ClipMode;
+  const logInterval = Math.max(1, cfg.logInterval);
+  const recoveryInterval = cfg.recoveryInterval;
+  const clipGrad = cfg.clipGrad;
+  const clipMode = cfg.clipMode as ClipMode;
   const lenLoader = s.trainPrefetch.length;
   const usedBatches = stepsPerEpoch * A;
   const batchTime = new AverageMeter();
@@ -592,14 +581,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
   const readLosses = async (): Promise<void> => {
     if (!unread.length) return;
     const items = unread.splice(0);
-    const stacked = tf.stack(items.map((u) => u.loss));
-    let vals: Float32Array;
-    try {
-      vals = (await stacked.data()) as Float32Array;
-    } finally {
-      stacked.dispose();
-      for (const u of items) u.loss.dispose();
-    }
+    const vals = await readBack(items.map((u) => u.loss));
     items.forEach((u, k) => {
       const v = vals[k] * A;
       if (!Number.isFinite(v)) throw new UserError(`loss is ${v} at epoch ${epoch}, batch ${u.batchIdx}: training diverged (lower --lr or add --clip-grad)`);
@@ -757,7 +739,7 @@ async function validate(model: MambaOut, loader: PrefetchLoader, s: LoopState, s
   const top1 = new AverageMeter();
   const top5 = new AverageMeter();
   const batchTime = new AverageMeter();
-  const logInterval = Math.max(1, num(s.args, 'log_interval'));
+  const logInterval = Math.max(1, s.cfg.logInterval);
   const lastIdx = loader.length - 1;
   const inFlight = new InFlight(2);
   // [loss, hits@1, hits@5] of the batches since the last read, read back together at log points.
@@ -766,14 +748,7 @@ async function validate(model: MambaOut, loader: PrefetchLoader, s: LoopState, s
   const readStats = async (): Promise<void> => {
     if (!unread.length) return;
     const items = unread.splice(0);
-    const all = tf.concat(items.map((u) => u.stats));
-    let v: Float32Array;
-    try {
-      v = (await all.data()) as Float32Array;
-    } finally {
-      all.dispose();
-      for (const u of items) u.stats.dispose();
-    }
+    const v = await readBack(items.map((u) => u.stats));
     for (let k = 0; k < items.length; k++) {
       const { n, kept } = items[k]; // kept: rows scored (n, or n / --tta groups)
       let vals = [v[3 * k], (100 * v[3 * k + 1]) / kept, (100 * v[3 * k + 2]) / kept];
@@ -788,7 +763,7 @@ async function validate(model: MambaOut, loader: PrefetchLoader, s: LoopState, s
   let batchIdx = -1;
   const progress = s.isMain ? new Progress(s.logger, loader.length, `Test${suffix}`) : null;
   const k5 = Math.min(5, s.numClasses);
-  const tta = Math.max(0, Math.floor(num(s.args, 'tta') || 0));
+  const tta = Math.max(0, Math.floor(s.cfg.tta || 0));
   try {
     for await (const { input, target, labels, n } of loader) {
       batchIdx++;

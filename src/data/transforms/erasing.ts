@@ -18,7 +18,7 @@
  */
 import type { Rng } from '../../utils/rng.js';
 import { UserError } from '../../errors.js';
-import { pyRound } from './pil.js';
+import { pyRound } from '../../utils/pyformat.js';
 import { counterNormal } from '../../utils/counter_rng.js';
 
 export type EraseMode = 'const' | 'rand' | 'pixel';

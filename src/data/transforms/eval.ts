@@ -1,6 +1,6 @@
 /**
  * timm's eval transform (`transforms_imagenet_eval` of timm 0.6.11). The data config it takes is resolved in
- * src/data/config.ts (re-exported here for existing imports).
+ * src/data/config.ts; EVAL_TRANSFORM (end of file) is its entry in the registry of ./index.ts.
  *
  *   Resize(scale_size, interpolation) -> CenterCrop(input_size[1:]) -> ToTensor -> Normalize(mean, std)
  *
@@ -17,22 +17,9 @@
  * Output layout is NHWC (H·W·3) because the tfjs model takes NHWC.
  */
 import { DEFAULT_CROP_PCT, type DataConfig } from '../config.js';
-import { pyRound as roundHalfEven } from '../../utils/pyformat.js';
+import { pyRound } from '../../utils/pyformat.js';
 import { resizeRGB, type RGBImage, type Region } from './resize.js';
-
-export {
-  DEFAULT_CROP_PCT,
-  IMAGENET_DEFAULT_MEAN,
-  IMAGENET_DEFAULT_STD,
-  MAMBAOUT_DATA_DEFAULTS,
-  resolveDataConfig,
-  type DataConfig,
-  type DataConfigOverrides,
-  type ModelDataDefaults,
-} from '../config.js';
-
-/** Python's round(): half to even (one definition, in utils/pyformat.ts). */
-export { roundHalfEven };
+import type { ImageDType, TransformDef } from './types.js';
 
 /** Size [width, height] that timm's eval Resize produces for an image of `w`×`h`. */
 export function evalResizeSize(w: number, h: number, cfg: Pick<DataConfig, 'inputSize' | 'cropPct'>): [number, number] {
@@ -58,7 +45,7 @@ export function centerCropBox(w: number, h: number, cw: number, ch: number): {
   const padTop = ch > h ? Math.floor((ch - h) / 2) : 0;
   const pw = cw > w ? cw : w; // padded sizes (pad left + right fills the gap exactly)
   const ph = ch > h ? ch : h;
-  return { padLeft, padTop, left: roundHalfEven((pw - cw) / 2), top: roundHalfEven((ph - ch) / 2) };
+  return { padLeft, padTop, left: pyRound((pw - cw) / 2), top: pyRound((ph - ch) / 2) };
 }
 
 /** Resize + center crop in uint8 (the PIL image timm hands to ToTensor). HWC RGB, H×W of inputSize. */
@@ -125,3 +112,20 @@ export function evalTransform(img: RGBImage, cfg: DataConfig, out?: Float32Array
   normalizeInto(crop.data, cachedLut(cfg.mean, cfg.std), dst, offset);
   return dst;
 }
+
+/** timm eval transform; `output: 'uint8'` gives the resized + cropped pixels before normalization. */
+export interface EvalTransformSpec extends DataConfig {
+  kind: 'eval';
+  output?: ImageDType;
+}
+
+export const EVAL_TRANSFORM: TransformDef<EvalTransformSpec> = {
+  output: (spec) => ({ shape: [spec.inputSize[1], spec.inputSize[2], 3], dtype: spec.output ?? 'float32' }),
+  apply(img, spec, _ctx, out, offset) {
+    if (out instanceof Float32Array) {
+      evalTransform(img, spec, out, offset);
+    } else {
+      out.set(evalCropUint8(img, spec).data, offset);
+    }
+  },
+};

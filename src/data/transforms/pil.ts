@@ -22,6 +22,7 @@
  *   transposes.
  */
 import type { RGBImage } from './resize.js';
+import { pyRoundTo } from '../../utils/pyformat.js';
 
 export type { RGBImage } from './resize.js';
 
@@ -35,15 +36,6 @@ const f32 = Math.fround;
 // ---------------------------------------------------------------------------------------------
 // Python number semantics
 // ---------------------------------------------------------------------------------------------
-
-/** Python 3 `round(x)`: nearest integer, ties to even (one definition, in utils/pyformat.ts). */
-export { pyRound } from '../../utils/pyformat.js';
-
-/** Python `round(x, 15)` (correctly rounded decimal rounding, then the nearest double). */
-export function pyRound15(x: number): number {
-  if (!Number.isFinite(x) || Math.abs(x) >= 1e21) return x;
-  return Number(x.toFixed(15));
-}
 
 /** Python `x % m` for floats (result has the sign of m). */
 export function pyMod(x: number, m: number): number {
@@ -682,7 +674,8 @@ export function rotate(img: RGBImage, angle: number, resample: TransformInterp, 
   if (angle === 180) return rotateQuarter(img, 2);
   if ((angle === 90 || angle === 270) && w === h) return rotateQuarter(img, angle === 90 ? 1 : 3);
   const rad = -(angle * (Math.PI / 180.0)); // CPython math.radians(x) = x · (π/180)
-  const m = [pyRound15(Math.cos(rad)), pyRound15(Math.sin(rad)), 0.0, pyRound15(-Math.sin(rad)), pyRound15(Math.cos(rad)), 0.0];
+  // Pillow: round(math.cos(angle), 15) etc.
+  const m = [pyRoundTo(Math.cos(rad), 15), pyRoundTo(Math.sin(rad), 15), 0.0, pyRoundTo(-Math.sin(rad), 15), pyRoundTo(Math.cos(rad), 15), 0.0];
   const cx = w / 2;
   const cy = h / 2;
   // matrix[2], matrix[5] = transform(-cx, -cy, matrix); then += centre

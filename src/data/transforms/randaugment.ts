@@ -20,6 +20,7 @@
  *      bicubic for this call; outside pixels get the fill colour (the rounded dataset mean).
  */
 import type { Rng } from '../../utils/rng.js';
+import { pyRound } from '../../utils/pyformat.js';
 import { UserError } from '../../errors.js';
 import {
   affine,
@@ -31,7 +32,6 @@ import {
   equalize,
   invert,
   posterize,
-  pyRound,
   rotate,
   solarize,
   solarizeAdd,

@@ -28,7 +28,7 @@ import type { Rng } from '../../utils/rng.js';
 import { UserError } from '../../errors.js';
 import type { JpegScale } from '../jpeg.js';
 import { resizeRGB, INTERPOLATIONS, type Interpolation, type RGBImage } from './resize.js';
-import { pyRound } from './pil.js';
+import { pyRound } from '../../utils/pyformat.js';
 
 /** Crop box in the source image (torchvision's (i, j, h, w)). */
 export interface CropBox {

@@ -15,7 +15,8 @@
  */
 import { Rng } from '../../utils/rng.js';
 import { UserError } from '../../errors.js';
-import type { ImageArray, SampleContext, TransformDef } from '../worker.js';
+import { settings } from '../../settings.js';
+import type { ImageArray, SampleContext, TransformDef } from './types.js';
 import { evalCropUint8 } from './eval.js';
 import type { Interpolation, RGBImage } from './resize.js';
 import { adjustHue, enhanceBrightness, enhanceColor, enhanceContrast, flipLeftRight, flipTopBottom } from './pil.js';
@@ -162,8 +163,8 @@ export function compileTrainTransform(spec: TrainTransformSpec): CompiledTrainTr
   return c;
 }
 
-/** MAMBAOUT_NO_SHRINK_ON_LOAD=1 turns shrink-on-load off process-wide (timm's training pixels exactly). */
-const SHRINK_ON_LOAD = process.env.MAMBAOUT_NO_SHRINK_ON_LOAD !== '1';
+/** settings.noShrinkOnLoad (MAMBAOUT_NO_SHRINK_ON_LOAD=1) turns shrink-on-load off process-wide (timm's training pixels exactly). */
+const SHRINK_ON_LOAD = !settings.noShrinkOnLoad;
 
 /** An image as the loader may hand it over: decoded at 1/scale of a fullWidth×fullHeight file (see decode.ts). */
 export interface ScaledImage extends RGBImage {

@@ -10,6 +10,7 @@
  * The tiles here read shared memory as vec4, give each thread 4-8 rows x 4-8 columns held in vec4 registers, and
  * come in widths that fit MambaOut's channel counts (24, 48, 96, 192, 288 ... and multiples of 32).
  */
+import { fromSettingsOnFirstUse, settings } from '../../../settings.js';
 
 /** One tile shape: the workgroup computes bm x bn outputs, each thread tm x tn, stepping K by bk. */
 export interface GemmTile {
@@ -142,15 +143,22 @@ export interface GemmTuning {
   maxPartialFloats: number;
 }
 
-export const gemmTuning: GemmTuning = {
-  forceTile: '',
-  rules: process.env.MAMBAOUT_GEMM_RULES === 'phase1' ? 'phase1' : 'current',
-  minSplitK: process.env.MAMBAOUT_GEMM_RULES === 'phase1' ? 2048 : 1024,
-  longKRatio: process.env.MAMBAOUT_GEMM_RULES === 'phase1' ? 8 : 2,
-  targetWorkgroups: 1056, // 8 per SM on an H200 (132 SMs)
-  minStepsPerSplit: 16,
-  maxPartialFloats: 8 * 1024 * 1024,
-};
+/** The live tuning (settings.gemmRules, MAMBAOUT_GEMM_RULES, read when first used); change it with setGemmTuning. */
+export const gemmTuning: GemmTuning = fromSettingsOnFirstUse(
+  ['forceTile', 'rules', 'minSplitK', 'longKRatio', 'targetWorkgroups', 'minStepsPerSplit', 'maxPartialFloats'],
+  () => {
+    const phase1 = settings.gemmRules === 'phase1';
+    return {
+      forceTile: '',
+      rules: phase1 ? 'phase1' : 'current',
+      minSplitK: phase1 ? 2048 : 1024,
+      longKRatio: phase1 ? 8 : 2,
+      targetWorkgroups: 1056, // 8 per SM on an H200 (132 SMs)
+      minStepsPerSplit: 16,
+      maxPartialFloats: 8 * 1024 * 1024,
+    };
+  },
+);
 
 export function setGemmTuning(t: Partial<GemmTuning>): GemmTuning {
   const prev = { ...gemmTuning };

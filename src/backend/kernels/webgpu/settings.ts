@@ -1,14 +1,18 @@
 /**
- * Which of our WebGPU kernels are in use: one documented object (as transformers.js's env.js), read once from the
- * environment and changeable at run time (benchmarks compare old and new kernels in one process).
+ * Which of our WebGPU kernels are in use: one object, filled from src/settings.ts when first used and changeable at
+ * run time (benchmarks compare old and new kernels in one process). The variables (documented there):
  *
  *   MAMBAOUT_WEBGPU_FUSED=0     the model runs op by op (no fused LayerNorm / gate / Adam / Linear kernels)
  *   MAMBAOUT_WEBGPU_KERNELS=v1  the kernels of the first WebGPU work (main at 1652563): switches off everything
  *                               listed below at once, for old-vs-new comparisons in one GPU run
  *   MAMBAOUT_WEBGPU_OFF=a,b     switch off single features by name (the fields below), e.g. `gemm,adamMulti`
  *
+ *   MAMBAOUT_WEBGPU_AMP=1       bf16 activations from the start (what --amp turns on)
+ *
  * The model and the optimizers never read these: the ops in src/ops/ decide inside (tfjs-core's fused-op pattern).
  */
+import { fromSettingsOnFirstUse, settings, WEBGPU_FEATURES } from '../../../settings.js';
+
 export interface WebGPUKernelSettings {
   /** Fused LayerNorm, gated-GELU, spatial-mean and Adam kernels (the first WebGPU work). */
   fused: boolean;
@@ -36,13 +40,13 @@ export interface WebGPUKernelSettings {
   bf16: boolean;
 }
 
-const FEATURES = ['gemm', 'linearEpilogue', 'layerNormGelu', 'adamMulti', 'convBackpropInput', 'convForward', 'gateConv', 'bindGroupCache'] as const;
+const FEATURES = WEBGPU_FEATURES;
 
-function fromEnv(): WebGPUKernelSettings {
-  const v1 = (process.env.MAMBAOUT_WEBGPU_KERNELS ?? '').trim().toLowerCase() === 'v1';
-  const off = new Set((process.env.MAMBAOUT_WEBGPU_OFF ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+function fromSettings(): WebGPUKernelSettings {
+  const v1 = settings.webgpuKernels === 'v1';
+  const off = new Set<string>(settings.webgpuOff);
   const s: WebGPUKernelSettings = {
-    fused: process.env.MAMBAOUT_WEBGPU_FUSED !== '0',
+    fused: settings.webgpuFused,
     gemm: true,
     linearEpilogue: true,
     layerNormGelu: true,
@@ -51,15 +55,15 @@ function fromEnv(): WebGPUKernelSettings {
     convForward: true,
     gateConv: true,
     bindGroupCache: true,
-    bf16: process.env.MAMBAOUT_WEBGPU_AMP === '1',
+    bf16: settings.webgpuAmp,
   };
   for (const f of FEATURES) if (v1 || off.has(f)) s[f] = false;
   if (off.has('fused')) s.fused = false;
   return s;
 }
 
-/** The live settings (mutate through `setWebGPUKernelSettings`). */
-export const webgpuKernelSettings: WebGPUKernelSettings = fromEnv();
+/** The live settings (mutate through `setWebGPUKernelSettings`); read from the environment when first used. */
+export const webgpuKernelSettings: WebGPUKernelSettings = fromSettingsOnFirstUse(['fused', ...FEATURES, 'bf16'], fromSettings);
 
 /** Change some settings; returns the previous values (to restore). */
 export function setWebGPUKernelSettings(s: Partial<WebGPUKernelSettings>): WebGPUKernelSettings {
