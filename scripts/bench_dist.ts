@@ -14,7 +14,7 @@
  *   overlap-sock  the same over the ring's sockets (to separate the two levers)
  *   overlap-mt  overlap, the buckets exchanged on --comm-threads worker threads (src/distributed/pool.ts)
  *   default  what mambaout-distributed-train does (src/train/ddp.ts readDistSettings): overlap, staged transfer,
- *            threads when the gradients are >= 64 MiB (AUTO_THREADS_BYTES)
+ *            threads when the gradients are >= 16 MiB (AUTO_THREADS_BYTES)
  * These move the bytes as run 1 did (tfjs data() and uploads) unless modified:
  *   +staged  persistent staging buffers (src/train/ddp_gpu.ts), e.g. overlap-mt+staged, flat+staged
  *   +bf16    bf16 compression of the exchange (packed on the GPU when staged), e.g. default+bf16

@@ -27,7 +27,7 @@
  * | distTransport    | MAMBAOUT_DIST_TRANSPORT     | 'auto'                                   |
  * | distCompress     | MAMBAOUT_DIST_COMPRESS      | 'none' (bf16: bfloat16 gradient buckets) |
  * | distTransfer     | MAMBAOUT_DIST_TRANSFER      | 'auto' (staged on webgpu, else tfjs)     |
- * | distThreads      | MAMBAOUT_DIST_THREADS       | 'auto' (4 from 64 MiB of gradients)      |
+ * | distThreads      | MAMBAOUT_DIST_THREADS       | 'auto' (4 from 16 MiB of gradients)      |
  * | distBucketMb     | MAMBAOUT_DIST_BUCKET_MB     | 4                                        |
  * | distShmDir       | MAMBAOUT_DIST_SHM_DIR       | '/dev/shm' ('' or 'none': sockets only)  |
  * | distNoSimd       | MAMBAOUT_DIST_NO_SIMD       | false (1: scalar float32 sums)           |
@@ -257,7 +257,7 @@ export const settings = {
 
   /**
    * Communication threads per rank (src/distributed/pool.ts), 0 for the main thread, or 'auto' (4 when the gradients
-   * are 64 MiB or more, else the main thread; src/train/ddp.ts). `MAMBAOUT_DIST_THREADS`, default 'auto'.
+   * are 16 MiB or more, else the main thread; src/train/ddp.ts). `MAMBAOUT_DIST_THREADS`, default 'auto'.
    */
   get distThreads(): 'auto' | number {
     const t = (raw('distThreads') ?? '').trim();

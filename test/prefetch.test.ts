@@ -197,3 +197,26 @@ test('a consumer that stops early leaves no tensors behind', async () => {
   pf.dispose();
   assert.equal(tf.memory().numTensors, before);
 });
+
+test('a batch buffer given back to the loader (recycle) is only reused after its pixels were consumed', async () => {
+  const rng = new Rng(21);
+  const batches = [randomBatch(rng, 4, 9, 7, 5), randomBatch(rng, 4, 9, 7, 5), randomBatch(rng, 2, 9, 7, 5)];
+  const copies = batches.map((b) => ({ ...b, images: b.images.slice() }));
+  const run = async (recycle: boolean): Promise<Float32Array[]> => {
+    const src = fakeLoader(recycle ? batches : copies) as unknown as { recycle?: (b: { images: Uint8Array }) => void };
+    const given: Uint8Array[] = [];
+    // a loader that writes the next batch into a given-back buffer at once: any later read of it sees garbage
+    if (recycle) src.recycle = (b) => (given.push(b.images), b.images.fill(77));
+    const pf = new PrefetchLoader(src as never, { ...options('elem', 'pixel', 2, 5), path: 'host' });
+    pf.setEpoch(1);
+    const out: Float32Array[] = [];
+    for await (const b of pf) out.push((await read(b)).x);
+    pf.dispose();
+    if (recycle) assert.equal(given.length, batches.length, 'every host-path batch is given back');
+    return out;
+  };
+  const ref = await run(false);
+  const got = await run(true);
+  assert.equal(got.length, ref.length);
+  for (let k = 0; k < ref.length; k++) assert.deepEqual([...got[k]], [...ref[k]], `batch ${k}`);
+});

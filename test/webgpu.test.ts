@@ -918,7 +918,12 @@ describe('prefetch batch work in one WGSL kernel (MambaoutPrepareBatch) equals t
             erasing: { probability: 0.6, mode: c.erase!, maxCount: c.recount },
             targets: 'soft' as const, numClasses: classes, smoothing: 0.1, seed: 7, rank: 0,
           };
-          const pf = new PrefetchLoader(fakeLoader(batches), { mean: MEAN, std: STD, train, path });
+          // the webgpu path gives each batch's buffer back after the upload: scribble over it at once (copies, so
+          // that the host run reads the originals) to show the upload had already taken the pixels
+          const src = fakeLoader(path === 'webgpu' ? batches.map((b) => ({ ...b, images: b.images.slice() })) : batches) as unknown as { recycle?: (b: { images: Uint8Array }) => void };
+          let given = 0;
+          if (path === 'webgpu') src.recycle = (b) => (given++, b.images.fill(77));
+          const pf = new PrefetchLoader(src as never, { mean: MEAN, std: STD, train, path });
           assert.equal(pf.path, path);
           pf.setEpoch(2);
           const out: Float32Array[] = [];
@@ -927,6 +932,7 @@ describe('prefetch batch work in one WGSL kernel (MambaoutPrepareBatch) equals t
             tf.dispose([b.input, b.target]);
           }
           pf.dispose();
+          if (path === 'webgpu') assert.equal(given, batches.length, 'every batch is given back after its upload');
           return out;
         };
         const host = await run('host');

@@ -88,6 +88,12 @@ export interface BatchSource {
   readonly length: number;
   setEpoch(epoch: number): void;
   [Symbol.asyncIterator](): AsyncIterator<Batch<Uint8Array>>;
+  /**
+   * Take a batch's image buffer back once its pixels are on the device (DataLoader.recycle): the loader writes a later
+   * batch into it instead of allocating a fresh 19 MB one per step, which the main thread's garbage collector would
+   * otherwise have to reclaim (V8 collects on external-memory pressure).
+   */
+  recycle?(batch: Batch<Uint8Array>): void;
 }
 
 /** A model-ready batch. The consumer owns `input` and `target` and disposes them. */
@@ -216,6 +222,7 @@ export class PrefetchLoader implements AsyncIterable<DeviceBatch> {
     let input: tf.Tensor4D;
     if (path === 'host') {
       input = tf.tensor4d(this.runHost(batch.images, n, H, W, plan, index), [n, H, W, 3]);
+      this.loader.recycle?.(batch); // runHost wrote new memory: the uint8 pixels are no longer read
     } else {
       if (!this.lutTensor) this.lutTensor = tf.keep(tf.tensor1d(this.lut));
       const params = this.deviceParams(n, H, W, plan, index);
@@ -227,6 +234,9 @@ export class PrefetchLoader implements AsyncIterable<DeviceBatch> {
       } finally {
         words.dispose();
       }
+      // uploadInt32 has copied the pixels (into a staging buffer, or a copy for tfjs's own upload); the ops path's
+      // tensor may still hold the array itself, so only the webgpu path gives the buffer back
+      if (path === 'webgpu') this.loader.recycle?.(batch);
     }
     const target = plan.targets ? tf.tensor2d(plan.targets, [n, this.opts.train!.numClasses]) : tf.tensor1d(batch.labels, 'int32');
     return { input, target, labels: batch.labels, n, index };

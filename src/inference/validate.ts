@@ -100,18 +100,25 @@ interface Totals {
  * Chunks of the sequential loader (each inside one batch of B: chunk sizes divide B) regrouped into batches of B;
  * a batch is identified by the dataset index of its first image (sequential sampler: index = position).
  */
-async function* regroup(chunks: AsyncIterator<Batch<Uint8Array>>, B: number): AsyncGenerator<Batch<Uint8Array>> {
+async function* regroup(
+  chunks: AsyncIterator<Batch<Uint8Array>>, B: number, pool: Regrouped = { spare: [], joined: new WeakSet() },
+  recycleChunk?: (b: Batch<Uint8Array>) => void,
+): AsyncGenerator<Batch<Uint8Array>> {
   let parts: Batch<Uint8Array>[] = [];
   let id = -1;
   const join = (): Batch<Uint8Array> => {
     if (parts.length === 1) return parts[0];
     const [, h, w, c] = parts[0].shape;
     const n = parts.reduce((a, p) => a + p.shape[0], 0);
-    const images = new Uint8Array(n * h * w * c);
+    const bytes = n * h * w * c;
+    const reuse = pool.spare.findIndex((a) => a.byteLength >= bytes);
+    const images = reuse >= 0 ? new Uint8Array(pool.spare.splice(reuse, 1)[0], 0, bytes) : new Uint8Array(bytes);
+    pool.joined.add(images.buffer);
     let o = 0;
     for (const p of parts) {
       images.set(p.images.subarray(0, p.shape[0] * h * w * c), o);
       o += p.shape[0] * h * w * c;
+      recycleChunk?.(p); // copied out: the loader may write the next chunk into it
     }
     return {
       images,
@@ -134,6 +141,13 @@ async function* regroup(chunks: AsyncIterator<Batch<Uint8Array>>, B: number): As
     parts.push(r.value);
   }
   if (parts.length) yield join();
+}
+
+/** Buffers of joined batches given back after their upload, reused by regroup (one 19 MB array per batch otherwise). */
+interface Regrouped {
+  spare: ArrayBuffer[];
+  /** the buffers regroup made (the others are the loader's) */
+  joined: WeakSet<ArrayBuffer>;
 }
 
 /** Result fields that Python prints as floats (100.0, not 100). */
@@ -314,14 +328,14 @@ export async function validateOne(a: ValidateArgs, logger: Logger, hooks: Valida
       try {
         // --valid-labels and --real-labels need the logits on the host (column selection, per-file ReaL scoring).
         if (engine.forward && !validCols && !real) {
-          await validateOnDevice(engine, it, B, nBatches, cfg, numClasses, a.logFreq, totals, finishBatch);
+          await validateOnDevice(engine, it, B, nBatches, cfg, numClasses, a.logFreq, totals, finishBatch, (b) => loader.recycle(b));
         } else {
           const score = (raw: Float32Array, n: number, batch: Batch<Uint8Array>) => {
             const logits = validCols ? selectColumns(raw, n, numClasses, validCols) : raw;
             real?.addResult(logits, outClasses, batch.paths);
             return scoreLogits(logits, batch.labels, outClasses, 5);
           };
-          await validateOnHost(engine, it, B, cfg, score, totals, finishBatch);
+          await validateOnHost(engine, it, B, cfg, score, totals, finishBatch, (b) => loader.recycle(b));
         }
       } finally {
         progress.stop();
@@ -369,10 +383,11 @@ type FinishBatch = (n: number, s: { lossSum: number; hit1: number; hitK: number 
 async function validateOnHost(
   engine: InferenceEngine, chunks: AsyncIterator<Batch<Uint8Array>>, B: number, cfg: DataConfig,
   score: (logits: Float32Array, n: number, chunk: Batch<Uint8Array>) => { lossSum: number; hit1: number; hitK: number },
-  totals: Totals, finish: FinishBatch,
+  totals: Totals, finish: FinishBatch, recycleChunk?: (b: Batch<Uint8Array>) => void,
 ): Promise<void> {
   const [, H, W] = cfg.inputSize;
   const lut = normalizeTable(cfg.mean, cfg.std);
+  let x: Float32Array | null = null;
   let cur = { id: -1, n: 0, lossSum: 0, hit1: 0, hitK: 0 };
   for (;;) {
     const r = await chunks.next();
@@ -385,7 +400,11 @@ async function validateOnHost(
     }
     cur.id = id;
     const n = c.shape[0];
-    const logits = await engine.infer(normalizeInto(c.images, lut, new Float32Array(n * H * W * 3)), n, H, W);
+    // one float buffer for every full chunk (each run is awaited before the next), the chunk's bytes back to the loader
+    if (!x || x.length !== n * H * W * 3) x = new Float32Array(n * H * W * 3);
+    normalizeInto(c.images, lut, x);
+    recycleChunk?.(c);
+    const logits = await engine.infer(x, n, H, W);
     const s = score(logits, n, c);
     cur.n += n;
     cur.lossSum += s.lossSum;
@@ -405,9 +424,19 @@ async function validateOnHost(
  */
 async function validateOnDevice(
   engine: InferenceEngine, chunks: AsyncIterator<Batch<Uint8Array>>, B: number, nBatches: number, cfg: DataConfig,
-  numClasses: number, logFreq: number, totals: Totals, finish: FinishBatch,
+  numClasses: number, logFreq: number, totals: Totals, finish: FinishBatch, recycleChunk?: (b: Batch<Uint8Array>) => void,
 ): Promise<void> {
-  const source: BatchSource = { batchSize: B, length: nBatches, setEpoch: () => undefined, [Symbol.asyncIterator]: () => regroup(chunks, B) };
+  const pool: Regrouped = { spare: [], joined: new WeakSet() };
+  const source: BatchSource = {
+    batchSize: B, length: nBatches, setEpoch: () => undefined,
+    [Symbol.asyncIterator]: () => regroup(chunks, B, pool, recycleChunk),
+    // after the upload: a joined batch's buffer goes back to regroup, a batch that was a single chunk to the loader
+    recycle: (b) => {
+      const buf = b.images.buffer as ArrayBuffer;
+      if (!pool.joined.has(buf)) recycleChunk?.(b);
+      else if (pool.spare.length < 4) pool.spare.push(buf);
+    },
+  };
   const prefetch = new PrefetchLoader(source, { mean: cfg.mean, std: cfg.std });
   const inFlight = new InFlight(2);
   const k = Math.min(5, numClasses);

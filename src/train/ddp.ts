@@ -696,9 +696,11 @@ export class DistributedDataParallel {
  *   MAMBAOUT_DIST_TRANSFER   auto | staged | tfjs  GPU<->host path of the buckets (src/train/ddp_gpu.ts); auto: staged on
  *                                                  webgpu
  *   MAMBAOUT_DIST_THREADS    auto | 0 | N          communication threads per rank (src/distributed/pool.ts); auto: 4 when
- *                                                  the gradients are 64 MiB or more, else the main thread. Run 1 on the
- *                                                  H200 x2 (docs/BENCHMARKS.md): tiny (106 MB) 0.99x on 4 threads vs
- *                                                  0.86x on the main thread; femto (29 MB) 0.89x vs 0.91-0.93x
+ *                                                  the gradients are 16 MiB or more, else the main thread. Run 2 on the
+ *                                                  H200 x2 with the staged transfer (docs/BENCHMARKS.md): femto (29 MB)
+ *                                                  2,578 img/s on 4 threads vs 2,435 on the main thread, tiny (106 MB)
+ *                                                  1,666 vs 1,239 (run 1, tfjs transfer: femto had been faster on the
+ *                                                  main thread, hence the earlier 64 MiB)
  *   MAMBAOUT_DIST_BUCKET_MB  4                     bucket size of the overlapped exchange
  */
 export interface DistSettings {
@@ -710,7 +712,7 @@ export interface DistSettings {
 }
 
 /** Gradients from this size up are exchanged on threads when MAMBAOUT_DIST_THREADS is auto. */
-export const AUTO_THREADS_BYTES = 64 * 1024 * 1024;
+export const AUTO_THREADS_BYTES = 16 * 1024 * 1024;
 export const AUTO_THREADS = 4;
 
 /** The exchange settings now (a bad value: the UserError of src/settings.ts naming the variable). */

@@ -58,7 +58,7 @@ export function uploadInt32(backendArg: unknown, data: Int32Array): TensorInfo {
     }
   }
   if (!s) {
-    be.tensorMap.get(info.dataId).values = data; // all staging buffers busy: tfjs's own upload
+    be.tensorMap.get(info.dataId).values = data.slice(); // all staging buffers busy: tfjs's own upload (of a copy: the caller may reuse `data`)
     be.uploadToGPU(info.dataId);
     return info;
   }
