@@ -35,13 +35,32 @@ part() {
   [ $rc -eq 0 ] || grep -v -i warn "$OUT/$name.log" | tail -n 8 | cut -c1-240
   return $rc
 }
+# part_json NAME SECONDS CMD...: as part, for timm_loop.py, which prints its JSON line at the end of the measurement
+# and then can take a minute to exit (its DataLoader workers): once the line is there, the processes are stopped.
+part_json() {
+  local name=$1 limit=$2 start=$SECONDS rc=0 pid
+  shift 2
+  "$@" > "$OUT/$name.log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null && [ $((SECONDS - start)) -lt "$limit" ] && ! grep -q '^{' "$OUT/$name.log"; do sleep 1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    pkill -TERM -f timm_loop.py 2>/dev/null; sleep 2; pkill -KILL -f timm_loop.py 2>/dev/null
+    wait "$pid" 2>/dev/null
+    grep -q '^{' "$OUT/$name.log" || rc=124
+  else
+    wait "$pid"; rc=$?
+  fi
+  say "$name: exit $rc after $((SECONDS - start)) s"
+  [ $rc -eq 0 ] || grep -v -i warn "$OUT/$name.log" | tail -n 8 | cut -c1-240
+  return $rc
+}
 say "machine: $(nproc) cores, $(nvidia-smi -L 2>/dev/null | wc -l) GPU(s), node $(node --version)"
 if [ "$(find "$DIR/train" -name '*.jpg' 2>/dev/null | wc -l)" -ne "$NTRAIN" ]; then
   rm -rf "$DIR"
   part make_jpegs 90 node --import tsx scripts/make_jpeg_folder.ts "$DIR" --train "$NTRAIN" --val 256 --classes 10 --jobs 16
 fi
 if [ -n "$TIMM_LOOP" ]; then
-  CUDA_VISIBLE_DEVICES=0 part timm_1gpu 90 python3 "$TIMM_LOOP" "$DIR/train" --mode train --model "$MODEL" --workers "$W" --batch "$B"
+  CUDA_VISIBLE_DEVICES=0 part_json timm_1gpu 90 python3 "$TIMM_LOOP" "$DIR/train" --mode train --model "$MODEL" --workers "$W" --batch "$B"
 fi
 part ours_1gpu 120 node --import tsx scripts/bench_train.ts --dir "$DIR/train" --model "$MODEL" --batch "$B" --workers "$W" \
   --backend "$BACKEND" --img-size "$IMG" --steps "${STEPS:-45}" --warmup 3 --json

@@ -44,6 +44,25 @@ part() {
   return $rc
 }
 
+# part_json NAME SECONDS CMD...: as part, for timm_loop.py, which prints its JSON line at the end of the measurement
+# and then can take a minute to exit (its DataLoader workers): once the line is there, the processes are stopped.
+part_json() {
+  local name=$1 limit=$2 start=$SECONDS rc=0 pid
+  shift 2
+  "$@" > "$OUT/$name.log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null && [ $((SECONDS - start)) -lt "$limit" ] && ! grep -q '^{' "$OUT/$name.log"; do sleep 1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    pkill -TERM -f timm_loop.py 2>/dev/null; sleep 2; pkill -KILL -f timm_loop.py 2>/dev/null
+    wait "$pid" 2>/dev/null
+    grep -q '^{' "$OUT/$name.log" || rc=124
+  else
+    wait "$pid"; rc=$?
+  fi
+  say "$name: exit $rc after $((SECONDS - start)) s"
+  [ $rc -eq 0 ] || grep -v -i warn "$OUT/$name.log" | tail -n 8 | cut -c1-240
+  return $rc
+}
 say "machine: $(nproc) cores, $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), node $(node --version)"
 count() { find "$DIR/$1" -name '*.jpg' 2>/dev/null | wc -l; }
 if [ "$(count train)" -ne "$NTRAIN" ] || [ "$(count val)" -ne "$NVAL" ]; then
@@ -53,7 +72,7 @@ fi
 say "images: $(count train) train, $(count val) val, $(du -sh "$DIR" 2>/dev/null | cut -f1)"
 
 [ -n "$TIMM_LOOP" ] || say "timm_loop.py not found (put ../shared/bench in the checkout as shared/bench, or set TIMM_LOOP): timm parts skipped"
-timm() { if [ -n "$TIMM_LOOP" ]; then part "$@"; fi; return 0; }
+timm() { if [ -n "$TIMM_LOOP" ]; then part_json "$@"; fi; return 0; }
 timm timm_train 90 python3 "$TIMM_LOOP" "$DIR/train" --mode train --model "$MODEL" --workers "$W" --batch "$B"
 part ours_train 150 node --import tsx scripts/bench_train.ts --dir "$DIR/train" --model "$MODEL" --batch "$B" --workers "$W" \
   --backend webgpu --steps "$STEPS" --warmup 3 --img-size "$IMG" --json
