@@ -20,6 +20,7 @@ mkdir -p "$OUT"
 BUDGET=${BUDGET:-390}   # seconds; optional sections start only while elapsed < BUDGET
 HARD=${HARD:-530}       # seconds; no command runs past this (each timeout is cut to what is left), the recap follows
 TEST_RESERVE=150        # seconds kept for the test suite while the measurements run
+[ -n "${SKIP_TESTS:-}" ] && TEST_RESERVE=0
 B=${BATCH:-128}
 IMG=${IMG:-224}
 MODELS=${MODELS:-"femto tiny"}   # dry run on lavapipe: MODELS=test BATCH=2 IMG=64 SKIP_TESTS=1 SKIP_TORCH=1 bash scripts/gpu_step_bench.sh
