@@ -3,14 +3,17 @@
  * The CLI (bin/validate.ts) is a thin shell over `validateOne` and `validateBulk`.
  *
  * How the work is fed (measurements in docs/BENCHMARKS.md):
- * - The folder is scanned and the loader starts decoding before the model is loaded: on the 2-core box the
- *   ONNX export, session creation and warm-up take ~1-2 s of one core, during which the other decodes.
+ * - The weights are read first (a checkpoint's metadata carries its data config: input size, crop, mean/std), then
+ *   the folder is scanned and the loader starts decoding before the engine is built: on the 2-core box the ONNX
+ *   export, session creation and warm-up take ~1-2 s of one core, during which the other decodes.
  * - The loader decodes small pieces (CHUNK images, a divisor of --batch-size): with torch's one-worker-per-batch,
  *   inference waits for a whole 256-image batch to be decoded by one worker before it starts, and the workers
  *   run dry while a long inference call holds the main thread. Logs and meters still count batches of -b.
  * - The loader hands over uint8 pixels. onnxruntime (CPU) gets them normalized on the host, one chunk per run;
  *   tfjs engines get them through the prefetcher (src/data/prefetch.ts: uint8 upload, normalization on the GPU on
  *   webgpu) and keep loss and hit counts on the device, read back at --log-freq and at the end.
+ * - Buffers go back once their pixels are used (DataLoader.recycle; validate's joined batches and float input are
+ *   reused too): no fresh 19 MB array per batch for the main thread's garbage collector.
  */
 import { existsSync, promises as fsp, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
