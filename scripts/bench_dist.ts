@@ -38,6 +38,7 @@ import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { createModel } from '../src/models/mambaout.js';
 import { getModelConfig } from '../src/models/registry.js';
 import { createOptimizer } from '../src/train/optim/index.js';
+import { DEFAULT_DIST_BUCKET_MB } from '../src/settings.js';
 import { AUTO_THREADS, AUTO_THREADS_BYTES, DistributedDataParallel, type StepProfile } from '../src/train/ddp.js';
 import { ProcessGroup } from '../src/distributed/group.js';
 import { CommPool } from '../src/distributed/pool.js';
@@ -69,7 +70,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '2' },
     breakdown: { type: 'string', default: '0' },
     paths: { type: 'string' },
-    'bucket-mb': { type: 'string', default: '4' },
+    'bucket-mb': { type: 'string', default: String(DEFAULT_DIST_BUCKET_MB) },
     'comm-threads': { type: 'string', default: '4' },
     backend: { type: 'string', default: 'auto' },
     'img-size': { type: 'string', default: '224' },

@@ -28,7 +28,7 @@
  * | distCompress     | MAMBAOUT_DIST_COMPRESS      | 'none' (bf16: bfloat16 gradient buckets) |
  * | distTransfer     | MAMBAOUT_DIST_TRANSFER      | 'auto' (staged on webgpu, else tfjs)     |
  * | distThreads      | MAMBAOUT_DIST_THREADS       | 'auto' (4 from 16 MiB of gradients)      |
- * | distBucketMb     | MAMBAOUT_DIST_BUCKET_MB     | 4                                        |
+ * | distBucketMb     | MAMBAOUT_DIST_BUCKET_MB     | 2                                        |
  * | distShmDir       | MAMBAOUT_DIST_SHM_DIR       | '/dev/shm' ('' or 'none': sockets only)  |
  * | distNoSimd       | MAMBAOUT_DIST_NO_SIMD       | false (1: scalar float32 sums)           |
  * | debug            | MAMBAOUT_DEBUG              | false (any value: stack traces)          |
@@ -66,6 +66,9 @@ export const SETTING_VARIABLES = {
   installTest: 'MAMBAOUT_INSTALL_TEST',
   installNode: 'MAMBAOUT_INSTALL_NODE',
 } as const;
+
+/** Default bucket size (MiB) of the overlapped gradient exchange (see settings.distBucketMb). */
+export const DEFAULT_DIST_BUCKET_MB = 2;
 
 export type SettingName = keyof typeof SETTING_VARIABLES;
 
@@ -270,10 +273,14 @@ export const settings = {
     write('distThreads', v);
   },
 
-  /** Bucket size in MiB of the overlapped gradient exchange. `MAMBAOUT_DIST_BUCKET_MB`, default 4. */
+  /**
+   * Bucket size in MiB of the overlapped gradient exchange. `MAMBAOUT_DIST_BUCKET_MB`, default 2 (H200 x2, 2026-11-30:
+   * 2 MiB gave femto 1.63x and tiny 1.90x on 2 GPUs against 1.41x and 1.82x at 4 MiB, means of 2-4 runs;
+   * docs/BENCHMARKS.md).
+   */
   get distBucketMb(): number {
     const b = (raw('distBucketMb') ?? '').trim();
-    const mb = b === '' ? 4 : Number(b);
+    const mb = b === '' ? DEFAULT_DIST_BUCKET_MB : Number(b);
     if (!(mb > 0 && mb <= 1024)) throw new UserError(`${SETTING_VARIABLES.distBucketMb} must be a number of MiB between 0 and 1024, got '${b}'.`);
     return mb;
   },

@@ -181,7 +181,7 @@ test('exchange settings come from the environment (src/settings.ts), checked', (
       names.forEach((n, i) => (saved[i] === undefined ? delete process.env[n] : (process.env[n] = saved[i])));
     }
   };
-  withEnv({}, () => assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'none', transfer: 'auto', threads: 'auto', bucketMb: 4 }));
+  withEnv({}, () => assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'none', transfer: 'auto', threads: 'auto', bucketMb: 2 }));
   withEnv({ MAMBAOUT_DIST_COMPRESS: 'bf16', MAMBAOUT_DIST_THREADS: '0', MAMBAOUT_DIST_TRANSFER: 'tfjs', MAMBAOUT_DIST_BUCKET_MB: '25' }, () =>
     assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'bf16', transfer: 'tfjs', threads: 0, bucketMb: 25 }));
   for (const [k, v, re] of [

@@ -59,7 +59,7 @@ test('unset or blank variables give the documented defaults', () => {
     assert.equal(settings.distCompress, 'none');
     assert.equal(settings.distTransfer, 'auto');
     assert.equal(settings.distThreads, 'auto');
-    assert.equal(settings.distBucketMb, 4);
+    assert.equal(settings.distBucketMb, 2);
     assert.equal(settings.distShmDir, '/dev/shm');
     assert.equal(settings.distNoSimd, false);
     assert.equal(settings.debug, false);

@@ -58,7 +58,7 @@ import { ProcessGroup, isDistError, reduceClock, type ReduceDtype, type Transpor
 import { CommPool } from '../distributed/pool.js';
 import { bf16Words, packBf16, unpackBf16 } from '../distributed/bf16.js';
 import { UserError } from '../errors.js';
-import { settings } from '../settings.js';
+import { DEFAULT_DIST_BUCKET_MB, settings } from '../settings.js';
 import type { NamedParameter } from './optim/base.js';
 import { StagedBucket, stagingClock, webgpuInternals } from './ddp_gpu.js';
 
@@ -84,7 +84,7 @@ export type GradCompression = 'none' | 'bf16';
 export type GradTransfer = 'auto' | 'tfjs' | 'staged';
 
 export interface DdpOptions {
-  /** Bucket size of the overlapped exchange in bytes (default 4 MiB; DDP's default is 25 MB). */
+  /** Bucket size of the overlapped exchange in bytes (default DEFAULT_DIST_BUCKET_MB = 2 MiB; DDP's default is 25 MB). */
   bucketBytes?: number;
   /** Time the phases of every exchange (adds GPU synchronisations; benchmarks only). */
   profile?: boolean;
@@ -289,7 +289,7 @@ export class DistributedDataParallel {
     if (this.compress !== 'none' && this.compress !== 'bf16') throw new UserError(`gradient compression must be none or bf16, got '${String(this.compress)}'.`);
     this.transferMode = opts.transfer ?? 'auto';
     if (!['auto', 'tfjs', 'staged'].includes(this.transferMode)) throw new UserError(`the gradient transfer must be auto, tfjs or staged, got '${String(this.transferMode)}'.`);
-    const cap = opts.bucketBytes ?? 4 * 1024 * 1024;
+    const cap = opts.bucketBytes ?? DEFAULT_DIST_BUCKET_MB * 1024 * 1024;
     if (!(cap >= 4)) throw new UserError(`the gradient bucket size must be at least 4 bytes, got ${cap}.`);
     this.bucketCap = cap;
     this.layout = this.bind(params);
@@ -701,7 +701,7 @@ export class DistributedDataParallel {
  *                                                  2,578 img/s on 4 threads vs 2,435 on the main thread, tiny (106 MB)
  *                                                  1,666 vs 1,239 (run 1, tfjs transfer: femto had been faster on the
  *                                                  main thread, hence the earlier 64 MiB)
- *   MAMBAOUT_DIST_BUCKET_MB  4                     bucket size of the overlapped exchange
+ *   MAMBAOUT_DIST_BUCKET_MB  2                     bucket size of the overlapped exchange (MiB)
  */
 export interface DistSettings {
   transport: TransportKind;
