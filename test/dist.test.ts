@@ -491,11 +491,22 @@ describe('launcher', () => {
     const p = spawn(process.execPath, [...NODE_ARGS, helper('dist_launch.ts'), JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    p.stderr!.on('data', (d) => (err += d));
+    // SIGTERM once both workers have their handler in place (a worker still starting, under load, would die of the
+    // signal instead of exiting 0).
+    let armed = false;
+    const killWhenReady = () => {
+      if (armed || !out.includes('ready 0\n') || !err.includes('[rank 1] ready 1\n')) return;
+      armed = true;
+      setTimeout(() => p.kill('SIGTERM'), 300);
+    };
     const code = await new Promise<number | null>((resolve) => {
+      p.stderr!.on('data', (d) => {
+        err += d;
+        killWhenReady();
+      });
       p.stdout!.on('data', (d) => {
         out += d;
-        if (out.includes('ready 0\n') && !p.killed) setTimeout(() => p.kill('SIGTERM'), 300);
+        killWhenReady();
       });
       p.on('close', (c) => resolve(c));
     });

@@ -16,11 +16,11 @@ import {
   unregisterWasmGradKernels,
 } from '../src/backend/kernels/cpu/index.js';
 import { createModel } from '../src/models/mambaout.js';
-import { toTorchLayout } from '../src/models/layers.js';
 import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { UserError } from '../src/errors.js';
 import { Rng } from '../src/utils/rng.js';
-import { fixture, maxAbs, maxAbsDiff, microIo } from './helpers.js';
+import { fixture, maxAbs, maxAbsDiff } from './helpers.js';
+import { checkMicroGradients } from './helpers/micro_grads.js';
 
 tf.env().set('PROD', true);
 await tf.setBackend('cpu');
@@ -400,28 +400,13 @@ test('cpu: BatchMatMul equals tfjs\'s kernel (transposes, odd sizes, long K, bat
 
 // ---- MambaOut gradients against the PyTorch fixture
 
-const { io, N, H, W, inputNhwc, labels } = await microIo();
-
 /** Every gradient of micro's loss on the current backend, compared with PyTorch's; returns the worst rel diff. */
-async function checkMicroGradients(): Promise<number> {
+async function microGradients(): Promise<number> {
   const { stateDict } = await loadCheckpoint(fixture('micro.pth'));
   const m = createModel('mambaout_test', { noInit: true });
   try {
     m.loadStateDict(stateDict);
-    const params = m.parameterInfo();
-    const { value, grads } = tf.tidy(() => {
-      const x = tf.tensor4d(inputNhwc, [N, H, W, 3]);
-      return tf.variableGrads(() => tf.losses.softmaxCrossEntropy(tf.oneHot(labels, 10), m.forward(x, { training: true })) as tf.Scalar, params.map((p) => p.variable));
-    });
-    assert.ok(Math.abs(value.dataSync()[0] - (io.get('loss')!.data as Float32Array)[0]) < 1e-5);
-    let worst = 0;
-    for (const p of params) {
-      const ours = toTorchLayout(p.kind, p.variable.shape, grads[p.variable.name].dataSync() as Float32Array);
-      worst = Math.max(worst, assertClose(ours, io.get(`grad.${p.name}`)!.data as Float32Array, `${p.name} gradient`));
-    }
-    assert.equal(params.length, 68);
-    tf.dispose([value, ...Object.values(grads)]);
-    return worst;
+    return await checkMicroGradients(m);
   } finally {
     m.dispose();
   }
@@ -429,7 +414,7 @@ async function checkMicroGradients(): Promise<number> {
 
 test('cpu: every micro MambaOut gradient matches PyTorch with our kernels', async () => {
   registerCpuKernels();
-  const worst = await checkMicroGradients();
+  const worst = await microGradients();
   assert.ok(worst <= 1e-4, `worst ${worst}`);
 });
 
@@ -496,7 +481,7 @@ test('wasm: our gradient kernels fill the gaps, the BatchMatMul wrapper matches 
         { strides: 1, pad: 'same', dataFormat: 'NCHW', filterShape: [3, 3, 2, 3] } as unknown as tf.NamedAttrMap)),
       (e: Error) => e instanceof UserError && /Conv2DBackpropFilter on the wasm backend does not support NCHW/.test(e.message),
     );
-    const worst = await checkMicroGradients();
+    const worst = await microGradients();
     assert.ok(worst <= 1e-4, `worst ${worst}`);
   } finally {
     await tf.setBackend('cpu');

@@ -8,12 +8,12 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { createModel, type MambaOut } from '../src/models/mambaout.js';
 import { countParams, listModels, MODEL_CONFIGS } from '../src/models/registry.js';
-import { toTorchLayout } from '../src/models/layers.js';
 import { loadCheckpoint } from '../src/checkpoint/load.js';
 import { readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { initBackend } from '../src/backend/index.js';
 import { UserError } from '../src/errors.js';
 import { fixture, maxAbs, maxAbsDiff, microIo, nchwToNhwc, sharedFixture, tempDir } from './helpers.js';
+import { checkMicroGradients } from './helpers/micro_grads.js';
 
 await initBackend('cpu');
 
@@ -96,22 +96,7 @@ test('micro: logits, loss and every gradient match PyTorch (micro_io.safetensors
   try {
     const diff = maxAbsDiff(logitsOf(m), io.get('logits')!.data as Float32Array);
     assert.ok(diff <= 1e-4, `logits max abs diff ${diff}`);
-    const vars = m.parameterInfo();
-    const { value, grads } = tf.tidy(() => {
-      const x = tf.tensor4d(inputNhwc, [N, H, W, 3]);
-      return tf.variableGrads(() => tf.losses.softmaxCrossEntropy(tf.oneHot(labels, 10), m.forward(x, { training: true })) as tf.Scalar, vars.map((p) => p.variable));
-    });
-    assert.ok(Math.abs(value.dataSync()[0] - (io.get('loss')!.data as Float32Array)[0]) < 1e-5);
-    let checked = 0;
-    for (const p of vars) {
-      const ours = toTorchLayout(p.kind, p.variable.shape, grads[p.variable.name].dataSync() as Float32Array);
-      const ref = io.get(`grad.${p.name}`)!.data as Float32Array;
-      const rel = maxAbsDiff(ours, ref) / Math.max(maxAbs(ref), 1e-12);
-      assert.ok(rel <= 1e-4, `${p.name}: gradient rel diff ${rel}`);
-      checked++;
-    }
-    assert.equal(checked, 68);
-    tf.dispose([value, ...Object.values(grads)]);
+    await checkMicroGradients(m);
   } finally {
     m.dispose();
   }

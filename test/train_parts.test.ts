@@ -203,7 +203,10 @@ function refLamb(params: RefParam[], grads: number[][][], lr: number, b1: number
   return w;
 }
 
-/** Runs `steps` optimizer steps on toy parameters and compares with a float64 reference. */
+/**
+ * Runs `steps` optimizer steps on toy parameters and compares with a float64 reference, once through the fused cpu
+ * loop (hostFastPath) and once through tfjs ops.
+ */
 function checkAgainstReference(
   make: (ps: NamedParameter[]) => Optimizer<ParamGroup>,
   ref: (rp: RefParam[], grads: number[][][]) => number[][],
@@ -212,37 +215,26 @@ function checkAgainstReference(
   rel: number,
   what: string,
 ): void {
-  for (const host of [true, false]) {
-    checkAgainstReferenceOnce(make, ref, steps, gradScale, rel, `${what} (${host ? 'fused cpu loop' : 'tfjs ops'})`, host);
+  for (const hostFastPath of [true, false]) {
+    const label = `${what} (${hostFastPath ? 'fused cpu loop' : 'tfjs ops'})`;
+    const params = toyParams(3);
+    const opt = make(params);
+    opt.hostFastPath = hostFastPath;
+    const wdByName = new Map<string, number>();
+    for (const g of opt.paramGroups) for (const p of g.params) wdByName.set(p.name, g.weightDecay);
+    const rp: RefParam[] = params.map((p) => ({ w: Array.from(p.variable.dataSync()), wd: wdByName.get(p.name)! }));
+    const allGrads: number[][][] = [];
+    for (let s = 0; s < steps; s++) {
+      const grads = toyGrads(params, 10 + s, gradScale);
+      allGrads.push(params.map((p) => Array.from(grads.get(p.name)!.dataSync())));
+      opt.step(grads);
+      disposeGrads(grads);
+    }
+    const expected = ref(rp, allGrads);
+    params.forEach((p, j) => assertRel(p.variable.dataSync(), expected[j], rel, `${label} ${p.name}`));
+    opt.dispose();
+    disposeParams(params);
   }
-}
-
-function checkAgainstReferenceOnce(
-  make: (ps: NamedParameter[]) => Optimizer<ParamGroup>,
-  ref: (rp: RefParam[], grads: number[][][]) => number[][],
-  steps: number,
-  gradScale: number,
-  rel: number,
-  what: string,
-  hostFastPath: boolean,
-): void {
-  const params = toyParams(3);
-  const opt = make(params);
-  opt.hostFastPath = hostFastPath;
-  const wdByName = new Map<string, number>();
-  for (const g of opt.paramGroups) for (const p of g.params) wdByName.set(p.name, g.weightDecay);
-  const rp: RefParam[] = params.map((p) => ({ w: Array.from(p.variable.dataSync()), wd: wdByName.get(p.name)! }));
-  const allGrads: number[][][] = [];
-  for (let s = 0; s < steps; s++) {
-    const grads = toyGrads(params, 10 + s, gradScale);
-    allGrads.push(params.map((p) => Array.from(grads.get(p.name)!.dataSync())));
-    opt.step(grads);
-    disposeGrads(grads);
-  }
-  const expected = ref(rp, allGrads);
-  params.forEach((p, j) => assertRel(p.variable.dataSync(), expected[j], rel, `${what} ${p.name}`));
-  opt.dispose();
-  disposeParams(params);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -137,6 +137,41 @@ function randn(rng: Rng, n: number, scale = 1): Float32Array {
   return a;
 }
 
+type AdamCase = { shapes: number[][]; init: Float32Array[]; gradsAt: Float32Array[][] };
+
+/** Parameters of `shapes` with random initial values and three steps of random gradients. */
+function adamCase(rng: Rng, shapes: number[][]): AdamCase {
+  const init = shapes.map((s) => randn(rng, s.reduce((a, b) => a * b, 1)));
+  const gradsAt = [0, 1, 2].map(() => shapes.map((s) => randn(rng, s.reduce((a, b) => a * b, 1), 0.1)));
+  return { shapes, init, gradsAt };
+}
+
+/**
+ * The steps of `c` through createOptimizer(opt, lr 1e-2, weight decay 0.05: two groups, decay / no decay, as timm's
+ * param_groups_weight_decay builds them) on `backendName`; `configure` sees the optimizer before the first step.
+ * Returns, per parameter, its weights, exp_avg and exp_avg_sq.
+ */
+async function adamStates(
+  backendName: string, opt: 'adam' | 'adamw', c: AdamCase, configure?: (o: object) => void,
+): Promise<Float32Array[]> {
+  const { createOptimizer } = await import('../src/train/optim/index.js');
+  await tf.setBackend(backendName);
+  const params = c.shapes.map((s, i) => ({ name: `p${i}`, variable: tf.variable(tf.tensor(c.init[i], s), true) }));
+  const o = createOptimizer(params, { opt, lr: 1e-2, weightDecay: 0.05 });
+  configure?.(o);
+  for (const step of c.gradsAt) tf.tidy(() => o.step(new Map(params.map((p, i) => [p.name, tf.tensor(step[i], c.shapes[i])]))));
+  const sd = await o.stateDict();
+  const out: Float32Array[] = [];
+  for (let i = 0; i < params.length; i++) {
+    out.push((await params[i].variable.data()) as Float32Array);
+    const st = sd.state[i] as Record<string, { data: Float32Array }>;
+    out.push(st.exp_avg.data, st.exp_avg_sq.data);
+  }
+  o.dispose();
+  params.forEach((p) => p.variable.dispose());
+  return out;
+}
+
 /** Run `f` (building tensors from host arrays) on webgpu and on cpu; returns both results as host arrays. */
 async function onBoth(f: () => tf.Tensor | tf.Tensor[]): Promise<{ gpu: Float32Array[]; cpu: Float32Array[] }> {
   const run = async (name: string): Promise<Float32Array[]> => {
@@ -163,7 +198,6 @@ test('fused webgpu kernels and a training step match the cpu backend', { skip: S
   const { gatedConvGeluForTests: gatedConvGeluFused } = await import('../src/ops/gated_cnn.js');
   const { meanSpatial: meanSpatialFused } = await import('../src/ops/mean.js');
   const layerNormFused = (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, eps: number) => layerNorm(x, w, b, eps);
-  const { createOptimizer } = await import('../src/train/optim/index.js');
   const { fixture, nchwToNhwc } = await import('./helpers.js');
 
   const r = await initWebGPU();
@@ -323,29 +357,11 @@ test('fused webgpu kernels and a training step match the cpu backend', { skip: S
     });
 
     await t.test('fused Adam/AdamW update vs the cpu host path and the webgpu op path (3 steps)', async () => {
-      const shapes = [[5, 7], [13], [3, 3, 2, 4], [1000, 3]];
-      const init = shapes.map((s) => randn(rng, s.reduce((a, b) => a * b, 1)));
-      const gradsAt = [0, 1, 2].map(() => shapes.map((s) => randn(rng, s.reduce((a, b) => a * b, 1), 0.1)));
+      const c = adamCase(rng, [[5, 7], [13], [3, 3, 2, 4], [1000, 3]]);
       for (const opt of ['adamw', 'adam'] as const) {
-        const runOpt = async (backendName: string, fused: boolean): Promise<Float32Array[]> => {
-          await tf.setBackend(backendName);
-          const params = shapes.map((s, i) => ({ name: `p${i}`, variable: tf.variable(tf.tensor(init[i], s), true) }));
-          const o = createOptimizer(params, { opt, lr: 1e-2, weightDecay: 0.05 });
-          (o as unknown as { fusedKernelPath: boolean }).fusedKernelPath = fused;
-          for (const step of gradsAt) {
-            tf.tidy(() => o.step(new Map(params.map((p, i) => [p.name, tf.tensor(step[i], shapes[i])]))));
-          }
-          const sd = await o.stateDict();
-          const out: Float32Array[] = [];
-          for (let i = 0; i < params.length; i++) {
-            out.push((await params[i].variable.data()) as Float32Array);
-            const st = sd.state[i] as Record<string, { data: Float32Array }>;
-            out.push(st.exp_avg.data, st.exp_avg_sq.data);
-          }
-          o.dispose();
-          params.forEach((p) => p.variable.dispose());
-          return out;
-        };
+        const runOpt = (backendName: string, fused: boolean) => adamStates(backendName, opt, c, (o) => {
+          (o as { fusedKernelPath: boolean }).fusedKernelPath = fused;
+        });
         const fusedGpu = await runOpt('webgpu', true);
         const opsGpu = await runOpt('webgpu', false);
         const host = await runOpt('cpu', true);
@@ -440,7 +456,6 @@ test('step-speed kernels (GEMM tiles, fused Linear, LayerNorm+GELU, multi-tensor
   const { layerNorm } = await import('../src/ops/layer_norm.js');
   const { gelu } = await import('../src/ops/activations.js');
   const { shouldFuse } = await import('../src/ops/fused.js');
-  const { createOptimizer } = await import('../src/train/optim/index.js');
 
   const r = await initWebGPU();
   assert.ok(r.ok, r.ok ? '' : r.reason);
@@ -547,28 +562,11 @@ test('step-speed kernels (GEMM tiles, fused Linear, LayerNorm+GELU, multi-tensor
     });
 
     await t.test('multi-tensor AdamW (one dispatch per group, in place) matches the host path and the per-parameter kernel', async () => {
-      const shapes = [[5, 7], [13], [3, 3, 2, 4], [1000, 3], [1]];
-      const init = shapes.map((s) => randn(rng, s.reduce((a, b) => a * b, 1)));
-      const gradsAt = [0, 1, 2].map(() => shapes.map((s) => randn(rng, s.reduce((a, b) => a * b, 1), 0.1)));
+      const c = adamCase(rng, [[5, 7], [13], [3, 3, 2, 4], [1000, 3], [1]]);
       for (const opt of ['adamw', 'adam'] as const) {
-        const runOpt = async (backendName: string, multi: boolean): Promise<Float32Array[]> => {
-          await tf.setBackend(backendName);
-          setWebGPUKernelSettings({ adamMulti: multi });
-          const params = shapes.map((s, i) => ({ name: `p${i}`, variable: tf.variable(tf.tensor(init[i], s), true) }));
-          // Two groups (decay / no decay), as timm's param_groups_weight_decay builds them.
-          const o = createOptimizer(params, { opt, lr: 1e-2, weightDecay: 0.05 });
-          for (const step of gradsAt) tf.tidy(() => o.step(new Map(params.map((p, i) => [p.name, tf.tensor(step[i], shapes[i])]))));
-          const sd = await o.stateDict();
-          const out: Float32Array[] = [];
-          for (let i = 0; i < params.length; i++) {
-            out.push((await params[i].variable.data()) as Float32Array);
-            const st = sd.state[i] as Record<string, { data: Float32Array }>;
-            out.push(st.exp_avg.data, st.exp_avg_sq.data);
-          }
-          o.dispose();
-          params.forEach((p) => p.variable.dispose());
-          return out;
-        };
+        const runOpt = (backendName: string, multi: boolean) => adamStates(backendName, opt, c, () => {
+          setWebGPUKernelSettings({ adamMulti: multi }); // read at each step (ops/adam.ts shouldFuse)
+        });
         const multi = await runOpt('webgpu', true);
         const single = await runOpt('webgpu', false);
         const host = await runOpt('cpu', true);

@@ -13,12 +13,11 @@
  *
  * Workers are unref'd while idle, so a loader that was not closed does not keep the process alive.
  */
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { Sample } from './folder.js';
 import { SequentialSampler, type Sampler } from './sampler.js';
 import { sampleSeed } from '../utils/rng.js';
+import { startModuleWorker } from '../utils/worker_thread.js';
 import { runBatch, type BatchResult, type BatchTask, type TaskItem, type WorkerInit, type WorkerReply } from './worker.js';
 import { getTransform, type ImageArray, type TransformSpec } from './transforms/index.js';
 
@@ -78,23 +77,8 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-/** Where the worker module is: compiled .js next to us, or the .ts source under tsx. */
-function workerEntry(): { file: URL; viaTsx: boolean } {
-  const js = new URL('./worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return { file: js, viaTsx: false };
-  return { file: new URL('./worker.ts', import.meta.url), viaTsx: true };
-}
-
 function startWorker(init: WorkerInit): Worker {
-  const { file, viaTsx } = workerEntry();
-  if (!viaTsx) return new Worker(file, { workerData: init });
-  // Running from TypeScript sources (tsx): Node 20 does not pass module hooks to worker threads,
-  // so register tsx inside the worker before importing the .ts entry.
-  const api = import.meta.resolve('tsx/esm/api');
-  const code =
-    `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(file.href)}); })` +
-    `.catch((e) => { setImmediate(() => { throw e; }); });`;
-  return new Worker(code, { eval: true, workerData: init });
+  return startModuleWorker(new URL('./worker.js', import.meta.url), init);
 }
 
 class WorkerPool {

@@ -16,12 +16,11 @@
  *
  * Every rank must give the same buffers to the same channel in the same order (as with the group itself).
  */
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { findFreePort } from './launcher.js';
 import { DistError, type DistFailure } from './errors.js';
 import type { ProcessGroup, ProcessGroupOptions, ReduceDtype, ReduceOp } from './group.js';
+import { startModuleWorker } from '../utils/worker_thread.js';
 
 export interface CommPoolOptions {
   threads: number;
@@ -37,21 +36,8 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-function workerEntry(): { file: URL; viaTsx: boolean } {
-  const js = new URL('./comm_worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return { file: js, viaTsx: false };
-  return { file: new URL('./comm_worker.ts', import.meta.url), viaTsx: true };
-}
-
 function startWorker(data: ProcessGroupOptions): Worker {
-  const { file, viaTsx } = workerEntry();
-  if (!viaTsx) return new Worker(file, { workerData: data });
-  // From TypeScript sources (tsx): Node 20 does not pass module hooks to worker threads; register tsx first.
-  const api = import.meta.resolve('tsx/esm/api');
-  const code =
-    `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(file.href)}); })` +
-    `.catch((e) => { setImmediate(() => { throw e; }); });`;
-  return new Worker(code, { eval: true, workerData: data });
+  return startModuleWorker(new URL('./comm_worker.js', import.meta.url), data);
 }
 
 export class CommPool {

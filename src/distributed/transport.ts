@@ -154,26 +154,13 @@ export class AddF32Sink implements PayloadSink {
   }
 }
 
-/** Collects a small payload (control frames, or data frames that arrived before their collective started). */
-class CollectSink implements PayloadSink {
-  readonly data: Uint8Array;
-  private pos = 0;
-  constructor(length: number, private readonly onEnd: (data: Uint8Array) => void) {
-    // An own ArrayBuffer (offset 0, aligned) so typed views into it are always possible.
-    this.data = new Uint8Array(length);
-  }
-  write(chunk: Uint8Array): void {
-    this.data.set(chunk, this.pos);
-    this.pos += chunk.length;
-  }
-  direct(n: number): Uint8Array {
-    const d = this.data.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return d;
-  }
-  end(): void {
-    this.onEnd(this.data);
-  }
+/**
+ * Collects a small payload (control frames, or data frames that arrived before their collective started) into an
+ * own ArrayBuffer (offset 0, aligned, so typed views into it are always possible).
+ */
+function collectSink(length: number, onEnd: (data: Uint8Array) => void): PayloadSink {
+  const data = new Uint8Array(length);
+  return new CopySink(data, () => onEnd(data));
 }
 
 interface BufferedFrame {
@@ -358,11 +345,11 @@ export class Link {
         );
       } else {
         // A collective this rank has not started yet: keep the bytes.
-        this.curSink = new CollectSink(h.length, (data) => this.stashEarly(h, data));
+        this.curSink = collectSink(h.length, (data) => this.stashEarly(h, data));
       }
     } else if (h.type === FRAME.Abort || h.type === FRAME.Bye || h.type === FRAME.Hello || h.type === FRAME.Table) {
       if (h.length > 16 * 1024 * 1024) throw new ProtocolError(`control frame of ${h.length} bytes`);
-      this.curSink = new CollectSink(h.length, (data) => this.onControl(h.type, data));
+      this.curSink = collectSink(h.length, (data) => this.onControl(h.type, data));
     } else {
       throw new ProtocolError(`unknown frame type ${h.type}`);
     }
@@ -384,7 +371,7 @@ export class Link {
       );
     } else {
       // A collective this rank has not started yet: copy it out (as the socket path buffers it) and free the room.
-      sink = new CollectSink(h.length, (data) => this.stashEarly({ ...h, flags: 0 }, data));
+      sink = collectSink(h.length, (data) => this.stashEarly({ ...h, flags: 0 }, data));
     }
     if (!this.shmScratch) this.shmScratch = new Uint8Array(1 << 20);
     const direct = sink.direct ? sink.direct(h.length) : null;

@@ -172,29 +172,23 @@ export function reduceSum(x: Float32Array, shape: readonly number[], axes: reado
       for (; xi < end; xi++) s += x[xi];
       out[row] = s;
     }
-  } else if (reduced[D - 1]) {
-    // innermost reduced: each row sums into one output element
-    const acc = new Float64Array(out.length);
-    for (let row = 0, xi = 0; row < outer; row++) {
-      let s = 0;
-      const end = xi + n;
-      for (; xi < end; xi++) s += x[xi];
-      acc[oo] += s;
-      for (let k = D - 2; k >= 0; k--) {
-        oo += oStr[k];
-        if (++idx[k] < sizes[k]) break;
-        oo -= oStr[k] * sizes[k];
-        idx[k] = 0;
-      }
-    }
-    for (let i = 0; i < out.length; i++) out[i] = acc[i];
   } else {
-    // innermost kept: each row adds into a contiguous output run
+    // Row by row along the innermost dim; oo, the row's first output element, advances as an odometer over the
+    // outer dims.
+    const innerReduced = reduced[D - 1];
     const acc = new Float64Array(out.length);
     for (let row = 0, xi = 0; row < outer; row++) {
-      const d = oo - xi;
       const end = xi + n;
-      for (; xi < end; xi++) acc[xi + d] += x[xi];
+      if (innerReduced) {
+        // innermost reduced: the row sums into one output element
+        let s = 0;
+        for (; xi < end; xi++) s += x[xi];
+        acc[oo] += s;
+      } else {
+        // innermost kept: the row adds into a contiguous output run
+        const d = oo - xi;
+        for (; xi < end; xi++) acc[xi + d] += x[xi];
+      }
       for (let k = D - 2; k >= 0; k--) {
         oo += oStr[k];
         if (++idx[k] < sizes[k]) break;

@@ -16,7 +16,7 @@
  * Not covered (falls back to tfjs's kernel): NCHW data format and non-float32 inputs.
  */
 import { backend_util } from '@tensorflow/tfjs-core';
-import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
+import type { Conv2DBackpropFilterAttrs, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { sumSplits, type KernelArgs } from './util.js';
 
@@ -215,13 +215,7 @@ function pickTileCout(v: number, cout: number): number {
 /** Our Conv2DBackpropFilter; `fallback` (tfjs's kernel) handles what it does not cover. */
 export function conv2dBackpropFilterWebGPU(args: KernelArgs, fallback?: KernelFunc): TensorInfo {
   const { x, dy } = args.inputs;
-  const attrs = (args.attrs ?? {}) as unknown as {
-    strides: number | [number, number];
-    pad: 'valid' | 'same' | number | backend_util.ExplicitPadding;
-    dataFormat: 'NHWC' | 'NCHW';
-    dimRoundingMode?: 'floor' | 'round' | 'ceil';
-    filterShape: [number, number, number, number];
-  };
+  const attrs = (args.attrs ?? {}) as unknown as Conv2DBackpropFilterAttrs;
   const backend = args.backend as WebGPUBackend;
   const supported = (attrs.dataFormat ?? 'NHWC') === 'NHWC' && x.dtype === 'float32' && dy.dtype === 'float32' && x.shape.length === 4;
   if (!supported) {

@@ -14,7 +14,7 @@
  * Not covered (tfjs's kernel is used): NCHW, dilations > 1, non-float32 inputs, grids that do not fit one dispatch.
  */
 import { backend_util } from '@tensorflow/tfjs-core';
-import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
+import type { Conv2DBackpropInputAttrs, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { runCustomProgram, type CustomProgram } from './dispatch.js';
 import { GEMM_UNIFORMS, NO_EPILOGUE, gemmKey, gemmSource, type GemmSpec } from './gemm.js';
@@ -64,13 +64,7 @@ fn tapOf(k : i32) -> vec3<i32> {
 
 export function conv2dBackpropInputWebGPU(args: KernelArgs, fallback?: KernelFunc): TensorInfo {
   const { dy, filter } = args.inputs;
-  const attrs = (args.attrs ?? {}) as unknown as {
-    strides: number | [number, number];
-    pad: 'valid' | 'same' | number | backend_util.ExplicitPadding;
-    dataFormat?: 'NHWC' | 'NCHW';
-    dimRoundingMode?: 'floor' | 'round' | 'ceil';
-    inputShape: [number, number, number, number];
-  };
+  const attrs = (args.attrs ?? {}) as unknown as Conv2DBackpropInputAttrs;
   const backend = args.backend as WebGPUBackend;
   const useFallback = (): TensorInfo => {
     if (!fallback) throw new Error('Conv2DBackpropInput: unsupported case and no fallback kernel');

@@ -15,7 +15,7 @@
  * Not covered (falls back to tfjs's kernel): dilations > 1, filter width > 32, non-float32 inputs.
  */
 import { backend_util } from '@tensorflow/tfjs-core';
-import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
+import type { DepthwiseConv2dNativeBackpropFilterAttrs, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { sumSplits, type KernelArgs } from './util.js';
 import { WGSL_BF16 } from './bf16.js';
@@ -136,13 +136,7 @@ export class DepthwiseBackpropFilterSplitProgram implements WebGPUProgram {
 /** Our DepthwiseConv2dNativeBackpropFilter; `fallback` (tfjs's kernel) handles what it does not cover. */
 export function depthwiseBackpropFilterWebGPU(args: KernelArgs, fallback?: KernelFunc): TensorInfo {
   const { x, dy } = args.inputs;
-  const attrs = (args.attrs ?? {}) as unknown as {
-    strides: number | [number, number];
-    dilations: number | [number, number];
-    pad: 'valid' | 'same' | number | backend_util.ExplicitPadding;
-    dimRoundingMode?: 'floor' | 'round' | 'ceil';
-    filterShape: [number, number, number, number];
-  };
+  const attrs = (args.attrs ?? {}) as unknown as DepthwiseConv2dNativeBackpropFilterAttrs;
   const backend = args.backend as WebGPUBackend;
   const dil = attrs.dilations ?? 1;
   const [dh, dw] = typeof dil === 'number' ? [dil, dil] : dil;
@@ -180,7 +174,7 @@ export function depthwiseFilterGradStrided(backend: WebGPUBackend, x: TensorInfo
 
 function depthwiseFilterGradImpl(backend: WebGPUBackend, x: TensorInfo, dy: TensorInfo, filterShape: [number, number, number, number],
   xShape: [number, number, number, number],
-  attrs: { strides: number | [number, number]; pad: 'valid' | 'same' | number | backend_util.ExplicitPadding; dimRoundingMode?: 'floor' | 'round' | 'ceil' },
+  attrs: Pick<DepthwiseConv2dNativeBackpropFilterAttrs, 'strides' | 'pad' | 'dimRoundingMode'>,
   where: StridedInput): TensorInfo | null {
   const [fh, fw, inC, chMul] = filterShape;
   const conv = backend_util.computeConv2DInfo(xShape, filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, true);

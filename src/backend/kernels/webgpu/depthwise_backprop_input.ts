@@ -13,7 +13,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { backend_util } from '@tensorflow/tfjs-core';
-import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
+import type { DepthwiseConv2dNativeBackpropInputAttrs, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { KernelArgs } from './util.js';
 import { dispatch2D, disposeInfos, runCustomProgram, uniformStruct } from './dispatch.js';
 
@@ -40,13 +40,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : v
 /** Our DepthwiseConv2dNativeBackpropInput; `fallback` (tfjs's kernel) handles what it does not cover. */
 export function depthwiseBackpropInputWebGPU(args: KernelArgs, fallback?: KernelFunc): TensorInfo {
   const { dy, filter } = args.inputs;
-  const attrs = (args.attrs ?? {}) as unknown as {
-    strides: number | [number, number];
-    dilations: number | [number, number];
-    pad: 'valid' | 'same' | number | backend_util.ExplicitPadding;
-    dimRoundingMode?: 'floor' | 'round' | 'ceil';
-    inputShape: [number, number, number, number];
-  };
+  const attrs = (args.attrs ?? {}) as unknown as DepthwiseConv2dNativeBackpropInputAttrs;
   const useFallback = (): TensorInfo => {
     if (!fallback) throw new Error('DepthwiseConv2dNativeBackpropInput: unsupported case and no fallback kernel');
     return fallback(args as Parameters<KernelFunc>[0]) as TensorInfo;

@@ -19,7 +19,7 @@
  * convolution can gather its operands through the same tile code.
  */
 import type { GemmTile } from './matmul_tiles.js';
-import { WGSL_GELU, range } from './util.js';
+import { WGSL_GELU, range, wgslTileMainHeader } from './util.js';
 import { WGSL_BF16 } from './bf16.js';
 
 /** Which axis of an operand is contiguous in memory: 'k' (A row-major / B transposed) or the other one. */
@@ -267,14 +267,7 @@ fn outIndex(m : i32, z : i32) -> i32 {
   ${spec.outIndex ?? 'return z * u.M * u.N + m * u.N;'}
 }
 
-@compute @workgroup_size(${WG}, 1, 1)
-fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) lidx : u32) {
-  let li = i32(lidx);
-  let tx = li % ${WX};
-  let ty = li / ${WX};
-  let n0 = i32(wid.x) * ${bn};
-  let m0 = i32(wid.y) * ${bm};
-  let z = i32(wid.z);
+${wgslTileMainHeader(WG, WX, bm, bn)}
   ${spec.prologue ?? ''}
   let mLen = ${spec.mLength ?? 'u.M'};
   let kLen = ${spec.kLength ?? 'u.K'};

@@ -30,7 +30,7 @@
 import { broadcast_util, util } from '@tensorflow/tfjs-core';
 import type { KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { sumSplits, type KernelArgs } from './util.js';
+import { range, sumSplits, wgslTileMainHeader, type KernelArgs } from './util.js';
 import { runCustomProgram, uniformStruct, type CustomProgram } from './dispatch.js';
 import { GEMM_UNIFORMS, NO_EPILOGUE, PLAIN_INDEX, gemmBindings, gemmKey, gemmSource, type GemmEpilogue, type GemmSpec } from './gemm.js';
 import { chooseTile, gemmTuning, isLongK, type GemmTile } from './matmul_tiles.js';
@@ -97,7 +97,6 @@ export function matMulSource(cfg: TileConfig): string {
   const bLd = transB ? bn + 1 : bn;
   const aLoads = (bm * bk) / WG;
   const bLoads = (bn * bk) / WG;
-  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
   const aLoad = range(aLoads).map((e) => {
     const flat = `li + ${e * WG}`;
@@ -143,14 +142,7 @@ ${uniformStruct(UNIFORMS.map((name) => ({ name, type: 'i32', value: 0 })), 3)}
 var<workgroup> As : array<f32, ${bk * aLd}>;
 var<workgroup> Bs : array<f32, ${bk * bLd}>;
 
-@compute @workgroup_size(${WG}, 1, 1)
-fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) lidx : u32) {
-  let li = i32(lidx);
-  let tx = li % ${WX};
-  let ty = li / ${WX};
-  let n0 = i32(wid.x) * ${bn};
-  let m0 = i32(wid.y) * ${bm};
-  let z = i32(wid.z);
+${wgslTileMainHeader(WG, WX, bm, bn)}
   ${split
     ? `let kBegin = z * u.kChunk;
   let kEnd = min(kBegin + u.kChunk, u.K);

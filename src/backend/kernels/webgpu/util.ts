@@ -135,3 +135,20 @@ fn geluGrad(x : f32) -> f32 {
 
 /** [0, 1, ..., n-1] */
 export const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+/**
+ * Entry point and thread coordinates of the register-tiled matrix-product shaders (gemm.ts, and matmul.ts's v1 kernel
+ * kept for A/B runs): a one-dimensional workgroup of `wx` x (size / wx) threads; thread (tx, ty) of workgroup
+ * (x, y, z) works on the output tile whose first column is n0 = x * bn and first row m0 = y * bm; z is the batch or
+ * the K chunk. The caller's body follows and closes the function.
+ */
+export function wgslTileMainHeader(workgroupSize: number, wx: number, bm: number, bn: number): string {
+  return `@compute @workgroup_size(${workgroupSize}, 1, 1)
+fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_index) lidx : u32) {
+  let li = i32(lidx);
+  let tx = li % ${wx};
+  let ty = li / ${wx};
+  let n0 = i32(wid.x) * ${bn};
+  let m0 = i32(wid.y) * ${bm};
+  let z = i32(wid.z);`;
+}
