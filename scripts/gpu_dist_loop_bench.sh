@@ -25,35 +25,7 @@ DIR=/tmp/mambaout_loop_jpegs_${NTRAIN}_256
 TIMM_LOOP=${TIMM_LOOP:-}
 for c in shared/bench/timm_loop.py ../shared/bench/timm_loop.py; do [ -n "$TIMM_LOOP" ] || { [ -f "$c" ] && TIMM_LOOP=$c; }; done
 T0=$SECONDS
-say() { echo "[$((SECONDS - T0))s] $*"; }
-part() {
-  local name=$1 limit=$2 start=$SECONDS rc
-  shift 2
-  timeout -k 10 "$limit" "$@" > "$OUT/$name.log" 2>&1
-  rc=$?
-  say "$name: exit $rc after $((SECONDS - start)) s"
-  [ $rc -eq 0 ] || grep -v -i warn "$OUT/$name.log" | tail -n 8 | cut -c1-240
-  return $rc
-}
-# part_json NAME SECONDS CMD...: as part, for timm_loop.py, which prints its JSON line at the end of the measurement
-# and then can take a minute to exit (its DataLoader workers): once the line is there, the processes are stopped.
-part_json() {
-  local name=$1 limit=$2 start=$SECONDS rc=0 pid
-  shift 2
-  "$@" > "$OUT/$name.log" 2>&1 &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null && [ $((SECONDS - start)) -lt "$limit" ] && ! grep -q '^{' "$OUT/$name.log"; do sleep 1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    pkill -TERM -f timm_loop.py 2>/dev/null; sleep 2; pkill -KILL -f timm_loop.py 2>/dev/null
-    wait "$pid" 2>/dev/null
-    grep -q '^{' "$OUT/$name.log" || rc=124
-  else
-    wait "$pid"; rc=$?
-  fi
-  say "$name: exit $rc after $((SECONDS - start)) s"
-  [ $rc -eq 0 ] || grep -v -i warn "$OUT/$name.log" | tail -n 8 | cut -c1-240
-  return $rc
-}
+. scripts/gpu_bench_lib.sh
 say "machine: $(nproc) cores, $(nvidia-smi -L 2>/dev/null | wc -l) GPU(s), node $(node --version)"
 if [ "$(find "$DIR/train" -name '*.jpg' 2>/dev/null | wc -l)" -ne "$NTRAIN" ]; then
   rm -rf "$DIR"

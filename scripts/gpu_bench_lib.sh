@@ -1,0 +1,36 @@
+# Shell helpers of the GPU benchmark scripts (gpu_loop_bench.sh, gpu_dist_loop_bench.sh): sourced, not run. The
+# caller sets OUT (log folder) and T0=$SECONDS before sourcing.
+
+# say MSG...: a line with the seconds since T0.
+say() { echo "[$((SECONDS - T0))s] $*"; }
+
+# part NAME SECONDS CMD...: run with a time limit, output to $OUT/NAME.log; on failure show the tail.
+part() {
+  local name=$1 limit=$2 start=$SECONDS rc
+  shift 2
+  timeout -k 10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+  rc=$?
+  say "$name: exit $rc after $((SECONDS - start)) s"
+  [ $rc -eq 0 ] || grep -v -i warn "$OUT/$name.log" | tail -n 10 | cut -c1-240
+  return $rc
+}
+
+# part_json NAME SECONDS CMD...: as part, for timm_loop.py, which prints its JSON line at the end of the measurement
+# and then can take a minute to exit (its DataLoader workers): once the line is there, the processes are stopped.
+part_json() {
+  local name=$1 limit=$2 start=$SECONDS rc=0 pid
+  shift 2
+  "$@" > "$OUT/$name.log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null && [ $((SECONDS - start)) -lt "$limit" ] && ! grep -q '^{' "$OUT/$name.log"; do sleep 1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    pkill -TERM -f timm_loop.py 2>/dev/null; sleep 2; pkill -KILL -f timm_loop.py 2>/dev/null
+    wait "$pid" 2>/dev/null
+    grep -q '^{' "$OUT/$name.log" || rc=124
+  else
+    wait "$pid"; rc=$?
+  fi
+  say "$name: exit $rc after $((SECONDS - start)) s"
+  [ $rc -eq 0 ] || grep -v -i warn "$OUT/$name.log" | tail -n 8 | cut -c1-240
+  return $rc
+}
