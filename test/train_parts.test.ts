@@ -46,6 +46,7 @@ import { adaptiveClipGrad, clipGradNorm, clipGradValue, dispatchClipGrad, unitwi
 import { ModelEmaV2 } from '../src/train/ema.js';
 import { AverageMeter, accuracy, accuracySync } from '../src/train/metrics.js';
 import { maxAbsDiff } from './helpers.js';
+import { readBack } from '../src/backend/fence.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
@@ -965,4 +966,15 @@ describe('metrics', () => {
     m.reset();
     assert.equal(m.count, 0);
   });
+});
+
+test('readBack returns the values of every tensor in order, for any count (the power-of-two padding is cut off), and disposes them', async () => {
+  for (const n of [1, 2, 3, 5, 8, 13]) {
+    const before = tf.memory().numTensors;
+    const scalars = Array.from({ length: n }, (_, i) => tf.scalar(i + 0.5));
+    assert.deepEqual([...(await readBack(scalars))], Array.from({ length: n }, (_, i) => i + 0.5), `${n} scalars`);
+    const triples = Array.from({ length: n }, (_, i) => tf.tensor1d([i + 1, -i - 1, 2 * i + 2]));
+    assert.deepEqual([...(await readBack(triples))], Array.from({ length: n }, (_, i) => [i + 1, -i - 1, 2 * i + 2]).flat(), `${n} triples`);
+    assert.equal(tf.memory().numTensors, before, `no tensor left behind (${n})`);
+  }
 });

@@ -56,12 +56,27 @@ export class InFlight {
 /**
  * Read many small results back in one transfer (timm's `.item()` at log points, once for all the steps since the
  * last read): the tensors, flattened and concatenated in order, as one Float32Array. Disposes them, also on failure.
+ *
+ * The list is padded with zeros up to a power-of-two count before the concat: a backend that compiles a program per
+ * concat signature (webgpu: one shader per number and shape of inputs) then sees a handful of signatures instead of
+ * one per distinct count of steps between two reads (a profile of the training loop on webgpu spent more time
+ * compiling those concat shaders than in any kernel of its own). The padding is cut off on the host.
  */
 export async function readBack(tensors: readonly tf.Tensor[]): Promise<Float32Array> {
   try {
-    const all = tf.tidy(() => tf.concat(tensors.map((t) => (t.rank === 1 ? t : t.reshape([-1])))));
+    let n = 0;
+    const all = tf.tidy(() => {
+      const flat = tensors.map((t) => (t.rank === 1 ? t : t.reshape([-1])));
+      n = flat.reduce((a, t) => a + t.size, 0);
+      let count = 1;
+      while (count < flat.length) count *= 2;
+      const pad = flat.length > 1 && count > flat.length ? tf.zeros([flat[flat.length - 1].size], flat[flat.length - 1].dtype) : null;
+      while (pad && flat.length < count) flat.push(pad);
+      return tf.concat(flat);
+    });
     try {
-      return (await all.data()) as Float32Array;
+      const v = (await all.data()) as Float32Array;
+      return v.length === n ? v : v.subarray(0, n);
     } finally {
       all.dispose();
     }
