@@ -184,6 +184,11 @@ export function weightsDataDefaults(w: Pick<LoadedWeights, 'architecture' | 'met
  * The classifier: weights (read here, or `weights` already read by readWeights, as validate does to start its
  * loader before the slow part) and the engine built on them.
  */
+/** The classes the classifier will have: --num-classes, else the checkpoint's classifier rows, else the model's default. */
+export function classifierClasses(w: Pick<LoadedWeights, 'stateDict' | 'architecture'>, numClasses?: number | null): number {
+  return numClasses ?? stateDictClasses(w.stateDict) ?? getModelConfig(w.architecture).defaultCfg.numClasses;
+}
+
 export async function loadClassifier(opts: LoadOptions, weights?: LoadedWeights): Promise<LoadedClassifier> {
   const { stateDict, source, architecture, meta } = weights ?? (await readWeights(opts));
   const config = getModelConfig(architecture);
@@ -192,7 +197,7 @@ export async function loadClassifier(opts: LoadOptions, weights?: LoadedWeights)
   if (opts.numClasses != null && ckClasses != null && opts.numClasses !== ckClasses) {
     throw new UserError(`the checkpoint ${source} has ${ckClasses} classes but --num-classes is ${opts.numClasses}`);
   }
-  const numClasses = opts.numClasses ?? ckClasses ?? config.defaultCfg.numClasses;
+  const numClasses = classifierClasses({ stateDict, architecture }, opts.numClasses);
   const choice = opts.engine ?? 'auto';
   let backend: BackendResult | null = null;
   let engine: InferenceEngine | null = null;

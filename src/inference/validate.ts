@@ -21,7 +21,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { UserError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { Progress } from '../log/progress.js';
-import { getModelConfig, listModels } from '../models/registry.js';
+import { listModels } from '../models/registry.js';
 import { resolveSplit, scanImageFolder } from '../data/folder.js';
 import { describeDataConfig, resolveDataConfig, type DataConfig } from '../data/config.js';
 import { DataLoader, type Batch } from '../data/loader.js';
@@ -30,7 +30,7 @@ import { InFlight, readBack } from '../backend/fence.js';
 import { crossEntropy } from '../train/loss.js';
 import { accuracyCounts } from '../train/metrics.js';
 import type { InferenceEngine } from '../engine/index.js';
-import { loadClassifier, readWeights, stateDictClasses, weightsDataDefaults, type EngineChoice, type LoadOptions } from './load.js';
+import { classifierClasses, loadClassifier, readWeights, weightsDataDefaults, type EngineChoice, type LoadOptions } from './load.js';
 import { RealLabels, readValidLabels, selectColumns } from './real_labels.js';
 import { writeFileAtomic } from '../checkpoint/atomic.js';
 import { padL, pyFixed, pyJson, pyRepr, pyRoundTo } from '../utils/pyformat.js';
@@ -263,7 +263,7 @@ export async function validateOne(a: ValidateArgs, logger: Logger, hooks: Valida
     return started;
   };
   // --valid-labels: the logits are cut to these columns and the folder's labels index them (timm)
-  const numClassesOfWeights = a.numClasses ?? stateDictClasses(weights.stateDict) ?? getModelConfig(weights.architecture).defaultCfg.numClasses;
+  const numClassesOfWeights = classifierClasses(weights, a.numClasses);
   const validCols = a.validLabels ? await readValidLabels(a.validLabels, numClassesOfWeights) : null;
   const outClasses = validCols ? validCols.length : numClassesOfWeights;
   // A checkpoint that knows its class names maps the folder's classes by name (a subset of them included).
