@@ -58,6 +58,9 @@ if (batchPath !== 'auto' && !BATCH_PATHS.includes(batchPath)) throw new Error(`-
 const DROP_PATH: Record<string, number> = { mambaout_femto: 0.025, mambaout_kobe: 0.025, mambaout_tiny: 0.2, mambaout_small: 0.4, mambaout_base: 0.6 };
 const dropPath = DROP_PATH[values.model!] ?? 0;
 const dir = await mkdtemp(path.join(os.tmpdir(), 'mambaout-bench-train-'));
+/** CLOCK_MONOTONIC in µs: the clock of V8's CPU profiles, so `--cpu-prof` samples can be cut at these marks. */
+const nowUs = (): number => Number(process.hrtime.bigint() / 1000n);
+const marks = { loop_steady_start_us: 0, loop_steady_end_us: 0, alone_start_us: 0, alone_end_us: 0 };
 const cpuMs = (): number => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
@@ -84,11 +87,13 @@ async function modelStepAlone(backend: string, n: number): Promise<number> {
     for (let i = 0; i < 2; i++) step();
     await sync();
     const t0 = performance.now();
+    marks.alone_start_us = nowUs();
     for (let i = 0; i < n; i++) {
       step();
       await inFlight.push();
     }
     await sync();
+    marks.alone_end_us = nowUs();
     return (n * B) / ((performance.now() - t0) / 1000);
   } finally {
     tf.dispose([x, y]);
@@ -132,9 +137,11 @@ try {
       await model.parameterInfo()[0].variable.data(); // wait for the GPU
       if (update === warm) {
         tWarm = performance.now();
+        marks.loop_steady_start_us = nowUs();
         cWarm = cpuMs();
       } else {
         tEnd = performance.now();
+        marks.loop_steady_end_us = nowUs();
         stop = true;
       }
     },
@@ -147,7 +154,7 @@ try {
   const out = {
     bench: 'train', model: values.model, img: size, batch: B, workers: Number(values.workers), backend: values.backend, path: batchPath,
     steps, steady_img_s: +steady.toFixed(1), startup_img_s: +withStartup.toFixed(1), model_step_alone_img_s: +alone.toFixed(1),
-    ratio_steady: +(steady / alone).toFixed(3), loop_cpu_ms_per_image: +cpuPerImg.toFixed(1), load: os.loadavg()[0],
+    ratio_steady: +(steady / alone).toFixed(3), loop_cpu_ms_per_image: +cpuPerImg.toFixed(1), load: os.loadavg()[0], ...marks,
   };
   if (values.json) console.log(JSON.stringify(out));
   else {
