@@ -20,6 +20,8 @@
  * | webgpuKernels    | MAMBAOUT_WEBGPU_KERNELS     | 'current' (v1: the first WebGPU kernels) |
  * | webgpuOff        | MAMBAOUT_WEBGPU_OFF         | [] (kernel features switched off)        |
  * | webgpuAmp        | MAMBAOUT_WEBGPU_AMP         | false (1: bf16 activations, as --amp)    |
+ * | webgpuValidation | MAMBAOUT_WEBGPU_VALIDATION  | false (1: Dawn validates every command)  |
+ * | dawnFlags        | MAMBAOUT_DAWN_FLAGS         | [] (extra dawn.node flags, space-separated) |
  * | gemmRules        | MAMBAOUT_GEMM_RULES         | 'current' (phase1: the first tile rules) |
  * | noShrinkOnLoad   | MAMBAOUT_NO_SHRINK_ON_LOAD  | false (1: timm's training pixels)        |
  * | home             | MAMBAOUT_HOME               | ~/.cache/mambaout                        |
@@ -50,6 +52,8 @@ export const SETTING_VARIABLES = {
   webgpuKernels: 'MAMBAOUT_WEBGPU_KERNELS',
   webgpuOff: 'MAMBAOUT_WEBGPU_OFF',
   webgpuAmp: 'MAMBAOUT_WEBGPU_AMP',
+  webgpuValidation: 'MAMBAOUT_WEBGPU_VALIDATION',
+  dawnFlags: 'MAMBAOUT_DAWN_FLAGS',
   gemmRules: 'MAMBAOUT_GEMM_RULES',
   noShrinkOnLoad: 'MAMBAOUT_NO_SHRINK_ON_LOAD',
   home: 'MAMBAOUT_HOME',
@@ -79,7 +83,7 @@ export type DistTransportSetting = 'auto' | 'unix' | 'tcp';
  * The WebGPU kernel features MAMBAOUT_WEBGPU_OFF can switch off by name (the fields of WebGPUKernelSettings in
  * src/backend/kernels/webgpu/settings.ts, which takes its list from here).
  */
-export const WEBGPU_FEATURES = ['gemm', 'linearEpilogue', 'layerNormGelu', 'adamMulti', 'convBackpropInput', 'convForward', 'gateConv', 'bindGroupCache'] as const;
+export const WEBGPU_FEATURES = ['gemm', 'linearEpilogue', 'layerNormGelu', 'adamMulti', 'convBackpropInput', 'convForward', 'gateConv', 'bindGroupCache', 'directUpload'] as const;
 export type WebGPUFeature = (typeof WEBGPU_FEATURES)[number];
 
 const raw = (name: SettingName): string | undefined => process.env[SETTING_VARIABLES[name]];
@@ -170,6 +174,30 @@ export const settings = {
   },
   set webgpuOff(v: Array<WebGPUFeature | 'fused'>) {
     write('webgpuOff', v.length ? v.join(',') : undefined);
+  },
+
+  /**
+   * Let Dawn validate every WebGPU command (its default; we run with the toggle skip_validation otherwise, see
+   * src/backend/webgpu.ts for the measurement). CI's WebGPU suite turns it on, so an invalid command is an error
+   * there. `MAMBAOUT_WEBGPU_VALIDATION`, default false; the value 1 turns it on.
+   */
+  get webgpuValidation(): boolean {
+    return raw('webgpuValidation') === '1';
+  },
+  set webgpuValidation(v: boolean) {
+    write('webgpuValidation', v ? '1' : undefined);
+  },
+
+  /**
+   * Extra dawn.node flags for every WebGPU device, separated by spaces, e.g.
+   * `enable-dawn-features=skip_validation` (for A/B runs of Dawn toggles; src/backend/webgpu.ts merges them with its
+   * own). `MAMBAOUT_DAWN_FLAGS`, default none.
+   */
+  get dawnFlags(): string[] {
+    return (raw('dawnFlags') ?? '').split(/\s+/).filter(Boolean);
+  },
+  set dawnFlags(v: string[]) {
+    write('dawnFlags', v.length ? v.join(' ') : undefined);
   },
 
   /**

@@ -51,6 +51,8 @@ test('unset or blank variables give the documented defaults', () => {
     assert.equal(settings.webgpuKernels, 'current');
     assert.deepEqual(settings.webgpuOff, []);
     assert.equal(settings.webgpuAmp, false);
+    assert.deepEqual(settings.dawnFlags, []);
+    assert.equal(settings.webgpuValidation, false);
     assert.equal(settings.gemmRules, 'current');
     assert.equal(settings.noShrinkOnLoad, false);
     assert.equal(settings.home, join(homedir(), '.cache', 'mambaout'));
@@ -90,6 +92,9 @@ test('each setting reads its variable when asked, and assigning it writes the va
   withEnv('webgpuKernels', ' V1 ', () => assert.equal(settings.webgpuKernels, 'v1'));
   withEnv('webgpuOff', 'gemm, adamMulti,,fused', () => assert.deepEqual(settings.webgpuOff, ['gemm', 'adamMulti', 'fused']));
   withEnv('webgpuAmp', '1', () => assert.equal(settings.webgpuAmp, true));
+  withEnv('webgpuValidation', '1', () => assert.equal(settings.webgpuValidation, true));
+  withEnv('dawnFlags', ' enable-dawn-features=skip_validation  backend=vulkan ', () =>
+    assert.deepEqual(settings.dawnFlags, ['enable-dawn-features=skip_validation', 'backend=vulkan']));
   withEnv('gemmRules', 'phase1', () => assert.equal(settings.gemmRules, 'phase1'));
   withEnv('noShrinkOnLoad', '1', () => assert.equal(settings.noShrinkOnLoad, true));
   withEnv('distCompress', 'bf16', () => assert.equal(settings.distCompress, 'bf16'));
@@ -119,7 +124,7 @@ test('a bad value is a UserError naming the variable and the value', () => {
     assert.throws(() => settings.distTransport, (e: unknown) => e instanceof UserError && e.message === "MAMBAOUT_DIST_TRANSPORT must be auto, unix or tcp, got 'rdma'."));
   const bad: Array<[SettingName, string, string]> = [
     ['webgpuKernels', 'v2', "MAMBAOUT_WEBGPU_KERNELS='v2' is not v1 or current"],
-    ['webgpuOff', 'gemm,gemv', "MAMBAOUT_WEBGPU_OFF='gemm,gemv' names 'gemv', which is not one of fused, gemm, linearEpilogue, layerNormGelu, adamMulti, convBackpropInput, convForward, gateConv, bindGroupCache"],
+    ['webgpuOff', 'gemm,gemv', "MAMBAOUT_WEBGPU_OFF='gemm,gemv' names 'gemv', which is not one of fused, gemm, linearEpilogue, layerNormGelu, adamMulti, convBackpropInput, convForward, gateConv, bindGroupCache, directUpload"],
     ['gemmRules', 'phase2', "MAMBAOUT_GEMM_RULES must be current or phase1, got 'phase2'."],
     ['distCompress', 'fp16', "MAMBAOUT_DIST_COMPRESS must be none or bf16, got 'fp16'."],
     ['distTransfer', 'fast', "MAMBAOUT_DIST_TRANSFER must be auto, staged or tfjs, got 'fast'."],

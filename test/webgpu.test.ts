@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { settings } from '../src/settings.js';
 import type { backend_util } from '@tensorflow/tfjs-core';
-import { initWebGPU, mergeDawnFlags, parseAdapterList, releaseWebGPU } from '../src/backend/webgpu.js';
+import { defaultDawnFlags, initWebGPU, mergeDawnFlags, parseAdapterList, releaseWebGPU, webgpuMemory } from '../src/backend/webgpu.js';
 import { registerWebGPUKernels, unregisterWebGPUKernels, webgpuKernelsRegistered } from '../src/backend/kernels/webgpu/index.js';
 import { Rng } from '../src/utils/rng.js';
 import { describeCase, fixedCases, randomCase, runParityCase, type ParityCase } from '../scripts/gpu_kernels.js';
@@ -36,10 +36,58 @@ test('mergeDawnFlags merges feature toggles and keeps other flags', () => {
   );
 });
 
+test('Dawn validates commands only when asked (MAMBAOUT_WEBGPU_VALIDATION=1); otherwise it skips validation', () => {
+  const saved = settings.webgpuValidation;
+  try {
+    settings.webgpuValidation = false;
+    assert.deepEqual(defaultDawnFlags(), ['disable-dawn-features=timestamp_quantization', 'enable-dawn-features=skip_validation']);
+    settings.webgpuValidation = true;
+    assert.deepEqual(defaultDawnFlags(), ['disable-dawn-features=timestamp_quantization']);
+  } finally {
+    settings.webgpuValidation = saved;
+  }
+});
+
 test('initWebGPU returns ok:false (never throws) for an adapter index that does not exist', { skip: SKIP }, async () => {
   const r = await initWebGPU({ adapterIndex: 999 });
   assert.equal(r.ok, false);
   if (!r.ok) assert.match(r.reason, /adapter index 999|no WebGPU adapter/);
+});
+
+test('tensors made from host values reach pooled buffers without a staging buffer each and keep their values, also when the buffer held a tensor that pending work still reads', { skip: SKIP, timeout: 300_000 }, async () => {
+  const r = await initWebGPU();
+  assert.ok(r.ok, r.ok ? '' : r.reason);
+  try {
+    const round = async (k: number): Promise<void> => {
+      // a: used by work recorded but not yet submitted, then disposed; c and d: new tensors of a's size from host
+      // values, which may be handed a's buffer. tfjs keeps a's buffer until the submit, so c and d are written elsewhere.
+      const vals = Float32Array.from({ length: 1024 }, (_, i) => i + k);
+      const a = tf.tensor1d(vals);
+      const b = tf.mul(a, 2);
+      a.dispose();
+      const c = tf.tensor1d(Float32Array.from({ length: 1024 }, (_, i) => -i - k));
+      const d = tf.tensor1d(Int32Array.from({ length: 1024 }, (_, i) => 3 * i + k), 'int32');
+      const e = tf.tensor1d([true, false, true, true], 'bool');
+      const f = tf.add(c, 1);
+      const [bv, cv, dv, ev, fv] = await Promise.all([b.data(), c.data(), d.data(), e.data(), f.data()]);
+      for (let i = 0; i < 1024; i++) {
+        assert.equal(bv[i], 2 * (i + k));
+        assert.equal(cv[i], -i - k);
+        assert.equal(dv[i], 3 * i + k);
+        assert.equal(fv[i], -i - k + 1);
+      }
+      assert.deepEqual(Array.from(ev), [1, 0, 1, 1]);
+      tf.dispose([b, c, d, e, f]);
+    };
+    await round(0); // warm-up: the pool gets its buffers
+    await round(1);
+    const before = webgpuMemory().buffersCreated;
+    for (let k = 2; k < 6; k++) await round(k);
+    // the old path created one staging buffer per upload (4 per round); pooled uploads create none
+    assert.equal(webgpuMemory().buffersCreated - before, 0, 'uploads into pooled buffers created new buffers');
+  } finally {
+    await releaseWebGPU();
+  }
 });
 
 test('webgpu kernels match the cpu backend', { skip: SKIP, timeout: 600_000 }, async (t) => {

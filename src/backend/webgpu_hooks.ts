@@ -1,5 +1,5 @@
 /**
- * Two wrappers around the Dawn device that tfjs and our kernels share, installed by initWebGPU:
+ * Wrappers around the Dawn device and tfjs's backend that tfjs and our kernels share, installed by initWebGPU:
  *
  * 1. Memory accounting. tfjs's `tf.memory()` counts live tensors; what the GPU holds is what Dawn allocated: tfjs's
  *    buffer manager keeps every released buffer in a free pool (keyed by size and usage) and never destroys it, so
@@ -18,6 +18,18 @@
  *    return the oldest free buffer of a size instead: with the same free set at the start of each step (all
  *    temporaries released by tf.tidy) and the same sequence of requests, every step then sees the same buffers.
  *    Switch: webgpuKernelSettings.bindGroupCache (MAMBAOUT_WEBGPU_OFF=bindGroupCache).
+ *
+ * 3. Uploads without a staging buffer each (`directUploads`). tfjs uploads every tensor made from host values (a
+ *    drop-path mask, a scalar, the mixed targets) through a new MAP_WRITE buffer created mapped, copied from and
+ *    destroyed (tfjs-backend-webgpu 4.22 acquires staging buffers with reuse = false). On the H200 (Dawn, Vulkan)
+ *    that creation cost 340 us per upload: femto's 18 drop-path masks alone took 6.2 ms of a 64 ms model step's
+ *    main thread, all uploads 7.8 ms, and 11 ms in the training loop (CPU profile, 2026-11-30, scripts/gpu_profile.sh).
+ *    Here a tensor whose storage buffer comes back from tfjs's pool gets its values by `queue.writeBuffer` (Dawn
+ *    copies into its own reused staging ring). Safe because writeBuffer runs on the queue before any command buffer
+ *    submitted after it, and a pooled buffer is never referenced by commands recorded but not yet submitted: tfjs
+ *    defers the release of buffers its encoder uses (commandQueueOwnedIds), and our dispatches register theirs too
+ *    (kernels/webgpu/dispatch.ts). A newly created buffer is written while mapped at creation, as tfjs does.
+ *    Switch: webgpuKernelSettings.directUpload (MAMBAOUT_WEBGPU_OFF=directUpload).
  */
 import { webgpuKernelSettings } from './kernels/webgpu/settings.js';
 
@@ -178,6 +190,55 @@ export function bindGroupCacheStats(reset = false): BindGroupCacheStats {
   const s = { ...hooks.stats, size: hooks.cache.size };
   if (reset) hooks.stats = { hits: 0, misses: 0, size: 0 };
   return s;
+}
+
+interface UploadInternals {
+  device: GPUDevice;
+  bufferManager: { acquireBuffer(size: number, usage: number, mappedAtCreation?: boolean, reuse?: boolean): GPUBuffer };
+  tensorMap: { get(dataId: unknown): { dtype: string; shape: number[]; values: ArrayLike<number> | null; resource: unknown } | undefined };
+  uploadToGPU(dataId: unknown): void;
+}
+
+/** Values as the 32-bit array tfjs stores on the GPU (int32 and bool as Int32Array, the rest as Float32Array). */
+function gpuWords(dtype: string, values: ArrayLike<number>): Int32Array | Float32Array {
+  if (dtype === 'int32' || dtype === 'bool') return values instanceof Int32Array ? values : Int32Array.from(values);
+  return values instanceof Float32Array ? values : Float32Array.from(values);
+}
+
+/** Replace tfjs's per-tensor staging upload by queue.writeBuffer (see the file header, 3). Undone by removeWebGPUHooks. */
+export function directUploads(backend: unknown): void {
+  const h = hooks;
+  const be = backend as UploadInternals;
+  if (!h || typeof be.uploadToGPU !== 'function' || !be.tensorMap || !be.bufferManager || !be.device) return;
+  const orig = be.uploadToGPU;
+  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  be.uploadToGPU = function (this: UploadInternals, dataId: unknown): void {
+    const d = this.tensorMap.get(dataId);
+    if (!webgpuKernelSettings.directUpload || !d || d.resource != null || !d.values || d.dtype === 'string' || d.dtype === 'complex64') {
+      orig.call(this, dataId);
+      return;
+    }
+    const words = gpuWords(d.dtype, d.values);
+    const size = words.byteLength;
+    if (size === 0) {
+      orig.call(this, dataId);
+      return;
+    }
+    const buffer = this.bufferManager.acquireBuffer(size, usage, true);
+    if (buffer.mapState === 'mapped') {
+      new (words.constructor as Int32ArrayConstructor)(buffer.getMappedRange(), 0, words.length).set(words);
+      buffer.unmap();
+    } else {
+      // dawn.node takes views of ArrayBuffers only; values in shared memory are copied first
+      const src = (words.buffer instanceof ArrayBuffer ? words : words.slice()) as Float32Array<ArrayBuffer> | Int32Array<ArrayBuffer>;
+      this.device.queue.writeBuffer(buffer, 0, src);
+    }
+    d.values = null;
+    d.resource = buffer;
+  };
+  h.restore.push(() => {
+    be.uploadToGPU = orig;
+  });
 }
 
 interface PoolInternals {

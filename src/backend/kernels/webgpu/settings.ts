@@ -32,6 +32,8 @@ export interface WebGPUKernelSettings {
   gateConv: boolean;
   /** Reuse bind groups for identical (layout, buffers) pairs instead of creating one per dispatch. */
   bindGroupCache: boolean;
+  /** Tensors created from host values reach the GPU by queue.writeBuffer, not a new staging buffer each (webgpu_hooks.ts). */
+  directUpload: boolean;
   /**
    * --amp: the GatedCNN block stores its large intermediates as bfloat16 (src/ops/gated_cnn_bf16.ts). Off by default;
    * the training loop turns it on for --amp (src/ops/fused.ts `enableMixedPrecision`), benchmarks with
@@ -55,6 +57,7 @@ function fromSettings(): WebGPUKernelSettings {
     convForward: true,
     gateConv: true,
     bindGroupCache: true,
+    directUpload: true,
     bf16: settings.webgpuAmp,
   };
   for (const f of FEATURES) if (v1 || off.has(f)) s[f] = false;
