@@ -20,7 +20,6 @@
  * | webgpuKernels    | MAMBAOUT_WEBGPU_KERNELS     | 'current' (v1: the first WebGPU kernels) |
  * | webgpuOff        | MAMBAOUT_WEBGPU_OFF         | [] (kernel features switched off)        |
  * | webgpuAmp        | MAMBAOUT_WEBGPU_AMP         | false (1: bf16 activations, as --amp)    |
- * | webgpuValidation | MAMBAOUT_WEBGPU_VALIDATION  | false (1: Dawn validates every command)  |
  * | dawnFlags        | MAMBAOUT_DAWN_FLAGS         | [] (extra dawn.node flags, space-separated) |
  * | gemmRules        | MAMBAOUT_GEMM_RULES         | 'current' (phase1: the first tile rules) |
  * | noShrinkOnLoad   | MAMBAOUT_NO_SHRINK_ON_LOAD  | false (1: timm's training pixels)        |
@@ -52,7 +51,6 @@ export const SETTING_VARIABLES = {
   webgpuKernels: 'MAMBAOUT_WEBGPU_KERNELS',
   webgpuOff: 'MAMBAOUT_WEBGPU_OFF',
   webgpuAmp: 'MAMBAOUT_WEBGPU_AMP',
-  webgpuValidation: 'MAMBAOUT_WEBGPU_VALIDATION',
   dawnFlags: 'MAMBAOUT_DAWN_FLAGS',
   gemmRules: 'MAMBAOUT_GEMM_RULES',
   noShrinkOnLoad: 'MAMBAOUT_NO_SHRINK_ON_LOAD',
@@ -177,21 +175,9 @@ export const settings = {
   },
 
   /**
-   * Let Dawn validate every WebGPU command (its default; we run with the toggle skip_validation otherwise, see
-   * src/backend/webgpu.ts for the measurement). CI's WebGPU suite turns it on, so an invalid command is an error
-   * there. `MAMBAOUT_WEBGPU_VALIDATION`, default false; the value 1 turns it on.
-   */
-  get webgpuValidation(): boolean {
-    return raw('webgpuValidation') === '1';
-  },
-  set webgpuValidation(v: boolean) {
-    write('webgpuValidation', v ? '1' : undefined);
-  },
-
-  /**
    * Extra dawn.node flags for every WebGPU device, separated by spaces, e.g.
    * `enable-dawn-features=skip_validation` (for A/B runs of Dawn toggles; src/backend/webgpu.ts merges them with its
-   * own). `MAMBAOUT_DAWN_FLAGS`, default none.
+   * own; that one was measured on the H200 and did not pay, docs/BENCHMARKS.md). `MAMBAOUT_DAWN_FLAGS`, default none.
    */
   get dawnFlags(): string[] {
     return (raw('dawnFlags') ?? '').split(/\s+/).filter(Boolean);

@@ -52,7 +52,6 @@ test('unset or blank variables give the documented defaults', () => {
     assert.deepEqual(settings.webgpuOff, []);
     assert.equal(settings.webgpuAmp, false);
     assert.deepEqual(settings.dawnFlags, []);
-    assert.equal(settings.webgpuValidation, false);
     assert.equal(settings.gemmRules, 'current');
     assert.equal(settings.noShrinkOnLoad, false);
     assert.equal(settings.home, join(homedir(), '.cache', 'mambaout'));
@@ -92,7 +91,6 @@ test('each setting reads its variable when asked, and assigning it writes the va
   withEnv('webgpuKernels', ' V1 ', () => assert.equal(settings.webgpuKernels, 'v1'));
   withEnv('webgpuOff', 'gemm, adamMulti,,fused', () => assert.deepEqual(settings.webgpuOff, ['gemm', 'adamMulti', 'fused']));
   withEnv('webgpuAmp', '1', () => assert.equal(settings.webgpuAmp, true));
-  withEnv('webgpuValidation', '1', () => assert.equal(settings.webgpuValidation, true));
   withEnv('dawnFlags', ' enable-dawn-features=skip_validation  backend=vulkan ', () =>
     assert.deepEqual(settings.dawnFlags, ['enable-dawn-features=skip_validation', 'backend=vulkan']));
   withEnv('gemmRules', 'phase1', () => assert.equal(settings.gemmRules, 'phase1'));

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { settings } from '../src/settings.js';
 import type { backend_util } from '@tensorflow/tfjs-core';
-import { defaultDawnFlags, initWebGPU, mergeDawnFlags, parseAdapterList, releaseWebGPU, webgpuMemory } from '../src/backend/webgpu.js';
+import { initWebGPU, mergeDawnFlags, parseAdapterList, releaseWebGPU, webgpuMemory } from '../src/backend/webgpu.js';
 import { registerWebGPUKernels, unregisterWebGPUKernels, webgpuKernelsRegistered } from '../src/backend/kernels/webgpu/index.js';
 import { Rng } from '../src/utils/rng.js';
 import { describeCase, fixedCases, randomCase, runParityCase, type ParityCase } from '../scripts/gpu_kernels.js';
@@ -34,18 +34,6 @@ test('mergeDawnFlags merges feature toggles and keeps other flags', () => {
     mergeDawnFlags(['disable-dawn-features=a', 'backend=vulkan', 'enable-dawn-features=x,y', 'disable-dawn-features=b,a']),
     ['backend=vulkan', 'disable-dawn-features=a,b', 'enable-dawn-features=x,y'],
   );
-});
-
-test('Dawn validates commands only when asked (MAMBAOUT_WEBGPU_VALIDATION=1); otherwise it skips validation', () => {
-  const saved = settings.webgpuValidation;
-  try {
-    settings.webgpuValidation = false;
-    assert.deepEqual(defaultDawnFlags(), ['disable-dawn-features=timestamp_quantization', 'enable-dawn-features=skip_validation']);
-    settings.webgpuValidation = true;
-    assert.deepEqual(defaultDawnFlags(), ['disable-dawn-features=timestamp_quantization']);
-  } finally {
-    settings.webgpuValidation = saved;
-  }
 });
 
 test('initWebGPU returns ok:false (never throws) for an adapter index that does not exist', { skip: SKIP }, async () => {

@@ -170,18 +170,8 @@ export function mergeDawnFlags(flags: string[]): string[] {
   return out;
 }
 
-/**
- * Default flags: precise (unquantized) timestamp queries so tf.time()/profile report real kernel times; and Dawn's
- * command validation off (toggle skip_validation) unless settings.webgpuValidation. Validation is what a browser
- * needs against untrusted pages; here it is main-thread time on every dispatch, and a femto training step is bound
- * by the main thread issuing its ~1,000 dispatches: on the H200 (2026-11-30, scripts/gpu_upload_ab.sh) the time to
- * issue one step fell from 51 to 29 ms with it off (1 GPU; 52 -> 28 ms per rank on 2 GPUs), so the step became
- * GPU-bound. Results do not change (the same commands run). CI runs the WebGPU suite with validation on
- * (MAMBAOUT_WEBGPU_VALIDATION=1), so a command that is invalid is an error there, not undefined behaviour here.
- */
-export function defaultDawnFlags(): string[] {
-  return ['disable-dawn-features=timestamp_quantization', ...(settings.webgpuValidation ? [] : ['enable-dawn-features=skip_validation'])];
-}
+/** Default flags: precise (unquantized) timestamp queries so tf.time()/profile report real kernel times. */
+const DEFAULT_FLAGS = ['disable-dawn-features=timestamp_quantization'];
 
 /** Parse dawn.node's "Available adapters:" list out of a rejection message. */
 export function parseAdapterList(message: string): WebGPUAdapterEntry[] {
@@ -215,7 +205,7 @@ async function listWith(dawn: DawnModule, flags: string[], powerPreference: GPUP
  */
 export async function listWebGPUAdapters(opts: Pick<InitWebGPUOptions, 'powerPreference' | 'dawnFlags'> = {}): Promise<WebGPUAdapterEntry[]> {
   const dawn = await loadDawn();
-  return listWith(dawn, mergeDawnFlags([...defaultDawnFlags(), ...(opts.dawnFlags ?? [])]), opts.powerPreference ?? 'high-performance');
+  return listWith(dawn, mergeDawnFlags([...DEFAULT_FLAGS, ...(opts.dawnFlags ?? [])]), opts.powerPreference ?? 'high-performance');
 }
 
 /** Every numeric limit the adapter reports, by name. */
@@ -267,7 +257,7 @@ export async function initWebGPU(opts: InitWebGPUOptions = {}): Promise<InitWebG
     return state.result;
   }
   const powerPreference = opts.powerPreference ?? 'high-performance';
-  const flags = mergeDawnFlags([...defaultDawnFlags(), ...settings.dawnFlags, ...(opts.dawnFlags ?? [])]);
+  const flags = mergeDawnFlags([...DEFAULT_FLAGS, ...settings.dawnFlags, ...(opts.dawnFlags ?? [])]);
   let dawn: DawnModule;
   try {
     dawn = await loadDawn();
