@@ -7,6 +7,7 @@
 #   2. femto on 1 GPU (bench_dist --paths none) and on 2 (launch_bench_dist 2, default path), with and without
 #      skip_validation, PyTorch DDP in the same run.
 # From the repository root on nvidia-h200-x2: source .device/setup.sh && bash scripts/gpu_upload_ab.sh  (~7 min)
+# ONLY=uniforms: just the A/B of the uniform-block cache on femto (~2 min).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_upload_ab}
@@ -26,6 +27,15 @@ v() {
   if [ -n "$l" ]; then echo "{\"variant\":\"$name\",${l#\{}" >> "$J"; else say "$name failed:"; grep -v Warn "$OUT/$name.log" | tail -4; fi
 }
 export CUDA_VISIBLE_DEVICES=0
+if [ "${ONLY:-}" = uniforms ]; then
+  # the uniform-block cache (kernels/webgpu/uniforms.ts), femto, alternating, then the step part ends here
+  for round in 1 2; do
+    v "femto-uniformsoff-$round" femto 90 MAMBAOUT_WEBGPU_OFF=uniformCache
+    v "femto-uniforms-$round" femto 90
+  done
+  node -e 'const fs=require("fs");for(const l of fs.readFileSync(process.argv[1],"utf8").split("\n").filter(Boolean)){const r=JSON.parse(l);console.log(`| ${r.variant} | ${r.train_img_s} | ${r.infer_img_s} |`)}' "$J"
+  exit 0
+fi
 for round in 1 2; do
   v "femto-tfjsupload-$round" femto 90 MAMBAOUT_WEBGPU_OFF=directUpload
   v "femto-direct-$round" femto 90

@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { settings } from '../src/settings.js';
 import type { backend_util } from '@tensorflow/tfjs-core';
-import { initWebGPU, mergeDawnFlags, parseAdapterList, releaseWebGPU, webgpuMemory } from '../src/backend/webgpu.js';
+import { initWebGPU, mergeDawnFlags, parseAdapterList, releaseWebGPU, webgpuDevice, webgpuMemory } from '../src/backend/webgpu.js';
+import { cachedUniformCount, tfjsUniformBytes } from '../src/backend/kernels/webgpu/uniforms.js';
 import { registerWebGPUKernels, unregisterWebGPUKernels, webgpuKernelsRegistered } from '../src/backend/kernels/webgpu/index.js';
 import { Rng } from '../src/utils/rng.js';
 import { describeCase, fixedCases, randomCase, runParityCase, type ParityCase } from '../scripts/gpu_kernels.js';
@@ -34,6 +35,68 @@ test('mergeDawnFlags merges feature toggles and keeps other flags', () => {
     mergeDawnFlags(['disable-dawn-features=a', 'backend=vulkan', 'enable-dawn-features=x,y', 'disable-dawn-features=b,a']),
     ['backend=vulkan', 'disable-dawn-features=a,b', 'enable-dawn-features=x,y'],
   );
+});
+
+test('tfjsUniformBytes lays out uniform blocks byte for byte as tfjs-backend-webgpu\'s makeUniforms', async (t) => {
+  const { WebGPUBackend } = await import('@tensorflow/tfjs-backend-webgpu');
+  const g = globalThis as Record<string, unknown>;
+  const setUsage = g.GPUBufferUsage === undefined; // makeUniforms reads it; Dawn's real one is installed later by initWebGPU
+  if (setUsage) g.GPUBufferUsage = { COPY_DST: 8, UNIFORM: 64 };
+  t.after(() => {
+    if (setUsage) delete g.GPUBufferUsage;
+  });
+  let written: ArrayBuffer | null = null;
+  const fake = {
+    bufferManager: { acquireBuffer: () => ({}) },
+    queue: { writeBuffer: (_b: unknown, _o: number, data: ArrayBuffer, _d: number, size: number) => { written = data.slice(0, size); } },
+    uniformPendingDisposal: [] as unknown[],
+  };
+  const rng = new Rng(11);
+  const types = ['int32', 'float32', 'uint32'];
+  for (let c = 0; c < 300; c++) {
+    const fields = Array.from({ length: 1 + Math.floor(rng.random() * 7) }, () => {
+      const n = Math.floor(rng.random() * 7); // 0..6 components (0: tfjs stores 1)
+      const type = types[Math.floor(rng.random() * 3)];
+      return { type, data: Array.from({ length: n }, () => (type === 'float32' ? rng.random() * 10 - 5 : Math.floor(rng.random() * 1000))) };
+    });
+    const copy = fields.map((f) => ({ type: f.type, data: [...f.data] }));
+    (WebGPUBackend.prototype as unknown as { makeUniforms(f: unknown): unknown }).makeUniforms.call(fake, fields);
+    const ours = tfjsUniformBytes(copy);
+    assert.deepEqual(new Uint8Array(ours), new Uint8Array(written!), JSON.stringify(copy));
+  }
+});
+
+test('uniform blocks come from one buffer per distinct content: repeated dispatches create no buffers and compute the same', { skip: SKIP, timeout: 300_000 }, async () => {
+  const r = await initWebGPU();
+  assert.ok(r.ok, r.ok ? '' : r.reason);
+  try {
+    const device = webgpuDevice()!;
+    const x = tf.tensor4d(Float32Array.from({ length: 2 * 9 * 7 * 3 }, (_, i) => Math.sin(i)), [2, 9, 7, 3]);
+    const w = tf.tensor4d(Float32Array.from({ length: 3 * 3 * 3 * 4 }, (_, i) => Math.cos(i)), [3, 3, 3, 4]);
+    const run = async (): Promise<Float32Array[]> => {
+      const outs = tf.tidy(() => [
+        tf.conv2d(x, w, 1, 'same'), tf.transpose(x, [0, 3, 1, 2]), tf.sum(x, [1, 2]), tf.slice(x, [0, 1, 2, 0], [2, 5, 4, 3]),
+        tf.matMul(tf.reshape(x, [18, 21]), tf.reshape(x, [21, 18])), tf.mul(x, tf.scalar(-0)),
+      ]);
+      const vals = await Promise.all(outs.map((t) => t.data() as Promise<Float32Array>));
+      tf.dispose(outs);
+      return vals;
+    };
+    const first = await run();
+    await run();
+    const cached = cachedUniformCount(device);
+    assert.ok(cached > 0, 'uniform blocks were cached');
+    const before = webgpuMemory().buffersCreated;
+    for (let k = 0; k < 3; k++) {
+      const again = await run();
+      again.forEach((v, i) => assert.deepEqual(v, first[i], `output ${i} changed between runs`));
+    }
+    assert.equal(cachedUniformCount(device), cached, 'the same dispatches found their blocks in the cache');
+    assert.equal(webgpuMemory().buffersCreated - before, 0, 'repeated dispatches created buffers');
+    tf.dispose([x, w]);
+  } finally {
+    await releaseWebGPU();
+  }
 });
 
 test('initWebGPU returns ok:false (never throws) for an adapter index that does not exist', { skip: SKIP }, async () => {

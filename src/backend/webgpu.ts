@@ -29,7 +29,7 @@ import { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { registerWebGPUKernels, unregisterWebGPUKernels } from './kernels/webgpu/index.js';
 import { errMessage, firstLine, isUserError } from '../errors.js';
 import { settings } from '../settings.js';
-import { directUploads, installWebGPUHooks, orderBufferPool, removeWebGPUHooks } from './webgpu_hooks.js';
+import { cachedUniforms, directUploads, installWebGPUHooks, orderBufferPool, removeWebGPUHooks } from './webgpu_hooks.js';
 
 export { bindGroupCacheStats, resetWebGPUPeak, webgpuMemory, type BindGroupCacheStats, type WebGPUMemory } from './webgpu_hooks.js';
 
@@ -389,6 +389,7 @@ export async function initWebGPU(opts: InitWebGPUOptions = {}): Promise<InitWebG
   }
   orderBufferPool(backend);
   directUploads(backend);
+  cachedUniforms(backend);
   const description = `webgpu (${entry?.name || info.device || info.description || info.vendor}, ${backendName}` +
     (adapterIndex !== undefined ? `, adapter ${adapterIndex}` : '') + ')';
   const st: WebGPUState = {

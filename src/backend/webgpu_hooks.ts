@@ -30,8 +30,12 @@
  *    defers the release of buffers its encoder uses (commandQueueOwnedIds), and our dispatches register theirs too
  *    (kernels/webgpu/dispatch.ts). A newly created buffer is written while mapped at creation, as tfjs does.
  *    Switch: webgpuKernelSettings.directUpload (MAMBAOUT_WEBGPU_OFF=directUpload).
+ *
+ * 4. tfjs's uniform blocks from the content cache of kernels/webgpu/uniforms.ts (`cachedUniforms`), as our own
+ *    dispatches do: no pooled buffer and writeBuffer per dispatch. Switch: webgpuKernelSettings.uniformCache.
  */
 import { webgpuKernelSettings } from './kernels/webgpu/settings.js';
+import { cachedUniformBuffer, dropUniformCache, tfjsUniformBytes, type TfjsUniform } from './kernels/webgpu/uniforms.js';
 
 export interface WebGPUMemory {
   /** Bytes in buffers created and not destroyed. */
@@ -238,6 +242,30 @@ export function directUploads(backend: unknown): void {
   };
   h.restore.push(() => {
     be.uploadToGPU = orig;
+  });
+}
+
+interface UniformInternals {
+  device: GPUDevice;
+  makeUniforms(fields: TfjsUniform[]): { offset: number; size: number; buffer: GPUBuffer };
+}
+
+/** tfjs's makeUniforms through the content cache (see the file header, 4). Undone by removeWebGPUHooks. */
+export function cachedUniforms(backend: unknown): void {
+  const h = hooks;
+  const be = backend as UniformInternals;
+  if (!h || typeof be.makeUniforms !== 'function' || !be.device) return;
+  const orig = be.makeUniforms;
+  const device = be.device;
+  be.makeUniforms = function (this: UniformInternals, fields: TfjsUniform[]) {
+    if (!webgpuKernelSettings.uniformCache) return orig.call(this, fields);
+    const bytes = tfjsUniformBytes(fields);
+    const buffer = cachedUniformBuffer(this.device, bytes);
+    return buffer ? { offset: 0, size: bytes.byteLength, buffer } : orig.call(this, fields);
+  };
+  h.restore.push(() => {
+    be.makeUniforms = orig;
+    dropUniformCache(device);
   });
 }
 

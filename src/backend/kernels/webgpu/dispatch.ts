@@ -20,6 +20,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { DataType, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
+import { cachedUniformBuffer } from './uniforms.js';
 
 export type UniformType = 'i32' | 'u32' | 'f32';
 
@@ -126,9 +127,12 @@ export function runCustomProgram(backendArg: unknown, prog: CustomProgram, input
       else if (uf.type === 'u32') u32[i] = uf.value;
       else f32[i] = uf.value;
     });
-    const ub = backend.bufferManager.acquireBuffer(size, GPUBufferUsage.COPY_DST | GPUBufferUsage.UNIFORM);
-    backend.queue.writeBuffer(ub, 0, data, 0, size);
-    backend.uniformPendingDisposal.push(ub);
+    let ub = cachedUniformBuffer(device, data);
+    if (!ub) {
+      ub = backend.bufferManager.acquireBuffer(size, GPUBufferUsage.COPY_DST | GPUBufferUsage.UNIFORM);
+      backend.queue.writeBuffer(ub, 0, data, 0, size);
+      backend.uniformPendingDisposal.push(ub);
+    }
     entries.push({ binding: binding++, resource: { buffer: ub, offset: 0, size } });
   }
   const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });

@@ -34,6 +34,8 @@ export interface WebGPUKernelSettings {
   bindGroupCache: boolean;
   /** Tensors created from host values reach the GPU by queue.writeBuffer, not a new staging buffer each (webgpu_hooks.ts). */
   directUpload: boolean;
+  /** One persistent uniform buffer per distinct uniform block instead of a pooled buffer written per dispatch (uniforms.ts). */
+  uniformCache: boolean;
   /**
    * --amp: the GatedCNN block stores its large intermediates as bfloat16 (src/ops/gated_cnn_bf16.ts). Off by default;
    * the training loop turns it on for --amp (src/ops/fused.ts `enableMixedPrecision`), benchmarks with
@@ -58,6 +60,7 @@ function fromSettings(): WebGPUKernelSettings {
     gateConv: true,
     bindGroupCache: true,
     directUpload: true,
+    uniformCache: true,
     bf16: settings.webgpuAmp,
   };
   for (const f of FEATURES) if (v1 || off.has(f)) s[f] = false;

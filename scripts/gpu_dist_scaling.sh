@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Issue 13's figure in one run on nvidia-h200-x2: 1 GPU (bench_dist --paths none) against 2 GPUs (launch_bench_dist 2,
+# default path), batch 128 per GPU, femto three times alternating (its run-to-run spread is large) and tiny once,
+# PyTorch (torch_step.py, 1 GPU and torchrun DDP on 2) in the same run. ~5 minutes. Knobs: MODELS, FEMTO_REPEATS.
+#   source .device/setup.sh && bash scripts/gpu_dist_scaling.sh          (from the repository root)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_dist_scaling}
+mkdir -p "$OUT"
+T0=$SECONDS
+. scripts/gpu_bench_lib.sh
+TB=../shared/bench; [ -d shared/bench ] && TB=shared/bench
+J="$OUT/dist.jsonl"; : > "$J"
+say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --version), $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
+d() { # NAME LIMIT CMD...: its last JSON line, tagged with NAME
+  local name=$1 limit=$2; shift 2
+  timeout -k 10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local l; l=$(grep '^{' "$OUT/$name.log" | tail -1)
+  if [ -n "$l" ]; then echo "{\"variant\":\"$name\",${l#\{}" >> "$J"; else say "$name failed:"; grep -v Warn "$OUT/$name.log" | tail -4; fi
+}
+for M in ${MODELS:-femto tiny}; do
+  A=(--model "mambaout_$M" --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 20)
+  R=${FEMTO_REPEATS:-3}; [ "$M" = tiny ] && R=1
+  for r in $(seq "$R"); do
+    d "$M-1gpu-$r" 120 node --import tsx scripts/bench_dist.ts "${A[@]}" --paths none
+    d "$M-2gpu-$r" 180 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths default
+  done
+  d "$M-torch-1gpu" 120 python3 "$TB/torch_step.py" --model "mambaout_$M" --batch 128
+  d "$M-torch-2gpu" 150 torchrun --nproc_per_node 2 "$TB/torch_step.py" --model "mambaout_$M" --batch 128
+done
+node - "$J" <<'JS'
+const fs = require('fs');
+const rows = fs.readFileSync(process.argv[2], 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const by = Object.fromEntries(rows.map((r) => [r.variant, r]));
+const f = (x) => (typeof x === 'number' ? x.toFixed(1) : '-');
+console.log('| run | img/s | ms/step | issue ms | exchange ms |\n|---|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.variant} | ${f(r.img_s)} | ${f(r.ms_per_step)} | ${f(r.issue_ms)} | ${f(r.exchange_ms)} |`);
+for (const m of ['femto', 'tiny']) {
+  const one = rows.filter((r) => r.variant.startsWith(`${m}-1gpu`)).map((r) => r.img_s);
+  const two = rows.filter((r) => r.variant.startsWith(`${m}-2gpu`)).map((r) => r.img_s);
+  const mean = (a) => a.reduce((s, x) => s + x, 0) / a.length;
+  if (!one.length || !two.length) continue;
+  const t1 = by[`${m}-torch-1gpu`]?.img_s, t2 = by[`${m}-torch-2gpu`]?.img_s;
+  console.log(`${m}: ours 1 GPU mean ${f(mean(one))}, 2 GPUs mean ${f(mean(two))} -> scaling ${(mean(two) / mean(one)).toFixed(2)}x ` +
+    `(pairs: ${two.map((x, i) => (x / one[i]).toFixed(2) + 'x').join(', ')}); PyTorch ${f(t1)} -> ${f(t2)} (${t1 && t2 ? (t2 / t1).toFixed(2) : '-'}x); ` +
+    `ours 2 GPUs / PyTorch DDP ${t2 ? (mean(two) / t2).toFixed(2) : '-'}x`);
+}
+JS
+say "done"
