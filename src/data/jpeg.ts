@@ -19,15 +19,12 @@
  * error semantics (decode.ts); so does every JPEG if the package is missing. The output of `decode` is a view of this
  * decoder's memory, valid until its next call.
  */
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { JPEG_WASM } from './jpegwasm/jpeg_wasm.js';
 
-/** TurboJPEG colorspaces (tjDecompressHeader3). */
+/** TurboJPEG colorspace codes, as decoder.c reports them. */
 const TJCS_RGB = 0;
 const TJCS_YCbCr = 1;
 const TJCS_GRAY = 2;
-/** TurboJPEG pixel format: packed RGB. */
-const TJPF_RGB = 0;
 
 /** Larger images go to sharp (and its limits) rather than growing this thread's WebAssembly memory past ~300 MB. */
 export const MAX_PIXELS = 100_000_000;
@@ -40,56 +37,47 @@ export type JpegScale = 1 | 2 | 4 | 8;
 export interface JpegHeader {
   width: number;
   height: number;
-  /** TurboJPEG colorspace code (0 RGB, 1 YCbCr, 2 gray, 3 CMYK, 4 YCCK) */
+  /** TurboJPEG colorspace code (0 RGB, 1 YCbCr, 2 gray, 3 CMYK, 4 YCCK, -1 other) */
   colorspace: number;
 }
 
-interface TurboExports {
+/** What src/data/jpegwasm/decoder.c exports. */
+interface DecoderExports {
   memory: WebAssembly.Memory;
   malloc(n: number): number;
   free(p: number): void;
-  tjInitDecompress(): number;
-  tjDestroy(h: number): number;
-  tjDecompressHeader3(h: number, buf: number, size: number, w: number, hh: number, ss: number, cs: number): number;
-  tjDecompress2(h: number, buf: number, size: number, dst: number, w: number, pitch: number, hh: number, pf: number, flags: number): number;
+  /** Reads the header into meta[0..2] (width, height, colorspace); 0, or -1 when incomplete or libjpeg warned. */
+  mj_header(buf: number, size: number, meta: number): number;
+  /** Decodes the image mj_header read at 1/denom into packed RGB (w x h); 0, or -1 when libjpeg warned. */
+  mj_decode(dst: number, denom: number, w: number, h: number): number;
 }
 
-/** libjpeg's error exit longjmp()s; the module imports longjmp, and we unwind by throwing this. */
+/** libjpeg's error exit calls the imported jpeg_error_exit; we unwind out of WebAssembly by throwing this. */
 class JpegAbort extends Error {}
 
-let wasmModule: WebAssembly.Module | null | undefined;
+let wasmModule: WebAssembly.Module | undefined;
 
-/** The compiled decoder, or null when the package is missing or unusable (then every JPEG goes to sharp). */
-function loadModule(): WebAssembly.Module | null {
-  if (wasmModule === undefined) {
-    try {
-      const require = createRequire(import.meta.url);
-      wasmModule = new WebAssembly.Module(readFileSync(require.resolve('@cwasm/jpeg-turbo/jpeg-turbo.wasm')));
-    } catch {
-      wasmModule = null;
-    }
-  }
+function loadModule(): WebAssembly.Module {
+  wasmModule ??= new WebAssembly.Module(Buffer.from(JPEG_WASM, 'base64'));
   return wasmModule;
 }
 
-/** Whether JPEGs can be decoded here (false: the package is missing, every JPEG goes to sharp). */
+/** Whether JPEGs can be decoded here: the decoder is built in, so always (kept for bench_data's report). */
 export function wasmJpegAvailable(): boolean {
-  return loadModule() !== null;
+  return true;
 }
 
-function instantiate(module: WebAssembly.Module): TurboExports {
+function instantiate(module: WebAssembly.Module): DecoderExports {
   const unsupported = () => {
     throw new JpegAbort('libjpeg called an unsupported system function');
   };
   const inst = new WebAssembly.Instance(module, {
-    // setjmp always "returns 0"; an error exit then throws out of the WebAssembly frames, and the instance is dropped.
-    env: { setjmp: () => 0, longjmp: () => { throw new JpegAbort('libjpeg error exit'); } },
-    wasi_snapshot_preview1: {
-      environ_sizes_get: () => 0, environ_get: () => 0, proc_exit: unsupported, fd_close: unsupported,
-      fd_seek: unsupported, fd_write: unsupported,
-    },
+    // An error exit throws out of the WebAssembly frames, and the instance is dropped (JpegDecoder.reset).
+    env: { jpeg_error_exit: () => { throw new JpegAbort('libjpeg error exit'); } },
+    // Referenced by libjpeg's default message printer, which decoder.c replaces: never called.
+    wasi_snapshot_preview1: { proc_exit: unsupported, fd_close: unsupported, fd_seek: unsupported, fd_write: unsupported },
   });
-  return inst.exports as unknown as TurboExports;
+  return inst.exports as unknown as DecoderExports;
 }
 
 /** Size of a dimension decoded at 1/scale (TurboJPEG's TJSCALED: ceil). */
@@ -103,22 +91,18 @@ export function isJpeg(buf: Uint8Array): boolean {
 
 /** One libjpeg-turbo instance; reuses its input/output buffers across images. Not reentrant (one per thread). */
 export class JpegDecoder {
-  private x: TurboExports | null = null;
-  private handle = 0;
+  private x: DecoderExports | null = null;
   private meta = 0;
   private inPtr = 0;
   private inCap = 0;
   private outPtr = 0;
   private outCap = 0;
 
-  private ready(): TurboExports | null {
+  private ready(): DecoderExports {
     if (!this.x) {
-      const module = loadModule();
-      if (!module) return null;
-      const x = instantiate(module);
-      this.handle = x.tjInitDecompress();
+      const x = instantiate(loadModule());
       this.meta = x.malloc(16);
-      if (!this.handle || !this.meta) throw new Error('libjpeg-turbo (WebAssembly) could not be initialised');
+      if (!this.meta) throw new Error('libjpeg-turbo (WebAssembly) could not be initialised');
       this.x = x;
       this.inPtr = this.inCap = this.outPtr = this.outCap = 0;
     }
@@ -154,13 +138,10 @@ export class JpegDecoder {
     if (!isJpeg(buf)) return null;
     try {
       const x = this.ready();
-      if (!x) return null;
       this.load(buf);
-      if (x.tjDecompressHeader3(this.handle, this.inPtr, buf.length, this.meta, this.meta + 4, this.meta + 8, this.meta + 12) !== 0) {
-        return null;
-      }
-      const m = new Int32Array(x.memory.buffer, this.meta, 4);
-      return { width: m[0], height: m[1], colorspace: m[3] };
+      if (x.mj_header(this.inPtr, buf.length, this.meta) !== 0) return null;
+      const m = new Int32Array(x.memory.buffer, this.meta, 3);
+      return { width: m[0], height: m[1], colorspace: m[2] };
     } catch (e) {
       if (!(e instanceof JpegAbort)) throw e;
       this.reset();
@@ -188,7 +169,7 @@ export class JpegDecoder {
     try {
       const x = this.x!;
       const out = this.reserve('out', w * hh * 3);
-      if (x.tjDecompress2(this.handle, this.inPtr, buf.length, out, w, w * 3, hh, TJPF_RGB, 0) !== 0) return null;
+      if (x.mj_decode(out, s, w, hh) !== 0) return null;
       return { data: new Uint8Array(x.memory.buffer, out, w * hh * 3), width: w, height: hh, scale: s, fullWidth: h.width, fullHeight: h.height };
     } catch (e) {
       if (!(e instanceof JpegAbort)) throw e;
