@@ -24,7 +24,6 @@ import { existsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { wasmJpegAvailable } from '../src/data/jpeg.js';
 import { DataLoader, type LoaderStats } from '../src/data/loader.js';
 import { resampleSimd } from '../src/data/transforms/resize.js';
 import { makeTinyImagenet } from '../src/data/tiny.js';
@@ -94,7 +93,7 @@ async function main(): Promise<void> {
   console.log(
     `bench:data ${files.length} files, >= ${N} samples per run, from ${dir}, batch ${batchSize}, ${size} px; ` +
       `${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim()}), load ${load}, node ${process.version}; ` +
-      `JPEG decode ${wasmJpegAvailable() ? 'libjpeg-turbo WASM' : 'sharp (no @cwasm/jpeg-turbo!)'}, ` +
+      `JPEG decode libjpeg-turbo WASM SIMD, ` +
       `resampling ${resampleSimd() ? 'WASM SIMD' : 'JS'}`,
   );
   const rows: Row[] = [];

@@ -31,6 +31,14 @@ import { DEFAULT_TRAIN_SPEC, trainDecodeScale, trainTransform, type TrainKindSpe
 import { Rng } from '../src/utils/rng.js';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
+/** Small JPEGs with samplings sharp cannot write (see the test that uses them). */
+const CJPEG_SAMPLES: [string, string][] = [
+  ['4:2:2 (2x1)', '/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAMCAgMCAgMDAwMEAwMEBQgFBQQEBQoHBwYIDAoMDAsKCwsNDhIQDQ4RDgsLEBYQERMUFRUVDA8XGBYUGBIUFRT/2wBDAQMEBAUEBQkFBQkUDQsNFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBT/wAARCAAdACUDASEAAhEBAxEB/8QAGgAAAgMBAQAAAAAAAAAAAAAAAAcFBggBBP/EADAQAAECBQEFBgYDAAAAAAAAAAECAwAEBQYRIQcSE0GBMVGhsdLjMlJTYXHBwsPR/8QAGAEAAwEBAAAAAAAAAAAAAAAABQYHCAP/xAAwEQABAgMFBQYHAAAAAAAAAAABAgMABAUGESEx8EFhscHRFBUiUYHiEhNicaHS4f/aAAwDAQACEQMRAD8Auu0quN0uQMuySdMnGSPtyUIzpOTkxWaqU8MlGe3h+3HWyK+/GSlZv9fceEUCiutuWZ+UrO7WwQ6tmVqIal0zLzaUk/DvJA16gCLdddTYolOKUOhKsfU9yFyuTaqTPdnTkTdrw8xEJsV8cpXlrcOBVraRGdrmu6amKkvhPr3RzDh9ZgipSdJafl0OkZi/WMarmJlC3SpJw19B4xN3VcT1yziwApZWfkJ82zEpZezpTrqHVsak51bx/WISbFL7oWUOHDW9UZ3lKv2KYNOJuGXl0hpO1OXtqW4aVpb4YwcKA159ik+IhXXfe6qu6ttt8qzpgO/45AC1skqcqKH0DC+/L+DiYN1mmd0MifSN+sTEJTLNcnWS+4HFFZzlKVK8jBFckKoluVbQSMB5jrCyxaZbjSVdP0jmza2HapOIcdZJTnOS17caNlJCVt+jF1SUIVjCcpSNeoAif20BpDwLe3W+F6tMLYtGlxOAKtbRzhFbS7uVxVtNP4/DnuRWrLp79bqLe+pSk5zqsn+ZhlokompyBmFDEDWxMXW2S0T1nglvE3ffkeEaKt+12RIpLjWdABvIJ06oPnBEumqsuXfW0FZG7P3xlNmVeabCLsteUVSxabJyMogtMgK01KUfpMei9q/NcDcaUG0AYxqD4EQ22/UmaCC4OHMGNFVGnNvMidJ8V2/rd+IULlNcqs6pbz+cZOMr9cMu0qFL0mnoeGXFLUEnqCT257u6GuxbikUxTacjrZdAWmT655xMm8L0+nMGJ6fupcitDTbGgHLc9EERarMK7c74znv6wXdoUqFkXR//2Q=='],
+  ['4:4:0 (1x2)', '/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAMCAgMCAgMDAwMEAwMEBQgFBQQEBQoHBwYIDAoMDAsKCwsNDhIQDQ4RDgsLEBYQERMUFRUVDA8XGBYUGBIUFRT/2wBDAQMEBAUEBQkFBQkUDQsNFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBT/wAARCAAdACUDARIAAhEBAxEB/8QAGAABAQEBAQAAAAAAAAAAAAAABgcFBAH/xAAwEAABAgUBBQYGAwAAAAAAAAABAgMABAUGESEHEhNBgTFRobHS4zJSU2FxwcLD0f/EABgBAQEAAwAAAAAAAAAAAAAAAAYHAAUI/8QAKhEAAAYBAwIEBwAAAAAAAAAAAAECAwQFEQYSEyExBxQWQRUXIiNhcaH/2gAMAwEAAhEDEQA/AGu0quN0uQMuySdMnGSPtyUIj11XE9cs4sAKWVn5CfNswEqnrJp3MrOBlLd+m8Ik9yBWcnJis1Up4ZKM9vD9uH1l7OlOuodWxqTnVvH9Yi9Vvw2S0RyMZC6bqqFeNcTeNxhZsytRDUumZebSkn4d5IGvUAQmdqcvbUtw0rS3wxg4UBrz7FJ8RA/UMZCCNUL+CUy/D2XLc80jOO46LrqbFEpxSh0JVj6nuRJrvvdVXdW22+VZ0wHf8ciRsy7ZUjavO0I6uevS/ST7Afc13TUxUl8J9e6OYcPrMatMs1ydZL7gcUVnOUpUryMXeoTCXHI5GNwZfMOHMLcXsPNm1sO1ScQ46ySnOclr24qVi02TkZRBaZAVpqUo/SY3NzHgqZNTacGDNzRFfEbjPQzDuUkJW36MXVJQhWMJylI16gCBl7V+a4G40oNoAxjUHwIjnGykS2Xz414ICIemZFG9zOKzj8ie7S7uVxVtNP4/DnuRhuU1yqzqlvP5xk4yv1w+03KXJUSZPUhXYOumozXE6nsOay6e/W6i3vqUpOc6rJ/mYqlpUKXpNPQ8MuKWoJPUEntz3d0WN+ugrY+2j6sAtbR2tVmfCeA2t+12RIpLjWdABvIJ06oPnGPP3UuRWhptjQDlueiIBdrkw5PG2eCAj0I9FM0oX0/Y/9k='],
+  ['4:1:1 (4x1)', '/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAMCAgMCAgMDAwMEAwMEBQgFBQQEBQoHBwYIDAoMDAsKCwsNDhIQDQ4RDgsLEBYQERMUFRUVDA8XGBYUGBIUFRT/2wBDAQMEBAUEBQkFBQkUDQsNFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBT/wAARCAAdACUDAUEAAhEBAxEB/8QAGgAAAgMBAQAAAAAAAAAAAAAAAAcFBggBBP/EADAQAAECBQEFBgYDAAAAAAAAAAECAwAEBQYRIQcSE0GBMVGhsdLjMlJTYXHBwsPR/8QAGAEBAAMBAAAAAAAAAAAAAAAABwMEBQb/xAAwEQABAgMDCgUFAAAAAAAAAAABAgMABAURITEGQUJRcYGhscHwEhQikdImMmFy4v/aAAwDAQACEQMRAD8Auu0quN0uQMuySdMnGSPtyUIzpOTkxWaqU8MlGe3h+3Dq2ZWohqXTMvNpST8O8kDXqAIt111NiiU4pQ6Eqx9T3IpTL5RQpeqC8qNmv5dN0S1tQM3QnkaIFvDZy9oztc13TUxUl8J9e6OYcPrMEEEI7NGacaSsjEA93w2OTCCtRBOPehE3dVxPXLOLACllZ+QnzbMSll7OlOuodWxqTnVvH9YhpO1OXtqW4aVpb4YwcKA159ik+IhXXfe6qu6ttt8qzpgO/wCOQaTTReyYakcVIUDx384CWFedkXnM8t039IhKZZrk6yX3A4orOcpSpXkYIIIU5eqoSyhPiFwGcav2jKbykWpAVdePx8I5s2th2qTiHHWSU5zkte3GjZSQlbfoxdUlCFYwnKUjXqAIRW0u7lcVbTT+Pw57kVqy6e/W6i3vqUpOc6rJ/mY4uXZDlfmaecEi3r3fGtRE+CVrkurSts7v5e8aKt+12RIpLjWdABvIJ06oPnBBBB27WXG3FICsCRj/AHAgiXfQkJ1d6oqli02TkZRBaZAVpqUo/SY9F7V+a4G40oNoAxjUHwIhQuU1yqzqlvP5xk4yv1wy7SoUvSaeh4ZcUtQSeoJPbnu7oSJJf1a+6MVJ6bjxh6mUiUnkITeHrLd+22J6fupcitDTbGgHLc9EEEEEE4wrzLnrP3HOde2J10OVCjdH/9k='],
+  ['4:2:2 arithmetic-coded', '/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAMCAgMCAgMDAwMEAwMEBQgFBQQEBQoHBwYIDAoMDAsKCwsNDhIQDQ4RDgsLEBYQERMUFRUVDA8XGBYUGBIUFRT/2wBDAQMEBAUEBQkFBQkUDQsNFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBT/yQARCAAdACUDASEAAhEBAxEB/8wACgAQEAUBEBEF/9oADAMBAAIRAxEAPwDSluo85uJt/Rt/2xJnTjitc+bYdbsYULGPVun8nJY709qE3e03bUyllBZXpXH/AJ3L3hsKh0hcMQwA+83aSQgeyDpqc9/TP5300HwPgsInOF/wpL3eBVzF34/33PomjvMHoeqcjiImmQeq6aayQFVX+d1ws3NWCnY/h5sPppIyeUKi/wBsCrRBWB6VXf1FcMPFWy/QiGj5LizvgSV4jDAQhFI/yoQJBwkc/wDPetnsRVP7PpS1b1xcjO99jkU/sKtd4ex1vr8bQHLs5RP+2wfwa2O3FEgYbTFEEHiBmoXfzwrzS0GIJYxkSnG1KWjxHvqYNDR7etLy1qmKZM1T2c8ulUpOSC5bwPCDTIVBGWWIRVZNpk+8WseNaqZNfyGTJp5tcH4KPECD8/Jt43tP1+OSPC3w+Qjc2aYpsyUFbiEtcqPYhEPU7JJxlRp+jUE6O2ZGQEAccbipx19kpILEzt4v0GQz9qmkT9UT1de/bYgK4XbbbeKhGPURmgbKwB7Wal0ILdvZKsPReKIgzdJuWAirRM+MOCbaM3xPKQSLfuG0HpocHQGAoXU9qt7dK1yGq/IjfHp3GL1/NWasBC1/PmcvEb8c3k3TojTg8XARqp7W7rFdzV676pF6EF2m5rVSBayz+3VsnZWEvBGNFxws7ND5Idy94JGTDnDeF4Qwmog97QgT2qkb/m88DVy4L6O3ORHVaO5PGFQu5avirdUx/WCkLBeDdgl9UIn+khkNE0UVQJc5xolmDeD/2Q=='],
+  ['4:2:2 progressive', '/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAMCAgMCAgMDAwMEAwMEBQgFBQQEBQoHBwYIDAoMDAsKCwsNDhIQDQ4RDgsLEBYQERMUFRUVDA8XGBYUGBIUFRT/2wBDAQMEBAUEBQkFBQkUDQsNFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBT/wgARCAAdACUDASEAAhEBAxEB/8QAGgAAAgMBAQAAAAAAAAAAAAAAAAYEBQcBA//EABgBAAMBAQAAAAAAAAAAAAAAAAUGBwQC/9oADAMBAAIQAxAAAAG6zrpgdbcciZ0NNVnSgk7aVYfuhDcM5o6+ORK0m96KK0pqfQvRVBmK4p4l6//EAB0QAAMBAQACAwAAAAAAAAAAAAIDBAEFERIAEyH/2gAIAQEAAQUC6T8UBmTm8yXwNTMSumsiZVRtJxc7zusGYa7ft1cennNm1piAzp6Vf7EvXMnlz0hWADa8vGr1pyIFSzq9Pn//xAAjEQABBAIBAwUAAAAAAAAAAAACAAEDBAURExRR8BIxQaGx/9oACAEDAQE/AaRCWM9LrC7ivu5d1JIzltvPpRW+GTp1crdIHOyDJuQs/n4roOGRYm7rMu0+P0KCIxHSsVxMOb5Vad5yaE/ZFRi2v//EACQRAAEEAQMDBQAAAAAAAAAAAAEAAgMEBRET8BShsRIhIiSR/9oACAECAQE/AcQeuZoed1elNSfbHOyhqNfGHLCnpDo7nlZaEzWA8KC0GxNCzX1H/FUohZg3DzwpbZjeW68/VnyJdPUsK4isWhW2Hfd7r//EAB0QAAICAwEBAQAAAAAAAAAAAAABEaEhMeES0fD/2gAIAQEABj8C8o1XD00bvph2fvhMVwjUEJ30lyS1XCSE76IyjCMYMsnZCR//xAAiEAEAAgAFBAMAAAAAAAAAAAABABEhMVFx0UGx4fBhocH/2gAIAQEAAT8h9i/soGSAgI0sleKMHttetY8zb+IQFJSCbnkjtZhjmXoLBGBhfAD0wI9oSzFTfzKP7DxDebscTD1SKHv8wFnLUdnY8T//2gAMAwEAAgADAAAAEKDRYrgsof/EACIRAAECBQQDAAAAAAAAAAAAAAEAESExQWHwUbHB0XGBof/aAAgBAwEBPxCqJsoE/aBxUhF5IZfun4ywlp0m4V8iV1UWDwDio5QbELeeDsgJss0QwZkv23xDgf05BQxhl//EACERAAEDAwQDAAAAAAAAAAAAAAEAETEhQfBhsdHhUYHB/9oACAECAQE/EHQr++2ysgJbOwRNiQ+VT+amaoM+jvHQ3KMEig8jlARG7NUdgqBlkBeBaVEGG30FQMHLMpTnXlf/xAAhEAEAAwAABgMBAAAAAAAAAAABABEhMUFRgbHBYaHRcf/aAAgBAQABPxBCi5bVp8chEdjfjB8g8gb3Aj8dEMB7mL9wFBX1vlTV+t7T0mbIpoG8+H2EdzbKPzDIkd34Bjym12yc1NVg3uBMn/5DToXrfeAS3ALXO78xDIxr6YxcJVaP0ksa1bVzMVhLuK8b6dJldDlP/9k='],
+];
 const PHOTOS = ['astronaut', 'chelsea', 'coffee', 'hubble_deep_field', 'immunohistochemistry', 'rocket'];
 
 let tmp: string;
@@ -320,6 +328,69 @@ describe('decode: the synchronous JPEG path (libjpeg-turbo WebAssembly)', () => 
       const mean = sum / (img.width * img.height * 3);
       assert.ok(mean < 4, `1/${s}: mean abs difference to the box average ${mean}`);
     }
+  });
+
+  /** The RGB pixels sharp (libvips' libjpeg-turbo, native SIMD) decodes from a JPEG. */
+  async function sharpPixels(buf: Uint8Array): Promise<{ data: Buffer; width: number; height: number }> {
+    const { data, info } = await sharp(buf, { ignoreIcc: true, autoOrient: false }).removeAlpha().toColourspace('srgb').raw()
+      .toBuffer({ resolveWithObject: true });
+    assert.equal(info.channels, 3);
+    return { data, width: info.width, height: info.height };
+  }
+
+  async function assertSameAsSharp(buf: Uint8Array, what: string): Promise<void> {
+    const fast = decodeRGBSync(buf);
+    assert.ok(fast, `${what}: the synchronous path takes it`);
+    const ref = await sharpPixels(buf);
+    assert.deepEqual([fast.width, fast.height], [ref.width, ref.height], what);
+    const ours = Buffer.from(fast.data.buffer, fast.data.byteOffset, fast.data.length);
+    if (!ours.equals(ref.data)) {
+      let n = 0;
+      for (let i = 0; i < ours.length; i++) if (ours[i] !== ref.data[i]) n++;
+      assert.fail(`${what}: ${n} of ${ours.length} bytes differ from sharp`);
+    }
+  }
+
+  test('same pixels as sharp, bit for bit, for generated JPEGs: 4:2:0, 4:4:4, progressive, gray, odd sizes, qualities', async () => {
+    // The WebAssembly SIMD stages (IDCT, fancy upsampling, YCbCr->RGB) take blocks of 8/16 columns and leave edges
+    // and tails to scalar code: sizes around those blocks, and noisy content that saturates the range limits.
+    let seed = 12345;
+    const noise = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) >> 16) & 255;
+    for (const [w, h] of [[1, 1], [9, 7], [17, 16], [37, 29], [203, 117]]) {
+      const smooth = rawImage(w, h, 3, (x, y, c) => Math.round(128 + 100 * Math.sin(x / 5 + c) * Math.cos(y / 7 - c)));
+      const rough = rawImage(w, h, 3, () => noise());
+      for (const [kind, px] of [['smooth', smooth], ['noise', rough]] as const) {
+        for (const chromaSubsampling of ['4:2:0', '4:4:4']) for (const progressive of [false, true]) for (const quality of [50, 95]) {
+          const buf = await sharp(px, { raw: { width: w, height: h, channels: 3 } })
+            .jpeg({ quality, chromaSubsampling, progressive }).toBuffer();
+          await assertSameAsSharp(buf, `${w}x${h} ${kind} ${chromaSubsampling} q${quality}${progressive ? ' progressive' : ''}`);
+        }
+        const gray = await sharp(px, { raw: { width: w, height: h, channels: 3 } }).toColourspace('b-w').jpeg({ quality: 90 }).toBuffer();
+        await assertSameAsSharp(gray, `${w}x${h} ${kind} gray`);
+      }
+    }
+  });
+
+  test('same pixels as sharp for 4:2:2, 4:4:0, 4:1:1, arithmetic-coded and progressive 4:2:2 JPEGs (made with cjpeg)', async () => {
+    // 37x29 photo-like content, libjpeg-turbo 2.1.5 cjpeg -quality 90 -sample 2x1 | 1x2 | 4x1 [-arithmetic | -progressive]
+    for (const [what, b64] of CJPEG_SAMPLES) await assertSameAsSharp(Buffer.from(b64, 'base64'), what);
+  });
+
+  test('truncated and bit-flipped JPEGs: null (sharp decides) or a decode, never a throw; the decoder keeps working', async () => {
+    const jpg = await sharp(rawImage(96, 64, 3, (x, y, c) => (x * 5 + y * 9 + c * 70) & 255), { raw: { width: 96, height: 64, channels: 3 } })
+      .jpeg({ quality: 90 }).toBuffer();
+    for (let cut = 1; cut < 10; cut++) {
+      assert.equal(decodeRGBSync(jpg.subarray(0, Math.floor((jpg.length * cut) / 10))), null, `cut at ${cut}/10`);
+    }
+    let seed = 99;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    for (let t = 0; t < 60; t++) {
+      const bad = Buffer.from(jpg);
+      for (let k = 0; k <= t % 5; k++) bad[Math.floor(rnd() * bad.length)] ^= 1 << Math.floor(rnd() * 8);
+      const img = decodeRGBSync(bad, { scaleFor: () => ([1, 2, 4, 8] as const)[t % 4] });
+      if (img) assert.equal(img.data.length, img.width * img.height * 3);
+    }
+    await assertSameAsSharp(jpg, 'after the damaged ones');
   });
 
   test('PNG, CMYK and damaged JPEGs are left to sharp (null), decodeRGB still decodes or fails as before', async () => {

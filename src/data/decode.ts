@@ -20,8 +20,8 @@
  * tolerated, as Pillow tolerates them.
  *
  * Two decoders, one result: plain JPEGs (YCbCr / RGB / gray, no libjpeg warning) are decoded synchronously on the
- * calling thread by libjpeg-turbo in WebAssembly (jpeg.ts: scales with the data workers, and can decode at 1/2, 1/4,
- * 1/8 by DCT scaling); everything else goes through sharp. Both give the same pixels for a file the first one takes.
+ * calling thread by our libjpeg-turbo build in WebAssembly SIMD (jpeg.ts: scales with the data workers, and can decode
+ * at 1/2, 1/4, 1/8 by DCT scaling); everything else goes through sharp. Both give the same pixels for a file the first one takes.
  *
  * Decompression bombs (issue 15): the pixel count is read from the header before anything is decoded and an
  * image above the limit (src/limits.ts: 2 x Pillow's MAX_IMAGE_PIXELS by default, `--max-image-pixels`) fails

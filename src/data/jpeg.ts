@@ -1,33 +1,46 @@
 /**
- * Synchronous JPEG decoding with libjpeg-turbo compiled to WebAssembly (the TurboJPEG API of the `@cwasm/jpeg-turbo`
- * package: tjDecompressHeader3 / tjDecompress2), one decoder per thread.
+ * Synchronous JPEG decoding with our own build of libjpeg-turbo 2.1.5 in WebAssembly (src/data/jpegwasm/: decoder.c,
+ * a small API in the spirit of TurboJPEG's tjDecompressHeader3 / tjDecompress2; jsimd_wasm.c, WebAssembly SIMD
+ * versions of the islow IDCT, h2v1/h2v2 fancy upsampling and YCbCr->RGB; built by scripts/build_jpeg_wasm.sh into
+ * jpeg_wasm.ts), one decoder per thread.
  *
  * Why not sharp for JPEGs: every sharp call runs on libuv's thread pool, which is one pool of 4 threads for the whole
  * process (UV_THREADPOOL_SIZE is read when the pool starts, and an ES-module program has started it before its first
  * line runs). With 15 data workers at most 4 decodes ran at once, which is why bench:data flattened past -j 4
  * (-j 8: 575 img/s, -j 15: 839 on the 32-core host, issue 12). Here each worker decodes on its own thread, so decoding
- * scales with the workers. Measured on the 2-core box (375-500 px JPEGs, quality 90, CPU time per image):
- * sharp raw decode 3.3-4.4 ms (only a third of it in libjpeg: the rest is libvips pipeline set-up, a copy of the
- * pixels and page faults on a fresh output buffer every image), this decoder 3.8 ms at full size, 1.9 / 1.3 / 1.0 ms
- * at 1/2, 1/4, 1/8 (DCT scaling, which sharp cannot be asked for without its own extra resize), Pillow 9.4 with the
- * system libjpeg-turbo 1.8 ms. Its output equals sharp's (libvips' libjpeg) and Pillow's to the bit for the same
- * file: same IDCT (islow), same fancy upsampling, same YCbCr->RGB tables (checked in test/data.test.ts).
+ * scales with the workers. Sharp raw decode costs 3.3-4.4 ms CPU per 375-500 px q90 JPEG on the 2-core box (only a
+ * third of it in libjpeg: libvips pipeline set-up, a copy, page faults on a fresh output buffer every image).
  *
- * Scope: baseline and progressive JPEGs in YCbCr, RGB or grayscale (gray is replicated into R, G, B, as Pillow's
- * convert('RGB')). Everything else — CMYK/YCCK, anything libjpeg reports as an error OR a warning (truncated data,
- * extraneous bytes), a file over MAX_PIXELS — returns null and the caller decodes with sharp, which owns the exact
- * error semantics (decode.ts); so does every JPEG if the package is missing. The output of `decode` is a view of this
- * decoder's memory, valid until its next call.
+ * Why our own build (2026-11-30, 2-core box, load 2.2-5.9, the 256 q90 4:2:0 375-500 px JPEGs of bench:data's val
+ * folder, CPU ms per image, fastest of 6-10 passes alternating with the previous decoder in the same process):
+ * @cwasm/jpeg-turbo (TurboJPEG, plain C, emscripten) 2.06-2.16; our plain C build (clang -O3 wasm32-wasi) 1.87, and
+ * -msimd128 autovectorization alone changes nothing; with the SIMD stages 1.11-1.18, i.e. 1.8x less, at 1/2 scale
+ * 1.36 -> 1.08, at 1/4 0.99 -> 0.82; the fixture photos (512-600 px) 3.4 -> 1.9. Letting the Huffman decoder use its
+ * 64-bit bit buffer (wasm32 has 32-bit size_t but native i64; the build script patches jdhuff.h/.c) is part of this:
+ * 1.28 with the 32-bit one. Pillow 9.4 with the system libjpeg-turbo (native x86 SIMD) decodes these in ~1.75 ms.
+ * Profile now: Huffman decoding 47% (scalar, as in every libjpeg-turbo), IDCT 22%, colour conversion 12%,
+ * upsampling 5%.
+ *
+ * Exactness: the SIMD stages compute the C code's integer arithmetic lane by lane, so the pixels equal sharp's
+ * (libvips' libjpeg-turbo), Pillow's and djpeg's to the bit: test/data.test.ts compares with sharp on generated
+ * 4:2:0 / 4:4:4 / progressive / gray JPEGs of odd sizes and cjpeg-made 4:2:2, 4:4:0, 4:1:1 and arithmetic-coded
+ * ones; outside the tests, 1,918 cjpeg files (13 sizes from 1x1 to 1001x17, 8 samplings, q50/90/100, baseline,
+ * progressive, arithmetic, restart markers, gray, RGB) x scales 1/1, 1/2, 1/4, 1/8 all equal native djpeg -dct int
+ * (libjpeg-turbo 2.1.5, x86 SIMD), and the 1,024 bench JPEGs and fixture photos equal @cwasm/jpeg-turbo's output.
+ *
+ * Scope: baseline, progressive and arithmetic-coded JPEGs in YCbCr, RGB or grayscale with any sampling factors libjpeg
+ * takes (gray is replicated into R, G, B, as Pillow's convert('RGB')). Everything else — CMYK/YCCK, anything libjpeg
+ * reports as an error OR a warning (truncated data, extraneous bytes), a file over MAX_PIXELS — returns null and the
+ * caller decodes with sharp, which owns the exact error semantics (decode.ts). (As before, some corrupt entropy-coded
+ * data decodes without a warning: libjpeg-turbo's fast Huffman path substitutes zeros silently; the pixels are then
+ * those of native libjpeg-turbo.) The output of `decode` is a view of this decoder's memory, valid until its next call.
  */
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { JPEG_WASM } from './jpegwasm/jpeg_wasm.js';
 
-/** TurboJPEG colorspaces (tjDecompressHeader3). */
+/** TurboJPEG colorspace codes, as decoder.c reports them. */
 const TJCS_RGB = 0;
 const TJCS_YCbCr = 1;
 const TJCS_GRAY = 2;
-/** TurboJPEG pixel format: packed RGB. */
-const TJPF_RGB = 0;
 
 /** Larger images go to sharp (and its limits) rather than growing this thread's WebAssembly memory past ~300 MB. */
 export const MAX_PIXELS = 100_000_000;
@@ -40,56 +53,42 @@ export type JpegScale = 1 | 2 | 4 | 8;
 export interface JpegHeader {
   width: number;
   height: number;
-  /** TurboJPEG colorspace code (0 RGB, 1 YCbCr, 2 gray, 3 CMYK, 4 YCCK) */
+  /** TurboJPEG colorspace code (0 RGB, 1 YCbCr, 2 gray, 3 CMYK, 4 YCCK, -1 other) */
   colorspace: number;
 }
 
-interface TurboExports {
+/** What src/data/jpegwasm/decoder.c exports. */
+interface DecoderExports {
   memory: WebAssembly.Memory;
   malloc(n: number): number;
   free(p: number): void;
-  tjInitDecompress(): number;
-  tjDestroy(h: number): number;
-  tjDecompressHeader3(h: number, buf: number, size: number, w: number, hh: number, ss: number, cs: number): number;
-  tjDecompress2(h: number, buf: number, size: number, dst: number, w: number, pitch: number, hh: number, pf: number, flags: number): number;
+  /** Reads the header into meta[0..2] (width, height, colorspace); 0, or -1 when incomplete or libjpeg warned. */
+  mj_header(buf: number, size: number, meta: number): number;
+  /** Decodes the image mj_header read at 1/denom into packed RGB (w x h); 0, or -1 when libjpeg warned. */
+  mj_decode(dst: number, denom: number, w: number, h: number): number;
 }
 
-/** libjpeg's error exit longjmp()s; the module imports longjmp, and we unwind by throwing this. */
+/** libjpeg's error exit calls the imported jpeg_error_exit; we unwind out of WebAssembly by throwing this. */
 class JpegAbort extends Error {}
 
-let wasmModule: WebAssembly.Module | null | undefined;
+let wasmModule: WebAssembly.Module | undefined;
 
-/** The compiled decoder, or null when the package is missing or unusable (then every JPEG goes to sharp). */
-function loadModule(): WebAssembly.Module | null {
-  if (wasmModule === undefined) {
-    try {
-      const require = createRequire(import.meta.url);
-      wasmModule = new WebAssembly.Module(readFileSync(require.resolve('@cwasm/jpeg-turbo/jpeg-turbo.wasm')));
-    } catch {
-      wasmModule = null;
-    }
-  }
+function loadModule(): WebAssembly.Module {
+  wasmModule ??= new WebAssembly.Module(Buffer.from(JPEG_WASM, 'base64'));
   return wasmModule;
 }
 
-/** Whether JPEGs can be decoded here (false: the package is missing, every JPEG goes to sharp). */
-export function wasmJpegAvailable(): boolean {
-  return loadModule() !== null;
-}
-
-function instantiate(module: WebAssembly.Module): TurboExports {
+function instantiate(module: WebAssembly.Module): DecoderExports {
   const unsupported = () => {
     throw new JpegAbort('libjpeg called an unsupported system function');
   };
   const inst = new WebAssembly.Instance(module, {
-    // setjmp always "returns 0"; an error exit then throws out of the WebAssembly frames, and the instance is dropped.
-    env: { setjmp: () => 0, longjmp: () => { throw new JpegAbort('libjpeg error exit'); } },
-    wasi_snapshot_preview1: {
-      environ_sizes_get: () => 0, environ_get: () => 0, proc_exit: unsupported, fd_close: unsupported,
-      fd_seek: unsupported, fd_write: unsupported,
-    },
+    // An error exit throws out of the WebAssembly frames, and the instance is dropped (JpegDecoder.reset).
+    env: { jpeg_error_exit: () => { throw new JpegAbort('libjpeg error exit'); } },
+    // Referenced by libjpeg's default message printer, which decoder.c replaces: never called.
+    wasi_snapshot_preview1: { proc_exit: unsupported, fd_close: unsupported, fd_seek: unsupported, fd_write: unsupported },
   });
-  return inst.exports as unknown as TurboExports;
+  return inst.exports as unknown as DecoderExports;
 }
 
 /** Size of a dimension decoded at 1/scale (TurboJPEG's TJSCALED: ceil). */
@@ -103,22 +102,18 @@ export function isJpeg(buf: Uint8Array): boolean {
 
 /** One libjpeg-turbo instance; reuses its input/output buffers across images. Not reentrant (one per thread). */
 export class JpegDecoder {
-  private x: TurboExports | null = null;
-  private handle = 0;
+  private x: DecoderExports | null = null;
   private meta = 0;
   private inPtr = 0;
   private inCap = 0;
   private outPtr = 0;
   private outCap = 0;
 
-  private ready(): TurboExports | null {
+  private ready(): DecoderExports {
     if (!this.x) {
-      const module = loadModule();
-      if (!module) return null;
-      const x = instantiate(module);
-      this.handle = x.tjInitDecompress();
+      const x = instantiate(loadModule());
       this.meta = x.malloc(16);
-      if (!this.handle || !this.meta) throw new Error('libjpeg-turbo (WebAssembly) could not be initialised');
+      if (!this.meta) throw new Error('libjpeg-turbo (WebAssembly) could not be initialised');
       this.x = x;
       this.inPtr = this.inCap = this.outPtr = this.outCap = 0;
     }
@@ -154,13 +149,10 @@ export class JpegDecoder {
     if (!isJpeg(buf)) return null;
     try {
       const x = this.ready();
-      if (!x) return null;
       this.load(buf);
-      if (x.tjDecompressHeader3(this.handle, this.inPtr, buf.length, this.meta, this.meta + 4, this.meta + 8, this.meta + 12) !== 0) {
-        return null;
-      }
-      const m = new Int32Array(x.memory.buffer, this.meta, 4);
-      return { width: m[0], height: m[1], colorspace: m[3] };
+      if (x.mj_header(this.inPtr, buf.length, this.meta) !== 0) return null;
+      const m = new Int32Array(x.memory.buffer, this.meta, 3);
+      return { width: m[0], height: m[1], colorspace: m[2] };
     } catch (e) {
       if (!(e instanceof JpegAbort)) throw e;
       this.reset();
@@ -188,7 +180,7 @@ export class JpegDecoder {
     try {
       const x = this.x!;
       const out = this.reserve('out', w * hh * 3);
-      if (x.tjDecompress2(this.handle, this.inPtr, buf.length, out, w, w * 3, hh, TJPF_RGB, 0) !== 0) return null;
+      if (x.mj_decode(out, s, w, hh) !== 0) return null;
       return { data: new Uint8Array(x.memory.buffer, out, w * hh * 3), width: w, height: hh, scale: s, fullWidth: h.width, fullHeight: h.height };
     } catch (e) {
       if (!(e instanceof JpegAbort)) throw e;
