@@ -99,8 +99,10 @@ const AHEAD_BYTES = 64 << 20;
 /**
  * How far the loader's workers may decode ahead of inference: one batch of B images (38.5 MB of uint8 at 224 px for
  * -b 256), at most AHEAD_BYTES. While the main thread exports the model and creates the session (single-threaded,
- * ~1-4 s of wall time on the 2-core box), torch's 2 chunks per worker (32 images per worker) were decoded long before
- * the engine was ready and a core sat idle; a batch ahead keeps both cores busy until the first chunk can run.
+ * ~1-4 s of wall time on the 2-core box), torch's 2 chunks per worker (32 images per worker) can be decoded before the
+ * engine is ready, and a core would then wait; a batch ahead leaves the workers work until the first chunk runs.
+ * Measured on the shared 2-core box (docs/BENCHMARKS.md, 2026-11-30, load ~2): no difference within its noise
+ * (41.5 img/s with start-up without it, 42.4 and 36.2 with it); kept because it cannot cost CPU, only memory.
  */
 export function aheadImages(B: number, cfg: Pick<DataConfig, 'inputSize'>): number {
   const [, H, W] = cfg.inputSize;
