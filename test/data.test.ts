@@ -841,3 +841,34 @@ describe('data config description (timm resolve_data_config, verbose)', () => {
     assert.equal(lines[5], '\tcrop_pct: 0.875');
   });
 });
+
+describe('worker threads started from TypeScript sources (utils/worker_thread.ts)', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mambaout-worker-thread-'));
+  writeFileSync(path.join(dir, 'package.json'), '{ "type": "module" }\n'); // as the package's own sources
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const run = async (name: string, body: string, commonjs: boolean): Promise<{ message?: string; error?: string }> => {
+    const { startModuleWorker } = await import('../src/utils/worker_thread.js');
+    writeFileSync(path.join(dir, `${name}.ts`), body);
+    const w = startModuleWorker(new URL(`file://${path.join(dir, `${name}.js`)}`), { answer: 42 }, { commonjs });
+    try {
+      return await new Promise((resolve) => {
+        w.on('message', (m: string) => resolve({ message: m }));
+        w.on('error', (e: Error) => resolve({ error: e.message }));
+      });
+    } finally {
+      await w.terminate();
+    }
+  };
+  const ok = `import { parentPort, workerData } from 'node:worker_threads';\nconst n: number = workerData.answer;\nparentPort!.postMessage(\`\${n} \${import.meta.url.endsWith('.ts')}\`);\n`;
+  for (const commonjs of [true, false]) {
+    test(`a module runs with its workerData and import.meta.url, and an error while loading reaches 'error' (commonjs: ${commonjs})`, async () => {
+      assert.deepEqual(await run(`ok_${commonjs}`, ok, commonjs), { message: '42 true' });
+      const boom = await run(`boom_${commonjs}`, `const why: string = 'broken at load';\nthrow new Error(why);\n`, commonjs);
+      assert.equal(boom.error, 'broken at load');
+    });
+  }
+  test('a module that awaits at top level runs on the ESM loader', async () => {
+    const tla = `import { parentPort } from 'node:worker_threads';\nconst v = await Promise.resolve('awaited');\nparentPort!.postMessage(v);\n`;
+    assert.deepEqual(await run('tla', tla, false), { message: 'awaited' });
+  });
+});

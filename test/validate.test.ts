@@ -169,3 +169,38 @@ test('validate --amp: accepted with a warning that float32 is used', () => {
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout + r.stderr, /--amp: onnxruntime runs in float32 here .*continuing in float32/);
 });
+
+test('validate: the same results whether the workers decode ahead while the engine loads (-j 4) or images are decoded in turn (-j 0); --engine auto starts no tfjs backend for onnxruntime', () => {
+  const results = ['0', '1', '4'].map((j) => {
+    const out = join(TMP, `res-j${j}.json`);
+    // -b 8: chunks of 8, and with -j 4 the loader may run a whole batch ahead (validate.ts aheadImages)
+    const r = run([data, '--model', 'mambaout_test', '--checkpoint', ckpt, '--img-size', String(IMG), '-b', '8', '-j', j, '--engine', 'auto', '--backend', 'wasm', '--results-file', out]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout.split('\n')[0], /^engine: onnxruntime.*; tfjs not used \(no GPU backend: --backend wasm is not a GPU backend\)$/);
+    return readFileSync(out, 'utf8');
+  });
+  assert.equal(results[1], results[0]);
+  assert.equal(results[2], results[0]);
+});
+
+test('validate: a failure after the workers started ends in one sentence, exit 2, and leaves nothing running', async () => {
+  // every image unreadable: the loader skips them all while the engine loads; a missing --real-labels file fails
+  // after the loader has started (RealLabels.load runs once the engine is built)
+  const root = join(TMP, 'all-corrupt');
+  for (const c of ['a', 'b', 'c']) {
+    mkdirSync(join(root, c), { recursive: true });
+    for (let i = 0; i < 6; i++) writeFileSync(join(root, c, `x${i}.jpg`), Buffer.from('not a jpeg'));
+  }
+  const cases: [string[], RegExp][] = [
+    [[root], /^error: no readable images in .*all-corrupt \(18 skipped\)\.?\n?$/m],
+    [[data, '--real-labels', join(TMP, 'no-such-real.json')], /no-such-real\.json/],
+  ];
+  for (const [args, re] of cases) {
+    const t0 = Date.now();
+    const r = run([...args, '--model', 'mambaout_test', '--checkpoint', ckpt, '--img-size', String(IMG), '-b', '4', '-j', '4', '--engine', 'onnxruntime']);
+    assert.equal(r.status, 2, `${args[0]}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+    assert.ok(Date.now() - t0 < 60_000, 'the process ended by itself (no worker kept it alive)');
+  }
+});

@@ -161,6 +161,35 @@ export async function initBackend(choice: BackendChoice | string = 'auto', opts:
   return active;
 }
 
+/** Backends that run tfjs on a GPU: where the tfjs engine beats onnxruntime for inference. */
+export function isGpuBackend(name: string): boolean {
+  return name === 'webgpu' || name === 'tensorflow';
+}
+
+/**
+ * Start a GPU backend if `choice` can give one, else nothing: what `--engine auto` needs to decide between the tfjs
+ * engine (on a GPU) and onnxruntime (on the CPU), without starting the wasm backend it would not use (2-core box,
+ * 2026-11-30, load 3.7, under tsx: initBackend('auto') 151-177 ms of CPU, this 7-8 ms). `auto` tries tensorflow then webgpu as
+ * initBackend does; an explicit GPU choice must start (a UserError as initBackend's otherwise); wasm and cpu give
+ * null. `skipped` says why no GPU backend runs (for the log line).
+ */
+export async function initGpuBackend(choice: BackendChoice | string = 'auto', opts: InitBackendOptions = {}): Promise<{ backend: BackendResult | null; skipped: string }> {
+  const requested = requestedBackend(choice);
+  if (isGpuBackend(requested)) return { backend: await initBackend(requested, opts), skipped: '' };
+  if (requested !== 'auto') return { backend: null, skipped: `--backend ${requested} is not a GPU backend` };
+  tf.env().set('PROD', true);
+  const reasons: string[] = [];
+  for (const [name, fn] of [['tensorflow', tryTensorflow], ['webgpu', () => tryWebgpu(opts.adapterIndex)]] as const) {
+    const r = await fn();
+    if (r.ok) {
+      active = { name, description: r.description, message: `backend: ${r.description} (auto)${reasons.length ? `; skipped ${reasons.join('; ')}` : ''}`, supportsTraining: true };
+      return { backend: active, skipped: '' };
+    }
+    reasons.push(`${name}: ${r.reason}`);
+  }
+  return { backend: null, skipped: reasons.join('; ') };
+}
+
 /** Release backend resources (Dawn device) so the process can exit. */
 export async function releaseBackend(): Promise<void> {
   if (active?.name === 'webgpu') {

@@ -78,7 +78,7 @@ interface Pending {
 }
 
 function startWorker(init: WorkerInit): Worker {
-  return startModuleWorker(new URL('./worker.js', import.meta.url), init);
+  return startModuleWorker(new URL('./worker.js', import.meta.url), init, { commonjs: true }); // no top-level await in its graph
 }
 
 class WorkerPool {

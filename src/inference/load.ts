@@ -14,7 +14,7 @@ import { UserError } from '../errors.js';
 import { createModel } from '../models/mambaout.js';
 import { DEFAULT_MODEL, MODEL_CONFIGS, expectedModel, getModelConfig, isModelName, listModels, namedArchitecture, type ModelConfig } from '../models/registry.js';
 import { resolveDataConfig, type ModelDataDefaults } from '../data/config.js';
-import { initBackend, type BackendResult } from '../backend/index.js';
+import { initBackend, initGpuBackend, type BackendResult } from '../backend/index.js';
 import { resolvePretrained } from '../pretrained.js';
 import type { InferenceEngine } from '../engine/index.js';
 
@@ -202,12 +202,16 @@ export async function loadClassifier(opts: LoadOptions, weights?: LoadedWeights)
   let backend: BackendResult | null = null;
   let engine: InferenceEngine | null = null;
   let why = '';
+  let noGpu = '';
 
   if (choice === 'onnxruntime' || choice === 'auto') {
-    // auto: a GPU backend (webgpu/tensorflow) wins; on CPU onnxruntime is the fast path.
+    // auto: a GPU backend (webgpu/tensorflow) wins; on CPU onnxruntime is the fast path, and no tfjs backend is
+    // started for it (the wasm one cost ~0.15 s of CPU at start-up; initGpuBackend).
     if (choice === 'auto') {
-      backend = await initBackend(opts.backend ?? 'auto', {});
-      if (backend.name === 'webgpu' || backend.name === 'tensorflow') why = `GPU backend ${backend.name} available`;
+      const gpu = await initGpuBackend(opts.backend ?? 'auto');
+      backend = gpu.backend;
+      noGpu = gpu.skipped;
+      if (backend) why = `GPU backend ${backend.name} available`;
     }
     if (!why) {
       try {
@@ -236,7 +240,7 @@ export async function loadClassifier(opts: LoadOptions, weights?: LoadedWeights)
   const paramCount = [...stateDict.values()].reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
   const description =
     engine.name === 'onnxruntime'
-      ? `engine: ${engine.describe()}; tfjs ${backend ? backend.message : 'not used'}`
+      ? `engine: ${engine.describe()}; tfjs not used${noGpu ? ` (no GPU backend: ${noGpu})` : ''}`
       : `engine: ${engine.describe()}${why ? ` (${why})` : ''}; ${backend?.message ?? ''}`;
   return {
     engine, config, numClasses, paramCount, source, description, backend, meta,

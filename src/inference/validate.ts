@@ -5,7 +5,9 @@
  * How the work is fed (measurements in docs/BENCHMARKS.md):
  * - The weights are read first (a checkpoint's metadata carries its data config: input size, crop, mean/std), then
  *   the folder is scanned and the loader starts decoding before the engine is built: on the 2-core box the ONNX
- *   export, session creation and warm-up take ~1-2 s of one core, during which the other decodes.
+ *   export, session creation and warm-up take ~1-2 s of one core, during which the other decodes, up to a whole
+ *   batch ahead (aheadImages). The onnxruntime path starts no tfjs backend (load.ts), and its workers start without
+ *   tsx's hooks thread when run from the sources (utils/worker_thread.ts).
  * - The loader decodes small pieces (CHUNK images, a divisor of --batch-size): with torch's one-worker-per-batch,
  *   inference waits for a whole 256-image batch to be decoded by one worker before it starts, and the workers
  *   run dry while a long inference call holds the main thread. Logs and meters still count batches of -b.
@@ -89,6 +91,22 @@ const CHUNK = 16;
 export function chunkSize(batchSize: number, max = CHUNK): number {
   for (let c = Math.min(max, batchSize); c > 1; c--) if (batchSize % c === 0) return c;
   return 1;
+}
+
+/** Decoded uint8 images the loader may hold ahead of inference, at most (see aheadImages). */
+const AHEAD_BYTES = 64 << 20;
+
+/**
+ * How far the loader's workers may decode ahead of inference: one batch of B images (38.5 MB of uint8 at 224 px for
+ * -b 256), at most AHEAD_BYTES. While the main thread exports the model and creates the session (single-threaded,
+ * ~1-4 s of wall time on the 2-core box), torch's 2 chunks per worker (32 images per worker) can be decoded before the
+ * engine is ready, and a core would then wait; a batch ahead leaves the workers work until the first chunk runs.
+ * Measured on the shared 2-core box (docs/BENCHMARKS.md, 2026-11-30, load ~2): no difference within its noise
+ * (41.5 img/s with start-up without it, 42.4 and 36.2 with it); kept because it cannot cost CPU, only memory.
+ */
+export function aheadImages(B: number, cfg: Pick<DataConfig, 'inputSize'>): number {
+  const [, H, W] = cfg.inputSize;
+  return Math.max(1, Math.min(B, Math.floor(AHEAD_BYTES / (H * W * 3))));
 }
 
 /** Loss sum and hit counts of one batch of `batchSize` images, and the running totals. */
@@ -243,6 +261,7 @@ export async function validateOne(a: ValidateArgs, logger: Logger, hooks: Valida
     transform: { kind: 'eval', ...cfg, output: 'uint8' },
     batchSize: chunkSize(B),
     workers: a.workers,
+    prefetch: a.workers > 0 ? Math.max(2 * a.workers, Math.ceil(aheadImages(B, cfg) / chunkSize(B))) : undefined,
     onSkip: (p, why) => {
       skippedPaths.push(p);
       logger.warn(`skipping unreadable image ${p}: ${why}`);
