@@ -12,7 +12,7 @@
 # 4. one table with the ratios. Logs and the table go to $OUT (default /tmp/gpu_loop_bench).
 # Each part has its own time limit (75+90+150+60+90 s) and a failure does not stop the others; typical total 3-4
 # minutes, at most 8. The logs keep our loops' own log lines (which batch path ran, Data times) for diagnosis.
-# Knobs (environment): MODEL (mambaout_femto), BATCH (128), WORKERS (15), STEPS (45), NTRAIN (6400), NVAL (2560),
+# Knobs (environment): PARTS ("train eval": which loops), MODEL (mambaout_femto), BATCH (128), WORKERS (15), STEPS (45), NTRAIN (6400), NVAL (2560),
 # IMG_SIZE (224, ours only: a dry run on lavapipe), TIMM_LOOP (path of timm_loop.py; default: shared/bench/ in the
 # checkout, else ../shared/bench/).
 set -uo pipefail
@@ -43,12 +43,18 @@ say "images: $(count train) train, $(count val) val, $(du -sh "$DIR" 2>/dev/null
 
 [ -n "$TIMM_LOOP" ] || say "timm_loop.py not found (put ../shared/bench in the checkout as shared/bench, or set TIMM_LOOP): timm parts skipped"
 timm() { if [ -n "$TIMM_LOOP" ]; then part_json "$@"; fi; return 0; }
+PARTS=${PARTS:-train eval}
+has() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if has train; then
 timm timm_train 90 python3 "$TIMM_LOOP" "$DIR/train" --mode train --model "$MODEL" --workers "$W" --batch "$B"
 part ours_train 150 node --import tsx scripts/bench_train.ts --dir "$DIR/train" --model "$MODEL" --batch "$B" --workers "$W" \
   --backend webgpu --steps "$STEPS" --warmup 3 --img-size "$IMG" --json
+fi
+if has eval; then
 timm timm_eval 60 python3 "$TIMM_LOOP" "$DIR/val" --mode eval --model "$MODEL" --workers "$W" --batch "$B"
 part ours_eval 90 node --import tsx scripts/bench_validate.ts --dir "$DIR/val" --model "$MODEL" --batch "$B" --workers "$W" \
   --engine tfjs --backend webgpu --img-size "$IMG" --log-freq 4 --json
+fi
 
 # the table (each log's last JSON line; a missing one prints as '-')
 node - "$OUT" <<'JS' | tee "$OUT/summary.txt"
