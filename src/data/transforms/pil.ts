@@ -485,27 +485,158 @@ export function affine(
   outH = img.height,
 ): RGBImage {
   if (a.length < 6) throw new Error('affine matrix needs 6 coefficients');
-  const out = newImage(outW, outH, fill);
-  if (resample === 'nearest') {
-    if (a[1] === 0 && a[3] === 0) scaleAffine(img, out, a);
-    else if (
-      checkFixed(a, 0, 0) && checkFixed(a, outW, outH) && checkFixed(a, 0, outH) && checkFixed(a, outW, 0)
-    ) affineFixed(img, out, a);
-    else affineNearestDouble(img, out, a);
-    return out;
+  if (resample !== 'nearest') {
+    const out = { data: new Uint8Array(outW * outH * 3), width: outW, height: outH, fill0: fill[0], fill1: fill[1], fill2: fill[2] };
+    if (resample === 'bilinear') affineBilinear(img, a, out);
+    else affineBicubic(img, a, out);
+    return { data: out.data, width: outW, height: outH };
   }
-  const sample = resample === 'bilinear' ? bilinearSample : bicubicSample;
-  const od = out.data;
+  const out = newImage(outW, outH, fill);
+  if (a[1] === 0 && a[3] === 0) scaleAffine(img, out, a);
+  else if (
+    checkFixed(a, 0, 0) && checkFixed(a, outW, outH) && checkFixed(a, 0, outH) && checkFixed(a, outW, 0)
+  ) affineFixed(img, out, a);
+  else affineNearestDouble(img, out, a);
+  return out;
+}
+
+/** An output image with the fill colour for pixels that map outside the source. */
+interface FillTarget extends RGBImage {
+  fill0: number;
+  fill1: number;
+  fill2: number;
+}
+
+/**
+ * ImagingGenericTransform + affine_transform + bilinear_filter32RGB, one loop per filter.
+ * The source position is Pillow's per-pixel double expression `a0·(x+.5) + a1·(y+.5) + a2`
+ * (a1·(y+.5) is the same product for the whole row, so it is taken once per row; the sum is
+ * evaluated in the same order). Pixels whose 2×2 taps all lie inside the image are sampled
+ * inline; those at the border go through `bilinearSample` (edge clamping) and those outside get
+ * the fill colour (the output is not pre-filled). A weight of exactly 0 (dx for ShearY and
+ * TranslateY, dy for ShearX and TranslateX: x + .5 − .5 is exact) skips its interpolation,
+ * since `v + (w − v)·0` is `v`.
+ */
+function affineBilinear(img: RGBImage, a: readonly number[], out: FillTarget): void {
+  const { width: w, height: h, data } = img;
+  const { width: outW, height: outH, data: od } = out;
+  const stride = w * 3;
+  const a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
+  let o = 0;
   for (let y = 0; y < outH; y++) {
     const yc = y + 0.5;
-    for (let x = 0; x < outW; x++) {
+    const rx = a1 * yc;
+    const ry = a4 * yc;
+    for (let x = 0; x < outW; x++, o += 3) {
       const xc = x + 0.5;
-      const xin = a[0] * xc + a[1] * yc + a[2];
-      const yin = a[3] * xc + a[4] * yc + a[5];
-      sample(img, xin, yin, od, (y * outW + x) * 3);
+      const xin = a0 * xc + rx + a2;
+      const yin = a3 * xc + ry + a5;
+      if (xin < 0.0 || xin >= w || yin < 0.0 || yin >= h) {
+        od[o] = out.fill0;
+        od[o + 1] = out.fill1;
+        od[o + 2] = out.fill2;
+        continue;
+      }
+      const xs = xin - 0.5;
+      const ys = yin - 0.5;
+      const xi = Math.floor(xs);
+      const yi = Math.floor(ys);
+      if (xi < 0 || xi + 1 >= w || yi < 0 || yi + 1 >= h) {
+        bilinearSample(img, xin, yin, od, o);
+        continue;
+      }
+      const dx = xs - xi;
+      const dy = ys - yi;
+      const p = yi * stride + xi * 3;
+      if (dy === 0) {
+        if (dx === 0) {
+          od[o] = data[p];
+          od[o + 1] = data[p + 1];
+          od[o + 2] = data[p + 2];
+        } else {
+          for (let b = 0; b < 3; b++) od[o + b] = Math.trunc(data[p + b] + (data[p + 3 + b] - data[p + b]) * dx);
+        }
+      } else if (dx === 0) {
+        for (let b = 0; b < 3; b++) od[o + b] = Math.trunc(data[p + b] + (data[p + stride + b] - data[p + b]) * dy);
+      } else {
+        for (let b = 0; b < 3; b++) {
+          const q = p + b;
+          const v1 = data[q] + (data[q + 3] - data[q]) * dx;
+          const v2 = data[q + stride] + (data[q + stride + 3] - data[q + stride]) * dx;
+          od[o + b] = Math.trunc(v1 + (v2 - v1) * dy);
+        }
+      }
     }
   }
-  return out;
+}
+
+/** Pillow's transform cubic of the four taps data[i], data[i+3], data[i+6], data[i+9] (integers: p2..p4 are exact). */
+function cubicTaps(data: Uint8Array, i: number, d: number): number {
+  const v1 = data[i], v2 = data[i + 3], v3 = data[i + 6], v4 = data[i + 9];
+  return v2 + d * (v3 - v1 + d * (2 * (v1 - v2) + v3 - v4 + d * (v2 - v1 - v3 + v4)));
+}
+
+/** Pillow's transform cubic of four column taps `step` apart (integers, exact as in cubicTaps). */
+function cubicColumn(data: Uint8Array, i: number, step: number, d: number): number {
+  const v1 = data[i], v2 = data[i + step], v3 = data[i + 2 * step], v4 = data[i + 3 * step];
+  return v2 + d * (v3 - v1 + d * (2 * (v1 - v2) + v3 - v4 + d * (v2 - v1 - v3 + v4)));
+}
+
+/**
+ * ImagingGenericTransform + affine_transform + bicubic_filter32RGB, one loop (see affineBilinear
+ * for the coordinates, the border and the fill). Inside the image the 4×4 taps are read without
+ * clamping. dy == 0 (ShearX, TranslateX) leaves only the horizontal cubic of row y, dx == 0
+ * (ShearY, TranslateY) only the vertical cubic of column x: `cubic(v1..v4, 0)` is `v2` exactly.
+ */
+function affineBicubic(img: RGBImage, a: readonly number[], out: FillTarget): void {
+  const { width: w, height: h, data } = img;
+  const { width: outW, height: outH, data: od } = out;
+  const stride = w * 3;
+  const a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
+  let o = 0;
+  for (let y = 0; y < outH; y++) {
+    const yc = y + 0.5;
+    const rx = a1 * yc;
+    const ry = a4 * yc;
+    for (let x = 0; x < outW; x++, o += 3) {
+      const xc = x + 0.5;
+      const xin = a0 * xc + rx + a2;
+      const yin = a3 * xc + ry + a5;
+      if (xin < 0.0 || xin >= w || yin < 0.0 || yin >= h) {
+        od[o] = out.fill0;
+        od[o + 1] = out.fill1;
+        od[o + 2] = out.fill2;
+        continue;
+      }
+      const xs = xin - 0.5;
+      const ys = yin - 0.5;
+      const xi = Math.floor(xs);
+      const yi = Math.floor(ys);
+      if (xi < 1 || xi + 2 >= w || yi < 1 || yi + 2 >= h) {
+        bicubicSample(img, xin, yin, od, o);
+        continue;
+      }
+      const dx = xs - xi;
+      const dy = ys - yi;
+      const p = (yi - 1) * stride + (xi - 1) * 3; // top-left tap
+      for (let b = 0; b < 3; b++) {
+        const q = p + b;
+        let v: number;
+        if (dy === 0) v = dx === 0 ? data[q + stride + 3] : cubicTaps(data, q + stride, dx);
+        else if (dx === 0) v = cubicColumn(data, q + 3, stride, dy);
+        else {
+          v = cubic(
+            cubicTaps(data, q, dx),
+            cubicTaps(data, q + stride, dx),
+            cubicTaps(data, q + 2 * stride, dx),
+            cubicTaps(data, q + 3 * stride, dx),
+            dy,
+          );
+        }
+        od[o + b] = v <= 0.0 ? 0 : v >= 255.0 ? 255 : Math.trunc(v);
+      }
+    }
+  }
 }
 
 function copyPixel(src: Uint8Array, s: number, dst: Uint8Array, d: number): void {
