@@ -74,11 +74,10 @@ export function cloneImage(img: RGBImage): RGBImage {
 export function flipLeftRight(img: RGBImage): RGBImage {
   const { width: w, height: h, data } = img;
   const out = new Uint8Array(data.length);
-  for (let y = 0; y < h; y++) {
-    const row = y * w * 3;
-    for (let x = 0; x < w; x++) {
-      const s = row + x * 3;
-      const d = row + (w - 1 - x) * 3;
+  const stride = w * 3;
+  for (let row = 0; row < data.length; row += stride) {
+    // source walks forward from the row start, destination backward from the row's last pixel
+    for (let s = row, d = row + stride - 3, end = row + stride; s < end; s += 3, d -= 3) {
       out[d] = data[s];
       out[d + 1] = data[s + 1];
       out[d + 2] = data[s + 2];
@@ -295,9 +294,7 @@ export function blend(im1: RGBImage, im2: RGBImage, alpha: number): RGBImage {
   const p = im1.data;
   const q = im2.data;
   const out = new Uint8Array(p.length);
-  // (float)alpha · (in2 − in1) for every difference in [−255, 255], rounded to float32
-  const prod = new Float64Array(511);
-  for (let diff = -255; diff <= 255; diff++) prod[diff + 255] = f32(a * diff);
+  const prod = blendProducts(a);
   if (a >= 0 && a <= 1) {
     for (let i = 0; i < p.length; i++) out[i] = Math.trunc(f32(p[i] + prod[q[i] - p[i] + 255]));
   } else {
@@ -309,29 +306,80 @@ export function blend(im1: RGBImage, im2: RGBImage, alpha: number): RGBImage {
   return { data: out, width: im1.width, height: im1.height };
 }
 
-/** `ImageEnhance.Color(img).enhance(f)`: blend(gray replicated to RGB, img, f). */
+/** (float)alpha · (in2 − in1) for every difference in [−255, 255], rounded to float32 (index diff + 255). */
+function blendProducts(a: number): Float64Array {
+  const prod = new Float64Array(511);
+  for (let diff = -255; diff <= 255; diff++) prod[diff + 255] = f32(a * diff);
+  return prod;
+}
+
+/**
+ * `blend(constant image c, img, alpha)` without building the constant image: with in1 fixed the
+ * result depends on in2 alone, so ImagingBlend's float32 expression (clip, truncation) is
+ * evaluated once per uint8 value into a 256-entry table (alpha 0 and 1 give c and in2, as
+ * blend's copies do).
+ */
+function blendFromConstant(c: number, img: RGBImage, alpha: number): RGBImage {
+  const prod = blendProducts(f32(alpha));
+  const t = new Uint8Array(256);
+  for (let v = 0; v < 256; v++) {
+    const r = f32(c + prod[v - c + 255]);
+    t[v] = r <= 0 ? 0 : r >= 255 ? 255 : Math.trunc(r);
+  }
+  const d = img.data;
+  const out = new Uint8Array(d.length);
+  for (let i = 0; i < d.length; i++) out[i] = t[d[i]];
+  return { data: out, width: img.width, height: img.height };
+}
+
+/**
+ * `ImageEnhance.Color(img).enhance(f)`: blend(gray replicated to RGB, img, f), with the luma of
+ * each pixel computed in the blend loop instead of as two intermediate images.
+ */
 export function enhanceColor(img: RGBImage, factor: number): RGBImage {
-  const degenerate = grayToRgb(toGray(img), img.width, img.height);
-  return blend(degenerate, img, factor);
+  const a = f32(factor);
+  if (a === 0) return grayToRgb(toGray(img), img.width, img.height);
+  if (a === 1) return cloneImage(img);
+  const d = img.data;
+  const out = new Uint8Array(d.length);
+  const prod = blendProducts(a);
+  const clip = !(a >= 0 && a <= 1);
+  for (let p = 0; p < d.length; p += 3) {
+    const r = d[p], g = d[p + 1], b = d[p + 2];
+    const l = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >>> 16;
+    const o = 255 - l;
+    const vr = f32(l + prod[r + o]);
+    const vg = f32(l + prod[g + o]);
+    const vb = f32(l + prod[b + o]);
+    if (clip) {
+      out[p] = vr <= 0 ? 0 : vr >= 255 ? 255 : Math.trunc(vr);
+      out[p + 1] = vg <= 0 ? 0 : vg >= 255 ? 255 : Math.trunc(vg);
+      out[p + 2] = vb <= 0 ? 0 : vb >= 255 ? 255 : Math.trunc(vb);
+    } else {
+      out[p] = Math.trunc(vr);
+      out[p + 1] = Math.trunc(vg);
+      out[p + 2] = Math.trunc(vb);
+    }
+  }
+  return { data: out, width: img.width, height: img.height };
 }
 
 /** `int(ImageStat.Stat(img.convert('L')).mean[0] + 0.5)`: the mean used by ImageEnhance.Contrast. */
 export function contrastMean(img: RGBImage): number {
-  const g = toGray(img);
+  const d = img.data;
   let s = 0;
-  for (let i = 0; i < g.length; i++) s += g[i];
-  return Math.trunc(s / g.length + 0.5);
+  for (let p = 0; p < d.length; p += 3) s += (d[p] * 19595 + d[p + 1] * 38470 + d[p + 2] * 7471 + 0x8000) >>> 16;
+  return Math.trunc(s / (img.width * img.height) + 0.5);
 }
 
 /** `ImageEnhance.Contrast(img).enhance(f)`: blend(constant grey = rounded mean luma, img, f). */
 export function enhanceContrast(img: RGBImage, factor: number): RGBImage {
-  const m = contrastMean(img);
-  return blend(newImage(img.width, img.height, [m, m, m]), img, factor);
+  return blendFromConstant(contrastMean(img), img, factor);
 }
 
 /** `ImageEnhance.Brightness(img).enhance(f)`: blend(black, img, f). */
 export function enhanceBrightness(img: RGBImage, factor: number): RGBImage {
-  return blend(newImage(img.width, img.height), img, factor);
+  return blendFromConstant(0, img, factor);
 }
 
 /** `ImageEnhance.Sharpness(img).enhance(f)`: blend(img.filter(SMOOTH), img, f). */
@@ -359,21 +407,32 @@ export function smooth(img: RGBImage): RGBImage {
   }
   const stride = w * 3;
   const d = data;
+  // KERNEL1x3(row, x, k) = ((float)row[x-1]·k0 + (float)row[x]·k1) + (float)row[x+1]·k2, all float32.
+  // The outer kernel rows are all 1/13, so a source row's sum is the same float32 number when the
+  // row is "below" output row y−1 and "above" output row y+1: each is computed once (index: byte
+  // in the row) and the three row buffers rotate.
+  let above = new Float64Array(stride);
+  let mid = new Float64Array(stride);
+  let below = new Float64Array(stride);
+  for (let j = 3; j < stride - 3; j++) {
+    above[j] = f32(f32(t1[d[j - 3]] + t1[d[j]]) + t1[d[j + 3]]);
+    mid[j] = f32(f32(t1[d[stride + j - 3]] + t1[d[stride + j]]) + t1[d[stride + j + 3]]);
+  }
   for (let y = 1; y < h - 1; y++) {
-    for (let x = 1; x < w - 1; x++) {
-      for (let c = 0; c < 3; c++) {
-        const p = y * stride + x * 3 + c;
-        const pb = p + stride; // row below: kernel[0..2]
-        const pa = p - stride; // row above: kernel[6..8]
-        // KERNEL1x3(row, x, k) = ((float)row[x-1]·k0 + (float)row[x]·k1) + (float)row[x+1]·k2, all float32
-        const below = f32(f32(t1[d[pb - 3]] + t1[d[pb]]) + t1[d[pb + 3]]);
-        const centre = f32(f32(t1[d[p - 3]] + t5[d[p]]) + t1[d[p + 3]]);
-        const above = f32(f32(t1[d[pa - 3]] + t1[d[pa]]) + t1[d[pa + 3]]);
-        // offset 0 + 0.5 for rounding, then the three rows in Pillow's order
-        const ss = f32(f32(f32(0.5 + below) + centre) + above);
-        out[p] = ss <= 0 ? 0 : ss >= 255 ? 255 : Math.trunc(ss);
-      }
+    const nb = (y + 1) * stride; // row below: kernel[0..2]; `above` is row y−1: kernel[6..8]
+    for (let j = 3; j < stride - 3; j++) below[j] = f32(f32(t1[d[nb + j - 3]] + t1[d[nb + j]]) + t1[d[nb + j + 3]]);
+    const r = y * stride;
+    for (let j = 3; j < stride - 3; j++) {
+      const p = r + j;
+      const centre = f32(f32(t1[d[p - 3]] + t5[d[p]]) + t1[d[p + 3]]);
+      // offset 0 + 0.5 for rounding, then the three rows in Pillow's order
+      const ss = f32(f32(f32(0.5 + below[j]) + centre) + above[j]);
+      out[p] = ss <= 0 ? 0 : ss >= 255 ? 255 : Math.trunc(ss);
     }
+    const t = above;
+    above = mid;
+    mid = below;
+    below = t;
   }
   return { data: out, width: w, height: h };
 }
