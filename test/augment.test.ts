@@ -367,6 +367,13 @@ describe('Pillow ops match the straightforward reference ports byte for byte (ra
       same(PIL.smooth(im1), REF.smooth(im1), `smooth ${w}x${h}`);
       same(PIL.flipLeftRight(im1), REF.flipLeftRight(im1), `flip ${w}x${h}`);
     }
+    // the word path (width a multiple of 4) at the training size, and a view at an odd byte offset (byte path)
+    const big = randomImage(224, 7);
+    same(PIL.flipLeftRight(big), REF.flipLeftRight(big), 'flip 224x7');
+    const buf = new Uint8Array(1 + 8 * 3 * 3);
+    buf.set(randomImage(8, 3).data, 1);
+    const view = { data: buf.subarray(1), width: 8, height: 3 };
+    same(PIL.flipLeftRight(view), REF.flipLeftRight(view), 'flip of an unaligned view');
   });
 });
 
