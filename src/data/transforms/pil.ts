@@ -605,6 +605,7 @@ function affineBilinear(img: RGBImage, a: readonly number[], out: FillTarget): v
   const { width: outW, height: outH, data: od } = out;
   const stride = w * 3;
   const a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
+  const { fill0, fill1, fill2 } = out;
   let o = 0;
   for (let y = 0; y < outH; y++) {
     const yc = y + 0.5;
@@ -615,9 +616,9 @@ function affineBilinear(img: RGBImage, a: readonly number[], out: FillTarget): v
       const xin = a0 * xc + rx + a2;
       const yin = a3 * xc + ry + a5;
       if (xin < 0.0 || xin >= w || yin < 0.0 || yin >= h) {
-        od[o] = out.fill0;
-        od[o + 1] = out.fill1;
-        od[o + 2] = out.fill2;
+        od[o] = fill0;
+        od[o + 1] = fill1;
+        od[o + 2] = fill2;
         continue;
       }
       const xs = xin - 0.5;
@@ -676,6 +677,7 @@ function affineBicubic(img: RGBImage, a: readonly number[], out: FillTarget): vo
   const { width: outW, height: outH, data: od } = out;
   const stride = w * 3;
   const a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
+  const { fill0, fill1, fill2 } = out;
   let o = 0;
   for (let y = 0; y < outH; y++) {
     const yc = y + 0.5;
@@ -686,9 +688,9 @@ function affineBicubic(img: RGBImage, a: readonly number[], out: FillTarget): vo
       const xin = a0 * xc + rx + a2;
       const yin = a3 * xc + ry + a5;
       if (xin < 0.0 || xin >= w || yin < 0.0 || yin >= h) {
-        od[o] = out.fill0;
-        od[o + 1] = out.fill1;
-        od[o + 2] = out.fill2;
+        od[o] = fill0;
+        od[o + 1] = fill1;
+        od[o + 2] = fill2;
         continue;
       }
       const xs = xin - 0.5;
