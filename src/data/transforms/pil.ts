@@ -32,6 +32,16 @@ export type TransformInterp = 'nearest' | 'bilinear' | 'bicubic';
 export type Rgb = readonly [number, number, number];
 
 const f32 = Math.fround;
+const trunc = Math.trunc;
+
+/*
+ * AFTER_LOOP: the loops here run long enough that V8 optimizes them on-stack (OSR) in the first
+ * call, and a property read that comes only after the loop (`img.width`, `Math.trunc`) then has no
+ * type feedback; under Node 20 the optimized code deoptimized there again and again (dozens of
+ * "Insufficient type feedback for generic named access" deopts per 600 train transforms, each
+ * sending the next call's loop back to the interpreter until it was re-optimized). Such reads are
+ * made, and the result object built, before the loop.
+ */
 
 // ---------------------------------------------------------------------------------------------
 // Python number semantics
@@ -56,6 +66,7 @@ export function checkImage(img: RGBImage): void {
 /** `Image.new('RGB', (w, h), fill)`. */
 export function newImage(width: number, height: number, fill: Rgb = [0, 0, 0]): RGBImage {
   const data = new Uint8Array(width * height * 3);
+  const res = { data, width, height }; // before the loop: see AFTER_LOOP
   if (fill[0] !== 0 || fill[1] !== 0 || fill[2] !== 0) {
     for (let i = 0; i < data.length; i += 3) {
       data[i] = fill[0];
@@ -63,7 +74,7 @@ export function newImage(width: number, height: number, fill: Rgb = [0, 0, 0]): 
       data[i + 2] = fill[2];
     }
   }
-  return { data, width, height };
+  return res;
 }
 
 export function cloneImage(img: RGBImage): RGBImage {
@@ -80,25 +91,30 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 export function flipLeftRight(img: RGBImage): RGBImage {
   const { width: w, height: h, data } = img;
   const out = new Uint8Array(data.length);
-  const stride = w * 3;
   if (w % 4 === 0 && data.byteOffset % 4 === 0 && LITTLE_ENDIAN) {
-    const src = new Uint32Array(data.buffer, data.byteOffset, data.length >> 2);
-    const dst = new Uint32Array(out.buffer, 0, out.length >> 2);
-    const words = stride >> 2;
-    for (let row = 0; row < src.length; row += words) {
-      // source block of pixels p0..p3 (bytes r0 g0 b0 r1 | g1 b1 r2 g2 | b2 r3 g3 b3) lands at the
-      // mirrored block as p3..p0 (r3 g3 b3 r2 | g2 b2 r1 g1 | b1 r0 g0 b0)
-      for (let s = row, d = row + words - 3, end = row + words; s < end; s += 3, d -= 3) {
-        const A = src[s];
-        const B = src[s + 1];
-        const C = src[s + 2];
-        dst[d] = (C >>> 8) | (((B >>> 16) & 0xff) << 24);
-        dst[d + 1] = (B >>> 24) | ((C & 0xff) << 8) | ((A >>> 24) << 16) | ((B & 0xff) << 24);
-        dst[d + 2] = ((B >>> 8) & 0xff) | (A << 8);
-      }
-    }
-    return { data: out, width: w, height: h };
+    flipWords(new Uint32Array(data.buffer, data.byteOffset, data.length >> 2), new Uint32Array(out.buffer), (w * 3) >> 2);
+  } else {
+    flipBytes(data, out, w * 3);
   }
+  return { data: out, width: w, height: h };
+}
+
+function flipWords(src: Uint32Array, dst: Uint32Array, words: number): void {
+  for (let row = 0; row < src.length; row += words) {
+    // source block of pixels p0..p3 (bytes r0 g0 b0 r1 | g1 b1 r2 g2 | b2 r3 g3 b3) lands at the
+    // mirrored block as p3..p0 (r3 g3 b3 r2 | g2 b2 r1 g1 | b1 r0 g0 b0)
+    for (let s = row, d = row + words - 3, end = row + words; s < end; s += 3, d -= 3) {
+      const A = src[s];
+      const B = src[s + 1];
+      const C = src[s + 2];
+      dst[d] = (C >>> 8) | (((B >>> 16) & 0xff) << 24);
+      dst[d + 1] = (B >>> 24) | ((C & 0xff) << 8) | ((A >>> 24) << 16) | ((B & 0xff) << 24);
+      dst[d + 2] = ((B >>> 8) & 0xff) | (A << 8);
+    }
+  }
+}
+
+function flipBytes(data: Uint8Array, out: Uint8Array, stride: number): void {
   for (let row = 0; row < data.length; row += stride) {
     // source walks forward from the row start, destination backward from the row's last pixel
     for (let s = row, d = row + stride - 3, end = row + stride; s < end; s += 3, d -= 3) {
@@ -107,7 +123,6 @@ export function flipLeftRight(img: RGBImage): RGBImage {
       out[d + 2] = data[s + 2];
     }
   }
-  return { data: out, width: w, height: h };
 }
 
 /** `Image.transpose(FLIP_TOP_BOTTOM)`. */
@@ -179,14 +194,15 @@ export function point(img: RGBImage, lut: ArrayLike<number>): RGBImage {
     const v = Math.trunc(lut[lut.length === 256 ? i & 255 : i]);
     t[i] = v <= 0 ? 0 : v < 256 ? v : 255;
   }
-  const d = img.data;
+  const { data: d, width, height } = img; // read before the loop: see AFTER_LOOP
   const out = new Uint8Array(d.length);
+  const res = { data: out, width, height };
   for (let i = 0; i < d.length; i += 3) {
     out[i] = t[d[i]];
     out[i + 1] = t[256 + d[i + 1]];
     out[i + 2] = t[512 + d[i + 2]];
   }
-  return { data: out, width: img.width, height: img.height };
+  return res;
 }
 
 /**
@@ -315,9 +331,10 @@ export function blend(im1: RGBImage, im2: RGBImage, alpha: number): RGBImage {
   const a = f32(alpha);
   if (im1 === im2 || a === 0) return cloneImage(im1);
   if (a === 1) return cloneImage(im2);
-  const p = im1.data;
+  const { data: p, width, height } = im1; // read before the loop: see AFTER_LOOP
   const q = im2.data;
   const out = new Uint8Array(p.length);
+  const res = { data: out, width, height };
   const prod = blendProducts(a);
   if (a >= 0 && a <= 1) {
     for (let i = 0; i < p.length; i++) out[i] = Math.trunc(f32(p[i] + prod[q[i] - p[i] + 255]));
@@ -327,7 +344,7 @@ export function blend(im1: RGBImage, im2: RGBImage, alpha: number): RGBImage {
       out[i] = t <= 0 ? 0 : t >= 255 ? 255 : Math.trunc(t);
     }
   }
-  return { data: out, width: im1.width, height: im1.height };
+  return res;
 }
 
 /** (float)alpha · (in2 − in1) for every difference in [−255, 255], rounded to float32 (index diff + 255). */
@@ -350,10 +367,11 @@ function blendFromConstant(c: number, img: RGBImage, alpha: number): RGBImage {
     const r = f32(c + prod[v - c + 255]);
     t[v] = r <= 0 ? 0 : r >= 255 ? 255 : Math.trunc(r);
   }
-  const d = img.data;
+  const { data: d, width, height } = img; // read before the loop: see AFTER_LOOP
   const out = new Uint8Array(d.length);
+  const res = { data: out, width, height };
   for (let i = 0; i < d.length; i++) out[i] = t[d[i]];
-  return { data: out, width: img.width, height: img.height };
+  return res;
 }
 
 /**
@@ -364,8 +382,9 @@ export function enhanceColor(img: RGBImage, factor: number): RGBImage {
   const a = f32(factor);
   if (a === 0) return grayToRgb(toGray(img), img.width, img.height);
   if (a === 1) return cloneImage(img);
-  const d = img.data;
+  const { data: d, width, height } = img; // read before the loop: see AFTER_LOOP
   const out = new Uint8Array(d.length);
+  const res = { data: out, width, height };
   const prod = blendProducts(a);
   const clip = !(a >= 0 && a <= 1);
   for (let p = 0; p < d.length; p += 3) {
@@ -385,15 +404,16 @@ export function enhanceColor(img: RGBImage, factor: number): RGBImage {
       out[p + 2] = Math.trunc(vb);
     }
   }
-  return { data: out, width: img.width, height: img.height };
+  return res;
 }
 
 /** `int(ImageStat.Stat(img.convert('L')).mean[0] + 0.5)`: the mean used by ImageEnhance.Contrast. */
 export function contrastMean(img: RGBImage): number {
   const d = img.data;
+  const n = img.width * img.height;
   let s = 0;
   for (let p = 0; p < d.length; p += 3) s += (d[p] * 19595 + d[p + 1] * 38470 + d[p + 2] * 7471 + 0x8000) >>> 16;
-  return Math.trunc(s / (img.width * img.height) + 0.5);
+  return trunc(s / n + 0.5); // a module constant, not Math.trunc: see AFTER_LOOP
 }
 
 /** `ImageEnhance.Contrast(img).enhance(f)`: blend(constant grey = rounded mean luma, img, f). */
@@ -419,7 +439,8 @@ export function enhanceSharpness(img: RGBImage, factor: number): RGBImage {
 export function smooth(img: RGBImage): RGBImage {
   const { width: w, height: h, data } = img;
   const out = data.slice();
-  if (w < 3 || h < 3) return { data: out, width: w, height: h };
+  const res = { data: out, width: w, height: h }; // before the loops: see AFTER_LOOP
+  if (w < 3 || h < 3) return res;
   const k1 = f32(1 / 13);
   const k5 = f32(5 / 13);
   // (float)v · k for every uint8 v (the products are rounded to float32 before the sums)
@@ -458,7 +479,7 @@ export function smooth(img: RGBImage): RGBImage {
     mid = below;
     below = t;
   }
-  return { data: out, width: w, height: h };
+  return res;
 }
 
 // ---------------------------------------------------------------------------------------------
