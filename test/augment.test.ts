@@ -15,6 +15,8 @@ import {
   adjustHue, affine, autocontrast, blend, enhanceBrightness, enhanceColor, enhanceContrast, enhanceSharpness, equalize,
   invert, posterize, rotate, smooth, solarize, solarizeAdd, toGray,
 } from '../src/data/transforms/pil.js';
+import * as PIL from '../src/data/transforms/pil.js';
+import * as REF from './helpers/pil_reference.js';
 import {
   applyOp, levelToArgs, makeAugHparams, parseRandAugment, randAugment, sampleMagnitude,
   RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS, type AugHparams, type RandOpName,
@@ -293,6 +295,85 @@ describe('Pillow affine / rotate', () => {
     // corner (0,0): centre (0.5, 0.5) maps to source (2.5 + cos·(-2) - sin·... ) outside -> fill
     assert.deepEqual(out[0], FILL);
     assert.deepEqual(out[24], FILL);
+  });
+});
+
+describe('Pillow ops match the straightforward reference ports byte for byte (random images and parameters)', () => {
+  // test/helpers/pil_reference.ts keeps the per-pixel ports the fast loops in pil.ts replaced.
+  const rng = new Rng(12345);
+  /** Random image: uniform noise, saturated 0/255 noise (clipping paths) or smooth gradients (plus flat runs). */
+  function randomImage(w: number, h: number): RGBImage {
+    const kind = rng.randint(0, 2);
+    const data = new Uint8Array(w * h * 3);
+    const f = rng.uniform(0.05, 0.6);
+    for (let i = 0; i < data.length; i++) {
+      const x = Math.floor(i / 3) % w;
+      const y = Math.floor(i / 3 / w);
+      if (kind === 0) data[i] = rng.randint(0, 255);
+      else if (kind === 1) data[i] = rng.random() < 0.5 ? 0 : 255;
+      else data[i] = Math.max(0, Math.min(255, Math.round(128 + 127 * Math.sin(f * x + i % 3) * Math.cos(f * y))));
+    }
+    return { data, width: w, height: h };
+  }
+  const size = (): number => (rng.random() < 0.2 ? rng.randint(1, 4) : rng.randint(5, 41));
+  const fill = (): [number, number, number] => [rng.randint(0, 255), rng.randint(0, 255), rng.randint(0, 255)];
+  const same = (a: RGBImage, b: RGBImage, what: string): void => {
+    assert.equal(a.width, b.width, what);
+    assert.equal(a.height, b.height, what);
+    assert.ok(Buffer.from(a.data).equals(Buffer.from(b.data)), what);
+  };
+
+  test('affine and rotate (nearest, bilinear, bicubic): RandAugment matrices, random matrices and output sizes', () => {
+    for (let n = 0; n < 600; n++) {
+      const w = size();
+      const h = size();
+      const img = randomImage(w, h);
+      const interp = (['nearest', 'bilinear', 'bicubic'] as const)[n % 3];
+      const fc = fill();
+      const m = rng.uniform(-0.5, 0.5);
+      const kind = rng.randint(0, 6);
+      let a: number[];
+      let outW = w;
+      let outH = h;
+      if (kind === 0) a = [1, m, 0, 0, 1, 0]; // ShearX
+      else if (kind === 1) a = [1, 0, 0, m, 1, 0]; // ShearY
+      else if (kind === 2) a = [1, 0, m * w, 0, 1, 0]; // TranslateXRel
+      else if (kind === 3) a = [1, 0, 0, 0, 1, rng.randint(-20, 20)]; // TranslateY (integer pixels)
+      else {
+        a = [rng.uniform(-2, 2), rng.uniform(-2, 2), rng.uniform(-30, 30), rng.uniform(-2, 2), rng.uniform(-2, 2), rng.uniform(-30, 30)];
+        if (kind === 5) [a[1], a[3]] = [0, 0];
+        outW = size();
+        outH = size();
+      }
+      const what = `${interp} ${w}x${h} -> ${outW}x${outH} [${a.join(', ')}]`;
+      same(PIL.affine(img, a, interp, fc, outW, outH), REF.affine(img, a, interp, fc, outW, outH), what);
+      const angle = rng.random() < 0.2 ? rng.randint(-4, 4) * 90 : rng.uniform(-180, 180);
+      same(PIL.rotate(img, angle, interp, fc), REF.rotate(img, angle, interp, fc), `rotate ${angle} ${interp} ${w}x${h}`);
+    }
+  });
+
+  test('blend, ImageEnhance ops, SMOOTH and FLIP_LEFT_RIGHT', () => {
+    for (let n = 0; n < 400; n++) {
+      const w = size();
+      const h = size();
+      const im1 = randomImage(w, h);
+      const im2 = randomImage(w, h);
+      const alpha = rng.random() < 0.1 ? rng.randint(-1, 2) : rng.uniform(-1, 2.5);
+      same(PIL.blend(im1, im2, alpha), REF.blend(im1, im2, alpha), `blend ${alpha}`);
+      same(PIL.enhanceColor(im1, alpha), REF.enhanceColor(im1, alpha), `Color ${alpha}`);
+      same(PIL.enhanceContrast(im1, alpha), REF.enhanceContrast(im1, alpha), `Contrast ${alpha}`);
+      same(PIL.enhanceBrightness(im1, alpha), REF.enhanceBrightness(im1, alpha), `Brightness ${alpha}`);
+      same(PIL.enhanceSharpness(im1, alpha), REF.enhanceSharpness(im1, alpha), `Sharpness ${alpha}`);
+      same(PIL.smooth(im1), REF.smooth(im1), `smooth ${w}x${h}`);
+      same(PIL.flipLeftRight(im1), REF.flipLeftRight(im1), `flip ${w}x${h}`);
+    }
+    // the word path (width a multiple of 4) at the training size, and a view at an odd byte offset (byte path)
+    const big = randomImage(224, 7);
+    same(PIL.flipLeftRight(big), REF.flipLeftRight(big), 'flip 224x7');
+    const buf = new Uint8Array(1 + 8 * 3 * 3);
+    buf.set(randomImage(8, 3).data, 1);
+    const view = { data: buf.subarray(1), width: 8, height: 3 };
+    same(PIL.flipLeftRight(view), REF.flipLeftRight(view), 'flip of an unaligned view');
   });
 });
 
