@@ -18,6 +18,8 @@
  * These move the bytes as run 1 did (tfjs data() and uploads) unless modified:
  *   +staged  persistent staging buffers (src/train/ddp_gpu.ts), e.g. overlap-mt+staged, flat+staged
  *   +bf16    bf16 compression of the exchange (packed on the GPU when staged), e.g. default+bf16
+ *   +sync    overlap paths: the backward pass in tfjs's one synchronous call (the readbacks resolve after it), as
+ *            before DistributedDataParallel.variableGrads issued it in pieces, e.g. default+sync
  * `default` is always staged.
  * Each path: --warmup untimed steps, --steps timed steps (img/s, ms/step, JS issue time of forward + backward), then
  * --breakdown profiled steps whose exchange is timed phase by phase (src/train/ddp.ts StepProfile; the probes
@@ -53,13 +55,15 @@ interface Path {
   base: Base;
   staged: boolean;
   bf16: boolean;
+  /** overlap paths: tfjs's one synchronous backward call (watch) instead of DistributedDataParallel.variableGrads */
+  sync: boolean;
 }
 function parsePath(name: string): Path {
   const [base, ...mods] = name.split('+').map((p) => p.trim());
   if (!BASES.includes(base as Base)) throw new Error(`unknown path '${name}' (use ${BASES.join(', ')}, with +staged and/or +bf16)`);
-  for (const m of mods) if (m !== 'staged' && m !== 'bf16') throw new Error(`unknown modifier '+${m}' in path '${name}' (use +staged, +bf16)`);
+  for (const m of mods) if (m !== 'staged' && m !== 'bf16' && m !== 'sync') throw new Error(`unknown modifier '+${m}' in path '${name}' (use +staged, +bf16, +sync)`);
   if (base === 'none' && mods.length) throw new Error(`path 'none' takes no modifiers`);
-  return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16') };
+  return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync') };
 }
 
 const { values } = parseArgs({
@@ -147,8 +151,8 @@ let exchangeMs = 0;
 const overlapped = (p: Path): boolean => p.base.startsWith('overlap') || p.base === 'default';
 async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
   const t0 = performance.now();
-  const f = overlapped(path) ? ddp.watch(lossFn) : lossFn;
-  const { value, grads } = tf.tidy(() => tf.variableGrads(f, vars));
+  const { value, grads } = overlapped(path) && !path.sync ? await ddp.variableGrads(lossFn, vars)
+    : tf.tidy(() => tf.variableGrads(overlapped(path) ? ddp.watch(lossFn) : lossFn, vars));
   const t1 = performance.now();
   issueMs += t1 - t0;
   let g = new Map<string, tf.Tensor>(params.map((p) => [p.name, grads[p.variable.name]]));

@@ -84,6 +84,52 @@ test('overlapped buckets start during the backward pass and average to the same 
   s.model.dispose();
 });
 
+test('variableGrads issues the backward pass in pieces: the gradients of tf.variableGrads bit for bit, buckets started and the event loop run before it returns, every tensor freed', async () => {
+  const s = setup(40_000);
+  const group = new FakeGroup();
+  const ddp = new DistributedDataParallel(group, s.params, { bucketBytes: 40_000 });
+  const before = tf.memory().numTensors;
+  const ref = tf.tidy(() => tf.variableGrads(s.loss, s.vars));
+  let turns = 0;
+  let ticking = true;
+  const tick = (): void => {
+    turns++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  let startedInBackward = 0;
+  const start = ddp.startReadback.bind(ddp);
+  let inBackward = true;
+  ddp.startReadback = (...args) => {
+    if (inBackward) startedInBackward++;
+    return start(...args);
+  };
+  const turns0 = turns;
+  const r = await ddp.variableGrads(s.loss, s.vars);
+  inBackward = false;
+  ticking = false;
+  assert.ok(startedInBackward >= 2, `${startedInBackward} buckets started during the backward pass`);
+  assert.ok(turns - turns0 >= 2, `the event loop ran ${turns - turns0} times during the backward pass`);
+  assert.equal(r.value.dataSync()[0], ref.value.dataSync()[0]);
+  assert.deepEqual(Object.keys(r.grads).sort(), Object.keys(ref.grads).sort());
+  for (const p of s.params) {
+    assert.deepEqual(Array.from(r.grads[p.variable.name].dataSync()), Array.from(ref.grads[p.variable.name].dataSync()), p.name);
+  }
+  const out = await ddp.allreduceGrads(s.params, new Map(s.params.map((p) => [p.name, r.grads[p.variable.name]])));
+  assert.equal(group.calls.length, ddp.buckets.length, 'the buckets of the pieces, no flat buffer');
+  for (const p of s.params) {
+    const want = (ref.grads[p.variable.name].dataSync() as Float32Array).map((v) => (v + 3 * v) / 2);
+    assert.deepEqual(Array.from(out.get(p.name)!.dataSync()), Array.from(want), p.name);
+  }
+  tf.dispose([r.value, ref.value, ...Object.values(ref.grads), ...out.values()]);
+  assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+  // a loss that is not a scalar is an error, and leaks nothing either
+  await assert.rejects(ddp.variableGrads(() => s.model.forward(s.x, { training: true }) as unknown as tf.Scalar, s.vars), /scalar/);
+  assert.equal(tf.memory().numTensors, before, 'no tensor leaks after the error');
+  tf.dispose([s.x, s.y]);
+  s.model.dispose();
+});
+
 test('onBucket hands over every averaged bucket once, as soon as it is back, and nothing is returned', async () => {
   const s = setup(40_000);
   const ddp = new DistributedDataParallel(new FakeGroup(), s.params, { bucketBytes: 40_000 });

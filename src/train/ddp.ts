@@ -131,9 +131,57 @@ export interface StepProfile {
 
 /** tfjs-core's tape node (engine internals, 4.x). */
 interface TapeNode {
+  id?: number;
+  kernelName?: string;
   inputs: Record<string, tf.Tensor>;
   outputs: tf.Tensor[];
-  gradient?: (dys: tf.Tensor[]) => Record<string, () => tf.Tensor>;
+  gradient?: (dys: (tf.Tensor | null)[]) => Record<string, () => tf.Tensor>;
+  saved?: tf.Tensor[];
+}
+
+/** The parts of tfjs-core's Engine (4.x) that `variableGrads` drives: the tape and the scopes. */
+interface EngineInternals {
+  state: { activeTape: TapeNode[] | null; gradientDepth: number };
+  startTape(): void;
+  endTape(): void;
+  scopedRun<T>(start: () => void, end: () => void, f: () => T): T;
+  tidy<T extends tf.TensorContainer>(name: string | (() => T), f?: () => T): T;
+}
+
+/**
+ * The nodes of `tape` on a path from one of `xs` to `y`, each with only the inputs that come from `xs` (copies; the
+ * same filter as tfjs-core's getFilteredNodesXToY, which the package does not export).
+ */
+function filterTape(tape: TapeNode[], xs: readonly tf.Tensor[], y: tf.Tensor): TapeNode[] {
+  const fromX = new Set<number>(xs.map((x) => x.id));
+  const nodeFromX = new Array<boolean>(tape.length).fill(false);
+  tape.forEach((node, n) => {
+    for (const name in node.inputs) {
+      if (fromX.has(node.inputs[name].id)) {
+        for (const o of node.outputs) fromX.add(o.id);
+        nodeFromX[n] = true;
+        break;
+      }
+    }
+  });
+  const toY = new Set<number>([y.id]);
+  const nodeToY = new Array<boolean>(tape.length).fill(false);
+  for (let n = tape.length - 1; n >= 0; n--) {
+    const node = tape[n];
+    if (!node.outputs.some((o) => toY.has(o.id))) continue;
+    for (const name in node.inputs) {
+      toY.add(node.inputs[name].id);
+      nodeToY[n] = true;
+    }
+  }
+  const out: TapeNode[] = [];
+  tape.forEach((node, n) => {
+    if (!nodeFromX[n] || !nodeToY[n]) return;
+    const inputs: Record<string, tf.Tensor> = {};
+    for (const name in node.inputs) if (fromX.has(node.inputs[name].id)) inputs[name] = node.inputs[name];
+    out.push({ ...node, inputs, outputs: node.outputs });
+  });
+  return out;
 }
 
 /** The parts of a WebGPU device and buffer that the tfjs transfer's upload uses (dawn.node's objects). */
@@ -199,6 +247,8 @@ class PendingStep {
   readonly done: Promise<tf.Tensor[]>[];
   private readonly settle: { resolve: (t: tf.Tensor[]) => void; reject: (e: unknown) => void }[] = [];
   private failed = false;
+  /** Buckets whose readback has been started (DistributedDataParallel.variableGrads yields when this grows). */
+  started = 0;
   tRead = 0;
   tFirst = 0;
   tEx = 0;
@@ -219,6 +269,7 @@ class PendingStep {
     this.grads[i] = g;
     const b = this.layout.bucketOf[i];
     if (--this.missing[b] === 0) {
+      this.started++;
       let p: Promise<unknown>;
       try {
         p = this.ddp.startReadback(this.layout.buckets[b], this.grads, this.layout.host[b], this.layout, b);
@@ -399,6 +450,86 @@ export class DistributedDataParallel {
     };
   }
 
+  /**
+   * `tf.variableGrads(this.watch(lossFn), vars)` with the backward pass issued in pieces. tfjs issues the whole
+   * backward pass in one synchronous call, so the readbacks the buckets start during it can only resolve after it
+   * returns (their mapAsync needs the event loop): on the H200 a 2-GPU femto step was the time to issue it plus an
+   * exchange of 30-57 ms that overlapped nothing (docs/BENCHMARKS.md, GPU run 3). Here the tape is walked as tfjs's
+   * backpropagateGradients walks it (same nodes, same order, same kernels, same accumulation: the same gradient bits,
+   * test/ddp.test.ts), and after every node that started a bucket's readback the event loop gets a turn
+   * (setImmediate): finished readbacks go into the all-reduce, and averaged buckets back to the GPU, while the earlier
+   * stages are still being issued. A tf.tidy per node frees what its gradient function made as soon as the node is done
+   * (tfjs frees it at the end of the backward pass). Where tfjs's engine internals are not there (another version, or
+   * inside another gradient computation) this is tf.variableGrads with watch(). `vars` must be trainable.
+   */
+  async variableGrads(lossFn: () => tf.Scalar, vars: readonly tf.Variable[]): Promise<{ value: tf.Scalar; grads: tf.NamedTensorMap }> {
+    const engine = tf.engine() as unknown as EngineInternals;
+    if (typeof engine.startTape !== 'function' || typeof engine.endTape !== 'function' || typeof engine.scopedRun !== 'function' ||
+      !engine.state || engine.state.gradientDepth !== 0) {
+      return tf.variableGrads(this.watch(lossFn), [...vars]) as { value: tf.Scalar; grads: tf.NamedTensorMap };
+    }
+    const y = engine.scopedRun(() => engine.startTape(), () => engine.endTape(), () => engine.tidy('forward', lossFn));
+    const tape = engine.state.activeTape ?? [];
+    const acc = new Map<number, tf.Tensor>();
+    const grads: tf.NamedTensorMap = {};
+    try {
+      if (!(y instanceof tf.Tensor) || y.rank !== 0) throw new Error('The loss function passed to variableGrads must return a scalar.');
+      this.hookTape(y);
+      const step = this.pending;
+      const filtered = filterTape(tape, vars, y);
+      acc.set(y.id, tf.ones(y.shape));
+      let started = step?.started ?? 0;
+      for (let n = filtered.length - 1; n >= 0; n--) {
+        const node = filtered[n];
+        const gradient = node.gradient;
+        if (typeof gradient !== 'function') throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
+        const dys = node.outputs.map((o) => acc.get(o.id) ?? null);
+        engine.tidy(() => {
+          const fns = gradient(dys);
+          const touched: tf.Tensor[] = [];
+          for (const name in node.inputs) {
+            if (!(name in fns)) throw new Error(`Cannot backprop through input ${name}. Available gradients found: ${Object.keys(fns)}.`);
+            const dx = engine.tidy(() => fns[name]());
+            const x = node.inputs[name];
+            if (dx.dtype !== 'float32') throw new Error(`Error in gradient for op ${node.kernelName}: the gradient of input ${name} has dtype ${dx.dtype}.`);
+            if (!tf.util.arraysEqual(dx.shape, x.shape)) throw new Error(`Error in gradient for op ${node.kernelName}: the gradient of input '${name}' has shape ${dx.shape}, the input ${x.shape}.`);
+            const cur = acc.get(x.id);
+            if (cur === undefined) acc.set(x.id, dx);
+            else {
+              acc.set(x.id, tf.add(cur, dx));
+              cur.dispose();
+            }
+            touched.push(x);
+          }
+          return [...new Set(touched.map((x) => acc.get(x.id)!))]; // kept; everything else the node made is freed
+        });
+        if (step && step.started !== started) {
+          started = step.started;
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
+      }
+      for (const v of vars) {
+        const g = acc.get(v.id);
+        if (g) {
+          grads[v.name] = g;
+          acc.delete(v.id);
+        }
+      }
+      if (Object.keys(grads).length === 0) throw new Error('Cannot find a connection between any variable and the result of the loss function.');
+      return { value: y as tf.Scalar, grads };
+    } catch (e) {
+      y.dispose();
+      tf.dispose(Object.values(grads));
+      throw e;
+    } finally {
+      tf.dispose([...acc.values()]);
+      if (engine.state.gradientDepth === 0 && engine.state.activeTape === tape) {
+        for (const node of tape) for (const t of node.saved ?? []) t.dispose();
+        engine.state.activeTape = null;
+      }
+    }
+  }
+
   private hookTape(y: tf.Tensor): void {
     this.pending = null;
     const state = (tf.engine() as unknown as { state?: { activeTape?: TapeNode[] | null } }).state;
@@ -439,7 +570,7 @@ export class DistributedDataParallel {
     }
     for (const [node, list] of hooks) {
       const gradient = node.gradient!;
-      node.gradient = (dys: tf.Tensor[]) => {
+      node.gradient = (dys: (tf.Tensor | null)[]) => {
         const map = gradient(dys);
         for (const { input, i } of list) {
           const thunk = map[input];

@@ -627,17 +627,17 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
       let lossValue: tf.Scalar;
       let grads: tf.NamedTensorMap;
       try {
-        ({ lossValue, grads } = tf.tidy(() => {
-          const lossFn = (): tf.Scalar => {
-            const loss = trainLoss.fn(model.forward(input, { training: true }), target);
-            return (A > 1 ? loss.div(A) : loss) as tf.Scalar;
-          };
-          // DDP: without accumulation, each bucket's exchange starts as soon as the backward pass has produced it
-          // (DistributedDataParallel.watch); allreduceGrads below then waits for what is still in flight.
-          const overlap = s.dist !== null && world > 1 && A === 1 && updateGrad;
-          const { value, grads } = tf.variableGrads(overlap ? s.dist!.watch(lossFn) : lossFn, vars);
-          return { lossValue: value, grads };
-        }));
+        const lossFn = (): tf.Scalar => {
+          const loss = trainLoss.fn(model.forward(input, { training: true }), target);
+          return (A > 1 ? loss.div(A) : loss) as tf.Scalar;
+        };
+        // DDP: without accumulation, each bucket's exchange starts as soon as the backward pass has produced it, and
+        // the backward pass is issued in pieces so that the exchange runs meanwhile (DistributedDataParallel.
+        // variableGrads); allreduceGrads below then waits for what is still in flight.
+        const overlap = s.dist !== null && world > 1 && A === 1 && updateGrad;
+        const { value, grads: g } = overlap ? await s.dist!.variableGrads(lossFn, vars) : tf.tidy(() => tf.variableGrads(lossFn, vars));
+        lossValue = value;
+        grads = g;
       } finally {
         tf.dispose([input, target]);
       }
