@@ -34,7 +34,7 @@
  * and validate and train never ask for it.
  */
 import { readFile } from 'node:fs/promises';
-import sharp, { type SharpOptions } from 'sharp';
+import type { SharpOptions } from 'sharp';
 import { jpegDecoder, type JpegScale } from './jpeg.js';
 import type { RGBImage } from './transforms/resize.js';
 import { describePixels, limits } from '../limits.js';
@@ -154,10 +154,23 @@ export async function decodeRGB(input: string | Uint8Array, name?: string, opts:
   return decodeWithSharp(buf, label, opts, maxPixels);
 }
 
+/**
+ * sharp, loaded on first use: importing it (libvips) costs ~100 ms of CPU per thread (2-core box, 2026-11-30), paid by
+ * every data worker at start-up although plain JPEGs never reach it; validate's start-up on 2 cores with 4 workers is
+ * what that delayed (issue 12 part 4).
+ */
+type Sharp = typeof import('sharp').default;
+let sharpModule: Promise<Sharp> | null = null;
+function loadSharp(): Promise<Sharp> {
+  sharpModule ??= import('sharp').then((m) => m.default);
+  return sharpModule;
+}
+
 /** The sharp (libvips) path, full size: CMYK, PNG, WebP, and JPEGs that libjpeg warns about or fails on. */
 async function decodeWithSharp(buf: Uint8Array, label: string, opts: DecodeOptions, maxPixels: number): Promise<DecodedImage> {
   const full = (data: Uint8Array, width: number, height: number): DecodedImage =>
     ({ data, width, height, scale: 1, fullWidth: width, fullHeight: height });
+  const sharp = await loadSharp();
   try {
     // metadata() reads the header only; the limit is ours to check (a clearer message than libvips').
     const meta = await sharp(buf, SHARP_INPUT).metadata();
