@@ -34,3 +34,13 @@ part_json() {
   [ $rc -eq 0 ] || grep -v -i warn "$OUT/$name.log" | tail -n 8 | cut -c1-240
   return $rc
 }
+
+# tagged NAME LIMIT CMD...: run with a time limit, output to $OUT/NAME.log; its last JSON line goes to $J (a JSONL
+# file the caller sets) with "variant": NAME first; on failure show the tail. CMD may start with `env VAR=value`.
+tagged() {
+  local name=$1 limit=$2
+  shift 2
+  timeout -k 10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local l; l=$(grep '^{' "$OUT/$name.log" | tail -1)
+  if [ -n "$l" ]; then echo "{\"variant\":\"$name\",${l#\{}" >> "$J"; else say "$name failed:"; grep -v Warn "$OUT/$name.log" | tail -4; fi
+}

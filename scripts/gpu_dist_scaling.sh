@@ -12,21 +12,15 @@ T0=$SECONDS
 TB=../shared/bench; [ -d shared/bench ] && TB=shared/bench
 J="$OUT/dist.jsonl"; : > "$J"
 say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --version), $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
-d() { # NAME LIMIT CMD...: its last JSON line, tagged with NAME
-  local name=$1 limit=$2; shift 2
-  timeout -k 10 "$limit" "$@" > "$OUT/$name.log" 2>&1
-  local l; l=$(grep '^{' "$OUT/$name.log" | tail -1)
-  if [ -n "$l" ]; then echo "{\"variant\":\"$name\",${l#\{}" >> "$J"; else say "$name failed:"; grep -v Warn "$OUT/$name.log" | tail -4; fi
-}
 for M in ${MODELS:-femto tiny}; do
   A=(--model "mambaout_$M" --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 20)
   R=${FEMTO_REPEATS:-3}; [ "$M" = tiny ] && R=1
   for r in $(seq "$R"); do
-    d "$M-1gpu-$r" 120 node --import tsx scripts/bench_dist.ts "${A[@]}" --paths none
-    d "$M-2gpu-$r" 180 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths default
+    tagged "$M-1gpu-$r" 120 node --import tsx scripts/bench_dist.ts "${A[@]}" --paths none
+    tagged "$M-2gpu-$r" 180 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths default
   done
-  d "$M-torch-1gpu" 120 python3 "$TB/torch_step.py" --model "mambaout_$M" --batch 128
-  d "$M-torch-2gpu" 150 torchrun --nproc_per_node 2 "$TB/torch_step.py" --model "mambaout_$M" --batch 128
+  tagged "$M-torch-1gpu" 120 python3 "$TB/torch_step.py" --model "mambaout_$M" --batch 128
+  tagged "$M-torch-2gpu" 150 torchrun --nproc_per_node 2 "$TB/torch_step.py" --model "mambaout_$M" --batch 128
 done
 node - "$J" <<'JS'
 const fs = require('fs');

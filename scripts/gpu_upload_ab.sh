@@ -21,10 +21,8 @@ say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --ver
 # v NAME MODEL LIMIT [ENV=VAL...]: one npm run bench process, its JSON line tagged with NAME
 v() {
   local name=$1 model=$2 limit=$3; shift 3
-  env "$@" timeout -k 5 "$limit" node --import tsx scripts/bench.ts --model "mambaout_$model" --backend webgpu --batch 128 \
-    --img-size 224 --steps 15 --json > "$OUT/$name.log" 2>&1
-  local l; l=$(grep '^{' "$OUT/$name.log" | tail -1)
-  if [ -n "$l" ]; then echo "{\"variant\":\"$name\",${l#\{}" >> "$J"; else say "$name failed:"; grep -v Warn "$OUT/$name.log" | tail -4; fi
+  tagged "$name" "$limit" env "$@" node --import tsx scripts/bench.ts --model "mambaout_$model" --backend webgpu --batch 128 \
+    --img-size 224 --steps 15 --json
 }
 export CUDA_VISIBLE_DEVICES=0
 if [ "${ONLY:-}" = uniforms ]; then
@@ -49,19 +47,12 @@ for m in femto tiny; do
 done
 say "step A/B done"
 unset CUDA_VISIBLE_DEVICES
-d() { # NAME LIMIT [ENV=VAL...] -- CMD...
-  local name=$1 limit=$2; shift 2
-  local envs=(); while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
-  env "${envs[@]}" timeout -k 10 "$limit" "$@" > "$OUT/$name.log" 2>&1
-  local l; l=$(grep '^{' "$OUT/$name.log" | tail -1)
-  if [ -n "$l" ]; then echo "{\"variant\":\"$name\",${l#\{}" >> "$J"; else say "$name failed:"; grep -v Warn "$OUT/$name.log" | tail -4; fi
-}
 DA=(--model mambaout_femto --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 20)
-d dist1 120 X=1 -- node --import tsx scripts/bench_dist.ts "${DA[@]}" --paths none
-d dist2 180 X=1 -- node --import tsx scripts/launch_bench_dist.ts 2 "${DA[@]}" --paths default
-d dist1-skipval 120 MAMBAOUT_DAWN_FLAGS="$SKIPVAL" -- node --import tsx scripts/bench_dist.ts "${DA[@]}" --paths none
-d dist2-skipval 180 MAMBAOUT_DAWN_FLAGS="$SKIPVAL" -- node --import tsx scripts/launch_bench_dist.ts 2 "${DA[@]}" --paths default
-d dist2-again 180 X=1 -- node --import tsx scripts/launch_bench_dist.ts 2 "${DA[@]}" --paths default
+tagged dist1 120 node --import tsx scripts/bench_dist.ts "${DA[@]}" --paths none
+tagged dist2 180 node --import tsx scripts/launch_bench_dist.ts 2 "${DA[@]}" --paths default
+tagged dist1-skipval 120 env MAMBAOUT_DAWN_FLAGS="$SKIPVAL" node --import tsx scripts/bench_dist.ts "${DA[@]}" --paths none
+tagged dist2-skipval 180 env MAMBAOUT_DAWN_FLAGS="$SKIPVAL" node --import tsx scripts/launch_bench_dist.ts 2 "${DA[@]}" --paths default
+tagged dist2-again 180 node --import tsx scripts/launch_bench_dist.ts 2 "${DA[@]}" --paths default
 timeout 150 torchrun --nproc_per_node 2 "$TB/torch_step.py" --model mambaout_femto --batch 128 2>/dev/null | grep '^{' | head -1 >> "$OUT/torch.jsonl"
 say "dist done"
 node - "$J" "$OUT/torch.jsonl" <<'JS'
