@@ -520,7 +520,7 @@ export class DistributedDataParallel {
       if (Object.keys(grads).length === 0) throw new Error('Cannot find a connection between any variable and the result of the loss function.');
       return { value: y as tf.Scalar, grads };
     } catch (e) {
-      y.dispose();
+      if (y instanceof tf.Tensor) y.dispose();
       tf.dispose(Object.values(grads));
       throw e;
     } finally {
