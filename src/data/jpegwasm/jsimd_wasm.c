@@ -8,6 +8,7 @@
  *   the same wrap-around of the range-limit table (x & 1023), and its two short cuts (a column whose AC terms are
  *   zero, a row whose AC terms are zero) are reproduced lane by lane, so even overflowing coefficients of a broken
  *   file give the C result (JLONG is 32-bit on wasm32, like these lanes).
+ * - jsimd_idct_4x4 / jsimd_idct_2x2 = jidctred.c jpeg_idct_4x4 / jpeg_idct_2x2 (decodes at 1/2 and 1/4), the same way.
  * - jsimd_h2v1_fancy_upsample / jsimd_h2v2_fancy_upsample = jdsample.c's triangle filters (16-bit lanes are
  *   enough: at most 16 * 255).
  * - jsimd_ycc_rgb_convert = jdcolext.c ycc_rgb_convert_internal with jdcolor.c's tables computed in 32-bit lanes.
