@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -72,6 +73,54 @@ async function rejectsWith<E extends Error>(p: Promise<unknown>, cls: new (...a:
 }
 
 // -------------------------------------------------------------------------------------------------
+/**
+ * Decodes at 1/2, 1/4 and 1/8 (the reduced IDCTs, jidctred.c) need their own reference: sharp cannot decode at a DCT
+ * scale. 45x27 JPEGs (noise on the left, smooth on the right) made with sharp, and the sha256 of the RGB that
+ * libjpeg-turbo 2.1.5's plain C build (scripts/build_jpeg_wasm.sh with JPEG_SIMD=0) decodes from them and from
+ * CJPEG_SAMPLES at 1/2, 1/4, 1/8; native djpeg -dct int -scale 1/s gives the same bytes.
+ */
+const SCALED_SAMPLES: [string, string][] = [
+  ['4:2:0 q95 (45x27, made with sharp)', '/9j/2wBDAAIBAQEBAQIBAQECAgICAgQDAgICAgUEBAMEBgUGBgYFBgYGBwkIBgcJBwYGCAsICQoKCgoKBggLDAsKDAkKCgr/2wBDAQICAgICAgUDAwUKBwYHCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgr/wAARCAAbAC0DASIAAhEBAxEB/8QAGwABAQACAwEAAAAAAAAAAAAABgcFCAIDBAn/xAAtEAACAgIBBAECBAcBAAAAAAACAwEEBQYHABESFAgTQgkjNIEVFiFBUYKT0f/EABkBAAIDAQAAAAAAAAAAAAAAAAIGAwQFB//EACcRAAIBBAAFBAMBAAAAAAAAAAECAwQFERIABhMhMQciMlEkQUJh/9oADAMBAAIRAxEAPwAhml7HneRsjvODrpzAYbBJnO3txsKajFWpZatrqomHea6qKlewoLICj6Y+yJyAvCEvdS1bWeR9myW/2adLbENq4jI5mzSxYWabGBXEqNKAkmUo8kezYmSiFUomG90pStrBG93tX42zmfvJ3TM4zE4nPqvq2q7utelktnxiMfdr9hrqJJ2PIlWoRLrTDcyl2V3Y56CffxHRsTvOZ5XxmxUh0/YGozWmZqxUrtFTqlQzC2QzU8lWJJvtmu8NtQKXcEDsPIxIZILjU3DYqTGI2j10Yq+FJYPrgKBIdFVV1QL8C5fcJokvLhaFnEckadNiz9i0scbgNs7r0TFsJdMDpjUagq2wnwsy2L1XA7GG+VrFR/pBkirZ7YJyGR9pt7I13G5jayHEERSWlZHE+I1/oRC/WlY/PH8Tzk3Zd75HbiNPawky+YiFTPbt36re5XPkJrVnJ4axailncudSxm6tiqgKFE2UK1gKle3VlkW/pLsgHePIBXCChrjaw558OcB4XI5cc3y24LbpLyL0Y+p/X/fx6XqShvnLN0o79ZCZVYBXRTnCodFx7m2UIoCtkllwxwTgWOV+ZJ7DzLU2y5RfgVIDj2sAgkUPjVizf15Jbb5bHOeFn4RPDiMTSTnd6RETEQUy6P8A3rYD5a836jru61cZg7CxWtBQUBP9+49FMnrucRrsYbg06tI5DxEsowlRH/MT6k2T+Cfy33++zN7DvunSZF+XA5S5PaJ/z3q9MvqRysL3JFfrEenUsMOng9/PCvHW1vpnzbLNYH69JLk4X9E/5x5NsvyjUcfczHMzqW247Yspcu/zJjiwNO7nmEt4JydawmpBLtBUtglKxXEECxZAeIQ0g3PcDbji8jxvndCzcRgMXaPDZfP5OzadGQYTIyKCVjxYq24GVi8UioROce5BGywEjdonH/HOhY/nu/rYahj3pxWyUKFKxeqjYtDXt61m77wKy2CczyspSUEZkQioFjIrGAjGalZsXp4nxn1zrIzuNyOey444vVm1kAwmTULilPjPbwntIRPgXiEkMyAzGjMsvL8b0ccSMJ4xOWGEJXWR2jbWPuNl1GDsUALuTsrPVusl3t90WjWZTO52DAFdXjAldt26jHaJ5FHtUh3xnGzN38ssoRvNunpKs/GqJyrIxrNmsXfbO56tT2Pyb7fZUEKimMQdaqMGLFKWSUqOc3pH2dCstiKOApa9j8cDJB9XJXXMsvN7Tc7NZGWTLGSR+MyPlAd/ASIyEYkzkmukfZ1rUVFVW2mFHUOGaLKZGcYQlV8/SgDwB27ADAHP6hzIyvnIKIV+yhRShYZOGKa7gEgNkAkYJsGkfZ1V9e/Qx+3Uo0j7Oqvr36GP26t8Qcf/2Q=='],
+  ['4:4:4 progressive q75 (45x27, made with sharp)', '/9j/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4nICIsIxwcKDcpLDAxNDQ0Hyc5PTgyPC4zNDL/2wBDAQkJCQwLDBgNDRgyIRwhMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjL/wgARCAAbAC0DAREAAhEBAxEB/8QAGQAAAwEBAQAAAAAAAAAAAAAAAwQFAgEG/8QAGQEAAgMBAAAAAAAAAAAAAAAAAAQBAgMF/9oADAMBAAIQAxAAAAEJZimNHCPOs9KjvxqHK6Uh9c86BnHq00OhqoqhmNxMNHxX3tVwGwjQ7nCmGFzlXAbD/8QAHRAAAgMAAwEBAAAAAAAAAAAAAQIAAxEEEzIUIv/aAAgBAQABBQI6XUB245wc1yz8CvJfYAzYh/IZuwSuobhz5rmh87Wwf0sWCKi9ywjIsWCf/8QALREAAgAEAwUHBQAAAAAAAAAAAQIAAxEhEjHwBCBBsdETIjJhcaHBUYGRovH/2gAIAQMBAT8BNVw1J1x/tb2ghgow+Ln7V6jIQ0wJNt6eUWnJE1DKaJG01W8Bu0Sg4CnvrrAUNhGYFr8ra4mJ6M6qzZxs8xpecT3SYIEthlGIH7+VLZG4+ujAY4sYHir8dfzxi1KVqda9dzCFdFGVBzjZ0Dyyz3oafqDzgd6WHOZPwNz/xAAqEQABAgQFAwMFAAAAAAAAAAABAAIDESHwBBIxQVEgYYETceEikaHC0f/aAAgBAgEBPwFz5QyCJDa733TSXMyn583+U9p9MDhYTEbFYmDnEwg8soi0mQO173qvrkQ4WPc9v7yoZa4Hi7uSOHcHTaob5CTlFghxmEGtdUCnx2npuolddO33pO/FFCdMZdJdDmgwM3FfNEGjM72/YBFoBp0f/8QAJRAAAQQABAYDAAAAAAAAAAAAAQACESESIjFBAyAyYXGhgZGx/9oACAEBAAY/Ai4XAvFsi7q0JTsXmzJVKXKk6yAD1YrcEXzkNtKI3Oql6jh+1Jc1DPmk61fdFpaa0JWWcM78hECjHorhd7P0U35/eT//xAAhEAEAAgICAgIDAAAAAAAAAAABETEAIUFRYXEQoZGx0f/aAAgBAQABPyHyIDk2x6Ad+8hAGEBJWjrt8YW8GNNhKdePrxkDzEwPmG1vCQICV+eeMkMOGHBdXzuebxPREiNGhgS7/WIsPjGqGF/2L/MexiWYxfFq4coE2Su+auvru4zOm3mYJvfXB8lMJoQiSWFr94pjQWLUuAAHS37fJTP/2gAMAwEAAgADAAAAEGjtzI+enaeNaf/EAB8RAQEBAAMAAgMBAAAAAAAAAAERIQAxQVFhECCR8P/aAAgBAwEBPxAOMcchfTVtXALAVqDqTuOmlXUNoSCB2V4rVYtAkGw70VGLkaiceStOFxK6AFUI4cnnsBZqkL8iKEWzpPUOhiIXE56INVQe9vbZO++YOzkcDf8AffKYs43Q+ywR4OFaa2VIIcGUi/1nbLHZpCkeLFQXaOebDbabKO6H5QzpE8oQ7+AIdHk5RxQVWCgjmpX28cBovnQmGZ+n/8QAIxEBAQACAQIGAwAAAAAAAAAAAREhMQBRYRAgQXGBoZGx8P/aAAgBAgEBPxAimiCZYxRuH1d1ywvKIkgBRbmFZQDEztCciDTV7IPtLdL6lZWHI+Nb5bBMBCkUblPQH5dYCQJrvlk0AIHGFwnBHVWrLty++OuJowqI/vji7fweY6wBTLDPEAaZLHTVvUHpytJFaBIlmbARNRg1JhVu5luu3WHix0QiYkOk754mhofRPrHfbniuOh9D+1/Pk//EACAQAQEAAwEAAQUBAAAAAAAAAAERACExQWEQUXGBsZH/2gAIAQEAAT8QBgE7xKAN0AAk6lIs1BCqcW+fg70AstwOmHKoZqF+GtMeOy+YIh/uJcQPMABKQo1hF5FSum1MknQWkUSNjaiQEKxJN6QHSUNAH46VXDan7P8AcJuM9T+XHNfzJNnvl9EENAAE4WarvBJEuzLEPE3ZUZcZNW7eA4J69AIDnnPP07dkTYHFbdDr4HNYmy+DpK6+POc+2UYilSqt9u/1zv3c855+n//Z'],
+];
+const SCALED_SHA256: Record<string, [string, string, string]> = {
+  '4:2:0 q95 (45x27, made with sharp)': [
+    '9a65a2c4999c51d8b53d323b5547ff0ba3563c1ab615a432db212fe44fdd3e02',
+    '70da23645b75a1d000fc9a14ee4daadd3e134faf39e8ee55b05fbffb3fcb97c4',
+    '77b745f16d166c35e22614dea2b080bc8ed74fd96b9f59c39aec0d595d20d6b9',
+  ],
+  '4:4:4 progressive q75 (45x27, made with sharp)': [
+    'a0753e1beaea0c9bc50d35811eee17420ac5d9bdfe2ec049ff530ef1c171f9ab',
+    '0859ece97088bd34e4d70823c34631160e4b064ecccedb5bfec7d6de451ffc68',
+    '345dec7e150e38893174dddb81beb62ca5c80dd49cced2cbf34cf9d2be4c5629',
+  ],
+  '4:2:2 (2x1)': [
+    '8cf4c97ec539b611994ebe44c48e16000fb5664b87245bac99594577139969ee',
+    '996c2563c67e74b0c98cca50eab90fcc13bc164d93fd43e27fb21fc632618266',
+    '92fb24daac0ceb03f1d5eab397150652e125d535aaba1264e05262f1866bf981',
+  ],
+  '4:4:0 (1x2)': [
+    'b636b3c8cea9356f866da9f3d08c390f21e4fb2d7550d7fb790df0c18e9ffa88',
+    '38148bfa995db21b8b6d04ff2a731bd451ae4a2a49c4cd1830257a4bc7a410b5',
+    '955d228b4c4725a75de7af2116e057df0d40e2c84c40336d4dba2cf972019062',
+  ],
+  '4:1:1 (4x1)': [
+    '0ab054f17663fa7bf0a4ee8e611fef2e9926017cc7791f4083bd4f954aa3f88e',
+    '9963d898a1f2a01031a7bf8d162f5bade7fb61b7471a66e659acea4fa9d00835',
+    '385ff6030c88b1ef58ddbc7756ad6df72b618d008816da57576b42659ae98343',
+  ],
+  '4:2:2 arithmetic-coded': [
+    '8cf4c97ec539b611994ebe44c48e16000fb5664b87245bac99594577139969ee',
+    '996c2563c67e74b0c98cca50eab90fcc13bc164d93fd43e27fb21fc632618266',
+    '92fb24daac0ceb03f1d5eab397150652e125d535aaba1264e05262f1866bf981',
+  ],
+  '4:2:2 progressive': [
+    '8cf4c97ec539b611994ebe44c48e16000fb5664b87245bac99594577139969ee',
+    '996c2563c67e74b0c98cca50eab90fcc13bc164d93fd43e27fb21fc632618266',
+    '92fb24daac0ceb03f1d5eab397150652e125d535aaba1264e05262f1866bf981',
+  ],
+};
+
 describe('folder: split resolution', () => {
   test('timm _search_split synonyms and order', () => {
     const r = path.join(tmp, 'splits');
@@ -374,6 +423,19 @@ describe('decode: the synchronous JPEG path (libjpeg-turbo WebAssembly)', () => 
   test('same pixels as sharp for 4:2:2, 4:4:0, 4:1:1, arithmetic-coded and progressive 4:2:2 JPEGs (made with cjpeg)', async () => {
     // 37x29 photo-like content, libjpeg-turbo 2.1.5 cjpeg -quality 90 -sample 2x1 | 1x2 | 4x1 [-arithmetic | -progressive]
     for (const [what, b64] of CJPEG_SAMPLES) await assertSameAsSharp(Buffer.from(b64, 'base64'), what);
+  });
+
+  test('decodes at 1/2, 1/4 and 1/8 equal libjpeg-turbo\'s plain C build, byte for byte (reduced IDCTs in WebAssembly SIMD)', () => {
+    for (const [what, b64] of [...SCALED_SAMPLES, ...CJPEG_SAMPLES]) {
+      const buf = Buffer.from(b64, 'base64');
+      const full = decodeRGBSync(buf)!;
+      ([2, 4, 8] as const).forEach((s, i) => {
+        const img = decodeRGBSync(buf, { scaleFor: () => s });
+        assert.ok(img, `${what} 1/${s}: the synchronous path takes it`);
+        assert.deepEqual([img.width, img.height, img.scale], [Math.ceil(full.fullWidth / s), Math.ceil(full.fullHeight / s), s]);
+        assert.equal(createHash('sha256').update(img.data).digest('hex'), SCALED_SHA256[what][i], `${what} at 1/${s}`);
+      });
+    }
   });
 
   test('truncated and bit-flipped JPEGs: null (sharp decides) or a decode, never a throw; the decoder keeps working', async () => {

@@ -1,7 +1,8 @@
 /**
  * Synchronous JPEG decoding with our own build of libjpeg-turbo 2.1.5 in WebAssembly (src/data/jpegwasm/: decoder.c,
  * a small API in the spirit of TurboJPEG's tjDecompressHeader3 / tjDecompress2; jsimd_wasm.c, WebAssembly SIMD
- * versions of the islow IDCT, h2v1/h2v2 fancy upsampling and YCbCr->RGB; built by scripts/build_jpeg_wasm.sh into
+ * versions of the islow IDCT, the reduced 4x4 / 2x2 IDCTs of DCT-scaled decodes, h2v1/h2v2 fancy upsampling and
+ * YCbCr->RGB; built by scripts/build_jpeg_wasm.sh into
  * jpeg_wasm.ts), one decoder per thread.
  *
  * Why not sharp for JPEGs: every sharp call runs on libuv's thread pool, which is one pool of 4 threads for the whole
@@ -19,7 +20,8 @@
  * 64-bit bit buffer (wasm32 has 32-bit size_t but native i64; the build script patches jdhuff.h/.c) is part of this:
  * 1.28 with the 32-bit one. Pillow 9.4 with the system libjpeg-turbo (native x86 SIMD) decodes these in ~1.75 ms.
  * Profile now: Huffman decoding 47% (scalar, as in every libjpeg-turbo), IDCT 22%, colour conversion 12%,
- * upsampling 5%.
+ * upsampling 5%. The reduced IDCTs of 1/2 and 1/4 decodes (jidctred.c, 21% of a 1/2 decode in plain C) in SIMD too:
+ * 1/2 1.32 -> 1.14, 1/4 0.80-1.09 -> 0.71-0.97 ms (load 1.4-7.5; docs/BENCHMARKS.md "Reduced IDCTs").
  *
  * Exactness: the SIMD stages compute the C code's integer arithmetic lane by lane, so the pixels equal sharp's
  * (libvips' libjpeg-turbo), Pillow's and djpeg's to the bit: test/data.test.ts compares with sharp on generated

@@ -8,6 +8,7 @@
  *   the same wrap-around of the range-limit table (x & 1023), and its two short cuts (a column whose AC terms are
  *   zero, a row whose AC terms are zero) are reproduced lane by lane, so even overflowing coefficients of a broken
  *   file give the C result (JLONG is 32-bit on wasm32, like these lanes).
+ * - jsimd_idct_4x4 / jsimd_idct_2x2 = jidctred.c jpeg_idct_4x4 / jpeg_idct_2x2 (decodes at 1/2 and 1/4), the same way.
  * - jsimd_h2v1_fancy_upsample / jsimd_h2v2_fancy_upsample = jdsample.c's triangle filters (16-bit lanes are
  *   enough: at most 16 * 255).
  * - jsimd_ycc_rgb_convert = jdcolext.c ycc_rgb_convert_internal with jdcolor.c's tables computed in 32-bit lanes.
@@ -196,6 +197,171 @@ jsimd_idct_islow(j_decompress_ptr cinfo, jpeg_component_info *compptr,
   wasm_v128_store64_lane(output_buf[5] + output_col, R45, 1);
   wasm_v128_store64_lane(output_buf[6] + output_col, R67, 0);
   wasm_v128_store64_lane(output_buf[7] + output_col, R67, 1);
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Reduced-size IDCTs (jidctred.c), used when decoding at 1/2 (4x4 for every component of a 4:4:4 file, for the
+ * luma of 4:2:0, whose chroma then takes the full islow IDCT above) and 1/4 (2x2 luma, 4x4 chroma). Same integer
+ * arithmetic as the C code: pass 1 on columns in lanes (the C code skips column 4 (4x4) or columns 2, 4, 6 (2x2),
+ * which pass 2 never reads; our lanes compute them and drop them), its "AC terms all zero" short cut per column
+ * by bitselect, pass 2 on rows in lanes with its zero-row short cut, DESCALE rounding and range_limit as above. */
+
+#define FIX_0_211164243 1730
+#define FIX_0_509795579 4176
+#define FIX_0_601344887 4926
+#define FIX_0_720959822 5906
+#define FIX_0_765366865 6270
+#define FIX_0_850430095 6967
+#define FIX_0_899976223 7373
+#define FIX_1_061594337 8697
+#define FIX_1_272758580 10426
+#define FIX_1_451774981 11893
+#define FIX_1_847759065 15137
+#define FIX_2_172734803 17799
+#define FIX_2_562915447 20995
+#define FIX_3_624509785 29692
+
+static inline v128_t descale(v128_t x, int n) { return wasm_i32x4_shr(ADD(x, I32(1 << (n - 1))), n); }
+
+/* jpeg_idct_4x4's 4-point pass on dequantized (pass 1) or workspace (pass 2) values x0..x7 (x4 unused):
+ * o0..o3 = DESCALE(tmp10 + tmp2, n), DESCALE(tmp12 + tmp0, n), DESCALE(tmp12 - tmp0, n), DESCALE(tmp10 - tmp2, n). */
+static inline void idct4(const v128_t *x, v128_t *o, int n) {
+  const v128_t t0 = wasm_i32x4_shl(x[0], CONST_BITS + 1);
+  const v128_t t2 = ADD(MUL(x[2], I32(FIX_1_847759065)), MUL(x[6], I32(-FIX_0_765366865)));
+  const v128_t tmp10 = ADD(t0, t2), tmp12 = SUB(t0, t2);
+  const v128_t z1 = x[7], z2 = x[5], z3 = x[3], z4 = x[1];
+  const v128_t tmp0 = ADD(ADD(MUL(z1, I32(-FIX_0_211164243)), MUL(z2, I32(FIX_1_451774981))),
+                          ADD(MUL(z3, I32(-FIX_2_172734803)), MUL(z4, I32(FIX_1_061594337))));
+  const v128_t tmp2 = ADD(ADD(MUL(z1, I32(-FIX_0_509795579)), MUL(z2, I32(-FIX_0_601344887))),
+                          ADD(MUL(z3, I32(FIX_0_899976223)), MUL(z4, I32(FIX_2_562915447))));
+  o[0] = descale(ADD(tmp10, tmp2), n);
+  o[3] = descale(SUB(tmp10, tmp2), n);
+  o[1] = descale(ADD(tmp12, tmp0), n);
+  o[2] = descale(SUB(tmp12, tmp0), n);
+}
+
+GLOBAL(int)
+jsimd_can_idct_4x4(void)
+{
+  return DCTSIZE == 8 && BITS_IN_JSAMPLE == 8 && sizeof(JCOEF) == 2 && sizeof(ISLOW_MULT_TYPE) == 2;
+}
+
+GLOBAL(void)
+jsimd_idct_4x4(j_decompress_ptr cinfo, jpeg_component_info *compptr,
+               JCOEFPTR coef_block, JSAMPARRAY output_buf,
+               JDIMENSION output_col)
+{
+  (void)cinfo;
+  const ISLOW_MULT_TYPE *quant = (const ISLOW_MULT_TYPE *)compptr->dct_table;
+  v128_t c[8], in[2][8], ws[2][4], col[8], out[4];
+  int k, g;
+
+  /* Pass 1: ws[g][r] = workspace row r, columns 4g..4g+3. A column whose rows 1, 2, 3, 5, 6, 7 are zero takes
+   * DEQUANTIZE(row 0) << PASS1_BITS. */
+  v128_t ac = wasm_i16x8_splat(0);
+  for (k = 0; k < 8; k++) {
+    c[k] = wasm_v128_load(coef_block + 8 * k);
+    if (k && k != 4) ac = wasm_v128_or(ac, c[k]);
+  }
+  for (k = 0; k < 8; k++) {
+    const v128_t q = wasm_v128_load(quant + 8 * k);
+    in[0][k] = wasm_i32x4_extmul_low_i16x8(c[k], q);
+    in[1][k] = wasm_i32x4_extmul_high_i16x8(c[k], q);
+  }
+  const v128_t zero16 = wasm_i16x8_eq(ac, wasm_i16x8_splat(0));
+  const v128_t zmask[2] = { wasm_i32x4_extend_low_i16x8(zero16), wasm_i32x4_extend_high_i16x8(zero16) };
+  for (g = 0; g < 2; g++) {
+    v128_t o[4];
+    const v128_t dc = wasm_i32x4_shl(in[g][0], PASS1_BITS);
+    idct4(in[g], o, CONST_BITS - PASS1_BITS + 1);
+    for (k = 0; k < 4; k++) ws[g][k] = wasm_v128_bitselect(dc, o[k], zmask[g]);
+  }
+
+  /* Rows in lanes: col[j] = workspace column j, rows 0..3. */
+  transpose4(ws[0][0], ws[0][1], ws[0][2], ws[0][3], &col[0], &col[1], &col[2], &col[3]);
+  transpose4(ws[1][0], ws[1][1], ws[1][2], ws[1][3], &col[4], &col[5], &col[6], &col[7]);
+
+  /* Pass 2; a row whose columns 1, 2, 3, 5, 6, 7 are zero takes DESCALE(wsptr[0], PASS1_BITS + 3). */
+  v128_t rac = wasm_v128_or(wasm_v128_or(col[1], col[2]), wasm_v128_or(col[3], col[5]));
+  rac = wasm_v128_or(rac, wasm_v128_or(col[6], col[7]));
+  const v128_t rmask = wasm_i32x4_eq(rac, I32(0));
+  const v128_t rdc = descale(col[0], PASS1_BITS + 3);
+  idct4(col, out, CONST_BITS + PASS1_BITS + 3 + 1);
+  for (k = 0; k < 4; k++) out[k] = range_limit(wasm_v128_bitselect(rdc, out[k], rmask));
+
+  /* out[j]: output column j, rows 0..3 -> bytes (column-major), transposed into rows. */
+  const v128_t b = wasm_u8x16_narrow_i16x8(wasm_i16x8_narrow_i32x4(out[0], out[1]), wasm_i16x8_narrow_i32x4(out[2], out[3]));
+  const v128_t rows = wasm_i8x16_shuffle(b, b, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  wasm_v128_store32_lane(output_buf[0] + output_col, rows, 0);
+  wasm_v128_store32_lane(output_buf[1] + output_col, rows, 1);
+  wasm_v128_store32_lane(output_buf[2] + output_col, rows, 2);
+  wasm_v128_store32_lane(output_buf[3] + output_col, rows, 3);
+}
+
+/* jpeg_idct_2x2's 2-point pass: o0, o1 = DESCALE(tmp10 +- tmp0, n) on x0, x1, x3, x5, x7. */
+static inline void idct2(v128_t x0, v128_t x1, v128_t x3, v128_t x5, v128_t x7, v128_t *o0, v128_t *o1, int n) {
+  const v128_t tmp10 = wasm_i32x4_shl(x0, CONST_BITS + 2);
+  const v128_t tmp0 = ADD(ADD(MUL(x7, I32(-FIX_0_720959822)), MUL(x5, I32(FIX_0_850430095))),
+                          ADD(MUL(x3, I32(-FIX_1_272758580)), MUL(x1, I32(FIX_3_624509785))));
+  *o0 = descale(ADD(tmp10, tmp0), n);
+  *o1 = descale(SUB(tmp10, tmp0), n);
+}
+
+GLOBAL(int)
+jsimd_can_idct_2x2(void)
+{
+  return DCTSIZE == 8 && BITS_IN_JSAMPLE == 8 && sizeof(JCOEF) == 2 && sizeof(ISLOW_MULT_TYPE) == 2;
+}
+
+GLOBAL(void)
+jsimd_idct_2x2(j_decompress_ptr cinfo, jpeg_component_info *compptr,
+               JCOEFPTR coef_block, JSAMPARRAY output_buf,
+               JDIMENSION output_col)
+{
+  (void)cinfo;
+  const ISLOW_MULT_TYPE *quant = (const ISLOW_MULT_TYPE *)compptr->dct_table;
+  static const int rows_used[5] = { 0, 1, 3, 5, 7 };
+  v128_t in[2][5], ws[2][2];
+  int k, g;
+
+  /* Pass 1 (rows 0, 1, 3, 5, 7 of every column); a column whose rows 1, 3, 5, 7 are zero takes
+   * DEQUANTIZE(row 0) << PASS1_BITS. ws[g][r] = workspace row r, columns 4g..4g+3. */
+  v128_t ac = wasm_i16x8_splat(0);
+  for (k = 0; k < 5; k++) {
+    const v128_t cf = wasm_v128_load(coef_block + 8 * rows_used[k]);
+    const v128_t q = wasm_v128_load(quant + 8 * rows_used[k]);
+    if (k) ac = wasm_v128_or(ac, cf);
+    in[0][k] = wasm_i32x4_extmul_low_i16x8(cf, q);
+    in[1][k] = wasm_i32x4_extmul_high_i16x8(cf, q);
+  }
+  const v128_t zero16 = wasm_i16x8_eq(ac, wasm_i16x8_splat(0));
+  const v128_t zmask[2] = { wasm_i32x4_extend_low_i16x8(zero16), wasm_i32x4_extend_high_i16x8(zero16) };
+  for (g = 0; g < 2; g++) {
+    v128_t o0, o1;
+    const v128_t dc = wasm_i32x4_shl(in[g][0], PASS1_BITS);
+    idct2(in[g][0], in[g][1], in[g][2], in[g][3], in[g][4], &o0, &o1, CONST_BITS - PASS1_BITS + 2);
+    ws[g][0] = wasm_v128_bitselect(dc, o0, zmask[g]);
+    ws[g][1] = wasm_v128_bitselect(dc, o1, zmask[g]);
+  }
+
+  /* Pass 2 with rows in lanes 0 and 1 (lanes 2, 3 repeat them): wsptr[j] of row r is lane j % 4 of ws[j / 4][r]. */
+  const v128_t x0 = wasm_i32x4_shuffle(ws[0][0], ws[0][1], 0, 4, 0, 4);
+  const v128_t x1 = wasm_i32x4_shuffle(ws[0][0], ws[0][1], 1, 5, 1, 5);
+  const v128_t x3 = wasm_i32x4_shuffle(ws[0][0], ws[0][1], 3, 7, 3, 7);
+  const v128_t x5 = wasm_i32x4_shuffle(ws[1][0], ws[1][1], 1, 5, 1, 5);
+  const v128_t x7 = wasm_i32x4_shuffle(ws[1][0], ws[1][1], 3, 7, 3, 7);
+  const v128_t rmask = wasm_i32x4_eq(wasm_v128_or(wasm_v128_or(x1, x3), wasm_v128_or(x5, x7)), I32(0));
+  const v128_t rdc = descale(x0, PASS1_BITS + 3);
+  v128_t o0, o1;
+  idct2(x0, x1, x3, x5, x7, &o0, &o1, CONST_BITS + PASS1_BITS + 3 + 2);
+  o0 = range_limit(wasm_v128_bitselect(rdc, o0, rmask));
+  o1 = range_limit(wasm_v128_bitselect(rdc, o1, rmask));
+  /* bytes: 0, 1 = column 0 of rows 0, 1; 4, 5 = column 1 of rows 0, 1 */
+  const v128_t a = wasm_i16x8_narrow_i32x4(o0, o1);
+  const v128_t b = wasm_u8x16_narrow_i16x8(a, a);
+  const v128_t rows = wasm_i8x16_shuffle(b, b, 0, 4, 1, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  wasm_v128_store16_lane(output_buf[0] + output_col, rows, 0);
+  wasm_v128_store16_lane(output_buf[1] + output_col, rows, 1);
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
