@@ -162,8 +162,8 @@ class WorkerPool {
     this.closed = true;
     for (const p of this.pending.values()) p.reject(new Error('the data loader was closed'));
     this.pending.clear();
-    // ref'd until they have exited: an unref'd worker's terminate() can leave nothing to keep the event loop alive, and
-    // the process would end with close() still pending (seen when a worker was busy loading sharp at close)
+    // ref'd until they have exited, so that nothing but close() decides when the process may end (idle workers are
+    // unref'd, and a caller awaiting close() expects the workers gone when it resolves)
     for (const w of this.workers) w.ref();
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
