@@ -151,6 +151,25 @@ interface EngineInternals {
 }
 
 /**
+ * For each node of `tape`: whether one of its outputs leads to `y` and it has inputs (tfjs's backward walk visits
+ * exactly these; getFilteredNodesXToY's second half). null when a node is not shaped like tfjs 4.x's tape nodes.
+ */
+function nodesLeadingTo(tape: readonly TapeNode[], y: tf.Tensor): boolean[] | null {
+  const toY = new Set<number>([y.id]);
+  const marked = new Array<boolean>(tape.length).fill(false);
+  for (let n = tape.length - 1; n >= 0; n--) {
+    const node = tape[n];
+    if (!node || typeof node.inputs !== 'object' || !Array.isArray(node.outputs)) return null;
+    if (!node.outputs.some((o) => toY.has(o.id))) continue;
+    for (const name in node.inputs) {
+      toY.add(node.inputs[name].id);
+      marked[n] = true;
+    }
+  }
+  return marked;
+}
+
+/**
  * The nodes of `tape` on a path from one of `xs` to `y`, each with only the inputs that come from `xs` (copies; the
  * same filter as tfjs-core's getFilteredNodesXToY, which the package does not export).
  */
@@ -166,16 +185,7 @@ function filterTape(tape: TapeNode[], xs: readonly tf.Tensor[], y: tf.Tensor): T
       }
     }
   });
-  const toY = new Set<number>([y.id]);
-  const nodeToY = new Array<boolean>(tape.length).fill(false);
-  for (let n = tape.length - 1; n >= 0; n--) {
-    const node = tape[n];
-    if (!node.outputs.some((o) => toY.has(o.id))) continue;
-    for (const name in node.inputs) {
-      toY.add(node.inputs[name].id);
-      nodeToY[n] = true;
-    }
-  }
+  const nodeToY = nodesLeadingTo(tape, y)!;
   const out: TapeNode[] = [];
   tape.forEach((node, n) => {
     if (!nodeFromX[n] || !nodeToY[n]) return;
@@ -538,16 +548,9 @@ export class DistributedDataParallel {
     const tape = state?.activeTape;
     if (!Array.isArray(tape) || this._params.length === 0) return;
     // Only nodes on a path to the loss take part in the backward pass (tfjs prunes the others, e.g. the clones
-    // that ops record when they save a variable for their gradient): the same walk as tfjs's getFilteredNodesXToY.
-    const leadsToY = new Set<number>([y.id]);
-    const onPath = new Array<boolean>(tape.length).fill(false);
-    for (let n = tape.length - 1; n >= 0; n--) {
-      const node = tape[n];
-      if (!node || typeof node.inputs !== 'object' || !Array.isArray(node.outputs)) return;
-      if (!node.outputs.some((o) => leadsToY.has(o.id))) continue;
-      onPath[n] = true;
-      for (const input in node.inputs) leadsToY.add(node.inputs[input].id);
-    }
+    // that ops record when they save a variable for their gradient).
+    const onPath = nodesLeadingTo(tape, y);
+    if (!onPath) return;
     const P = this._params.length;
     const uses = new Array<number>(P).fill(0);
     const first: ({ node: TapeNode; input: string } | null)[] = new Array(P).fill(null);
