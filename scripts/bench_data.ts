@@ -4,8 +4,10 @@
  *
  *   npm run bench:data -- [--dir DIR] [--n 1024] [--batch 128] [--workers 0,1,2] [--mode eval,train] [--json FILE]
  *
- * Each timed epoch has max(n, 6 · batch · j) samples, so every worker builds several batches (a short epoch would
- * measure the tail of the last batches, not the throughput).
+ * Each timed epoch has max(n, 10 · batch · j) samples, so every worker builds several batches. Even so, the first
+ * round (all workers start together) and the tail (workers finishing their last batch one by one while others idle)
+ * weigh on a short epoch: "steady img/s" counts only the batches delivered between the j-th and the (total − j)-th,
+ * what a training run with persistent workers sees between epoch ends, and "eff" is computed from it.
  *
  * - eval:  Resize(shorter side -> floor(224 / crop_pct), bicubic) + CenterCrop(224), crop_pct 1.0 (MambaOut), uint8
  *          (what the prefetch stage normalizes; Pillow-exact pixels);
@@ -16,7 +18,8 @@
  *
  * Columns: img/s over one timed epoch after a warm-up epoch; "cpu ms/img" = process CPU time (all threads:
  * process.cpuUsage) / images; decode and transform = time inside the workers' synchronous stages per image (wall time
- * of code that does not wait, i.e. CPU time unless the OS preempts the thread); "eff" = img/s / (j · img/s at -j 1).
+ * of code that does not wait, i.e. CPU time unless the OS preempts the thread); "eff" = steady img/s / (j · steady
+ * img/s at -j 1). Pillow's counterpart, with its own scaling in N processes: scripts/bench_pillow.py --procs.
  * The load average is printed: on a shared machine compare CPU figures, not wall-clock ones.
  */
 import { readdir } from 'node:fs/promises';
@@ -73,6 +76,7 @@ interface Row {
   workers: number;
   images: number;
   imgPerSec: number;
+  steadyImgPerSec: number;
   cpuMsPerImage: number;
   decodeMs: number | null;
   transformMs: number | null;
@@ -88,7 +92,7 @@ async function main(): Promise<void> {
   const files = await listImages(dir);
   if (files.length === 0) throw new Error(`no images under ${dir}`);
   const samplesFor = (j: number) =>
-    Array.from({ length: Math.max(N, 6 * batchSize * j) }, (_, i) => ({ path: files[i % files.length], label: i % 10 }));
+    Array.from({ length: Math.max(N, 10 * batchSize * j) }, (_, i) => ({ path: files[i % files.length], label: i % 10 }));
   const load = os.loadavg().map((v) => v.toFixed(1)).join(' ');
   console.log(
     `bench:data ${files.length} files, >= ${N} samples per run, from ${dir}, batch ${batchSize}, ${size} px; ` +
@@ -109,25 +113,32 @@ async function main(): Promise<void> {
       const t0 = performance.now();
       const c0 = process.cpuUsage();
       let count = 0;
+      const arrivals: [number, number][] = []; // (time ms, images so far) after each batch
       for await (const batch of loader) {
         count += batch.shape[0];
+        arrivals.push([performance.now(), count]);
         loader.recycle(batch); // as the prefetch stage does after its upload
       }
       const s = (performance.now() - t0) / 1000;
+      const k = Math.max(1, j);
+      const first = arrivals[Math.min(k, arrivals.length - 1) - 1];
+      const last = arrivals[Math.max(arrivals.length - 1 - k, k)];
+      const steady = first && last && last[0] > first[0] ? ((last[1] - first[1]) * 1000) / (last[0] - first[0]) : count / s;
       const cu = process.cpuUsage(c0);
       const st = diff(snapshot(loader), before);
       await loader.close();
       const ips = count / s;
-      if (j === 1) one = ips;
+      if (j === 1) one = steady;
       const row: Row = {
         mode,
         workers: j,
         images: count,
         imgPerSec: ips,
+        steadyImgPerSec: steady,
         cpuMsPerImage: (cu.user + cu.system) / 1000 / count,
         decodeMs: st && st.images ? st.decodeMs / st.images : null,
         transformMs: st && st.images ? st.transformMs / st.images : null,
-        efficiency: one && j >= 1 ? ips / (j * one) : null,
+        efficiency: one && j >= 1 ? steady / (j * one) : null,
       };
       rows.push(row);
       printRow(row, rows.length === 1);
@@ -149,11 +160,11 @@ function diff(a: LoaderStats | null, b: LoaderStats | null): LoaderStats | null 
 function printRow(r: Row, header: boolean): void {
   const f = (v: number | null, d = 2) => (v === null ? '-' : v.toFixed(d));
   if (header) {
-    console.log('| mode | -j | img/s | cpu ms/img | decode ms | transform ms | eff |');
-    console.log('|---|---|---|---|---|---|---|');
+    console.log('| mode | -j | img/s | steady img/s | cpu ms/img | decode ms | transform ms | eff |');
+    console.log('|---|---|---|---|---|---|---|---|');
   }
   console.log(
-    `| ${r.mode} | ${r.workers} | ${r.imgPerSec.toFixed(1)} | ${f(r.cpuMsPerImage)} | ${f(r.decodeMs)} | ` +
+    `| ${r.mode} | ${r.workers} | ${r.imgPerSec.toFixed(1)} | ${r.steadyImgPerSec.toFixed(1)} | ${f(r.cpuMsPerImage)} | ${f(r.decodeMs)} | ` +
       `${f(r.transformMs)} | ${f(r.efficiency)} |`,
   );
 }
