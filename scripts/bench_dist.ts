@@ -75,7 +75,7 @@ const { values } = parseArgs({
     breakdown: { type: 'string', default: '0' },
     paths: { type: 'string' },
     'bucket-mb': { type: 'string', default: String(DEFAULT_DIST_BUCKET_MB) },
-    'comm-threads': { type: 'string', default: '4' },
+    'comm-threads': { type: 'string' }, // threads of overlap-mt (default 4) and, when given, of `default`
     backend: { type: 'string', default: 'auto' },
     'img-size': { type: 'string', default: '224' },
     seed: { type: 'string', default: '0' },
@@ -103,7 +103,8 @@ const bucketBytes = Math.round(Number(values['bucket-mb']) * 1024 * 1024);
 const gradBytes = params.reduce((a, p) => a + p.variable.size * 4, 0);
 // `default` = readDistSettings' automatic choice (MAMBAOUT_DIST_THREADS=auto): threads above AUTO_THREADS_BYTES
 const threadsFor = (p: Path): boolean => p.base === 'overlap-mt' || (p.base === 'default' && gradBytes >= AUTO_THREADS_BYTES);
-const commThreads = paths.some((p) => p.base === 'default') && !paths.some((p) => p.base === 'overlap-mt') ? AUTO_THREADS : Number(values['comm-threads']);
+const commThreads = values['comm-threads'] !== undefined ? Number(values['comm-threads'])
+  : paths.some((p) => p.base === 'default') && !paths.some((p) => p.base === 'overlap-mt') ? AUTO_THREADS : 4;
 const pool = paths.some(threadsFor)
   ? await CommPool.create(group, { threads: commThreads, masterAddr: env.masterAddr || '127.0.0.1', timeoutMs: 300_000, nodeRank: env.nodeRank })
   : null;
