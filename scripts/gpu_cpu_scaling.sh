@@ -6,7 +6,7 @@
 #
 #   source .device/setup.sh && bash scripts/gpu_cpu_scaling.sh
 #
-# About 3 minutes. Knobs: MODES (eval,train), PROCS (1,8,15), N (512 samples per process for Pillow; bench:data uses >= 6 batches per
+# About 3 minutes. Knobs: MODES (eval,train), PROCS (1,8,15), N (512 samples per process for Pillow; bench:data uses >= 10 batches per
 # worker), DIR (default: bench:data's generated folder of 256 JPEGs of 375-500 px).
 set -uo pipefail
 cd "$(dirname "$0")/.."
