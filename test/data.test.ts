@@ -455,6 +455,25 @@ describe('decode: the synchronous JPEG path (libjpeg-turbo WebAssembly)', () => 
     await assertSameAsSharp(jpg, 'after the damaged ones');
   });
 
+  test('a JPEG without its quantization tables fails, also right after a file that had them (a fresh decompressor per file)', async () => {
+    const jpg = await sharp(rawImage(64, 48, 3, (x, y, c) => (x * 5 + y * 9 + c * 70) & 255), { raw: { width: 64, height: 48, channels: 3 } })
+      .jpeg({ quality: 90 }).toBuffer();
+    const parts: Buffer[] = [jpg.subarray(0, 2)];
+    let i = 2;
+    while (jpg[i] === 0xff && jpg[i + 1] !== 0xda) {
+      const len = jpg.readUInt16BE(i + 2);
+      if (jpg[i + 1] !== 0xdb) parts.push(jpg.subarray(i, i + 2 + len)); // drop the DQT segments
+      i += 2 + len;
+    }
+    parts.push(jpg.subarray(i));
+    const noTables = Buffer.concat(parts);
+    assert.ok(noTables.length < jpg.length - 60, 'the tables were dropped');
+    // libjpeg keeps tables in its decompress object: with one object for all files, this decoded with jpg's tables
+    assert.ok(decodeRGBSync(jpg));
+    assert.equal(decodeRGBSync(noTables), null);
+    await rejectsWith(decodeRGB(noTables, 'no_tables.jpg'), DecodeError, /no_tables\.jpg/);
+  });
+
   test('PNG, CMYK and damaged JPEGs are left to sharp (null), decodeRGB still decodes or fails as before', async () => {
     const png = await sharp(rawImage(8, 6, 3, (x, y, c) => x * 30 + y + c), { raw: { width: 8, height: 6, channels: 3 } }).png().toBuffer();
     assert.equal(decodeRGBSync(png), null);

@@ -37,17 +37,20 @@ static int tj_colorspace(J_COLOR_SPACE cs) {
 /*
  * Read the header of buf[0..len). Writes width, height, colorspace (TJCS code) to meta[0..2]. Returns 0, or -1 when
  * the header is incomplete or libjpeg warned.
+ *
+ * Every file gets a fresh decompressor, as in sharp and Pillow: libjpeg keeps Huffman and quantization tables in the
+ * decompress object from one image to the next (for abbreviated datastreams), so a file that lacks a table would
+ * otherwise decode with the previous file's instead of failing (found by fuzzing: the result depended on which file
+ * came before). It costs under a microsecond per file (reading a header: 3.9 -> 4.2-4.7 us, 2-core box).
  */
 __attribute__((export_name("mj_header"))) int mj_header(const unsigned char *buf, unsigned long len, int32_t *meta) {
-  if (!ready) {
-    dinfo.err = jpeg_std_error(&jerr);
-    jerr.error_exit = error_exit;
-    jerr.output_message = output_message;
-    jerr.emit_message = emit_message;
-    jpeg_create_decompress(&dinfo);
-    ready = 1;
-  }
-  jpeg_abort_decompress(&dinfo);
+  if (ready) jpeg_destroy_decompress(&dinfo);
+  dinfo.err = jpeg_std_error(&jerr);
+  jerr.error_exit = error_exit;
+  jerr.output_message = output_message;
+  jerr.emit_message = emit_message;
+  jpeg_create_decompress(&dinfo);
+  ready = 1;
   jerr.num_warnings = 0;
   jpeg_mem_src(&dinfo, buf, len);
   if (jpeg_read_header(&dinfo, TRUE) != JPEG_HEADER_OK || jerr.num_warnings) return -1;
