@@ -296,11 +296,16 @@ export function resizeSourceRegion(
   return { left: x0, top: y0, width: x1 - x0, height: y1 - y0 };
 }
 
-/** Input indices [first, end) that output indices [start, start + len) of one axis read (taps move right with xx). */
+/**
+ * Input indices [first, end) that output indices [start, start + len) of one axis read (taps move right with xx).
+ * `| 0`: Math.trunc gives -0 for a first tap just left of 0, and a -0 stored in a Region would make V8 widen the
+ * field representation of every {left, top, width, height} object (they share one map) and, through the images built
+ * from them, of RGBImage's width: pil.ts's loops then deoptimized and ran ~25% slower (`--trace-deopt`: "not a Smi").
+ */
 function tapSpan(inSize: number, in0: number, in1: number, outSize: number, filter: Filter, start: number, len: number): [number, number] {
   const { scale, support } = axisGeometry(in0, in1, outSize, filter);
-  const first = tapWindow(inSize, in0, scale, support, start).xmin;
-  return [first, tapWindow(inSize, in0, scale, support, start + len - 1).xmax];
+  const first = tapWindow(inSize, in0, scale, support, start).xmin | 0;
+  return [first, tapWindow(inSize, in0, scale, support, start + len - 1).xmax | 0];
 }
 
 /** The in-image indices among idx[from..] (non-decreasing), as [first, end); at least one pixel. */
