@@ -23,6 +23,7 @@
  * | dawnFlags        | MAMBAOUT_DAWN_FLAGS         | [] (extra dawn.node flags, space-separated) |
  * | gemmRules        | MAMBAOUT_GEMM_RULES         | 'current' (phase1: the first tile rules) |
  * | noShrinkOnLoad   | MAMBAOUT_NO_SHRINK_ON_LOAD  | false (1: timm's training pixels)        |
+ * | regionDecode     | MAMBAOUT_REGION_DECODE      | 'on' (off: whole JPEG decodes; poison)   |
  * | home             | MAMBAOUT_HOME               | ~/.cache/mambaout                        |
  * | maxImagePixels   | MAMBAOUT_MAX_IMAGE_PIXELS   | undefined (src/limits.ts: 178,956,970)   |
  * | distTransport    | MAMBAOUT_DIST_TRANSPORT     | 'auto'                                   |
@@ -54,6 +55,7 @@ export const SETTING_VARIABLES = {
   dawnFlags: 'MAMBAOUT_DAWN_FLAGS',
   gemmRules: 'MAMBAOUT_GEMM_RULES',
   noShrinkOnLoad: 'MAMBAOUT_NO_SHRINK_ON_LOAD',
+  regionDecode: 'MAMBAOUT_REGION_DECODE',
   home: 'MAMBAOUT_HOME',
   maxImagePixels: 'MAMBAOUT_MAX_IMAGE_PIXELS',
   distTransport: 'MAMBAOUT_DIST_TRANSPORT',
@@ -73,6 +75,9 @@ export const SETTING_VARIABLES = {
 export const DEFAULT_DIST_BUCKET_MB = 2;
 
 export type SettingName = keyof typeof SETTING_VARIABLES;
+
+/** MAMBAOUT_REGION_DECODE: JPEG region decode on, off, or on with the rest of the frame poisoned (tests). */
+export type RegionDecodeSetting = 'on' | 'off' | 'poison';
 
 /** The transports a distributed run can be forced to (src/distributed/tcp.ts TransportKind). */
 export type DistTransportSetting = 'auto' | 'unix' | 'tcp';
@@ -217,6 +222,19 @@ export const settings = {
   },
   set noShrinkOnLoad(v: boolean) {
     write('noShrinkOnLoad', v);
+  },
+
+  /**
+   * JPEG region decode in the data loader (src/data/jpeg.ts): 'on' decodes only the part of a JPEG the transform reads
+   * (the same pixels), 'off' decodes every JPEG whole (A/B runs), 'poison' (tests) also fills the rest of the frame
+   * with noise so that a transform reading outside its declared region shows. `MAMBAOUT_REGION_DECODE`, default 'on';
+   * read once per thread.
+   */
+  get regionDecode(): RegionDecodeSetting {
+    return oneOf('regionDecode', ['on', 'off', 'poison'], 'on');
+  },
+  set regionDecode(v: RegionDecodeSetting) {
+    write('regionDecode', v);
   },
 
   /** Folder of the downloaded release weights (`--pretrained`). `MAMBAOUT_HOME`, default ~/.cache/mambaout. */

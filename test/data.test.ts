@@ -16,7 +16,9 @@ import { UserError } from '../src/errors.js';
 import { cmykToRgb, decodeRGB, decodeRGBSync, DecodeError } from '../src/data/decode.js';
 import { naturalSort, resolveSplit, scanImageFolder, type Sample } from '../src/data/folder.js';
 import { DataLoader, type Batch } from '../src/data/loader.js';
-import { runBatch } from '../src/data/worker.js';
+import { runBatch, type TaskItem } from '../src/data/worker.js';
+import { regionDecoding } from '../src/data/jpeg.js';
+import type { TransformSpec } from '../src/data/transforms/index.js';
 import { sampleSeed } from '../src/utils/rng.js';
 import {
   DistributedSampler,
@@ -24,11 +26,13 @@ import {
   RandomSampler,
   SequentialSampler,
 } from '../src/data/sampler.js';
-import { centerCropBox, evalCropUint8, evalResizeSize, evalTransform } from '../src/data/transforms/eval.js';
+import { centerCropBox, evalCropUint8, evalResizeSize, evalSourceRegion, evalTransform } from '../src/data/transforms/eval.js';
 import { MAMBAOUT_DATA_DEFAULTS, resolveDataConfig, type DataConfig } from '../src/data/config.js';
 import { pyRound } from '../src/utils/pyformat.js';
-import { cropRGB, INTERPOLATIONS, resampleSimd, resizeRGB, type RGBImage } from '../src/data/transforms/resize.js';
-import { DEFAULT_TRAIN_SPEC, trainDecodeScale, trainTransform, type TrainKindSpec } from '../src/data/transforms/train.js';
+import {
+  cropRGB, INTERPOLATIONS, resampleSimd, resizeRGB, resizeSourceRegion, type Region, type ResizeOptions, type RGBImage,
+} from '../src/data/transforms/resize.js';
+import { DEFAULT_TRAIN_SPEC, trainDecodeRegion, trainDecodeScale, trainTransform, type TrainKindSpec } from '../src/data/transforms/train.js';
 import { Rng } from '../src/utils/rng.js';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
@@ -455,6 +459,25 @@ describe('decode: the synchronous JPEG path (libjpeg-turbo WebAssembly)', () => 
     await assertSameAsSharp(jpg, 'after the damaged ones');
   });
 
+  test('a JPEG without its quantization tables fails, also right after a file that had them (a fresh decompressor per file)', async () => {
+    const jpg = await sharp(rawImage(64, 48, 3, (x, y, c) => (x * 5 + y * 9 + c * 70) & 255), { raw: { width: 64, height: 48, channels: 3 } })
+      .jpeg({ quality: 90 }).toBuffer();
+    const parts: Buffer[] = [jpg.subarray(0, 2)];
+    let i = 2;
+    while (jpg[i] === 0xff && jpg[i + 1] !== 0xda) {
+      const len = jpg.readUInt16BE(i + 2);
+      if (jpg[i + 1] !== 0xdb) parts.push(jpg.subarray(i, i + 2 + len)); // drop the DQT segments
+      i += 2 + len;
+    }
+    parts.push(jpg.subarray(i));
+    const noTables = Buffer.concat(parts);
+    assert.ok(noTables.length < jpg.length - 60, 'the tables were dropped');
+    // libjpeg keeps tables in its decompress object: with one object for all files, this decoded with jpg's tables
+    assert.ok(decodeRGBSync(jpg));
+    assert.equal(decodeRGBSync(noTables), null);
+    await rejectsWith(decodeRGB(noTables, 'no_tables.jpg'), DecodeError, /no_tables\.jpg/);
+  });
+
   test('PNG, CMYK and damaged JPEGs are left to sharp (null), decodeRGB still decodes or fails as before', async () => {
     const png = await sharp(rawImage(8, 6, 3, (x, y, c) => x * 30 + y + c), { raw: { width: 8, height: 6, channels: 3 } }).png().toBuffer();
     assert.equal(decodeRGBSync(png), null);
@@ -469,6 +492,285 @@ describe('decode: the synchronous JPEG path (libjpeg-turbo WebAssembly)', () => 
     const garbage = new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3, 4, 5, 6, 7, 8]);
     assert.equal(decodeRGBSync(garbage), null); // an error exit inside libjpeg
     assert.ok(decodeRGBSync(jpg), 'the decoder works again after an error exit');
+  });
+});
+
+// -------------------------------------------------------------------------------------------------
+describe('decode: region decode (only the part of a JPEG that a transform reads)', () => {
+  /** cjpeg-made files (test/fixtures/jpeg/README.md): block smoothing, restart markers, gray 2x2, 4:1:1, mixed. */
+  const REGION_FIXTURES = ['progressive_incomplete_420', 'restart_420', 'gray_2x2', 'progressive_411', 'arithmetic_mixed'];
+
+  /** JPEGs of every sampling the decoder takes: sharp-made (4:2:0, 4:4:4, progressive, gray; odd sizes), cjpeg-made. */
+  async function regionCorpus(): Promise<[string, Buffer][]> {
+    const out: [string, Buffer][] = [];
+    for (const [w, h] of [[1, 1], [9, 7], [61, 47], [203, 117], [48, 130]]) {
+      const px = rawImage(w, h, 3, (x, y, c) => Math.round(128 + 90 * Math.sin(x / 6 + c + y / 13) * Math.cos(y / 5 - c) + ((x * 7 + y * 13 + c) % 29) - 14));
+      const raw = { raw: { width: w, height: h, channels: 3 as const } };
+      for (const chromaSubsampling of ['4:2:0', '4:4:4']) for (const progressive of [false, true]) {
+        out.push([`${w}x${h} ${chromaSubsampling}${progressive ? ' progressive' : ''}`,
+          await sharp(px, raw).jpeg({ quality: 90, chromaSubsampling, progressive }).toBuffer()]);
+      }
+      out.push([`${w}x${h} gray`, await sharp(px, raw).toColourspace('b-w').jpeg({ quality: 90 }).toBuffer()]);
+    }
+    for (const [what, b64] of CJPEG_SAMPLES) out.push([`${what} 37x29`, Buffer.from(b64, 'base64')]);
+    for (const name of REGION_FIXTURES) out.push([name, readFileSync(path.join(FIXTURES, 'jpeg', `${name}.jpg`))]);
+    out.push(['photo chelsea', readFileSync(path.join(FIXTURES, 'photos', 'chelsea.jpg'))]);
+    return out;
+  }
+
+  /** Run `fn` with region decode in `mode` ('poison': the bytes outside a region are noise), then restore it. */
+  function withRegionMode<T>(mode: 'on' | 'off' | 'poison', fn: () => T): T {
+    const before = regionDecoding();
+    regionDecoding(mode);
+    try {
+      return fn();
+    } finally {
+      regionDecoding(before);
+    }
+  }
+
+  test('a region decode equals the whole decode inside the region: random regions, every sampling, progressive, arithmetic, odd sizes, at 1/1, 1/2, 1/4, 1/8', async () => {
+    const rng = new Rng(2026);
+    let partial = 0, poisonSeen = 0;
+    for (const [what, buf] of await regionCorpus()) {
+      for (const s of [1, 2, 4, 8] as const) {
+        const whole = decodeRGBSync(buf, { scaleFor: () => s })!;
+        assert.ok(whole, `${what}: decoded`);
+        const ref = whole.data.slice();
+        const { width: w, height: h } = whole;
+        const regions: Region[] = [];
+        for (let k = 0; k < 16; k++) {
+          const left = rng.randint(0, w - 1), top = rng.randint(0, h - 1);
+          regions.push({ left, top, width: rng.randint(1, w - left), height: rng.randint(1, h - top) });
+        }
+        regions.push({ left: w - 1, top: h - 1, width: 1, height: 1 }, { left: w >> 1, top: 0, width: 1, height: h });
+        // edges on iMCU boundaries (multiples of 8 px), where a crop's margin matters most
+        for (let left = 8; left < w; left += 8) {
+          const top = 8 * rng.randint(0, (h - 1) >> 3);
+          regions.push({ left, top, width: rng.randint(1, w - left), height: rng.randint(1, h - top) });
+        }
+        for (const r of regions) {
+          const img = withRegionMode('poison', () => decodeRGBSync(buf, {
+            scaleFor: () => s,
+            regionFor: (g) => {
+              assert.deepEqual([g.width, g.height, g.scale, g.fullWidth, g.fullHeight], [w, h, s, whole.fullWidth, whole.fullHeight]);
+              return r;
+            },
+          }));
+          assert.ok(img, `${what} 1/${s} ${JSON.stringify(r)}: decoded`);
+          assert.deepEqual([img.width, img.height, img.data.length], [w, h, w * h * 3]);
+          if (r.width === w && r.height === h) {
+            assert.equal(img.region, undefined);
+            continue;
+          }
+          assert.deepEqual(img.region, r);
+          partial++;
+          let diff = 0, outside = 0;
+          for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) {
+            const i = (y * w + x) * 3 + c;
+            const inside = x >= r.left && x < r.left + r.width && y >= r.top && y < r.top + r.height;
+            if (inside && img.data[i] !== ref[i]) diff++;
+            if (!inside && img.data[i] !== ref[i]) outside++;
+          }
+          assert.equal(diff, 0, `${what} 1/${s} region ${JSON.stringify(r)}: ${diff} bytes differ from the whole decode`);
+          if (outside > 0) poisonSeen++;
+        }
+      }
+    }
+    assert.ok(partial > 2000, `${partial} partial regions`);
+    assert.ok(poisonSeen > partial * 0.9, 'the bytes outside the regions were overwritten (poison)');
+  });
+
+  test('a truncated or corrupt JPEG goes to sharp with a region as it does without one', async () => {
+    const px = rawImage(160, 96, 3, (x, y, c) => (x * 5 + y * 9 + c * 70 + ((x * y) % 17)) & 255);
+    const raw = { raw: { width: 160, height: 96, channels: 3 as const } };
+    const top = { left: 64, top: 0, width: 16, height: 8 }; // far from the damage at the end of the data
+    for (const progressive of [false, true]) {
+      const jpg = await sharp(px, raw).jpeg({ quality: 90, progressive }).toBuffer();
+      for (let cut = 5; cut < 10; cut++) {
+        const bad = jpg.subarray(0, Math.floor((jpg.length * cut) / 10));
+        assert.equal(decodeRGBSync(bad), null);
+        assert.equal(withRegionMode('poison', () => decodeRGBSync(bad, { regionFor: () => top })), null, `cut at ${cut}/10 with a region`);
+      }
+      // bytes between the entropy-coded data and EOI: libjpeg's "extraneous bytes" warning
+      const extra = Buffer.concat([jpg.subarray(0, jpg.length - 2), Buffer.from([0x12, 0x34, 0x56, 0xff, 0xd9])]);
+      assert.equal(decodeRGBSync(extra), null);
+      assert.equal(withRegionMode('poison', () => decodeRGBSync(extra, { regionFor: () => top })), null, 'extraneous bytes with a region');
+      let seed = 7;
+      const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+      let nulls = 0;
+      for (let t = 0; t < 80; t++) {
+        const bad = Buffer.from(jpg);
+        for (let k = 0; k <= t % 3; k++) bad[600 + rnd(bad.length - 600)] ^= 1 << rnd(8);
+        const s = ([1, 2, 4, 8] as const)[t % 4];
+        const whole = decodeRGBSync(bad, { scaleFor: () => s });
+        const ref = whole?.data.slice();
+        const w = Math.ceil(160 / s);
+        const r = { left: rnd(w - 1), top: 0, width: 1, height: 1 + rnd(Math.ceil(96 / s)) };
+        const part = withRegionMode('poison', () => decodeRGBSync(bad, { scaleFor: () => s, regionFor: () => r }));
+        assert.equal(part === null, whole === null, `flip ${t}: the same answer with a region`);
+        if (!part || !ref) {
+          nulls++;
+          continue;
+        }
+        for (let y = r.top; y < r.top + r.height; y++) for (let x = r.left; x < r.left + r.width; x++) {
+          for (let c = 0; c < 3; c++) assert.equal(part.data[(y * w + x) * 3 + c], ref[(y * w + x) * 3 + c]);
+        }
+      }
+      assert.ok(nulls > 5, `${nulls} of 80 damaged files left to sharp`);
+      // through the loader's path: the truncated file is decoded by sharp, which fails on it, and is skipped
+      const file = path.join(tmp, `truncated_${progressive}.jpg`);
+      writeFileSync(file, jpg.subarray(0, Math.floor(jpg.length * 0.8)));
+      const res = await withRegionMode('poison', () => runBatch(
+        { id: 0, items: [{ index: 0, path: file, label: 0, seed: 1 }] },
+        { kind: 'eval', inputSize: [3, 32, 32], cropPct: 1, interpolation: 'bicubic', mean: [0, 0, 0], std: [1, 1, 1], output: 'uint8' },
+      ));
+      assert.equal(res.count, 0);
+      assert.equal(res.skipped.length, 1);
+    }
+  });
+
+  /** JPEG files for the transform tests: landscape, portrait, square, progressive, 4:4:4, gray. */
+  async function transformFiles(dir: string): Promise<string[]> {
+    const files: string[] = [];
+    const kinds: [number, number, Record<string, unknown>, boolean][] = [
+      [203, 117, { quality: 90 }, false], [96, 160, { quality: 85, progressive: true }, false],
+      [150, 150, { quality: 95, chromaSubsampling: '4:4:4' }, false], [131, 77, { quality: 90 }, true], [40, 30, { quality: 90 }, false],
+    ];
+    mkdirSync(dir, { recursive: true });
+    for (const [k, [w, h, opts, gray]] of kinds.entries()) {
+      const px = rawImage(w, h, 3, (x, y, c) => Math.round(128 + 100 * Math.sin(x / (4 + k) + c) * Math.cos(y / 6 - c)) ^ ((x * y) & 15));
+      let img = sharp(px, { raw: { width: w, height: h, channels: 3 } });
+      if (gray) img = img.toColourspace('b-w');
+      const p = path.join(dir, `im${k}.jpg`);
+      await img.jpeg(opts).toFile(p);
+      files.push(p);
+    }
+    files.push(path.join(FIXTURES, 'jpeg', 'progressive_incomplete_420.jpg'), path.join(FIXTURES, 'jpeg', 'arithmetic_mixed.jpg'));
+    return files;
+  }
+
+  /** runBatch of `items` with whole decodes and with poisoned region decodes: the same bytes. */
+  async function assertSameWithRegions(spec: TransformSpec, items: TaskItem[], what: string): Promise<void> {
+    const whole = await withRegionMode('off', () => runBatch({ id: 0, items }, spec));
+    const region = await withRegionMode('poison', () => runBatch({ id: 0, items }, spec));
+    assert.equal(whole.count, items.length, `${what}: every image decoded`);
+    assert.equal(region.count, whole.count);
+    const per = whole.images.length / whole.count;
+    for (let k = 0; k < whole.count; k++) {
+      const a = whole.images.subarray(k * per, (k + 1) * per), b = region.images.subarray(k * per, (k + 1) * per);
+      assert.ok(a.every((v, i) => v === b[i]), `${what}: ${items[k].path} seed ${items[k].seed} differs with region decode`);
+    }
+  }
+
+  test('the train transform gives the same bytes with region decode as with whole decodes, over many seeds (with shrink-on-load)', async () => {
+    const files = await transformFiles(path.join(tmp, 'region_train'));
+    const specs: [string, TrainKindSpec][] = [
+      ['default, 24 px (shrink-on-load)', { kind: 'train', ...DEFAULT_TRAIN_SPEC, imgSize: 24 }],
+      ['lanczos, 40x28', { kind: 'train', ...DEFAULT_TRAIN_SPEC, imgSize: [40, 28], interpolation: 'lanczos', aa: null }],
+      ['nearest, 20 px', { kind: 'train', ...DEFAULT_TRAIN_SPEC, imgSize: 20, interpolation: 'nearest' }],
+      ['hamming, scale 0.3-1', { kind: 'train', ...DEFAULT_TRAIN_SPEC, imgSize: 16, interpolation: 'hamming', scale: [0.3, 1], aa: null }],
+      ['box, no shrink-on-load', { kind: 'train', ...DEFAULT_TRAIN_SPEC, imgSize: 16, interpolation: 'box', shrinkOnLoad: false, aa: null }],
+      ['no-aug, crop 0.9', { kind: 'train', ...DEFAULT_TRAIN_SPEC, imgSize: 32, noAug: true, cropPct: 0.9 }],
+    ];
+    let shrunk = 0, smaller = 0, n = 0;
+    for (const [what, spec] of specs) {
+      const items: TaskItem[] = [];
+      for (const [f, file] of files.entries()) {
+        for (let k = 0; k < 40; k++) items.push({ index: f, path: file, label: 0, seed: sampleSeed(3, f, k) });
+      }
+      await assertSameWithRegions(spec, items, what);
+      for (const it of items) {
+        const buf = readFileSync(it.path);
+        const hdr = decodeRGBSync(buf)!;
+        const s = trainDecodeScale(hdr.fullWidth, hdr.fullHeight, spec, it.seed);
+        const g = { width: Math.ceil(hdr.fullWidth / s), height: Math.ceil(hdr.fullHeight / s), scale: s, fullWidth: hdr.fullWidth, fullHeight: hdr.fullHeight };
+        const r = trainDecodeRegion(g, spec, it.seed);
+        n++;
+        if (s > 1) shrunk++;
+        if (r.width * r.height < 0.8 * g.width * g.height) smaller++;
+      }
+    }
+    assert.ok(shrunk > 40, `shrink-on-load in ${shrunk} of ${n} samples`);
+    assert.ok(smaller > n / 3, `a region under 80% of the image in ${smaller} of ${n} samples`);
+  });
+
+  test('the eval transform gives the same bytes with region decode (crop_pct, filters, non-square, padded crops)', async () => {
+    const files = await transformFiles(path.join(tmp, 'region_eval'));
+    const items = files.map((p, index) => ({ index, path: p, label: 0, seed: index }));
+    const base = { mean: [0.485, 0.456, 0.406] as [number, number, number], std: [0.229, 0.224, 0.225] as [number, number, number] };
+    const cfgs: DataConfig[] = [
+      { ...base, inputSize: [3, 48, 48], cropPct: 1.0, interpolation: 'bicubic' },
+      { ...base, inputSize: [3, 48, 48], cropPct: 0.875, interpolation: 'bilinear' },
+      { ...base, inputSize: [3, 40, 56], cropPct: 0.95, interpolation: 'lanczos' },
+      { ...base, inputSize: [3, 36, 36], cropPct: 1.0, interpolation: 'nearest' },
+      { ...base, inputSize: [3, 64, 64], cropPct: 0.5, interpolation: 'bicubic' }, // upsampled, the 40x30 image padded
+    ];
+    for (const cfg of cfgs) {
+      for (const output of ['uint8', 'float32'] as const) {
+        await assertSameWithRegions({ kind: 'eval', ...cfg, output }, items, `${JSON.stringify(cfg.inputSize)} ${cfg.cropPct} ${cfg.interpolation} ${output}`);
+      }
+    }
+    // and timm's eval transform on the fixture photos, through region decodes, still equals the Pillow reference
+    const ref = await readSafetensors(path.join(FIXTURES, 'eval_transform.safetensors'));
+    const cfg = resolveDataConfig(MAMBAOUT_DATA_DEFAULTS, { cropPct: 0.875 });
+    const photos = PHOTOS.map((name, index) => ({ index, path: path.join(FIXTURES, 'photos', `${name}.jpg`), label: 0, seed: 0 }));
+    const res = await withRegionMode('poison', () => runBatch({ id: 0, items: photos }, { kind: 'eval', ...cfg }));
+    assert.equal(res.count, PHOTOS.length);
+    PHOTOS.forEach((name, k) => {
+      const want = ref.get(name)!.data as Float32Array;
+      const got = res.images.subarray(k * 224 * 224 * 3, (k + 1) * 224 * 224 * 3);
+      let max = 0;
+      for (let y = 0; y < 224; y++) for (let x = 0; x < 224; x++) for (let c = 0; c < 3; c++) {
+        max = Math.max(max, Math.abs(got[(y * 224 + x) * 3 + c] - want[(c * 224 + y) * 224 + x]));
+      }
+      assert.ok(max < 1e-5, `${name}: max abs diff ${max} to Pillow with region decode`);
+      const { width: w, height: h } = decodeRGBSync(readFileSync(photos[k].path))!;
+      const region = evalSourceRegion(w, h, cfg);
+      if (w !== h) assert.ok(region.width * region.height < 0.95 * w * h, `${name}: ${JSON.stringify(region)} of ${w}x${h}`);
+    });
+  });
+
+  test('resizeSourceRegion covers every pixel resizeRGB reads: noise outside it changes nothing (every filter, box, region, crop; SIMD and JS)', () => {
+    const rng = new Rng(77);
+    try {
+      for (let t = 0; t < 400; t++) {
+        const w = rng.randint(1, 90), h = rng.randint(1, 90);
+        const img = { data: new Uint8Array(w * h * 3).map((_, i) => (i * 37 + t) & 255), width: w, height: h };
+        const ow = rng.randint(1, 70), oh = rng.randint(1, 70);
+        const interp = INTERPOLATIONS[rng.randint(0, INTERPOLATIONS.length - 1)];
+        const opts: ResizeOptions = {};
+        if (rng.random() < 0.5) {
+          const l = rng.randint(0, ow - 1), tp = rng.randint(0, oh - 1);
+          opts.region = { left: l, top: tp, width: rng.randint(1, ow - l), height: rng.randint(1, oh - tp) };
+        }
+        const mode = rng.randint(0, 2);
+        if (mode === 1) {
+          const x0 = rng.uniform(0, w * 0.5), y0 = rng.uniform(0, h * 0.5);
+          opts.box = [x0, y0, rng.uniform(x0 + 0.25, w), rng.uniform(y0 + 0.25, h)];
+        } else if (mode === 2) {
+          const cw = rng.randint(1, w), chh = rng.randint(1, h);
+          opts.crop = { left: rng.randint(0, w - cw), top: rng.randint(0, h - chh), width: cw, height: chh };
+        }
+        if (rng.random() < 0.1) [opts.region, opts.box, opts.crop] = [undefined, undefined, undefined];
+        const simd = t % 2 === 0;
+        resampleSimd(simd);
+        const want = resizeRGB(img, ow, oh, interp, opts);
+        const src = resizeSourceRegion(w, h, ow, oh, interp, opts);
+        assert.ok(src.left >= 0 && src.top >= 0 && src.width > 0 && src.height > 0 && src.left + src.width <= w && src.top + src.height <= h);
+        // small integers only: a -0 here once slowed every later transform (V8 widened the shared Region map)
+        assert.ok(Object.values(src).every((v) => Number.isInteger(v) && !Object.is(v, -0)), JSON.stringify({ w, h, ow, oh, interp, opts }));
+        const noisy = { ...img, data: img.data.map((v, i) => {
+          const x = Math.floor(i / 3) % w, y = Math.floor(i / 3 / w);
+          const inside = x >= src.left && x < src.left + src.width && y >= src.top && y < src.top + src.height;
+          return inside ? v : (v * 131 + 71 + i) & 255;
+        }) };
+        const got = resizeRGB(noisy, ow, oh, interp, opts);
+        assert.ok(got.data.every((v, i) => v === want.data[i]), JSON.stringify({ w, h, ow, oh, interp, opts, src, simd }));
+      }
+    } finally {
+      resampleSimd(true);
+    }
   });
 });
 

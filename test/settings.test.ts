@@ -54,6 +54,7 @@ test('unset or blank variables give the documented defaults', () => {
     assert.deepEqual(settings.dawnFlags, []);
     assert.equal(settings.gemmRules, 'current');
     assert.equal(settings.noShrinkOnLoad, false);
+    assert.equal(settings.regionDecode, 'on');
     assert.equal(settings.home, join(homedir(), '.cache', 'mambaout'));
     assert.equal(settings.maxImagePixels, undefined);
     assert.equal(settings.distTransport, 'auto');
@@ -95,6 +96,7 @@ test('each setting reads its variable when asked, and assigning it writes the va
     assert.deepEqual(settings.dawnFlags, ['enable-dawn-features=skip_validation', 'backend=vulkan']));
   withEnv('gemmRules', 'phase1', () => assert.equal(settings.gemmRules, 'phase1'));
   withEnv('noShrinkOnLoad', '1', () => assert.equal(settings.noShrinkOnLoad, true));
+  withEnv('regionDecode', 'off', () => assert.equal(settings.regionDecode, 'off'));
   withEnv('distCompress', 'bf16', () => assert.equal(settings.distCompress, 'bf16'));
   withEnv('distTransfer', 'staged', () => assert.equal(settings.distTransfer, 'staged'));
   withEnv('distThreads', '0', () => assert.equal(settings.distThreads, 0));
@@ -124,6 +126,7 @@ test('a bad value is a UserError naming the variable and the value', () => {
     ['webgpuKernels', 'v2', "MAMBAOUT_WEBGPU_KERNELS='v2' is not v1 or current"],
     ['webgpuOff', 'gemm,gemv', "MAMBAOUT_WEBGPU_OFF='gemm,gemv' names 'gemv', which is not one of fused, gemm, linearEpilogue, layerNormGelu, adamMulti, convBackpropInput, convForward, gateConv, bindGroupCache, directUpload, uniformCache"],
     ['gemmRules', 'phase2', "MAMBAOUT_GEMM_RULES must be current or phase1, got 'phase2'."],
+    ['regionDecode', 'yes', "MAMBAOUT_REGION_DECODE must be on, off or poison, got 'yes'."],
     ['distCompress', 'fp16', "MAMBAOUT_DIST_COMPRESS must be none or bf16, got 'fp16'."],
     ['distTransfer', 'fast', "MAMBAOUT_DIST_TRANSFER must be auto, staged or tfjs, got 'fast'."],
     ['distThreads', '65', "MAMBAOUT_DIST_THREADS must be auto or a whole number from 0 to 64, got '65'."],

@@ -36,13 +36,13 @@
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import type { SharpOptions } from 'sharp';
-import { jpegDecoder, type JpegScale } from './jpeg.js';
-import type { RGBImage } from './transforms/resize.js';
+import { jpegDecoder, type DecodeGeometry, type JpegScale } from './jpeg.js';
+import type { RGBImage, Region } from './transforms/resize.js';
 import { describePixels, limits } from '../limits.js';
 import { errMessage, oneLine } from '../errors.js';
 
 export type { RGBImage } from './transforms/resize.js';
-export type { JpegScale } from './jpeg.js';
+export type { DecodeGeometry, JpegScale } from './jpeg.js';
 
 /** A decoded image; `scale` > 1 when it was decoded at 1/scale of the file's size (JPEG DCT scaling). */
 export interface DecodedImage extends RGBImage {
@@ -51,6 +51,11 @@ export interface DecodedImage extends RGBImage {
   /** size of the image in the file */
   fullWidth: number;
   fullHeight: number;
+  /**
+   * Set when only this part of the image was decoded (DecodeOptions.regionFor): its pixels equal the whole decode's,
+   * the image keeps its whole size, and the bytes outside the region are undefined.
+   */
+  region?: Region;
 }
 
 
@@ -87,6 +92,12 @@ export interface DecodeOptions {
    * 1/returned value. Other files, and the sharp fallback, decode at full size (check `scale` of the result).
    */
   scaleFor?: (width: number, height: number) => JpegScale;
+  /**
+   * Called with the decode's geometry (size at the chosen scale, scale, file size): the only part of the image the
+   * caller will read, or null for all of it. A JPEG that the synchronous decoder takes is then decoded in that region
+   * only (src/data/jpeg.ts; the result's `region`). Other files, and the sharp fallback, decode whole.
+   */
+  regionFor?: (g: DecodeGeometry) => Region | null;
   /** Refuse images with more pixels than this (default: limits.maxImagePixels, see src/limits.ts). */
   maxPixels?: number;
   /**
@@ -134,7 +145,7 @@ export function decodeRGBSync(buf: Uint8Array, opts: DecodeOptions = {}, label =
     // A caller's reduced decode (predict/demo, reduceTo) is sharp's shrink-on-load + lanczos3 step.
     if (opts.reduceTo && w * h > REDUCE_ABOVE_PIXELS && Math.min(w, h) >= 4 * opts.reduceTo) return null;
     return opts.scaleFor ? opts.scaleFor(w, h) : 1;
-  });
+  }, opts.regionFor);
 }
 
 /**

@@ -38,6 +38,8 @@
  * those of native libjpeg-turbo.) The output of `decode` is a view of this decoder's memory, valid until its next call.
  */
 import { JPEG_WASM } from './jpegwasm/jpeg_wasm.js';
+import type { Region } from './transforms/resize.js';
+import { settings, type RegionDecodeSetting } from '../settings.js';
 
 /** TurboJPEG colorspace codes, as decoder.c reports them. */
 const TJCS_RGB = 0;
@@ -66,8 +68,11 @@ interface DecoderExports {
   free(p: number): void;
   /** Reads the header into meta[0..2] (width, height, colorspace); 0, or -1 when incomplete or libjpeg warned. */
   mj_header(buf: number, size: number, meta: number): number;
-  /** Decodes the image mj_header read at 1/denom into packed RGB (w x h); 0, or -1 when libjpeg warned. */
-  mj_decode(dst: number, denom: number, w: number, h: number): number;
+  /**
+   * Decodes the image mj_header read at 1/denom into packed RGB (a w x h frame), columns [x0, x1) of rows [y0, y1)
+   * at least; 0, or -1 when libjpeg warned.
+   */
+  mj_decode(dst: number, denom: number, w: number, h: number, x0: number, y0: number, x1: number, y1: number): number;
 }
 
 /** libjpeg's error exit calls the imported jpeg_error_exit; we unwind out of WebAssembly by throwing this. */
@@ -91,6 +96,49 @@ function instantiate(module: WebAssembly.Module): DecoderExports {
     wasi_snapshot_preview1: { proc_exit: unsupported, fd_close: unsupported, fd_seek: unsupported, fd_write: unsupported },
   });
   return inst.exports as unknown as DecoderExports;
+}
+
+/** What a caller's region callback gets: the size decoded (at 1/scale) and the file's size. */
+export interface DecodeGeometry {
+  width: number;
+  height: number;
+  scale: JpegScale;
+  fullWidth: number;
+  fullHeight: number;
+}
+
+let regionMode: RegionDecodeSetting | undefined;
+
+/**
+ * Whether regions are decoded ('on'), ignored ('off': whole decodes, for A/B runs) or decoded with every other byte
+ * of the frame overwritten by noise ('poison', for tests: a transform that reads outside its declared region then
+ * gives other pixels). Read from settings.regionDecode (MAMBAOUT_REGION_DECODE) on first use; `mode` sets it for this
+ * thread.
+ */
+export function regionDecoding(mode?: RegionDecodeSetting): RegionDecodeSetting {
+  if (mode !== undefined) regionMode = mode;
+  regionMode ??= settings.regionDecode;
+  return regionMode;
+}
+
+let poisonSeed = 0x9e3779b9;
+
+/** Overwrite every byte of the w x h RGB frame outside `r` with noise that differs from call to call. */
+function poisonOutside(data: Uint8Array, w: number, h: number, r: Region): void {
+  let x = (poisonSeed = (poisonSeed + 0x6d2b79f5) >>> 0);
+  const fill = (from: number, to: number) => {
+    for (let i = from; i < to; i++) {
+      x ^= x << 13; x ^= x >>> 17; x ^= x << 5; // xorshift32
+      data[i] = x & 255;
+    }
+  };
+  const stride = w * 3;
+  fill(0, r.top * stride);
+  for (let y = r.top; y < r.top + r.height; y++) {
+    fill(y * stride, (y * stride) + r.left * 3);
+    fill(y * stride + (r.left + r.width) * 3, (y + 1) * stride);
+  }
+  fill((r.top + r.height) * stride, h * stride);
 }
 
 /** Size of a dimension decoded at 1/scale (TurboJPEG's TJSCALED: ceil). */
@@ -164,17 +212,33 @@ export class JpegDecoder {
 
   /**
    * Decode at 1/scale into packed RGB. Returns null when this decoder does not handle the file (see the file
-   * header) or `scale` returns null; the caller then decodes it with sharp. `scale` may throw to refuse the file. The pixels are a view valid until the next call.
+   * header) or `scale` returns null; the caller then decodes it with sharp. `scale` may throw to refuse the file.
+   * `region`, given the decode's geometry, may name the only part of the image the caller reads (null: all of it):
+   * then only that part is decoded (region decode, see the file header) and the result's `region` says so; the frame
+   * keeps the whole size and the bytes outside the region are undefined. The pixels are a view valid until the next
+   * call.
    */
-  decode(buf: Uint8Array, scale: JpegScale | ((width: number, height: number) => JpegScale | null) = 1):
-    { data: Uint8Array; width: number; height: number; scale: JpegScale; fullWidth: number; fullHeight: number } | null {
+  decode(
+    buf: Uint8Array,
+    scale: JpegScale | ((width: number, height: number) => JpegScale | null) = 1,
+    region?: (g: DecodeGeometry) => Region | null,
+  ): (DecodeGeometry & { data: Uint8Array; region?: Region }) | null {
     const h = this.header(buf);
     if (!h || (h.colorspace !== TJCS_YCbCr && h.colorspace !== TJCS_GRAY && h.colorspace !== TJCS_RGB)) return null;
     if (h.width * h.height > MAX_PIXELS) return null;
     const s = typeof scale === 'function' ? scale(h.width, h.height) : scale;
     if (s === null) return null; // the caller wants this one decoded elsewhere
-    const w = scaledSize(h.width, s);
-    const hh = scaledSize(h.height, s);
+    const g: DecodeGeometry = { width: scaledSize(h.width, s), height: scaledSize(h.height, s), scale: s, fullWidth: h.width, fullHeight: h.height };
+    const { width: w, height: hh } = g;
+    let r = region && regionDecoding() !== 'off' ? region(g) : null;
+    if (r) {
+      const { left, top, width, height } = r;
+      if (![left, top, width, height].every(Number.isInteger) || left < 0 || top < 0 || width <= 0 || height <= 0 ||
+          left + width > w || top + height > hh) {
+        throw new Error(`internal: decode region ${JSON.stringify(r)} is not inside the ${w}x${hh} image`);
+      }
+      if (width === w && height === hh) r = null;
+    }
     if (this.outCap > KEEP_BYTES && w * hh * 3 <= KEEP_BYTES) {
       this.reset(); // give a huge image's memory back
       if (!this.header(buf)) return null;
@@ -182,8 +246,13 @@ export class JpegDecoder {
     try {
       const x = this.x!;
       const out = this.reserve('out', w * hh * 3);
-      if (x.mj_decode(out, s, w, hh) !== 0) return null;
-      return { data: new Uint8Array(x.memory.buffer, out, w * hh * 3), width: w, height: hh, scale: s, fullWidth: h.width, fullHeight: h.height };
+      const x0 = r ? r.left : 0, y0 = r ? r.top : 0;
+      const x1 = r ? r.left + r.width : w, y1 = r ? r.top + r.height : hh;
+      if (x.mj_decode(out, s, w, hh, x0, y0, x1, y1) !== 0) return null;
+      const data = new Uint8Array(x.memory.buffer, out, w * hh * 3);
+      if (!r) return { ...g, data };
+      if (regionDecoding() === 'poison') poisonOutside(data, w, hh, r);
+      return { ...g, data, region: { ...r } };
     } catch (e) {
       if (!(e instanceof JpegAbort)) throw e;
       this.reset();

@@ -6,7 +6,7 @@
  */
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { decodeRGB, decodeRGBSync, DecodeError, type DecodedImage } from './decode.js';
+import { decodeRGB, decodeRGBSync, DecodeError, type DecodedImage, type DecodeGeometry } from './decode.js';
 import { errMessage } from '../errors.js';
 import { getTransform, type ImageArray, type SampleContext, type TransformSpec } from './transforms/index.js';
 
@@ -111,8 +111,10 @@ export async function runBatch(task: BatchTask, spec: TransformSpec): Promise<Ba
     }
     if (data) {
       const scaleFor = def.decodeScale ? (w: number, h: number) => def.decodeScale!(w, h, spec, ctx) : undefined;
+      // only the part of a JPEG the transform reads is decoded (region decode; the same pixels there)
+      const regionFor = def.decodeRegion ? (g: DecodeGeometry) => def.decodeRegion!(g, spec, ctx) : undefined;
       try {
-        img = decodeRGBSync(data, { scaleFor }, it.path);
+        img = decodeRGBSync(data, { scaleFor, regionFor }, it.path);
       } catch (e) {
         if (!(e instanceof DecodeError)) throw e;
         err = e; // over the pixel limit: refused from the header

@@ -18,7 +18,7 @@
  */
 import { DEFAULT_CROP_PCT, type DataConfig } from '../config.js';
 import { pyRound } from '../../utils/pyformat.js';
-import { resizeRGB, type RGBImage, type Region } from './resize.js';
+import { resizeRGB, resizeSourceRegion, type RGBImage, type Region } from './resize.js';
 import type { ImageDType, TransformDef } from './types.js';
 
 /** Size [width, height] that timm's eval Resize produces for an image of `w`×`h`. */
@@ -48,25 +48,45 @@ export function centerCropBox(w: number, h: number, cw: number, ch: number): {
   return { padLeft, padTop, left: pyRound((pw - cw) / 2), top: pyRound((ph - ch) / 2) };
 }
 
-/** Resize + center crop in uint8 (the PIL image timm hands to ToTensor). HWC RGB, H×W of inputSize. */
-export function evalCropUint8(img: RGBImage, cfg: Pick<DataConfig, 'inputSize' | 'cropPct' | 'interpolation'>): RGBImage {
+/**
+ * Where the centre crop of `evalCropUint8` lies in the resized image (rw x rh): `region` is the part of the resized
+ * image inside the crop, (x0, y0) the resized pixel of the crop's top-left corner (negative when padded).
+ */
+function evalCropGeometry(w: number, h: number, cfg: Pick<DataConfig, 'inputSize' | 'cropPct'>): {
+  rw: number; rh: number; region: Region; x0: number; y0: number;
+} {
   const [, H, W] = cfg.inputSize;
-  const [rw, rh] = evalResizeSize(img.width, img.height, cfg);
+  const [rw, rh] = evalResizeSize(w, h, cfg);
   const c = centerCropBox(rw, rh, W, H);
   // Output pixel (y, x) comes from resized pixel (y + top - padTop, x + left - padLeft) when inside.
   const x0 = c.left - c.padLeft;
   const y0 = c.top - c.padTop;
   const ix0 = Math.max(0, x0), iy0 = Math.max(0, y0);
   const ix1 = Math.min(rw, x0 + W), iy1 = Math.min(rh, y0 + H);
-  const region: Region = { left: ix0, top: iy0, width: ix1 - ix0, height: iy1 - iy0 };
+  return { rw, rh, region: { left: ix0, top: iy0, width: ix1 - ix0, height: iy1 - iy0 }, x0, y0 };
+}
+
+/** Resize + center crop in uint8 (the PIL image timm hands to ToTensor). HWC RGB, H×W of inputSize. */
+export function evalCropUint8(img: RGBImage, cfg: Pick<DataConfig, 'inputSize' | 'cropPct' | 'interpolation'>): RGBImage {
+  const [, H, W] = cfg.inputSize;
+  const { rw, rh, region, x0, y0 } = evalCropGeometry(img.width, img.height, cfg);
   const part = resizeRGB(img, rw, rh, cfg.interpolation, { region });
   if (region.width === W && region.height === H) return part;
   const out = new Uint8Array(W * H * 3); // zero padding (black), as torchvision's pad(fill=0)
   for (let y = 0; y < region.height; y++) {
-    const d = ((iy0 - y0 + y) * W + (ix0 - x0)) * 3;
+    const d = ((region.top - y0 + y) * W + (region.left - x0)) * 3;
     out.set(part.data.subarray(y * region.width * 3, (y + 1) * region.width * 3), d);
   }
   return { data: out, width: W, height: H };
+}
+
+/**
+ * The pixels of a `w`×`h` image that `evalCropUint8` reads: the filter taps under the centre crop (resize.ts
+ * resizeSourceRegion). For a 4:3 image at crop_pct 1.0, ~75% of the columns plus the filter's reach, all rows.
+ */
+export function evalSourceRegion(w: number, h: number, cfg: Pick<DataConfig, 'inputSize' | 'cropPct' | 'interpolation'>): Region {
+  const { rw, rh, region } = evalCropGeometry(w, h, cfg);
+  return resizeSourceRegion(w, h, rw, rh, cfg.interpolation, { region });
 }
 
 /**
@@ -121,6 +141,8 @@ export interface EvalTransformSpec extends DataConfig {
 
 export const EVAL_TRANSFORM: TransformDef<EvalTransformSpec> = {
   output: (spec) => ({ shape: [spec.inputSize[1], spec.inputSize[2], 3], dtype: spec.output ?? 'float32' }),
+  // Only the columns and rows under the centre crop's filter taps are decoded (src/data/jpeg.ts, region decode).
+  decodeRegion: (g, spec) => (g.scale === 1 ? evalSourceRegion(g.width, g.height, spec) : null),
   apply(img, spec, _ctx, out, offset) {
     if (out instanceof Float32Array) {
       evalTransform(img, spec, out, offset);

@@ -109,10 +109,30 @@ interface Coeffs {
   k: Int32Array;
 }
 
-function precomputeCoeffs(inSize: number, in0: number, in1: number, outSize: number, filter: Filter): Coeffs {
+/** Pillow's precompute_coeffs geometry of one axis: input step per output pixel, filter stretch and support. */
+function axisGeometry(in0: number, in1: number, outSize: number, filter: Filter): { scale: number; filterscale: number; support: number } {
   const scale = (in1 - in0) / outSize;
   const filterscale = scale < 1.0 ? 1.0 : scale;
-  const support = filter.support * filterscale;
+  return { scale, filterscale, support: filter.support * filterscale };
+}
+
+/** The taps of output index xx (precompute_coeffs): centre and input indices [xmin, xmax), written into `tap`. */
+const tap = { center: 0, xmin: 0, xmax: 0 };
+function tapWindow(inSize: number, in0: number, scale: number, support: number, xx: number): typeof tap {
+  const center = in0 + (xx + 0.5) * scale;
+  // C `(int)` truncates toward zero.
+  let xmin = Math.trunc(center - support + 0.5);
+  if (xmin < 0) xmin = 0;
+  let xmax = Math.trunc(center + support + 0.5);
+  if (xmax > inSize) xmax = inSize;
+  tap.center = center;
+  tap.xmin = xmin;
+  tap.xmax = xmax;
+  return tap;
+}
+
+function precomputeCoeffs(inSize: number, in0: number, in1: number, outSize: number, filter: Filter): Coeffs {
+  const { scale, filterscale, support } = axisGeometry(in0, in1, outSize, filter);
   const ksize = Math.ceil(support) * 2 + 1;
   const xminArr = new Int32Array(outSize);
   const xlenArr = new Int32Array(outSize);
@@ -120,13 +140,8 @@ function precomputeCoeffs(inSize: number, in0: number, in1: number, outSize: num
   const w = new Float64Array(ksize);
   const ss = 1.0 / filterscale;
   for (let xx = 0; xx < outSize; xx++) {
-    const center = in0 + (xx + 0.5) * scale;
-    // C `(int)` truncates toward zero.
-    let xmin = Math.trunc(center - support + 0.5);
-    if (xmin < 0) xmin = 0;
-    let xmax = Math.trunc(center + support + 0.5);
-    if (xmax > inSize) xmax = inSize;
-    xmax -= xmin;
+    const { center, xmin, xmax: end } = tapWindow(inSize, in0, scale, support, xx);
+    const xmax = end - xmin;
     let ww = 0.0;
     for (let x = 0; x < xmax; x++) {
       const v = filter.fn((x + xmin - center + 0.5) * ss);
@@ -249,6 +264,55 @@ export function resizeRGB(
   const out = new Uint8Array(region.width * region.height * 3);
   verticalPass(tmp, tmpW, tmpX0, yFirst, cv, out, region.width, region.height);
   return { data: out, width: region.width, height: region.height };
+}
+
+/**
+ * The part of a W×H source that `resizeRGB(img, outW, outH, interpolation, opts)` reads: the pixels its output depends
+ * on (the filter taps of the output region's columns and rows, NEAREST's sampled pixels, or for `opts.crop` the crop
+ * window). An image of which only this part is defined (a JPEG decoded in that region, src/data/jpeg.ts) gives the same
+ * output. (The SIMD passes copy whole source rows into their memory; bytes outside the taps are copied, never used.)
+ */
+export function resizeSourceRegion(
+  W: number, H: number, outW: number, outH: number, interpolation: Interpolation, opts: ResizeOptions = {},
+): Region {
+  if (opts.crop) return { ...opts.crop };
+  const box = opts.box ?? [0, 0, W, H];
+  const region = opts.region ?? { left: 0, top: 0, width: outW, height: outH };
+  checkArgs(W, H, outW, outH, box, region);
+  if (outW === W && outH === H && box[0] === 0 && box[1] === 0 && box[2] === W && box[3] === H) return { ...region };
+  let x0: number, x1: number, y0: number, y1: number;
+  if (interpolation === 'nearest') {
+    [x0, x1] = nearestSpan(nearestIndices(box[0], box[2], outW, region.left + region.width), region.left, W);
+    [y0, y1] = nearestSpan(nearestIndices(box[1], box[3], outH, region.top + region.height), region.top, H);
+  } else {
+    const filter = FILTERS[interpolation];
+    if (!filter) throw new Error(`unknown interpolation '${interpolation as string}'`);
+    // as resizeRGB decides which passes run
+    const needH = outW !== W || box[0] !== 0 || box[2] !== outW;
+    const needV = outH !== H || box[1] !== 0 || box[3] !== outH;
+    [x0, x1] = needH ? tapSpan(W, box[0], box[2], outW, filter, region.left, region.width) : [region.left, region.left + region.width];
+    [y0, y1] = needV ? tapSpan(H, box[1], box[3], outH, filter, region.top, region.height) : [region.top, region.top + region.height];
+  }
+  return { left: x0, top: y0, width: x1 - x0, height: y1 - y0 };
+}
+
+/**
+ * Input indices [first, end) that output indices [start, start + len) of one axis read (taps move right with xx).
+ * `| 0`: Math.trunc gives -0 for a first tap just left of 0, and a -0 stored in a Region would make V8 widen the
+ * field representation of every {left, top, width, height} object (they share one map) and, through the images built
+ * from them, of RGBImage's width: pil.ts's loops then deoptimized and ran ~25% slower (`--trace-deopt`: "not a Smi").
+ */
+function tapSpan(inSize: number, in0: number, in1: number, outSize: number, filter: Filter, start: number, len: number): [number, number] {
+  const { scale, support } = axisGeometry(in0, in1, outSize, filter);
+  const first = tapWindow(inSize, in0, scale, support, start).xmin | 0;
+  return [first, tapWindow(inSize, in0, scale, support, start + len - 1).xmax | 0];
+}
+
+/** The in-image indices among idx[from..] (non-decreasing), as [first, end); at least one pixel. */
+function nearestSpan(idx: Int32Array, from: number, size: number): [number, number] {
+  const lo = Math.min(Math.max(0, idx[from]), size - 1);
+  const hi = Math.min(size, idx[idx.length - 1] + 1);
+  return [lo, Math.max(hi, lo + 1)];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,22 +502,29 @@ function verticalPass(
   }
 }
 
+/**
+ * NEAREST's source index of output pixels 0..n-1 of an axis of outSize pixels (ImagingScaleAffine: the source
+ * coordinate accumulated by repeated addition of (b1 - b0) / outSize, as Pillow does; -1 left of the image).
+ */
+function nearestIndices(b0: number, b1: number, outSize: number, n = outSize): Int32Array {
+  const a = (b1 - b0) / outSize;
+  const idx = new Int32Array(n);
+  let v = b0 + a * 0.5;
+  for (let i = 0; i < n; i++) {
+    idx[i] = v < 0.0 ? -1 : Math.trunc(v);
+    v += a;
+  }
+  return idx;
+}
+
 /** Pillow NEAREST resize = ImagingScaleAffine with a = [(x1-x0)/w, 0, x0, 0, (y1-y0)/h, y0]. */
 function resizeNearest(img: RGBImage, outW: number, outH: number, box: number[], region: Region): RGBImage {
-  const coord = (v: number) => (v < 0.0 ? -1 : Math.trunc(v));
-  const a0 = (box[2] - box[0]) / outW;
-  const a4 = (box[3] - box[1]) / outH;
-  const xin = new Int32Array(outW);
-  let xo = box[0] + a0 * 0.5;
-  for (let x = 0; x < outW; x++) {
-    xin[x] = coord(xo);
-    xo += a0;
-  }
+  const xin = nearestIndices(box[0], box[2], outW);
+  const yin = nearestIndices(box[1], box[3], outH, region.top + region.height);
   const out = new Uint8Array(region.width * region.height * 3);
-  let yo = box[1] + a4 * 0.5;
   for (let y = 0; y < region.top + region.height; y++) {
     if (y >= region.top) {
-      const yi = coord(yo);
+      const yi = yin[y];
       if (yi >= 0 && yi < img.height) {
         const row = yi * img.width * 3;
         let o = (y - region.top) * region.width * 3;
@@ -467,7 +538,6 @@ function resizeNearest(img: RGBImage, outW: number, outH: number, box: number[],
         }
       }
     }
-    yo += a4;
   }
   return { data: out, width: region.width, height: region.height };
 }

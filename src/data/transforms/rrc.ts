@@ -27,7 +27,7 @@
 import type { Rng } from '../../utils/rng.js';
 import { UserError } from '../../errors.js';
 import type { JpegScale } from '../jpeg.js';
-import { resizeRGB, INTERPOLATIONS, type Interpolation, type RGBImage } from './resize.js';
+import { resizeRGB, resizeSourceRegion, INTERPOLATIONS, type Interpolation, type RGBImage, type Region } from './resize.js';
 import { pyRound } from '../../utils/pyformat.js';
 
 /** Crop box in the source image (torchvision's (i, j, h, w)). */
@@ -142,6 +142,12 @@ export function shrinkOnLoadScale(box: Pick<CropBox, 'width' | 'height'>, size: 
   return 1;
 }
 
+/** The box (full-size coordinates) divided by `scale`, as Pillow's resize(box=...) of an image decoded at 1/scale. */
+function scaledBox(box: CropBox, scale: JpegScale, width: number, height: number): [number, number, number, number] {
+  const s = scale;
+  return [box.left / s, box.top / s, Math.min(width, (box.left + box.width) / s), Math.min(height, (box.top + box.height) / s)];
+}
+
 /**
  * `resizedCrop` from an image decoded at 1/scale: the box (full-size coordinates) is divided by `scale` and resampled
  * with Pillow's resize(box=...) (fractional box; taps near its edges may read just outside it, real image pixels).
@@ -151,9 +157,17 @@ export function resizedCropScaled(
 ): RGBImage {
   if (scale === 1) return resizedCrop(img, box, size, interp);
   const [oh, ow] = size;
-  const s = scale;
-  const r: [number, number, number, number] = [
-    box.left / s, box.top / s, Math.min(img.width, (box.left + box.width) / s), Math.min(img.height, (box.top + box.height) / s),
-  ];
-  return resizeRGB(img, ow, oh, interp, { box: r });
+  return resizeRGB(img, ow, oh, interp, { box: scaledBox(box, scale, img.width, img.height) });
+}
+
+/**
+ * The pixels `resizedCropScaled` reads from a `width`×`height` image (decoded at 1/scale): the box itself at full
+ * scale (taps clamped at its edges), else the taps of resize(box=...), which may reach just outside the scaled box.
+ */
+export function resizedCropSourceRegion(
+  width: number, height: number, box: CropBox, size: readonly [number, number], interp: Interpolation, scale: JpegScale,
+): Region {
+  if (scale === 1) return { left: box.left, top: box.top, width: box.width, height: box.height };
+  const [oh, ow] = size;
+  return resizeSourceRegion(width, height, ow, oh, interp, { box: scaledBox(box, scale, width, height) });
 }

@@ -17,13 +17,14 @@ import { Rng } from '../../utils/rng.js';
 import { UserError } from '../../errors.js';
 import { settings } from '../../settings.js';
 import type { ImageArray, SampleContext, TransformDef } from './types.js';
-import { evalCropUint8 } from './eval.js';
-import type { Interpolation, RGBImage } from './resize.js';
+import { evalCropUint8, evalSourceRegion } from './eval.js';
+import type { Interpolation, RGBImage, Region } from './resize.js';
 import { adjustHue, enhanceBrightness, enhanceColor, enhanceContrast, flipLeftRight, flipTopBottom } from './pil.js';
 import { makeAugHparams, parseRandAugment, randAugment, type RandAugmentConfig } from './randaugment.js';
-import type { JpegScale } from '../jpeg.js';
+import type { DecodeGeometry, JpegScale } from '../jpeg.js';
 import {
-  parseTrainInterpolation, pickInterpolation, resizedCropScaled, sampleRrcParams, shrinkOnLoadScale, type TrainInterpolation,
+  parseTrainInterpolation, pickInterpolation, resizedCropScaled, resizedCropSourceRegion, sampleRrcParams, shrinkOnLoadScale,
+  type TrainInterpolation,
 } from './rrc.js';
 
 /** JSON-serialisable description of the train transform (what the loader sends to its workers). */
@@ -184,6 +185,26 @@ export function trainDecodeScale(width: number, height: number, spec: TrainTrans
 }
 
 /**
+ * The part of the decoded image (`g`: decoded at 1/g.scale of a g.fullWidth×g.fullHeight file) that `trainTransform`
+ * with per-sample seed `seed` reads: the same first draws of `new Rng(seed)` (RRC box, then filter) give the box and
+ * the taps (rrc.ts resizedCropSourceRegion); for no-aug, the eval crop's taps. Only that part of a JPEG is decoded.
+ */
+export function trainDecodeRegion(g: DecodeGeometry, spec: TrainTransformSpec, seed: number): Region {
+  const c = compileTrainTransform(spec);
+  if (spec.noAug) return evalSourceRegion(g.width, g.height, noAugConfig(c));
+  const rng = new Rng(seed);
+  const box = sampleRrcParams(g.fullWidth, g.fullHeight, spec.scale, spec.ratio, rng);
+  return resizedCropSourceRegion(g.width, g.height, box, c.size, pickInterpolation(c.interpolation, rng), g.scale);
+}
+
+/** The no-aug path's eval crop: timm's transforms_noaug_train ('random' interpolation becomes bilinear). */
+function noAugConfig(c: CompiledTrainTransform) {
+  const [H, W] = c.size;
+  const interpolation: Interpolation = c.interpolation === 'random' ? 'bilinear' : c.interpolation;
+  return { inputSize: [3, H, W] as [number, number, number], cropPct: c.spec.cropPct || 1.0, interpolation };
+}
+
+/**
  * The train transform of one image: uint8 RGB HWC of imgSize (S×S, or H×W).
  * Draw order: RRC box, RRC filter, hflip, vflip, then RandAugment or ColorJitter.
  * An image decoded at 1/scale (`img.scale` > 1) has its RRC box drawn on the full size and resampled from the
@@ -191,12 +212,10 @@ export function trainDecodeScale(width: number, height: number, spec: TrainTrans
  */
 export function trainTransform(img: ScaledImage, spec: TrainTransformSpec, rng: Rng): RGBImage {
   const c = compileTrainTransform(spec);
-  const [H, W] = c.size;
   const scale = img.scale ?? 1;
   if (spec.noAug) {
     if (scale !== 1) throw new Error('internal: the no-aug train transform needs a full-size decode');
-    const interp: Interpolation = c.interpolation === 'random' ? 'bilinear' : c.interpolation;
-    return evalCropUint8(img, { inputSize: [3, H, W], cropPct: spec.cropPct || 1.0, interpolation: interp });
+    return evalCropUint8(img, noAugConfig(c));
   }
   const fw = scale === 1 ? img.width : img.fullWidth!;
   const fh = scale === 1 ? img.height : img.fullHeight!;
@@ -225,6 +244,7 @@ export const TRAIN_TRANSFORM: TransformDef<TrainKindSpec> = {
     return { shape: [h, w, 3], dtype: 'uint8' };
   },
   decodeScale: (width, height, spec, ctx) => trainDecodeScale(width, height, spec, ctx.seed),
+  decodeRegion: (g, spec, ctx) => trainDecodeRegion(g, spec, ctx.seed),
   apply(img: ScaledImage, spec: TrainKindSpec, ctx: SampleContext, out: ImageArray, offset: number): void {
     if (!(out instanceof Uint8Array)) throw new Error('the train transform writes uint8 images');
     out.set(trainTransform(img, spec, new Rng(ctx.seed)).data, offset);
