@@ -6,6 +6,9 @@
 # Needs (Debian 12): apt-get install -y clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32 curl
 # Rerun: bash scripts/build_jpeg_wasm.sh            (downloads the source to $JPEG_SRC_DIR, default /tmp/jpegbuild)
 #        JPEG_SIMD=0 bash scripts/build_jpeg_wasm.sh  (plain C build, for comparisons; do not commit its output)
+#        JPEG_EXTRA_CFLAGS='-mbulk-memory' bash ...     (extra clang flags, for comparisons. Measured 2026-11-30,
+#          2-core box: -mbulk-memory (libjpeg's jzero_far/memset become memory.fill) -3.0% instructions (callgrind,
+#          node --no-liftoff), + -msign-ext -mnontrapping-fptoint -3.5%, but no CPU-time change beyond +-2%: not used)
 # No emscripten: clang --target=wasm32-wasi against wasi-libc; the module imports only env.jpeg_error_exit and a
 # few WASI functions that libjpeg's default message printer references (jpeg.ts stubs them).
 set -euo pipefail
@@ -58,6 +61,7 @@ lib="jcomapi jdapimin jdapistd jdarith jdatasrc jdcoefct jdcolor jddctmgr jdhuff
   jdmerge jdphuff jdpostct jdsample jerror jaricom jidctint jidctred jidctfst jidctflt jmemmgr jmemnobs jquant1 jquant2 jutils"
 flags=(--target=wasm32-wasi --sysroot=/usr -O3 -DNO_GETENV -DNO_PUTENV -I"$out/inc" -I"$src" -Wno-unused-parameter)
 [ "$simd" = 1 ] && flags+=(-msimd128)
+flags+=(${JPEG_EXTRA_CFLAGS-})
 objs=()
 for f in $lib; do
   c=$src/$f.c
