@@ -44,3 +44,15 @@ tagged() {
   local l; l=$(grep '^{' "$OUT/$name.log" | tail -1)
   if [ -n "$l" ]; then echo "{\"variant\":\"$name\",${l#\{}" >> "$J"; else say "$name failed:"; grep -v Warn "$OUT/$name.log" | tail -4; fi
 }
+
+# dist_table JSONL: one row per run that `tagged` recorded from bench_dist / launch_bench_dist (img/s, ms per step,
+# issue and exposed exchange ms).
+dist_table() {
+  node - "$1" <<'JS'
+const fs = require('fs');
+const rows = fs.readFileSync(process.argv[2], 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const f = (x) => (typeof x === 'number' ? x.toFixed(1) : '-');
+console.log('| run | img/s | ms/step | issue ms | exchange ms |\n|---|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.variant} | ${f(r.img_s)} | ${f(r.ms_per_step)} | ${f(r.issue_ms)} | ${f(r.exchange_ms)} |`);
+JS
+}

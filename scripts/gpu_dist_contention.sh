@@ -27,11 +27,5 @@ for r in 1 2; do
 done
 tagged torch-1gpu 120 python3 "$TB/torch_step.py" --model mambaout_femto --batch 128
 tagged torch-2gpu 150 torchrun --nproc_per_node 2 "$TB/torch_step.py" --model mambaout_femto --batch 128
-node - "$J" <<'JS'
-const fs = require('fs');
-const rows = fs.readFileSync(process.argv[2], 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
-const f = (x) => (typeof x === 'number' ? x.toFixed(1) : '-');
-console.log('| run | img/s | ms/step | issue ms | exchange ms |\n|---|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.variant} | ${f(r.img_s)} | ${f(r.ms_per_step)} | ${f(r.issue_ms)} | ${f(r.exchange_ms)} |`);
-JS
+dist_table "$J"
 say "done"

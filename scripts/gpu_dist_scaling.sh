@@ -22,13 +22,12 @@ for M in ${MODELS:-femto tiny}; do
   tagged "$M-torch-1gpu" 120 python3 "$TB/torch_step.py" --model "mambaout_$M" --batch 128
   tagged "$M-torch-2gpu" 150 torchrun --nproc_per_node 2 "$TB/torch_step.py" --model "mambaout_$M" --batch 128
 done
+dist_table "$J"
 node - "$J" <<'JS'
 const fs = require('fs');
 const rows = fs.readFileSync(process.argv[2], 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
 const by = Object.fromEntries(rows.map((r) => [r.variant, r]));
 const f = (x) => (typeof x === 'number' ? x.toFixed(1) : '-');
-console.log('| run | img/s | ms/step | issue ms | exchange ms |\n|---|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.variant} | ${f(r.img_s)} | ${f(r.ms_per_step)} | ${f(r.issue_ms)} | ${f(r.exchange_ms)} |`);
 for (const m of ['femto', 'tiny']) {
   const one = rows.filter((r) => r.variant.startsWith(`${m}-1gpu`)).map((r) => r.img_s);
   const two = rows.filter((r) => r.variant.startsWith(`${m}-2gpu`)).map((r) => r.img_s);
