@@ -109,6 +109,14 @@ interface Coeffs {
   k: Int32Array;
 }
 
+/**
+ * Which of Pillow's two passes a resize runs (ImagingResample: horizontal when the width or the box's x range
+ * changes, vertical likewise): resizeRGB and resizeSourceRegion must agree on it, so both ask here.
+ */
+function passesNeeded(W: number, H: number, outW: number, outH: number, box: readonly number[]): [boolean, boolean] {
+  return [outW !== W || box[0] !== 0 || box[2] !== outW, outH !== H || box[1] !== 0 || box[3] !== outH];
+}
+
 /** Pillow's precompute_coeffs geometry of one axis: input step per output pixel, filter stretch and support. */
 function axisGeometry(in0: number, in1: number, outSize: number, filter: Filter): { scale: number; filterscale: number; support: number } {
   const scale = (in1 - in0) / outSize;
@@ -215,8 +223,7 @@ export function resizeRGB(
   const filter = FILTERS[interpolation];
   if (!filter) throw new Error(`unknown interpolation '${interpolation as string}'`);
 
-  const needH = outW !== W || box[0] !== 0 || box[2] !== outW;
-  const needV = outH !== H || box[1] !== 0 || box[3] !== outH;
+  const [needH, needV] = passesNeeded(W, H, outW, outH, box);
 
   // Coefficients only for the output columns/rows inside the region (each row of coefficients is
   // independent of the others, so slicing the output range is exact).
@@ -288,8 +295,7 @@ export function resizeSourceRegion(
     const filter = FILTERS[interpolation];
     if (!filter) throw new Error(`unknown interpolation '${interpolation as string}'`);
     // as resizeRGB decides which passes run
-    const needH = outW !== W || box[0] !== 0 || box[2] !== outW;
-    const needV = outH !== H || box[1] !== 0 || box[3] !== outH;
+    const [needH, needV] = passesNeeded(W, H, outW, outH, box);
     [x0, x1] = needH ? tapSpan(W, box[0], box[2], outW, filter, region.left, region.width) : [region.left, region.left + region.width];
     [y0, y1] = needV ? tapSpan(H, box[1], box[3], outH, filter, region.top, region.height) : [region.top, region.top + region.height];
   }
