@@ -36,6 +36,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { parseArgs } from 'node:util';
+import { execFileSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { createModel } from '../src/models/mambaout.js';
 import { getModelConfig } from '../src/models/registry.js';
@@ -93,6 +95,16 @@ const warmup = Number(values.warmup);
 const profiled = Number(values.breakdown);
 const paths = (values.paths ?? (world > 1 ? 'default' : 'none')).split(',').map((p) => parsePath(p));
 
+// MAMBAOUT_BENCH_PIN=1: each rank (and every thread it has or makes) on its own 1/W of the cores, local rank r on
+// [r·n/W, (r+1)·n/W) (issue 13: do two ranks slow each other's main thread through the CPUs they share?)
+if (process.env.MAMBAOUT_BENCH_PIN === '1') {
+  const n = availableParallelism();
+  const w = env.localWorldSize;
+  const r = env.localRank;
+  const cores = `${Math.floor((r * n) / w)}-${Math.floor(((r + 1) * n) / w) - 1}`;
+  execFileSync('taskset', ['-a', '-p', '-c', cores, String(process.pid)], { stdio: 'ignore' });
+  process.stderr.write(`[rank ${rank}] pinned to cores ${cores}\n`);
+}
 const group = await ProcessGroup.init({ ...env, timeoutMs: 300_000 });
 const backend = await initBackend(values.backend, { training: true });
 if (rank === 0) process.stderr.write(`[rank 0] ${backend.message}\n`);
