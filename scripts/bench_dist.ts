@@ -24,7 +24,9 @@
  * Each path: --warmup untimed steps, --steps timed steps (img/s, ms/step, JS issue time of forward + backward), then
  * --breakdown profiled steps whose exchange is timed phase by phase (src/train/ddp.ts StepProfile; the probes
  * synchronise with the GPU, so these steps are not in the img/s figure). A 1-device run with a path other than none
- * measures the readback and upload costs with nothing to exchange.
+ * measures the readback and upload costs with nothing to exchange. --trace N: each rank writes, for the last N timed
+ * steps of each path, when each phase of each bucket happened (a `TRACE {json}` line on stderr; no synchronisation
+ * added; gpu_bench_lib.sh trace_table lays the ranks side by side).
  *
  * Every rank takes its slice of one fixed global batch (generated from --seed), so N processes with --batch B see
  * exactly the data of 1 process with --batch N·B. Every path starts from the same initial weights and a fresh
@@ -75,6 +77,7 @@ const { values } = parseArgs({
     steps: { type: 'string', default: '5' },
     warmup: { type: 'string', default: '2' },
     breakdown: { type: 'string', default: '0' },
+    trace: { type: 'string', default: '0' },
     paths: { type: 'string' },
     'bucket-mb': { type: 'string', default: String(DEFAULT_DIST_BUCKET_MB) },
     'comm-threads': { type: 'string' }, // threads of overlap-mt (default 4) and, when given, of `default`
@@ -93,6 +96,15 @@ const S = Number(values['img-size']);
 const steps = Number(values.steps);
 const warmup = Number(values.warmup);
 const profiled = Number(values.breakdown);
+const traced = Number(values.trace);
+/** --trace N: the last N timed steps of each path record when each phase happened (epoch ms; no synchronisation added). */
+type TraceRow = [step: number, event: string, bucket: number, t: number];
+const traceRows: TraceRow[] = [];
+let traceStep = -1;
+const now = (): number => performance.timeOrigin + performance.now();
+const trace = (event: string, bucket = -1): void => {
+  if (traceStep >= 0) traceRows.push([traceStep, event, bucket, +now().toFixed(3)]);
+};
 const paths = (values.paths ?? (world > 1 ? 'default' : 'none')).split(',').map((p) => parsePath(p));
 
 // MAMBAOUT_BENCH_PIN=1: each rank (and every thread it has or makes) on its own 1/W of the cores, local rank r on
@@ -126,7 +138,10 @@ function ddpFor(p: Path, profile: boolean): DistributedDataParallel {
   const key = `${threadsFor(p)}|${p.staged}|${p.bf16}|${profile}`;
   let d = ddps.get(key);
   if (!d) {
-    d = new DistributedDataParallel(group, params, { bucketBytes, profile, pool: threadsFor(p) ? pool : null, transfer: p.staged ? 'staged' : 'tfjs', compress: p.bf16 ? 'bf16' : 'none' });
+    d = new DistributedDataParallel(group, params, {
+      bucketBytes, profile, pool: threadsFor(p) ? pool : null, transfer: p.staged ? 'staged' : 'tfjs', compress: p.bf16 ? 'bf16' : 'none',
+      trace: traced > 0 ? trace : undefined,
+    });
     ddps.set(key, d);
   }
   return d;
@@ -163,10 +178,12 @@ let issueMs = 0;
 let exchangeMs = 0;
 const overlapped = (p: Path): boolean => p.base.startsWith('overlap') || p.base === 'default';
 async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
+  trace('step');
   const t0 = performance.now();
   const { value, grads } = overlapped(path) && !path.sync ? await ddp.variableGrads(lossFn, vars)
     : tf.tidy(() => tf.variableGrads(overlapped(path) ? ddp.watch(lossFn) : lossFn, vars));
   const t1 = performance.now();
+  trace('issued');
   issueMs += t1 - t0;
   let g = new Map<string, tf.Tensor>(params.map((p) => [p.name, grads[p.variable.name]]));
   if (path.base !== 'none') {
@@ -180,10 +197,13 @@ async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
       : undefined;
     g = await ddp.allreduceGrads(params, g, { onBucket });
     exchangeMs += performance.now() - t1;
+    trace('exchanged');
   }
   if (g.size > 0) opt.step(g);
   for (const t of g.values()) t.dispose();
+  trace('optimizer');
   await value.data();
+  trace('loss');
   value.dispose();
 }
 
@@ -225,8 +245,15 @@ for (const path of paths) {
   issueMs = 0;
   exchangeMs = 0;
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) await step(path, ddp);
+  for (let i = 0; i < steps; i++) {
+    if (i >= steps - traced) traceStep = i;
+    await step(path, ddp);
+  }
+  traceStep = -1;
   const ms = (performance.now() - t0) / steps;
+  if (traced > 0) {
+    process.stderr.write(`TRACE ${JSON.stringify({ rank, path: path.name, rows: traceRows.splice(0) })}\n`);
+  }
   const row: Row = {
     path: path.name, img_s: +((B * world) / (ms / 1000)).toFixed(1), ms_per_step: +ms.toFixed(1), issue_ms: +(issueMs / steps).toFixed(1),
     exchange_ms: +(exchangeMs / steps).toFixed(1), breakdown: null,

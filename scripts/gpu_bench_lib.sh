@@ -56,3 +56,30 @@ console.log('| run | img/s | ms/step | issue ms | exchange ms |\n|---|---|---|--
 for (const r of rows) console.log(`| ${r.variant} | ${f(r.img_s)} | ${f(r.ms_per_step)} | ${f(r.issue_ms)} | ${f(r.exchange_ms)} |`);
 JS
 }
+
+# trace_table LOG: the `TRACE` lines of bench_dist --trace (every rank's), per path: the mean of each step event and
+# each bucket's phases over the traced steps, in ms from rank 0's step start, ranks side by side.
+trace_table() {
+  node - "$1" <<'JS'
+const fs = require('fs');
+const runs = fs.readFileSync(process.argv[2], 'utf8').split('\n').map((l) => l.match(/TRACE (\{.*\})\s*$/)).filter(Boolean).map((m) => JSON.parse(m[1]));
+const paths = [...new Set(runs.map((r) => r.path))];
+for (const path of paths) {
+  const rs = runs.filter((r) => r.path === path).sort((a, b) => a.rank - b.rank);
+  const start = new Map(); // step -> rank 0's step start
+  for (const [s, e, , t] of rs[0].rows) if (e === 'step') start.set(s, t);
+  const mean = (rank, pred) => {
+    const v = rs[rank].rows.filter(pred).filter((r) => start.has(r[0])).map((r) => r[3] - start.get(r[0]));
+    return v.length ? (v.reduce((a, b) => a + b, 0) / v.length).toFixed(1) : '-';
+  };
+  console.log(`\ntrace of ${path}: mean over ${start.size} steps, ms from rank 0's step start`);
+  const ranks = rs.map((r) => r.rank);
+  console.log('| event | ' + ranks.map((r) => `rank ${r}`).join(' | ') + ' |\n|---|' + ranks.map(() => '---|').join(''));
+  for (const e of ['step', 'issued', 'exchanged', 'optimizer', 'loss']) console.log(`| ${e} | ` + rs.map((_, i) => mean(i, (r) => r[1] === e)).join(' | ') + ' |');
+  const nb = Math.max(-1, ...rs[0].rows.map((r) => r[2])) + 1;
+  const evs = ['ready', 'read', 'reduced', 'uploaded', 'applied'];
+  console.log('| bucket | ' + ranks.map((r) => evs.map((e) => `r${r} ${e}`).join(' | ')).join(' | ') + ' |\n|---|' + ranks.map(() => evs.map(() => '---|').join('')).join(''));
+  for (let b = 0; b < nb; b++) console.log(`| ${b} | ` + rs.map((_, i) => evs.map((e) => mean(i, (r) => r[1] === e && r[2] === b)).join(' | ')).join(' | ') + ' |');
+}
+JS
+}

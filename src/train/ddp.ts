@@ -99,7 +99,15 @@ export interface DdpOptions {
   compress?: GradCompression;
   /** Default 'auto'. */
   transfer?: GradTransfer;
+  /**
+   * Called at each phase of each bucket (benchmarks only: scripts/bench_dist.ts --trace): 'ready' (its gradients
+   * issued, readback started), 'read' (on the host), 'reduced' (averaged over the ranks), 'uploaded' (back on the GPU),
+   * 'applied' (handed to onBucket). Adds no GPU synchronisation.
+   */
+  trace?: (event: TraceEvent, bucket: number) => void;
 }
+
+export type TraceEvent = 'ready' | 'read' | 'reduced' | 'uploaded' | 'applied';
 
 export interface ExchangeOptions {
   /**
@@ -282,6 +290,7 @@ class PendingStep {
     const b = this.layout.bucketOf[i];
     if (--this.missing[b] === 0) {
       this.started++;
+      this.ddp.trace?.('ready', b);
       let p: Promise<unknown>;
       try {
         p = this.ddp.startReadback(this.layout.buckets[b], this.grads, this.layout.host[b], this.layout, b);
@@ -291,6 +300,7 @@ class PendingStep {
       p.then(
         () => {
           this.tRead = performance.now();
+          this.ddp.trace?.('read', b);
           this.readDone[b] = true;
           this.pump();
         },
@@ -314,9 +324,13 @@ class PendingStep {
         .reduceBucket(this.layout, b)
         .then(() => {
           this.tEx = performance.now();
+          this.ddp.trace?.('reduced', b);
           return this.ddp.uploadBucket(this.layout, b);
         })
-        .then((t) => this.settle[b].resolve(t), (e) => this.fail(e));
+        .then((t) => {
+          this.ddp.trace?.('uploaded', b);
+          this.settle[b].resolve(t);
+        }, (e) => this.fail(e));
     }
   }
 }
@@ -331,6 +345,8 @@ export class DistributedDataParallel {
   private readonly indexById = new Map<number, number>();
   private pending: PendingStep | null = null;
   private readonly profile: boolean;
+  /** @internal DdpOptions.trace */
+  readonly trace: DdpOptions['trace'];
   private pool: CommPool | null;
   /** The pool was started by attach() (and is closed by close()), not handed in. */
   private ownPool = false;
@@ -347,6 +363,7 @@ export class DistributedDataParallel {
     opts: DdpOptions = {},
   ) {
     this.profile = opts.profile ?? false;
+    this.trace = opts.trace;
     this.pool = opts.pool ?? null;
     this.compress = opts.compress ?? 'none';
     if (this.compress !== 'none' && this.compress !== 'bf16') throw new UserError(`gradient compression must be none or bf16, got '${String(this.compress)}'.`);
@@ -673,6 +690,7 @@ export class DistributedDataParallel {
         if (opts.onBucket) {
           if (probe && k === buckets.length - 1) uploadProbe = this.probeGpu(mine);
           opts.onBucket(mine);
+          this.trace?.('applied', k);
         }
       }
       for (const t of grads.values()) t.dispose();
