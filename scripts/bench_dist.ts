@@ -244,6 +244,7 @@ for (const path of paths) {
   for (let i = 0; i < warmup; i++) await step(path, ddp);
   issueMs = 0;
   exchangeMs = 0;
+  const mark0 = process.hrtime.bigint() / 1000n; // CLOCK_MONOTONIC µs, the clock of --cpu-prof's samples
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) {
     if (i >= steps - traced) traceStep = i;
@@ -251,6 +252,8 @@ for (const path of paths) {
   }
   traceStep = -1;
   const ms = (performance.now() - t0) / steps;
+  // the timed steps' window for scripts/profile_summary.ts --from/--to (a --cpu-prof run of this rank)
+  if (process.env.MAMBAOUT_BENCH_MARKS === '1') process.stderr.write(`MARKS rank=${rank} pid=${process.pid} path=${path.name} from=${mark0} to=${process.hrtime.bigint() / 1000n}\n`);
   if (traced > 0) {
     process.stderr.write(`TRACE ${JSON.stringify({ rank, path: path.name, rows: traceRows.splice(0) })}\n`);
   }
