@@ -112,7 +112,8 @@ export type TraceEvent = 'ready' | 'read' | 'reduced' | 'uploaded' | 'applied';
 export interface ExchangeOptions {
   /**
    * Receives each bucket's averaged gradients as soon as they are uploaded (and owns them: dispose them), e.g. to run
-   * the optimizer on them while later buckets are still exchanged; allreduceGrads then returns an empty map. Fine for
+   * the optimizer on them while later buckets are still exchanged; allreduceGrads then returns an empty map. Buckets
+   * that are back by the time the previous call returns come together in one call (bucket order is kept). Fine for
    * optimizers whose update of a parameter depends only on its own gradient and state (all of src/train/optim, which
    * keep torch's per-parameter step counts), not with gradient clipping by the global norm.
    */
@@ -265,6 +266,8 @@ class PendingStep {
   private next = 0;
   /** Each bucket's averaged gradients on the device, in member order. */
   readonly done: Promise<tf.Tensor[]>[];
+  /** The same once settled (null before): allreduceGrads hands a run of finished buckets to onBucket at once. */
+  readonly back: (tf.Tensor[] | null)[];
   private readonly settle: { resolve: (t: tf.Tensor[]) => void; reject: (e: unknown) => void }[] = [];
   private failed = false;
   /** Buckets whose readback has been started (DistributedDataParallel.variableGrads yields when this grows). */
@@ -277,6 +280,7 @@ class PendingStep {
     this.grads = new Array(nParams).fill(null);
     this.missing = layout.buckets.map((b) => b.members.length);
     this.readDone = new Array(layout.buckets.length).fill(false);
+    this.back = new Array(layout.buckets.length).fill(null);
     this.done = layout.buckets.map(() => {
       const p = new Promise<tf.Tensor[]>((resolve, reject) => this.settle.push({ resolve, reject }));
       p.catch(() => {}); // awaited (and its failure reported) by allreduceGrads, in bucket order
@@ -329,6 +333,7 @@ class PendingStep {
         })
         .then((t) => {
           this.ddp.trace?.('uploaded', b);
+          this.back[b] = t;
           this.settle[b].resolve(t);
         }, (e) => this.fail(e));
     }
@@ -684,13 +689,18 @@ export class DistributedDataParallel {
       let uploadProbe: Promise<number> | null = null;
       const { buckets } = step.layout;
       for (let k = 0; k < buckets.length; k++) {
-        const tensors = await step.done[k];
+        const first = k;
         const mine = opts.onBucket ? new Map<string, tf.Tensor>() : out;
-        buckets[k].members.forEach((i, j) => mine.set(this._params[i].name, tensors[j]));
+        const take = (tensors: tf.Tensor[]): void => buckets[k].members.forEach((i, j) => mine.set(this._params[i].name, tensors[j]));
+        take(await step.done[k]);
         if (opts.onBucket) {
+          // The buckets after it that are back already go along: one optimizer call for the run (femto on 2 GPUs: 14
+          // of 18 buckets are back when the backward pass has been issued; an AdamW call per bucket cost the main
+          // thread ~2 ms more per step in dispatches and bind groups, gpu_dist_profile.sh, docs/BENCHMARKS.md).
+          while (k + 1 < buckets.length && step.back[k + 1]) take(step.back[++k]!);
           if (probe && k === buckets.length - 1) uploadProbe = this.probeGpu(mine);
           opts.onBucket(mine);
-          this.trace?.('applied', k);
+          for (let j = first; j <= k; j++) this.trace?.('applied', j);
         }
       }
       for (const t of grads.values()) t.dispose();

@@ -114,6 +114,30 @@ function bf16Pipelines(device: GPUDevice): { pack: GPUComputePipeline; unpack: G
   return p;
 }
 
+/**
+ * Work to run right after tfjs's next submit of its command encoder (one queue per backend, run in order). An upload
+ * records its copies out of the bucket's MAP_WRITE buffer into tfjs's encoder, and the buffer may be mapped again only
+ * once they are submitted; submitting at once cost one more submit per bucket (femto on 2 GPUs: 18 per step, each
+ * ~0.1-0.25 ms of main-thread time on the H200; submitQueue's self time 4.7 ms per step on 1 GPU, 9.5 on 2,
+ * gpu_dist_profile.sh). The next submit comes soon anyway: the next bucket's readback, tfjs's own every
+ * WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches, or the next upload of this bucket, which submits first if none did.
+ */
+const afterSubmit = new WeakMap<WebGPUBackendInternals, (() => void)[]>();
+function onNextSubmit(be: WebGPUBackendInternals, fn: () => void): void {
+  let queue = afterSubmit.get(be);
+  if (!queue) {
+    const q: (() => void)[] = [];
+    queue = q;
+    afterSubmit.set(be, q);
+    const submit = be.submitQueue;
+    be.submitQueue = function (this: WebGPUBackendInternals): void {
+      submit.call(this);
+      for (const f of q.splice(0)) f();
+    };
+  }
+  queue.push(fn);
+}
+
 /** Host-side milliseconds of the staging, for the profile (memcpy in and out of mapped memory). */
 export const stagingClock = { ms: 0 };
 
@@ -131,6 +155,8 @@ export class StagedBucket {
   private readonly write: GPUBuffer;
   private writeReady: Promise<void>;
   private writeMapped = true;
+  /** The last upload's copies wait in tfjs's encoder: the write buffer is mapped again after the next submit. */
+  private remapPending = false;
   private readonly own: GPUBuffer[] = [];
   private readonly bf16: { flat: GPUBuffer; packed: GPUBuffer; packGroup: GPUBindGroup; unpackGroup: GPUBindGroup; pack: GPUComputePipeline; unpack: GPUComputePipeline } | null = null;
 
@@ -219,6 +245,7 @@ export class StagedBucket {
 
   /** The averaged bucket (`host`, this.words floats) as new gradient tensors, one per member, on the GPU. */
   async upload(host: Float32Array): Promise<tf.Tensor[]> {
+    if (this.remapPending) this.be.submitQueue(); // nothing was submitted since this bucket's last upload
     if (!this.writeMapped) {
       await this.writeReady;
       this.writeMapped = true;
@@ -242,9 +269,13 @@ export class StagedBucket {
       src = this.bf16.flat;
     }
     dsts.forEach((dst, k) => enc.copyBufferToBuffer(src, this.offsets[k] * 4, dst, 0, this.sizes[k] * 4));
-    this.be.submitQueue(); // (the staging buffer must be in a submitted command buffer before it is mapped again)
-    this.writeReady = this.write.mapAsync(GPUMapMode.WRITE, 0, this.words * 4);
-    this.writeReady.catch(() => {}); // awaited (and reported) by the next upload
+    // the staging buffer must be in a submitted command buffer before it is mapped again: after the next submit
+    this.remapPending = true;
+    onNextSubmit(this.be, () => {
+      this.remapPending = false;
+      this.writeReady = this.write.mapAsync(GPUMapMode.WRITE, 0, this.words * 4);
+      this.writeReady.catch(() => {}); // awaited (and reported) by the next upload
+    });
     return outs.map((info) => tf.engine().makeTensorFromTensorInfo(info, tf.backend()));
   }
 
