@@ -26,7 +26,8 @@
  * synchronise with the GPU, so these steps are not in the img/s figure). A 1-device run with a path other than none
  * measures the readback and upload costs with nothing to exchange. --trace N: each rank writes, for the last N timed
  * steps of each path, when each phase of each bucket happened (a `TRACE {json}` line on stderr; no synchronisation
- * added; gpu_bench_lib.sh trace_table lays the ranks side by side).
+ * added; gpu_bench_lib.sh trace_table lays the ranks side by side). --read-loss log|step: losses read as the training
+ * loop reads them (default; at most 2 steps queued) or every step (a full synchronisation per step, as before).
  *
  * Every rank takes its slice of one fixed global batch (generated from --seed), so N processes with --batch B see
  * exactly the data of 1 process with --batch N·B. Every path starts from the same initial weights and a fresh
@@ -51,6 +52,7 @@ import { CommPool } from '../src/distributed/pool.js';
 import { readDistEnv } from '../src/distributed/env.js';
 import { readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { Rng } from '../src/utils/rng.js';
+import { InFlight, readBack } from '../src/backend/fence.js';
 
 const BASES = ['none', 'old', 'flat', 'overlap', 'overlap-sock', 'overlap-mt', 'default'] as const;
 type Base = (typeof BASES)[number];
@@ -78,6 +80,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '2' },
     breakdown: { type: 'string', default: '0' },
     trace: { type: 'string', default: '0' },
+    'read-loss': { type: 'string', default: 'log' },
     paths: { type: 'string' },
     'bucket-mb': { type: 'string', default: String(DEFAULT_DIST_BUCKET_MB) },
     'comm-threads': { type: 'string' }, // threads of overlap-mt (default 4) and, when given, of `default`
@@ -97,6 +100,22 @@ const steps = Number(values.steps);
 const warmup = Number(values.warmup);
 const profiled = Number(values.breakdown);
 const traced = Number(values.trace);
+/**
+ * --read-loss log (default): as the training loop (src/train/loop.ts), at most 2 steps queued on the device and the
+ * losses read back every LOSS_READ_EVERY steps and at the end of the timed steps (timm's .item() at log points), so
+ * the next step's forward is issued while the GPU still runs this step's optimizer. `step`: every step's loss read
+ * back before the next step starts (a full synchronisation per step; this benchmark's behaviour until 2026-11-30).
+ */
+const readEachStep = values['read-loss'] === 'step';
+if (!readEachStep && values['read-loss'] !== 'log') throw new Error(`--read-loss must be log or step, got ${values['read-loss']}`);
+const LOSS_READ_EVERY = 50; // timm's --log-interval default
+let inFlight = new InFlight(2);
+const losses: tf.Tensor[] = [];
+async function readLosses(): Promise<void> {
+  if (losses.length) await readBack(losses.splice(0));
+  await inFlight.drain();
+  trace('loss');
+}
 /** --trace N: the last N timed steps of each path record when each phase happened (epoch ms; no synchronisation added). */
 type TraceRow = [step: number, event: string, bucket: number, t: number];
 const traceRows: TraceRow[] = [];
@@ -202,9 +221,9 @@ async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
   if (g.size > 0) opt.step(g);
   for (const t of g.values()) t.dispose();
   trace('optimizer');
-  await value.data();
-  trace('loss');
-  value.dispose();
+  losses.push(value);
+  if (readEachStep || losses.length >= LOSS_READ_EVERY) await readLosses();
+  else await inFlight.push();
 }
 
 function median(a: number[]): number {
@@ -241,7 +260,9 @@ const rows: Row[] = [];
 for (const path of paths) {
   resetWeights();
   const [ddp, ddpProf] = [ddpFor(path, false), ddpFor(path, true)];
+  inFlight = new InFlight(2);
   for (let i = 0; i < warmup; i++) await step(path, ddp);
+  await readLosses();
   issueMs = 0;
   exchangeMs = 0;
   const mark0 = process.hrtime.bigint() / 1000n; // CLOCK_MONOTONIC µs, the clock of --cpu-prof's samples
@@ -250,6 +271,7 @@ for (const path of paths) {
     if (i >= steps - traced) traceStep = i;
     await step(path, ddp);
   }
+  await readLosses(); // the timed steps are done when their work is
   traceStep = -1;
   const ms = (performance.now() - t0) / steps;
   // the timed steps' window for scripts/profile_summary.ts --from/--to (a --cpu-prof run of this rank)
@@ -279,12 +301,13 @@ for (const path of paths) {
     }
     row.breakdown = bd;
   }
+  await readLosses();
   rows.push(row);
   const cmp = ref && rank === 0 ? await compareWeights() : null;
   if (rank === 0) {
     const transport = world === 1 || path.base === 'none' ? 'none' : group.sharedMemory?.right && path.base !== 'old' && path.base !== 'overlap-sock' ? 'shm' : group.transport?.right;
     console.log(JSON.stringify({ model: values.model, backend: backend.description, world, batch_per_device: B, global_batch: B * world, img_size: S,
-      transport, threads: threadsFor(path) ? pool?.threads ?? 0 : 0, transfer: ddp.transfer, compress: ddp.compress, bucket_mb: Number(values['bucket-mb']), ...row,
+      transport, threads: threadsFor(path) ? pool?.threads ?? 0 : 0, transfer: ddp.transfer, compress: ddp.compress, bucket_mb: Number(values['bucket-mb']), read_loss: values['read-loss'], ...row,
       ...(cmp ? { compare: values.compare, steps: warmup + steps + profiled, ...cmp } : {}) }));
   }
 }
