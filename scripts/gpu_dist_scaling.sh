@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 13's figure in one run on nvidia-h200-x2: 1 GPU (bench_dist --paths none) against 2 GPUs (launch_bench_dist 2,
 # default path), batch 128 per GPU, femto three times alternating (its run-to-run spread is large) and tiny once,
-# PyTorch (torch_step.py, 1 GPU and torchrun DDP on 2) in the same run. ~5 minutes. Knobs: MODELS, FEMTO_REPEATS.
+# PyTorch (torch_step.py, 1 GPU and torchrun DDP on 2) in the same run. ~5 minutes. Knobs: MODELS, FEMTO_REPEATS, EXTRA
+# (more bench_dist arguments, e.g. "--read-loss step").
 #   source .device/setup.sh && bash scripts/gpu_dist_scaling.sh          (from the repository root)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ TB=../shared/bench; [ -d shared/bench ] && TB=shared/bench
 J="$OUT/dist.jsonl"; : > "$J"
 say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --version), $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
 for M in ${MODELS:-femto tiny}; do
-  A=(--model "mambaout_$M" --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 20)
+  A=(--model "mambaout_$M" --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 20 ${EXTRA:-})
   R=${FEMTO_REPEATS:-3}; [ "$M" = tiny ] && R=1
   for r in $(seq "$R"); do
     tagged "$M-1gpu-$r" 120 node --import tsx scripts/bench_dist.ts "${A[@]}" --paths none
