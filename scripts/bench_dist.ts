@@ -26,8 +26,8 @@
  * synchronise with the GPU, so these steps are not in the img/s figure). A 1-device run with a path other than none
  * measures the readback and upload costs with nothing to exchange. --trace N: each rank writes, for the last N timed
  * steps of each path, when each phase of each bucket happened (a `TRACE {json}` line on stderr; no synchronisation
- * added; gpu_bench_lib.sh trace_table lays the ranks side by side). --read-loss log|step: losses read as the training
- * loop reads them (default; at most 2 steps queued) or every step (a full synchronisation per step, as before).
+ * added; gpu_bench_lib.sh trace_table lays the ranks side by side). --read-loss step|log: every step's loss read back
+ * (default) or as the training loop reads them (at most 2 steps queued).
  *
  * Every rank takes its slice of one fixed global batch (generated from --seed), so N processes with --batch B see
  * exactly the data of 1 process with --batch N·B. Every path starts from the same initial weights and a fresh
@@ -80,7 +80,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '2' },
     breakdown: { type: 'string', default: '0' },
     trace: { type: 'string', default: '0' },
-    'read-loss': { type: 'string', default: 'log' },
+    'read-loss': { type: 'string', default: 'step' },
     paths: { type: 'string' },
     'bucket-mb': { type: 'string', default: String(DEFAULT_DIST_BUCKET_MB) },
     'comm-threads': { type: 'string' }, // threads of overlap-mt (default 4) and, when given, of `default`
@@ -101,10 +101,11 @@ const warmup = Number(values.warmup);
 const profiled = Number(values.breakdown);
 const traced = Number(values.trace);
 /**
- * --read-loss log (default): as the training loop (src/train/loop.ts), at most 2 steps queued on the device and the
- * losses read back every LOSS_READ_EVERY steps and at the end of the timed steps (timm's .item() at log points), so
- * the next step's forward is issued while the GPU still runs this step's optimizer. `step`: every step's loss read
- * back before the next step starts (a full synchronisation per step; this benchmark's behaviour until 2026-11-30).
+ * --read-loss step (default): every step's loss is read back before the next step starts (a full synchronisation per
+ * step). `log`: as the training loop (src/train/loop.ts), at most 2 steps queued on the device and the losses read
+ * every LOSS_READ_EVERY steps and at the end of the timed steps, so the next forward is issued while the GPU still runs
+ * this step's optimizer. On the H200 x2 (2026-11-30, GPU run 5 in docs/BENCHMARKS.md) `log` gave femto 1 GPU +3%
+ * but 2 GPUs -12% (2,834-2,912 vs 3,295 img/s; the main thread's issue 55-66 vs 46 ms) and tiny 2 GPUs 1.84x vs 2.03x.
  */
 const readEachStep = values['read-loss'] === 'step';
 if (!readEachStep && values['read-loss'] !== 'log') throw new Error(`--read-loss must be log or step, got ${values['read-loss']}`);
