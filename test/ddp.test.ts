@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '../src/backend/tfjs.js';
 import { createModel } from '../src/models/mambaout.js';
 import { DistributedDataParallel, readDistSettings, type Communicator } from '../src/train/ddp.js';
+import type { CommPool } from '../src/distributed/pool.js';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { findFreePort } from '../src/distributed/launcher.js';
@@ -160,6 +161,47 @@ test('onBucket hands over every averaged bucket once, in bucket order, runs of f
   }
   for (const [k, t] of whole) assert.deepEqual(Array.from(got.get(k)!), Array.from(t.dataSync()), k);
   tf.dispose([r1.value, r2.value, ...whole.values(), s.x, s.y]);
+  s.model.dispose();
+});
+
+test('with communication threads a finished bucket is all-reduced without waiting for earlier buckets of other channels, in bucket order on each channel', async () => {
+  const s = setup(40_000);
+  const calls: number[] = [];
+  // a stand-in for CommPool with 2 channels (bucket k on channel k % 2); the other rank holds 3x these gradients
+  const pool = {
+    threads: 2,
+    alloc: (n: number) => new Float32Array(new SharedArrayBuffer(n * 4)),
+    allreduce: async (buf: Float32Array, _op: string, k: number) => {
+      calls.push(k);
+      for (let i = 0; i < buf.length; i++) buf[i] = (buf[i] + 3 * buf[i]) / 2;
+    },
+  } as unknown as CommPool;
+  const ddp = new DistributedDataParallel(new FakeGroup(), s.params, { bucketBytes: 40_000, pool });
+  const n = ddp.buckets.length;
+  assert.ok(n >= 4, `${n} buckets`);
+  // every readback is held until the test releases it: here in reverse bucket order
+  const release = new Map<number, () => void>();
+  const start = ddp.startReadback.bind(ddp);
+  ddp.startReadback = (b, grads, host, layout, k = 0) => {
+    const p = start(b, grads, host, layout, k);
+    return new Promise<void>((resolve, reject) => release.set(k, () => void p.then(resolve, reject)));
+  };
+  const r = tf.tidy(() => tf.variableGrads(ddp.watch(s.loss), s.vars));
+  const want = new Map(s.params.map((p) => [p.name, (r.grads[p.variable.name].dataSync() as Float32Array).map((v) => (v + 3 * v) / 2)]));
+  const out = ddp.allreduceGrads(s.params, new Map(s.params.map((p) => [p.name, r.grads[p.variable.name]])));
+  assert.equal(release.size, n, 'every bucket has started its readback');
+  const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+  for (let k = n - 1; k >= 0; k--) {
+    release.get(k)!();
+    for (let i = 0; i < 3; i++) await turn();
+  }
+  const got = await out;
+  const odd = Array.from({ length: n }, (_, k) => k).filter((k) => k % 2 === 1);
+  const even = Array.from({ length: n }, (_, k) => k).filter((k) => k % 2 === 0);
+  // channel 1's buckets all went once bucket 1 was back, before bucket 0 was; each channel in bucket order
+  assert.deepEqual(calls, [...odd, ...even]);
+  for (const p of s.params) assert.deepEqual(Array.from(got.get(p.name)!.dataSync()), Array.from(want.get(p.name)!), p.name);
+  tf.dispose([r.value, ...got.values(), s.x, s.y]);
   s.model.dispose();
 });
 

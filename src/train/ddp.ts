@@ -20,7 +20,7 @@
  * call they resolve only once it returns; `variableGrads` (what the loop uses) issues the backward pass node by node and
  * gives the event loop a turn after each node that started a readback, so they resolve while the rest is issued (H200,
  * femto, 2 GPUs: the exchange left after the backward pass 40-42 -> 19-23 ms per step). Each bucket then goes into the
- * all-reduce (queued in bucket order, the same on every rank) and is uploaded as soon as it is averaged. What stays on the critical path is the GPU tail of the
+ * all-reduce (queued in bucket order per channel, the same on every rank) and is uploaded as soon as it is averaged. What stays on the critical path is the GPU tail of the
  * backward pass plus the exchange of the last bucket(s) and the uploads. The exchange does not wait for
  * `allreduceGrads`: a bucket whose readback is done is all-reduced (in bucket order) and uploaded whenever the event
  * loop runs, e.g. while the training loop awaits the loss; `allreduceGrads` only collects the results.
@@ -255,15 +255,17 @@ class Layout {
 
 /**
  * One exchange in flight: gradients go into their buckets as the backward pass produces them; a full bucket starts
- * its readback; buckets whose readback is done are all-reduced strictly in bucket order (the same order on every
- * rank), and each is uploaded as soon as it is averaged. Nothing waits for allreduceGrads: the exchange moves
+ * its readback; buckets whose readback is done are all-reduced in bucket order on each channel (the same order on
+ * every rank; see pump), and each is uploaded as soon as it is averaged. Nothing waits for allreduceGrads: the exchange moves
  * whenever the event loop runs (e.g. while the caller awaits the loss).
  */
 class PendingStep {
   readonly grads: (tf.Tensor | null)[];
   private readonly missing: number[];
   private readonly readDone: boolean[];
-  private next = 0;
+  /** Next bucket to all-reduce on each channel (bucket b goes to channel b % channels). */
+  private readonly next: number[];
+  private readonly channels: number;
   /** Each bucket's averaged gradients on the device, in member order. */
   readonly done: Promise<tf.Tensor[]>[];
   /** The same once settled (null before): allreduceGrads hands a run of finished buckets to onBucket at once. */
@@ -281,6 +283,8 @@ class PendingStep {
     this.missing = layout.buckets.map((b) => b.members.length);
     this.readDone = new Array(layout.buckets.length).fill(false);
     this.back = new Array(layout.buckets.length).fill(null);
+    this.channels = ddp.channelsFor(layout);
+    this.next = Array.from({ length: this.channels }, (_, c) => c);
     this.done = layout.buckets.map(() => {
       const p = new Promise<tf.Tensor[]>((resolve, reject) => this.settle.push({ resolve, reject }));
       p.catch(() => {}); // awaited (and its failure reported) by allreduceGrads, in bucket order
@@ -319,24 +323,41 @@ class PendingStep {
     for (const s of this.settle) s.reject(e);
   }
 
-  /** Start the all-reduce of every bucket whose readback is done and whose predecessors have started. */
+  /**
+   * Start the all-reduce of every bucket whose readback is done and whose predecessors on its channel have started.
+   * Every channel is its own ring whose collectives every rank must call in the same order: bucket order within a
+   * channel. Across channels nothing needs ordering, so a bucket the backward pass finished early does not wait for
+   * an earlier-numbered one on another channel (femto on 2 GPUs, gpu_dist_trace.sh: bucket 16 was on the host at
+   * 38 ms and waited for bucket 15, read at 49 ms). One channel (no threads): bucket order, as before.
+   */
   private pump(): void {
-    while (!this.failed && this.next < this.layout.buckets.length && this.readDone[this.next]) {
-      const b = this.next++;
-      if (b === 0) this.tFirst = performance.now();
-      this.ddp
-        .reduceBucket(this.layout, b)
-        .then(() => {
-          this.tEx = performance.now();
-          this.ddp.trace?.('reduced', b);
-          return this.ddp.uploadBucket(this.layout, b);
-        })
-        .then((t) => {
-          this.ddp.trace?.('uploaded', b);
-          this.back[b] = t;
-          this.settle[b].resolve(t);
-        }, (e) => this.fail(e));
+    const n = this.layout.buckets.length;
+    for (let progress = true; progress && !this.failed; ) {
+      progress = false;
+      for (let c = 0; c < this.channels; c++) {
+        const b = this.next[c];
+        if (b >= n || !this.readDone[b]) continue;
+        this.next[c] += this.channels;
+        progress = true;
+        this.startReduce(b);
+      }
     }
+  }
+
+  private startReduce(b: number): void {
+    if (b === 0) this.tFirst = performance.now();
+    this.ddp
+      .reduceBucket(this.layout, b)
+      .then(() => {
+        this.tEx = performance.now();
+        this.ddp.trace?.('reduced', b);
+        return this.ddp.uploadBucket(this.layout, b);
+      })
+      .then((t) => {
+        this.ddp.trace?.('uploaded', b);
+        this.back[b] = t;
+        this.settle[b].resolve(t);
+      }, (e) => this.fail(e));
   }
 }
 
@@ -636,6 +657,11 @@ export class DistributedDataParallel {
       layout.staged[k] = s;
     }
     return s;
+  }
+
+  /** @internal Independent all-reduce channels for this layout's buckets (bucket k on channel k % n; reduceBucket). */
+  channelsFor(layout: Layout): number {
+    return this.pool && layout.host[0]?.buffer instanceof SharedArrayBuffer ? this.pool.threads : 1;
   }
 
   /** @internal All-reduce (average) bucket k's host words. */
