@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 13: A/B of gradient-exchange variants in the same pair of processes, alternating (this VM's run-to-run spread
-# is larger than most effects), between 1-GPU runs of the same code. PATHS: bench_dist paths, e.g. the default:
-# "default,default+early" x3 (averaged buckets uploaded after the backward's issue vs at its turns).
+# is larger than most effects), between 1-GPU runs of the same code. PATHS: bench_dist paths (default: `default`
+# against the opt-in bf16 compression, three times). A path that comes first in a process pays its warm-up: compare
+# pairs after the first.
 #   source .device/setup.sh && bash scripts/gpu_dist_ab.sh        (~3 minutes on nvidia-h200-x2)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ T0=$SECONDS
 J="$OUT/dist.jsonl"; : > "$J"
 say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --version), $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
 A=(--model "${MODEL:-mambaout_femto}" --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 25)
-P=${PATHS:-default,default+early,default,default+early,default,default+early}
+P=${PATHS:-default,default+bf16,default,default+bf16,default,default+bf16}
 tagged 1gpu-before 120 node --import tsx scripts/bench_dist.ts "${A[@]}" --paths none
 part ab 400 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths "$P"
 tagged 1gpu-after 120 node --import tsx scripts/bench_dist.ts "${A[@]}" --paths none
