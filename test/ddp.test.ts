@@ -131,31 +131,6 @@ test('variableGrads issues the backward pass in pieces: the gradients of tf.vari
   s.model.dispose();
 });
 
-test('variableGrads holds averaged buckets until the backward pass is issued (uploadDuringIssue: false), and uploads them at its turns with true', async () => {
-  for (const uploadDuringIssue of [false, true]) {
-    const s = setup(40_000);
-    const ddp = new DistributedDataParallel(new FakeGroup(), s.params, { bucketBytes: 40_000, uploadDuringIssue });
-    let issuing = false;
-    let duringIssue = 0;
-    let total = 0;
-    const upload = ddp.uploadBucket.bind(ddp);
-    ddp.uploadBucket = (layout, k) => {
-      total++;
-      if (issuing) duringIssue++;
-      return upload(layout, k);
-    };
-    issuing = true;
-    const r = await ddp.variableGrads(s.loss, s.vars);
-    issuing = false;
-    const out = await ddp.allreduceGrads(s.params, new Map(s.params.map((p) => [p.name, r.grads[p.variable.name]])));
-    assert.equal(total, ddp.buckets.length, 'every bucket uploaded once');
-    if (uploadDuringIssue) assert.ok(duringIssue > 0, 'uploads at the backward pass\'s turns');
-    else assert.equal(duringIssue, 0, 'no upload before the backward pass is issued');
-    tf.dispose([r.value, ...out.values(), s.x, s.y]);
-    s.model.dispose();
-  }
-});
-
 test('onBucket hands over every averaged bucket once, in bucket order, runs of finished buckets together, and nothing is returned', async () => {
   const s = setup(40_000);
   const ddp = new DistributedDataParallel(new FakeGroup(), s.params, { bucketBytes: 40_000 });

@@ -105,13 +105,6 @@ export interface DdpOptions {
    * 'applied' (handed to onBucket). Adds no GPU synchronisation.
    */
   trace?: (event: TraceEvent, bucket: number) => void;
-  /**
-   * Upload averaged buckets at the event-loop turns inside `variableGrads` (true), or hold them until it has issued the
-   * whole backward pass (false, the default). A rank's main thread feeds its GPU: a copy into a mapped upload buffer
-   * made during the backward's issue delays the kernels behind it, while after the issue the main thread only waits
-   * for the GPU's tail (femto on 2 GPUs: ~10-14 ms, gpu_dist_trace.sh) and the copies fit there.
-   */
-  uploadDuringIssue?: boolean;
 }
 
 export type TraceEvent = 'ready' | 'read' | 'reduced' | 'uploaded' | 'applied';
@@ -279,8 +272,6 @@ class PendingStep {
   readonly back: (tf.Tensor[] | null)[];
   private readonly settle: { resolve: (t: tf.Tensor[]) => void; reject: (e: unknown) => void }[] = [];
   private failed = false;
-  /** Uploads waiting for the backward's issue to end (hold/release; null: not holding). */
-  private held: (() => void)[] | null = null;
   /** Buckets whose readback has been started (DistributedDataParallel.variableGrads yields when this grows). */
   started = 0;
   tRead = 0;
@@ -326,17 +317,6 @@ class PendingStep {
     }
   }
 
-  /** Averaged buckets wait for release() before their upload. */
-  hold(): void {
-    this.held ??= [];
-  }
-
-  release(): void {
-    const waiting = this.held ?? [];
-    this.held = null;
-    for (const go of waiting) go();
-  }
-
   private fail(e: unknown): void {
     if (this.failed) return;
     this.failed = true;
@@ -371,9 +351,8 @@ class PendingStep {
       .then(() => {
         this.tEx = performance.now();
         this.ddp.trace?.('reduced', b);
-        return this.held ? new Promise<void>((go) => this.held!.push(go)) : undefined;
+        return this.ddp.uploadBucket(this.layout, b);
       })
-      .then(() => this.ddp.uploadBucket(this.layout, b))
       .then((t) => {
         this.ddp.trace?.('uploaded', b);
         this.back[b] = t;
@@ -394,7 +373,6 @@ export class DistributedDataParallel {
   private readonly profile: boolean;
   /** @internal DdpOptions.trace */
   readonly trace: DdpOptions['trace'];
-  private readonly uploadDuringIssue: boolean;
   private pool: CommPool | null;
   /** The pool was started by attach() (and is closed by close()), not handed in. */
   private ownPool = false;
@@ -412,7 +390,6 @@ export class DistributedDataParallel {
   ) {
     this.profile = opts.profile ?? false;
     this.trace = opts.trace;
-    this.uploadDuringIssue = opts.uploadDuringIssue ?? false;
     this.pool = opts.pool ?? null;
     this.compress = opts.compress ?? 'none';
     if (this.compress !== 'none' && this.compress !== 'bf16') throw new UserError(`gradient compression must be none or bf16, got '${String(this.compress)}'.`);
@@ -550,12 +527,10 @@ export class DistributedDataParallel {
     const tape = engine.state.activeTape ?? [];
     const acc = new Map<number, tf.Tensor>();
     const grads: tf.NamedTensorMap = {};
-    let step: PendingStep | null = null;
     try {
       if (!(y instanceof tf.Tensor) || y.rank !== 0) throw new Error('The loss function passed to variableGrads must return a scalar.');
       this.hookTape(y);
-      step = this.pending;
-      if (!this.uploadDuringIssue) step?.hold();
+      const step = this.pending;
       const filtered = filterTape(tape, vars, y);
       acc.set(y.id, tf.ones(y.shape));
       let started = step?.started ?? 0;
@@ -602,7 +577,6 @@ export class DistributedDataParallel {
       tf.dispose(Object.values(grads));
       throw e;
     } finally {
-      step?.release(); // the backward pass is issued: averaged buckets go back to the GPU from now on
       tf.dispose([...acc.values()]);
       if (engine.state.gradientDepth === 0 && engine.state.activeTape === tape) {
         for (const node of tape) for (const t of node.saved ?? []) t.dispose();
