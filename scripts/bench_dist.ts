@@ -137,6 +137,21 @@ if (process.env.MAMBAOUT_BENCH_PIN === '1') {
   execFileSync('taskset', ['-a', '-p', '-c', cores, String(process.pid)], { stdio: 'ignore' });
   process.stderr.write(`[rank ${rank}] pinned to cores ${cores}\n`);
 }
+// MAMBAOUT_BENCH_PIN=main: the main thread of local rank r alone on core 8r, every other thread of every rank off
+// that core and off the cores that may share its physical core (8r±1, 8r+16: the VM does not say which are SMT
+// siblings). Are a rank's slow steps its main thread sharing a core with its own communication threads?
+const mainCore = 8 * env.localRank;
+const pinMain = process.env.MAMBAOUT_BENCH_PIN === 'main' && availableParallelism() >= 32;
+if (pinMain) {
+  const reserved = new Set<number>();
+  for (let r = 0; r < env.localWorldSize; r++) for (const d of [0, 1, -1, 16]) reserved.add(8 * r + d);
+  const others = Array.from({ length: availableParallelism() }, (_, i) => i).filter((i) => !reserved.has(i));
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', others.join(','), String(process.pid)], { stdio: 'ignore' });
+  } catch (e) {
+    process.stderr.write(`[rank ${rank}] MAMBAOUT_BENCH_PIN=main: taskset failed (${String(e)})\n`);
+  }
+}
 const group = await ProcessGroup.init({ ...env, timeoutMs: 300_000 });
 const backend = await initBackend(values.backend, { training: true });
 if (rank === 0) process.stderr.write(`[rank 0] ${backend.message}\n`);
@@ -167,6 +182,15 @@ function ddpFor(p: Path, profile: boolean): DistributedDataParallel {
   return d;
 }
 await ddpFor(paths[0], false).broadcastParams();
+if (pinMain) {
+  // the threads are there now (backend, communication pool): the main thread alone moves to its own core
+  try {
+    execFileSync('taskset', ['-p', '-c', String(mainCore), String(process.pid)], { stdio: 'ignore' });
+  } catch (e) {
+    process.stderr.write(`[rank ${rank}] MAMBAOUT_BENCH_PIN=main: taskset failed (${String(e)})\n`);
+  }
+  process.stderr.write(`[rank ${rank}] main thread on core ${mainCore}, the other threads off cores near it\n`);
+}
 // every path starts from these weights with a fresh optimizer (so --compare measures each path on its own)
 const initial = await Promise.all(params.map(async (p) => (await p.variable.data()) as Float32Array));
 function resetWeights(): void {
