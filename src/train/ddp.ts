@@ -262,6 +262,14 @@ class Layout {
 
   dispose(): void {
     for (const s of this.staged) s?.dispose();
+    if (this.gpuBuffers.some((g) => g)) {
+      // the split of the last upload may still wait in tfjs's encoder: submit it before its buffer goes
+      const be = webgpuInternals();
+      if (be?.commandEncoder) {
+        be.endComputePassEncoder();
+        be.submitQueue();
+      }
+    }
     for (const g of this.gpuBuffers) g?.destroy();
     this.staged.fill(null);
     this.gpuBuffers.fill(null);

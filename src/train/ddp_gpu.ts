@@ -200,6 +200,13 @@ export class StagedBucket {
     return b;
   }
 
+  /** Submit tfjs's encoder now (a compute pass tfjs left open is ended first, as tfjs's own flushes do). */
+  private submitNow(): void {
+    if (!this.be.commandEncoder) return;
+    this.be.endComputePassEncoder();
+    this.be.submitQueue();
+  }
+
   private encoder(): GPUCommandEncoder {
     this.be.ensureCommandEncoderReady();
     this.be.endComputePassEncoder();
@@ -245,7 +252,7 @@ export class StagedBucket {
 
   /** The averaged bucket (`host`, this.words floats) as new gradient tensors, one per member, on the GPU. */
   async upload(host: Float32Array): Promise<tf.Tensor[]> {
-    if (this.remapPending) this.be.submitQueue(); // nothing was submitted since this bucket's last upload
+    if (this.remapPending) this.submitNow(); // nothing was submitted since this bucket's last upload
     if (!this.writeMapped) {
       await this.writeReady;
       this.writeMapped = true;
@@ -280,6 +287,9 @@ export class StagedBucket {
   }
 
   dispose(): void {
+    // the last upload's copies may still wait in tfjs's encoder: submitted first, they read the buffers before the
+    // destroy takes effect (a destroyed buffer in an unsubmitted encoder invalidates the whole command buffer)
+    if (this.remapPending) this.submitNow();
     for (const b of this.own) b.destroy();
     this.own.length = 0;
   }
