@@ -20,8 +20,6 @@
  *   +bf16    bf16 compression of the exchange (packed on the GPU when staged), e.g. default+bf16
  *   +sync    overlap paths: the backward pass in tfjs's one synchronous call (the readbacks resolve after it), as
  *            before DistributedDataParallel.variableGrads issued it in pieces, e.g. default+sync
- *   +regorder  buckets in reverse registration order at every step (DdpOptions.bucketOrder 'registration'), not in the
- *            order the first step's backward pass produced the gradients
  * `default` is always staged.
  * Each path: --warmup untimed steps, --steps timed steps (img/s, ms/step, JS issue time of forward + backward), then
  * --breakdown profiled steps whose exchange is timed phase by phase (src/train/ddp.ts StepProfile; the probes
@@ -65,18 +63,13 @@ interface Path {
   bf16: boolean;
   /** overlap paths: tfjs's one synchronous backward call (watch) instead of DistributedDataParallel.variableGrads */
   sync: boolean;
-  /** DdpOptions.bucketOrder 'registration' (before 2026-11-30 15:30) instead of the backward pass's order */
-  regorder: boolean;
 }
 function parsePath(name: string): Path {
   const [base, ...mods] = name.split('+').map((p) => p.trim());
   if (!BASES.includes(base as Base)) throw new Error(`unknown path '${name}' (use ${BASES.join(', ')}, with +staged and/or +bf16)`);
-  for (const m of mods) if (!['staged', 'bf16', 'sync', 'regorder'].includes(m)) throw new Error(`unknown modifier '+${m}' in path '${name}' (use +staged, +bf16, +sync, +regorder)`);
+  for (const m of mods) if (m !== 'staged' && m !== 'bf16' && m !== 'sync') throw new Error(`unknown modifier '+${m}' in path '${name}' (use +staged, +bf16, +sync)`);
   if (base === 'none' && mods.length) throw new Error(`path 'none' takes no modifiers`);
-  return {
-    name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync'),
-    regorder: mods.includes('regorder'),
-  };
+  return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync') };
 }
 
 const { values } = parseArgs({
@@ -177,12 +170,12 @@ const pool = paths.some(threadsFor)
 const ddps = new Map<string, DistributedDataParallel>();
 /** One DDP per combination of threads, transfer, compression and profiling (each keeps its own staging). */
 function ddpFor(p: Path, profile: boolean): DistributedDataParallel {
-  const key = `${threadsFor(p)}|${p.staged}|${p.bf16}|${p.regorder}|${profile}`;
+  const key = `${threadsFor(p)}|${p.staged}|${p.bf16}|${profile}`;
   let d = ddps.get(key);
   if (!d) {
     d = new DistributedDataParallel(group, params, {
       bucketBytes, profile, pool: threadsFor(p) ? pool : null, transfer: p.staged ? 'staged' : 'tfjs', compress: p.bf16 ? 'bf16' : 'none',
-      trace: traced > 0 ? trace : undefined, bucketOrder: p.regorder ? 'registration' : 'backward',
+      trace: traced > 0 ? trace : undefined,
     });
     ddps.set(key, d);
   }

@@ -76,8 +76,8 @@ for (const path of paths) {
   const ranks = rs.map((r) => r.rank);
   console.log('| event | ' + ranks.map((r) => `rank ${r}`).join(' | ') + ' |\n|---|' + ranks.map(() => '---|').join(''));
   for (const e of ['step', 'issued', 'exchanged', 'optimizer', 'loss']) console.log(`| ${e} | ` + rs.map((_, i) => mean(i, (r) => r[1] === e)).join(' | ') + ' |');
+  const nb = Math.max(-1, ...rs[0].rows.map((r) => r[2])) + 1;
   const evs = ['ready', 'read', 'reduced', 'uploaded', 'applied'];
-  const nb = Math.max(-1, ...rs[0].rows.filter((r) => evs.includes(r[1])).map((r) => r[2])) + 1;
   console.log('| bucket | ' + ranks.map((r) => evs.map((e) => `r${r} ${e}`).join(' | ')).join(' | ') + ' |\n|---|' + ranks.map(() => evs.map(() => '---|').join('')).join(''));
   for (let b = 0; b < nb; b++) console.log(`| ${b} | ` + rs.map((_, i) => evs.map((e) => mean(i, (r) => r[1] === e && r[2] === b)).join(' | ')).join(' | ') + ' |');
 }

@@ -100,29 +100,14 @@ export interface DdpOptions {
   /** Default 'auto'. */
   transfer?: GradTransfer;
   /**
-   * Called at each phase of each bucket (benchmarks and tests: scripts/bench_dist.ts --trace): 'ready' (its gradients
+   * Called at each phase of each bucket (benchmarks only: scripts/bench_dist.ts --trace): 'ready' (its gradients
    * issued, readback started), 'read' (on the host), 'reduced' (averaged over the ranks), 'uploaded' (back on the GPU),
-   * 'applied' (handed to onBucket); and 'grad' with a parameter's index when its gradient joins its bucket. Adds no
-   * GPU synchronisation.
+   * 'applied' (handed to onBucket). Adds no GPU synchronisation.
    */
-  trace?: (event: TraceEvent, index: number) => void;
-  /**
-   * Which order the parameters fill the buckets in. 'backward' (default): from the second step on, the order the
-   * backward pass produces their gradients, read off the first step's tape (torch DDP rebuilds its buckets after the
-   * first iteration the same way); the first step, and 'registration' always, use reverse registration order. In
-   * MambaOut the downsampling layers are registered before the stages, so in registration order their gradients
-   * (produced between the stages) kept two buckets of stage 1-3 gradients waiting for the end of the backward pass.
-   */
-  bucketOrder?: 'backward' | 'registration';
+  trace?: (event: TraceEvent, bucket: number) => void;
 }
 
-/**
- * The bucket that is filled last is exchanged while nothing else overlaps it (the GPU has finished the backward
- * pass): it holds at most this many bytes, so that its exchange is short. femto: the stem and stage 0's gradients.
- */
-export const LAST_BUCKET_BYTES = 256 * 1024;
-
-export type TraceEvent = 'grad' | 'ready' | 'read' | 'reduced' | 'uploaded' | 'applied';
+export type TraceEvent = 'ready' | 'read' | 'reduced' | 'uploaded' | 'applied';
 
 export interface ExchangeOptions {
   /**
@@ -318,7 +303,6 @@ class PendingStep {
   ready(i: number, g: tf.Tensor): void {
     if (this.grads[i]) return;
     this.grads[i] = g;
-    this.ddp.trace?.('grad', i);
     const b = this.layout.bucketOf[i];
     if (--this.missing[b] === 0) {
       this.started++;
@@ -397,13 +381,6 @@ export class DistributedDataParallel {
   private readonly profile: boolean;
   /** @internal DdpOptions.trace */
   readonly trace: DdpOptions['trace'];
-  private readonly bucketOrder: 'backward' | 'registration';
-  /** The parameter order the overlapped layout was cut from (bind). */
-  private layoutOrder: readonly number[] = [];
-  /** The backward pass's order has been read off a tape for these parameters (hookTape, once). */
-  private orderSeen = false;
-  /** The layout to switch to once the current exchange is done (allreduceGrads). */
-  private nextOrder: number[] | null = null;
   private pool: CommPool | null;
   /** The pool was started by attach() (and is closed by close()), not handed in. */
   private ownPool = false;
@@ -421,8 +398,6 @@ export class DistributedDataParallel {
   ) {
     this.profile = opts.profile ?? false;
     this.trace = opts.trace;
-    this.bucketOrder = opts.bucketOrder ?? 'backward';
-    if (this.bucketOrder !== 'backward' && this.bucketOrder !== 'registration') throw new UserError(`the bucket order must be backward or registration, got '${String(this.bucketOrder)}'.`);
     this.pool = opts.pool ?? null;
     this.compress = opts.compress ?? 'none';
     if (this.compress !== 'none' && this.compress !== 'bf16') throw new UserError(`gradient compression must be none or bf16, got '${String(this.compress)}'.`);
@@ -434,30 +409,22 @@ export class DistributedDataParallel {
     this.layout = this.bind(params);
   }
 
-  private bind(params: readonly NamedParameter[], order?: readonly number[]): Layout {
+  private bind(params: readonly NamedParameter[]): Layout {
     this._params = params;
     this.indexById.clear();
     params.forEach((p, i) => this.indexById.set(p.variable.id, i));
-    // Default: reverse registration order, roughly the order the backward pass produces the gradients (DDP's first
-    // iteration); `order` (hookTape): the order it did produce them.
-    const seq = order ?? params.map((_, i) => params.length - 1 - i);
-    this.layoutOrder = seq;
-    // Cut from the end: the last bucket is the small one (LAST_BUCKET_BYTES), the others up to bucketCap.
+    // DDP order: parameters in reverse registration order, which is roughly the order the backward pass produces them.
     const buckets: Bucket[] = [];
     let cur: Bucket | null = null;
-    for (let j = seq.length - 1; j >= 0; j--) {
-      const i = seq[j];
+    for (let i = params.length - 1; i >= 0; i--) {
       const bytes = params[i].variable.size * 4;
-      const limit = buckets.length === 1 ? Math.min(this.bucketCap, LAST_BUCKET_BYTES) : this.bucketCap; // cur is the last bucket
-      if (!cur || (cur.bytes > 0 && cur.bytes + bytes > limit)) {
+      if (!cur || (cur.bytes > 0 && cur.bytes + bytes > this.bucketCap)) {
         cur = { members: [], bytes: 0 };
         buckets.push(cur);
       }
       cur.members.push(i);
       cur.bytes += bytes;
     }
-    for (const b of buckets) b.members.reverse();
-    buckets.reverse();
     return new Layout(buckets, params.length, this.compress, this.pool);
   }
 
@@ -478,8 +445,6 @@ export class DistributedDataParallel {
         this.ownPool = true;
       }
     }
-    this.orderSeen = false;
-    this.nextOrder = null;
     this.layout = this.bind(params);
   }
 
@@ -640,32 +605,15 @@ export class DistributedDataParallel {
     const P = this._params.length;
     const uses = new Array<number>(P).fill(0);
     const first: ({ node: TapeNode; input: string } | null)[] = new Array(P).fill(null);
-    /** tape position of each parameter's first use, and which input of that node it is */
-    const firstAt = new Array<number>(P).fill(-1);
-    const slot = new Array<number>(P).fill(0);
     for (let n = 0; n < tape.length; n++) {
       if (!onPath[n]) continue;
       const node = tape[n];
-      let k = 0;
       for (const input in node.inputs) {
         const i = this.indexById.get(node.inputs[input]?.id);
-        k++;
         if (i === undefined) continue;
         uses[i]++;
-        if (!first[i]) {
-          first[i] = { node, input };
-          firstAt[i] = n;
-          slot[i] = k;
-        }
+        if (!first[i]) first[i] = { node, input };
       }
-    }
-    if (this.bucketOrder === 'backward' && !this.orderSeen) {
-      // The backward pass walks the tape from its end, so a parameter's gradient is complete at its first use: the
-      // order of the gradients is descending first use, and within one node its inputs' order (variableGrads asks
-      // for their gradients in that order); unused parameters last. The tape is the same on every rank (same model, same code), so is the new layout.
-      this.orderSeen = true;
-      const order = [...this.layoutOrder].sort((a, b) => firstAt[b] - firstAt[a] || slot[a] - slot[b]);
-      if (order.some((i, j) => i !== this.layoutOrder[j])) this.nextOrder = order;
     }
     const step = new PendingStep(this, this.layout, P);
     const hooks = new Map<TapeNode, { input: string; i: number }[]>();
@@ -790,13 +738,6 @@ export class DistributedDataParallel {
         }
       }
       for (const t of grads.values()) t.dispose();
-      if (this.nextOrder && step.layout === this.layout) {
-        // this exchange is done: the next step's buckets follow the order of the gradients (bucketOrder)
-        const order = this.nextOrder;
-        this.nextOrder = null;
-        this.layout.dispose();
-        this.layout = this.bind(this._params, order);
-      }
       if (probe) {
         const mode = step.layout === this.flatLayout ? 'flat' : 'overlap';
         await this.record(mode, buckets.length, t0, probe, step.tFirst, step.tRead, step.tEx, out, uploadProbe, stagingClock.ms - copy0);
