@@ -92,3 +92,35 @@ test('staged and tfjs transfers give the same averaged gradients on webgpu, with
     releaseWebGPU();
   }
 });
+
+test('disposing a DDP right after an exchange leaves its averaged gradients intact (its buffers go only after tfjs submitted the copies out of them)', { skip: SKIP, timeout: 600_000 }, async () => {
+  const r = await initWebGPU();
+  assert.ok(r.ok, r.ok ? '' : r.reason);
+  await tf.setBackend('webgpu');
+  try {
+    const model = createModel('mambaout_test', { seed: 3 });
+    const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
+    const vars = params.map((p) => p.variable);
+    const x = tf.randomNormal([2, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
+    const y = tf.oneHot(tf.tensor1d([1, 7], 'int32'), model.numClasses);
+    const loss = (): tf.Scalar => tf.losses.softmaxCrossEntropy(y, model.forward(x, { training: true })) as tf.Scalar;
+    const reference = tf.tidy(() => tf.variableGrads(loss, vars));
+    for (const transfer of ['staged', 'tfjs'] as const) {
+      const ddp = new DistributedDataParallel(new FakeGroup(), params, { bucketBytes: 40_000, transfer });
+      const g = tf.tidy(() => tf.variableGrads(ddp.watch(loss), vars));
+      const out = await ddp.allreduceGrads(params, new Map(params.map((p) => [p.name, g.grads[p.variable.name]])));
+      ddp.dispose(); // before anything reads the gradients (or submits)
+      for (const p of params) {
+        const got = (await out.get(p.name)!.data()) as Float32Array;
+        const want = (await reference.grads[p.variable.name].data()) as Float32Array;
+        for (let i = 0; i < got.length; i++) if (got[i] !== 2 * want[i]) assert.fail(`${transfer} ${p.name}[${i}]: ${got[i]} != ${2 * want[i]}`);
+      }
+      tf.dispose([g.value, ...out.values()]);
+    }
+    tf.dispose([reference.value, ...Object.values(reference.grads), x, y]);
+    model.dispose();
+  } finally {
+    await tf.setBackend('cpu');
+    releaseWebGPU();
+  }
+});
