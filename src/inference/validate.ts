@@ -315,8 +315,10 @@ export async function validateOne(a: ValidateArgs, logger: Logger, hooks: Valida
       }
       const [, H, W] = cfg.inputSize;
       const real = a.realLabels ? await RealLabels.load(a.realLabels) : null;
-      // timm runs one warm-up forward on random input before timing.
-      await engine.infer(new Float32Array(Math.min(B, 2) * H * W * 3), Math.min(B, 2), H, W);
+      // timm runs one warm-up forward on random input before timing ("reduce variability of first batch time"): on a
+      // GPU it pays for kernel compilation once, as it does for tfjs; the engine says whether it pays (onnxruntime:
+      // no, its first run at the loop's shape costs the same after a warm-up, which is then pure cost).
+      if (engine.warmUp !== false) await engine.infer(new Float32Array(Math.min(B, 2) * H * W * 3), Math.min(B, 2), H, W);
 
       const nBatches = Math.ceil(ds.samples.length / B);
       const progress = new Progress(logger, nBatches, 'Validate');
