@@ -19,9 +19,10 @@
  * bit-identical to cropping the full resize, at a fraction of the cost.
  *
  * Speed: both passes run as WebAssembly SIMD kernels (resample_simd.wat: the vertical pass 16 bytes at a time, the
- * horizontal one a pixel per i32x4) when the runtime has SIMD, else as the plain-JS loops below (the reference: the
- * tests check that both give the same bytes). Same integer arithmetic, so the same pixels. Measured on the 2-core
- * box, timm's eval resize of 375-500 px images to 224 (bicubic): JS 3.6 ms per image, SIMD see docs/BENCHMARKS.md.
+ * horizontal one a pixel at a time, four taps per step as i16 dot products) when the runtime has SIMD, else as the
+ * plain-JS loops below (the reference: the tests check that both give the same bytes). Same integer arithmetic, so
+ * the same pixels. Measured on the 2-core box, timm's eval resize of 375-500 px images to 224 (bicubic): JS 3.6 ms
+ * per image, SIMD see docs/BENCHMARKS.md.
  *
  * Note for crop-then-resize transforms (torchvision `resized_crop`, used by RandomResizedCrop): PIL
  * crops first and resizes the cropped image, so filter taps are clamped at the crop's edges. Do
@@ -347,7 +348,9 @@ function nearestSpan(idx: Int32Array, from: number, size: number): [number, numb
 
 interface SimdKernels {
   mem: WebAssembly.Memory;
-  hpass(src: number, srcStride: number, rows: number, xmin: number, xlen: number, k: number, ksize: number, dstW: number, dst: number): void;
+  hpass(src: number, srcStride: number, rows: number, xmin: number, xlen: number, kv: number, quads: number, dstW: number, dst: number): void;
+  /** hpass's coefficient vectors (quads = ceil(ksize / 4) blocks of 64 bytes per output column) from i32 coefficients */
+  hprep(k: number, ksize: number, dstW: number, kv: number): void;
   vpass(src: number, srcStride: number, ymin: number, ylen: number, k: number, ksize: number, outRows: number, rowBytes: number, dst: number): void;
 }
 
@@ -370,7 +373,7 @@ function simdKernels(): SimdKernels | null {
         const mem = new WebAssembly.Memory({ initial: 16 });
         const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), { m: { mem } });
         const e = inst.exports as unknown as Omit<SimdKernels, 'mem'>;
-        kernels = { mem, hpass: e.hpass, vpass: e.vpass };
+        kernels = { mem, hpass: e.hpass, hprep: e.hprep, vpass: e.vpass };
       }
     } catch {
       kernels = null; // no SIMD: the JS passes
@@ -379,13 +382,16 @@ function simdKernels(): SimdKernels | null {
   return kernels;
 }
 
-/** Bump allocator over the kernel memory for one call; 16-byte aligned blocks with 16 bytes of slack after each. */
+/**
+ * Bump allocator over the kernel memory for one call; 16-byte aligned blocks with 32 bytes of slack after each (the
+ * horizontal pass reads up to 16 bytes past its last tap).
+ */
 function layout(sizes: number[]): { offsets: number[]; total: number } {
   const offsets: number[] = [];
   let at = 0;
   for (const n of sizes) {
     offsets.push(at);
-    at += (n + 16 + 15) & ~15;
+    at += (n + 32 + 15) & ~15;
   }
   return { offsets, total: at };
 }
@@ -407,12 +413,13 @@ function resampleWasm(
   const rw = region.width;
   const tmpBytes = ch ? rw * 3 * rows : 0;
   const outBytes = rw * 3 * region.height;
+  const quads = ch ? (ch.ksize + 3) >> 2 : 0;
   const { offsets, total } = layout([
     rows * srcStride, tmpBytes, cv ? outBytes : 0,
-    ch ? ch.xmin.length * 4 : 0, ch ? ch.xlen.length * 4 : 0, ch ? ch.k.length * 4 : 0,
+    ch ? ch.xmin.length * 4 : 0, ch ? ch.xlen.length * 4 : 0, ch ? ch.k.length * 4 : 0, rw * quads * 64,
     cv ? cv.xmin.length * 4 : 0, cv ? cv.xlen.length * 4 : 0, cv ? cv.k.length * 4 : 0,
   ]);
-  const [oSrc, oTmp, oOut, oHx, oHl, oHk, oVy, oVl, oVk] = offsets;
+  const [oSrc, oTmp, oOut, oHx, oHl, oHk, oHv, oVy, oVl, oVk] = offsets;
   const need = total - k.mem.buffer.byteLength;
   if (need > 0) k.mem.grow(Math.ceil(need / 65536));
   const buf = k.mem.buffer;
@@ -433,7 +440,8 @@ function resampleWasm(
     i32(oHx, ch.xmin);
     i32(oHl, ch.xlen);
     i32(oHk, ch.k);
-    k.hpass(oSrc, srcStride, rows, oHx, oHl, oHk, ch.ksize, rw, oTmp);
+    k.hprep(oHk, ch.ksize, rw, oHv);
+    k.hpass(oSrc, srcStride, rows, oHx, oHl, oHv, quads, rw, oTmp);
     vSrc = oTmp;
     vStride = rw * 3;
   }
