@@ -140,6 +140,24 @@ function tapWindow(inSize: number, in0: number, scale: number, support: number, 
   return tap;
 }
 
+/**
+ * precomputeCoeffs, remembered for the last COEFF_CACHE geometries of this thread: a dataset's images come in a few
+ * sizes (ImageNet's validation set mostly 500x375 and 375x500), and a loader worker then computes an axis' taps once,
+ * not per image (~35 us per image, more while the worker's JS still runs in the interpreter). The coefficients are
+ * only read (sliceCoeffs makes views), so sharing them is safe.
+ */
+function cachedCoeffs(inSize: number, in0: number, in1: number, outSize: number, filter: Filter): Coeffs {
+  const key = `${inSize},${in0},${in1},${outSize},${filter.support}`;
+  let c = coeffCache.get(key);
+  if (c && c.filter === filter) return c.coeffs;
+  c = { filter, coeffs: precomputeCoeffs(inSize, in0, in1, outSize, filter) };
+  if (coeffCache.size >= COEFF_CACHE) coeffCache.delete(coeffCache.keys().next().value!);
+  coeffCache.set(key, c);
+  return c.coeffs;
+}
+const COEFF_CACHE = 16;
+const coeffCache = new Map<string, { filter: Filter; coeffs: Coeffs }>();
+
 function precomputeCoeffs(inSize: number, in0: number, in1: number, outSize: number, filter: Filter): Coeffs {
   const { scale, filterscale, support } = axisGeometry(in0, in1, outSize, filter);
   const ksize = Math.ceil(support) * 2 + 1;
@@ -247,8 +265,8 @@ export function resizeRGB(
 
   // Coefficients only for the output columns/rows inside the region (each row of coefficients is
   // independent of the others, so slicing the output range is exact).
-  const ch = needH ? sliceCoeffs(precomputeCoeffs(W, box[0], box[2], outW, filter), region.left, region.width) : null;
-  const cv = needV ? sliceCoeffs(precomputeCoeffs(H, box[1], box[3], outH, filter), region.top, region.height) : null;
+  const ch = needH ? sliceCoeffs(cachedCoeffs(W, box[0], box[2], outW, filter), region.left, region.width) : null;
+  const cv = needV ? sliceCoeffs(cachedCoeffs(H, box[1], box[3], outH, filter), region.top, region.height) : null;
 
   // Rows of the source that the vertical pass reads.
   let yFirst: number, yLast: number;
