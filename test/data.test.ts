@@ -883,6 +883,53 @@ describe('eval transform', () => {
     }
   });
 
+  test('resizeRGB and evalCropUint8 write `into` a buffer the bytes they return otherwise, and nothing around them', () => {
+    const rng = new Rng(11);
+    try {
+      for (let it = 0; it < 240; it++) {
+        const w = rng.randint(1, 60), h = rng.randint(1, 60);
+        const img = { data: new Uint8Array(w * h * 3).map(() => rng.randint(0, 255)), width: w, height: h };
+        const ow = it % 12 === 0 ? w : rng.randint(1, 70), oh = it % 12 === 0 ? h : rng.randint(1, 70); // some no-op resizes
+        const interp = INTERPOLATIONS[rng.randint(0, INTERPOLATIONS.length - 1)];
+        const opts: ResizeOptions = {};
+        if (rng.random() < 0.5) {
+          const l = rng.randint(0, ow - 1), t = rng.randint(0, oh - 1);
+          opts.region = { left: l, top: t, width: rng.randint(1, ow - l), height: rng.randint(1, oh - t) };
+        }
+        if (rng.random() < 0.3) {
+          const cw = rng.randint(1, w), chh = rng.randint(1, h);
+          opts.crop = { left: rng.randint(0, w - cw), top: rng.randint(0, h - chh), width: cw, height: chh };
+        } else if (rng.random() < 0.3) {
+          const x0 = rng.uniform(0, w * 0.4), y0 = rng.uniform(0, h * 0.4);
+          opts.box = [x0, y0, rng.uniform(x0 + 0.5, w), rng.uniform(y0 + 0.5, h)];
+        }
+        const simd = it % 2 === 0;
+        resampleSimd(simd);
+        const want = resizeRGB(img, ow, oh, interp, opts);
+        const offset = rng.randint(0, 7);
+        const buf = new Uint8Array(offset + want.data.length + 5).fill(77);
+        const got = resizeRGB(img, ow, oh, interp, { ...opts, into: { data: buf, offset } });
+        const what = JSON.stringify({ w, h, ow, oh, interp, opts, simd, offset });
+        assert.equal(got.data.buffer, buf.buffer, what);
+        assert.deepEqual([got.width, got.height], [want.width, want.height], what);
+        assert.ok(buf.subarray(offset, offset + want.data.length).every((v, i) => v === want.data[i]), what);
+        assert.ok(buf.subarray(0, offset).every((v) => v === 77) && buf.subarray(offset + want.data.length).every((v) => v === 77), what);
+      }
+      // the eval crop, padded or not, into a batch slot that held other bytes
+      for (const [iw, ih, cropPct] of [[53, 41, 0.875], [12, 12, 2], [40, 90, 1.0]] as const) {
+        const img: RGBImage = { data: rawImage(iw, ih, 3, (x, y, c) => (x * 37 + y * 11 + c * 90) % 256), width: iw, height: ih };
+        const cfg = { inputSize: [3, 24, 24] as [number, number, number], cropPct, interpolation: 'bicubic' as const };
+        const want = evalCropUint8(img, cfg).data;
+        const batch = new Uint8Array(3 * want.length).fill(9);
+        evalCropUint8(img, cfg, { data: batch, offset: want.length });
+        assert.deepEqual(batch.subarray(want.length, 2 * want.length), want, `${iw}x${ih} crop_pct ${cropPct}`);
+        assert.ok(batch.subarray(0, want.length).every((v) => v === 9) && batch.subarray(2 * want.length).every((v) => v === 9));
+      }
+    } finally {
+      resampleSimd(true);
+    }
+  });
+
   test('parity with timm eval transform (PIL) on six photos, crop_pct 0.875', async (t) => {
     const ref = await readSafetensors(path.join(FIXTURES, 'eval_transform.safetensors'));
     const cfg = resolveDataConfig(MAMBAOUT_DATA_DEFAULTS, { cropPct: 0.875 });

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs-core';
 import { buildOnnxModel, expectedStateDictShapes, onnxConfigFor, writeOnnx } from '../src/export/onnx.js';
 import { OrtClassifier, nchwToNhwc, nhwcToNchw } from '../src/engine/onnxruntime.js';
@@ -18,6 +19,7 @@ import { UserError } from '../src/errors.js';
 import { createModel } from '../src/models/mambaout.js';
 import { initBackend } from '../src/backend/index.js';
 import { fixture, maxAbsDiff, sharedFixture, tempDir } from './helpers.js';
+import { VERSION } from '../src/version.js';
 
 const MICRO = onnxConfigFor('mambaout_test');
 const { stateDict: microSd } = await loadCheckpoint(fixture('micro.pth'));
@@ -209,6 +211,65 @@ test('writeOnnx + load from path reproduces the logits; missing file is a UserEr
   } finally {
     cleanup();
   }
+});
+
+/** A state dict for `config` with deterministic values (sin of a counter), independent of the model code. */
+function syntheticStateDict(config: { depths: number[]; dims: number[]; numClasses: number }): TensorMap {
+  const sd: TensorMap = new Map();
+  let k = 0;
+  for (const [name, shape] of expectedStateDictShapes(config)) {
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    for (let i = 0; i < data.length; i++) data[i] = Math.fround(Math.sin(++k * 0.731) * 0.5);
+    sd.set(name, { dtype: 'float32', shape, data });
+  }
+  return sd;
+}
+
+test('export bytes are those of the exporter before the transposes were written straight into the model', () => {
+  // sha256 (first 16 hex digits) of the bytes after producer_version (which carries the package version), recorded
+  // from the exporter that built transposed copies and concatenated them (main at 89f85a6); femto's 29 MB export was
+  // compared whole the same way. Different sizes put raw_data at every alignment, so both of transposedRaw's paths run.
+  const wide = { depths: [1, 2], dims: [40, 72], numClasses: 37 };
+  const wideSd = syntheticStateDict(wide);
+  const cases: [string, Uint8Array, string][] = [
+    ['micro', microBytes, '8c4c5a72d9f57dbb'],
+    ['micro nhwc', buildOnnxModel(MICRO, microSd, { layout: 'nhwc' }), '53fa0fda54e07e2f'],
+    ['micro opset 18', buildOnnxModel(MICRO, microSd, { opset: 18 }), '37473ac5ec559087'],
+    ['micro opset 20', buildOnnxModel(MICRO, microSd, { opset: 20 }), '8b631ecd39cd4b44'],
+    ['micro fixed batch and size', buildOnnxModel(MICRO, microSd, { batch: 4, imageSize: 32, graphName: 'g' }), '21404273c01cb1f9'],
+    ['wide nhwc', buildOnnxModel(wide, wideSd, { layout: 'nhwc' }), '66fdb6072e60071c'],
+    ['wide', buildOnnxModel(wide, wideSd), '325730186f3d660b'],
+  ];
+  const v = new TextEncoder().encode(VERSION);
+  for (const [name, bytes, want] of cases) {
+    // ir_version (field 1), producer_name 'mambaout' (2), producer_version (3)
+    const head = [0x08, bytes[1], 0x12, 8, ...new TextEncoder().encode('mambaout'), 0x1a, v.length, ...v];
+    assert.deepEqual([...bytes.subarray(0, head.length)], head, `${name}: model header`);
+    assert.equal(createHash('sha256').update(bytes.subarray(head.length)).digest('hex').slice(0, 16), want, name);
+  }
+  // and each transposed initializer is the plain transpose of its block of the PyTorch weight
+  const fields = (b: WireValue) => readProtoFields(b as Uint8Array);
+  const str = (b: WireValue) => new TextDecoder().decode(b as Uint8Array);
+  const inits = new Map<string, Float32Array>();
+  for (const t of fields(readProtoFields(cases[5][1]).get(7)![0]).get(5) ?? []) {
+    const f = fields(t);
+    const raw = f.get(9)![0] as Uint8Array;
+    inits.set(str(f.get(8)![0]), new Float32Array(raw.slice().buffer));
+  }
+  let checked = 0;
+  for (const [name, got] of inits) {
+    const m = /^(.*\.weight)(?:\[(\d+):(\d+)\]|\[:, (\d+):(\d+)\])?\.T$/.exec(name);
+    if (!m) continue;
+    const w = wideSd.get(m[1])!;
+    const [rows, cols] = w.shape;
+    const [r0, r1] = m[2] ? [+m[2], +m[3]] : [0, rows];
+    const [c0, c1] = m[4] ? [+m[4], +m[5]] : [0, cols];
+    const want = new Float32Array((r1 - r0) * (c1 - c0));
+    for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) want[(c - c0) * (r1 - r0) + (r - r0)] = (w.data as Float32Array)[r * cols + c];
+    assert.deepEqual(got, want, name);
+    checked++;
+  }
+  assert.ok(checked >= 4 * 3, `${checked} transposed initializers checked`);
 });
 
 test('malformed state dict: missing key, wrong shape, unexpected key, wrong class count -> UserError listing them', () => {

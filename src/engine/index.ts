@@ -21,6 +21,11 @@ export interface InferenceEngine {
   infer(batchNHWC: Float32Array, n: number, h: number, w: number): Promise<Float32Array>;
   /** tfjs engines: logits [n, numClasses] on the device for normalized images [n, h, w, 3] on the device (no readback). */
   forward?(batch: Tensor4D): Tensor2D;
+  /**
+   * Whether timm's warm-up forward before the timed loop pays off on this engine (default true: tfjs compiles its
+   * kernels/shaders at the first forward of a shape). onnxruntime says false (see OrtClassifier.warmUp).
+   */
+  readonly warmUp?: boolean;
   /** Free native resources; the engine must not be used afterwards. */
   dispose(): void;
 }

@@ -98,6 +98,13 @@ export async function createOrtSession(model: Uint8Array | string, opts: OrtSess
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     logSeverityLevel: 3,
+    // No memory-pattern planning: with it, the first TWO runs at every new input shape are slow (the first
+    // allocates from the arena and records the pattern, the second allocates the planned block: fresh pages), without
+    // it only the first. femto, batch 8, 224 px, 2 threads, CPU ms per run (2026-11-30, 2-core box, 2 runs each):
+    // pattern on 502, 491, then 264-281; off 501, 271, then 271-277. Steady state, two sessions alternated in one
+    // process, 60 runs each, 3 processes: 268.7/301.8/311.3 (on) vs 271.9/298.4/309.5 (off) ms, i.e. no difference.
+    // The arena (enableCpuMemArena) stays: without it every run costs ~2x (540-570 ms, 60-100 ms of it page faults).
+    enableMemPattern: false,
   };
   if (opts.spinning === false) options.extra = { session: { intra_op: { allow_spinning: '0' } } };
   if (typeof model === 'string') {
@@ -154,6 +161,13 @@ export function nchwToNhwc(src: Float32Array, n: number, h: number, w: number, c
 /** An image classifier running an exported MambaOut graph in onnxruntime; also an InferenceEngine (NHWC input). */
 export class OrtClassifier implements InferenceEngine {
   readonly name = 'onnxruntime';
+  /**
+   * No warm-up forward (validate.ts): the graph is prepared when the session is created, and the first run at the
+   * shape the loop uses costs the same whether or not a run at another shape came before. femto, first run at batch
+   * 8, 2 threads: 474/467/453 ms CPU after a 2-image warm-up run, 495/496/497 without; the warm-up itself cost 101 ms
+   * (2026-11-30, 2-core box). Warming at the loop's own shape would only move that first-run cost earlier.
+   */
+  readonly warmUp = false;
   private disposed = false;
   private tail: Promise<unknown> = Promise.resolve();
 

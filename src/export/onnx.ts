@@ -39,6 +39,7 @@ import {
   DataType as DT,
   encodeModel,
   type AttributeProto,
+  type RawWriter,
   type Dimension,
   type NodeProto,
   type TensorProto,
@@ -215,6 +216,13 @@ class GraphBuilder {
     return name;
   }
 
+  /** Add a float initializer whose raw data the encoder has written by `raw` (transposedRaw). */
+  rawInit(name: string, dims: number[], raw: RawWriter): string {
+    if (raw.byteLength !== numel(dims) * 4) throw new Error(`initializer ${name}: ${raw.byteLength} bytes for [${dims}]`);
+    this.initializers.push({ name, dims, dataType: DT.FLOAT, rawData: raw });
+    return name;
+  }
+
   /** Shared scalar/1-D float constant (deduplicated by value). */
   floatConst(values: number[], dims: number[] = values.length === 1 ? [] : [values.length]): string {
     const key = `f:${dims.join('x')}:${values.join(',')}`;
@@ -284,24 +292,51 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 // Weight helpers
 
 /**
- * Rows [rowStart, rowStart + rowCount) of a row-major [rows, cols] matrix, transposed to [cols, rowCount]:
- * PyTorch Linear weight [out, in] -> Gemm right operand [in, out].
+ * Rows [r0, r0 + nr) x columns [c0, c0 + nc) of a row-major matrix with `cols` columns, transposed to [nc, nr] in
+ * `out`: PyTorch Linear weight [out, in] -> Gemm right operand [in, out].
  */
-function transposeRows(w: Float32Array, rows: number, cols: number, rowStart = 0, rowCount = rows): Float32Array {
-  const out = new Float32Array(cols * rowCount);
-  // in TILE x TILE blocks: a plain row loop writes every value to another cache line (femto's fc1/fc2 are up to
-  // 768 x 288)
-  for (let r0 = 0; r0 < rowCount; r0 += TILE) {
-    const r1 = Math.min(r0 + TILE, rowCount);
-    for (let c0 = 0; c0 < cols; c0 += TILE) {
-      const c1 = Math.min(c0 + TILE, cols);
-      for (let r = r0; r < r1; r++) {
-        const src = (rowStart + r) * cols;
-        for (let c = c0; c < c1; c++) out[c * rowCount + r] = w[src + c];
+function transposeBlock(w: Float32Array, cols: number, r0: number, nr: number, c0: number, nc: number, out: Float32Array): void {
+  // in TILE x TILE blocks, each output row written in order (a plain loop writes every value to another cache line;
+  // femto's fc1/fc2 are up to 768 x 288). Output-row order over input-row order: femto's fc1/fc2 transposes into
+  // memory already touched, min of 4 warm passes, 29-30 -> 13 ms; the first pass in a fresh process (JIT still
+  // warming up, which is what an export pays) 127-133 -> 108-112 ms (2026-11-30, 2-core box).
+  for (let j0 = 0; j0 < nc; j0 += TILE) {
+    const j1 = Math.min(j0 + TILE, nc);
+    for (let i0 = 0; i0 < nr; i0 += TILE) {
+      const i1 = Math.min(i0 + TILE, nr);
+      for (let j = j0; j < j1; j++) {
+        const o = j * nr;
+        const src = r0 * cols + c0 + j;
+        for (let i = i0; i < i1; i++) out[o + i] = w[src + i * cols];
       }
     }
   }
-  return out;
+}
+
+/**
+ * A transposed block of a weight matrix (transposeBlock) as raw_data that the encoder writes straight into the
+ * serialized model: the transpose runs when the model's bytes are assembled, into the model's buffer where the offset
+ * is 4-byte aligned, else through one small reused buffer (`scratch`, per export) and a copy. Why: a transposed copy
+ * per Linear weight was ~26 MB of fresh memory for femto, every page of it faulted in (~10 us each on the CPU box)
+ * and then copied once more into the model; export is on validate's start-up path.
+ */
+function transposedRaw(
+  w: Float32Array, cols: number, r0: number, nr: number, c0: number, nc: number, scratch: { buf: Float32Array | null },
+): RawWriter {
+  return {
+    byteLength: nr * nc * 4,
+    write(dst: Uint8Array, offset: number): void {
+      const at = dst.byteOffset + offset;
+      if (LITTLE_ENDIAN && at % 4 === 0) {
+        transposeBlock(w, cols, r0, nr, c0, nc, new Float32Array(dst.buffer, at, nr * nc));
+        return;
+      }
+      if (!scratch.buf || scratch.buf.length < nr * nc) scratch.buf = new Float32Array(nr * nc);
+      const t = scratch.buf.subarray(0, nr * nc);
+      transposeBlock(w, cols, r0, nr, c0, nc, t);
+      dst.set(toBytes(t), offset);
+    },
+  };
 }
 const TILE = 32;
 
@@ -333,6 +368,8 @@ export function buildOnnxModel(config: OnnxModelConfig, stateDict: TensorMap, op
   const F = (name: string): Float32Array => asFloat32(W(name));
   /** Register a state-dict tensor as an initializer with its own shape. */
   const param = (name: string): string => g.floatInit(name, W(name).shape, F(name));
+  /** the transposes that cannot write into the model's buffer directly share this one (transposedRaw) */
+  const scratch = { buf: null as Float32Array | null };
 
   /**
    * A Linear layer (PyTorch weight [out, in], y = x W^T + b) restricted to output rows [start, start + count), as a
@@ -345,7 +382,7 @@ export function buildOnnxModel(config: OnnxModelConfig, stateDict: TensorMap, op
     const n = count ?? rows;
     const whole = start === 0 && n === rows;
     const tag = whole ? '' : `[${start}:${start + n}]`;
-    const wT = g.floatInit(`${prefix}.weight${tag}.T`, [cols, n], transposeRows(F(prefix + '.weight'), rows, cols, start, n));
+    const wT = g.rawInit(`${prefix}.weight${tag}.T`, [cols, n], transposedRaw(F(prefix + '.weight'), cols, start, n, 0, cols, scratch));
     const c = addend ?? (whole ? param(prefix + '.bias') : g.floatInit(`${prefix}.bias${tag}`, [n], F(prefix + '.bias').slice(start, start + n)));
     return g.op('Gemm', [x2, wT, c], {}, 'gemm');
   };
@@ -417,9 +454,9 @@ export function buildOnnxModel(config: OnnxModelConfig, stateDict: TensorMap, op
         'dwconv',
       );
       const conv2 = g.op('Reshape', [toNHWC(conv4), flatC], {}, 'flat');
-      const w2T = transposeRows(F(`${p}.fc2.weight`), c, h); // [h, C]
-      const w2a = g.floatInit(`${p}.fc2.weight[:, 0:${h - c}].T`, [h - c, c], w2T.subarray(0, (h - c) * c));
-      const w2b = g.floatInit(`${p}.fc2.weight[:, ${h - c}:${h}].T`, [c, c], w2T.subarray((h - c) * c));
+      const w2 = F(`${p}.fc2.weight`); // [C, h]: its columns [0, h - C) and [h - C, h), transposed
+      const w2a = g.rawInit(`${p}.fc2.weight[:, 0:${h - c}].T`, [h - c, c], transposedRaw(w2, h, 0, c, 0, h - c, scratch));
+      const w2b = g.rawInit(`${p}.fc2.weight[:, ${h - c}:${h}].T`, [c, c], transposedRaw(w2, h, 0, c, h - c, c, scratch));
       const part = gemmWith(g.op('Mul', [g1, iv]), w2a, param(`${p}.fc2.bias`));
       const out = gemmWith(g.op('Mul', [g2, conv2]), w2b, part);
       x2 = g.op('Add', [x2, out], {}, 'residual');

@@ -6,7 +6,9 @@
  * are those of onnx/onnx.proto (ONNX IR version 10; every field we write has kept its number since IR 3). Fields are
  * written in field-number order and repeated scalars packed, as protobufjs does, so the bytes equal what
  * onnx-proto 8.0.1 produced for the same model (checked for the test/femto graphs in every export variant before
- * the switch). Tensor data (raw_data) is referenced, not copied, until the one final concatenation.
+ * the switch). Tensor data (raw_data) is referenced, not copied, until the one final concatenation; raw_data made on the
+ * fly (the exporter's transposed Linear weights) is a RawWriter that fills its bytes of that final buffer itself, so
+ * no other copy of it is ever made.
  *
  * `readProtoFields` is the matching minimal reader (field number -> raw values) that the tests use to inspect an
  * exported graph.
@@ -36,7 +38,15 @@ export interface TensorProto {
   dims: number[];
   dataType: (typeof DataType)[keyof typeof DataType];
   name: string;
-  rawData: Uint8Array;
+  rawData: Uint8Array | RawWriter;
+}
+/**
+ * raw_data the encoder asks for when it writes the model's bytes: `write` fills dst[offset, offset + byteLength).
+ * `dst.byteOffset + offset` has any alignment (it follows the protobuf framing before it).
+ */
+export interface RawWriter {
+  readonly byteLength: number;
+  write(dst: Uint8Array, offset: number): void;
 }
 /** TensorShapeProto.Dimension: a fixed size or a symbolic name. */
 export type Dimension = { dimValue: number } | { dimParam: string };
@@ -72,7 +82,7 @@ const utf8 = new TextEncoder();
 /** Append-only protobuf writer; fork()/ldelim() bracket a length-delimited sub-message. */
 class ProtoWriter {
   /** Finished pieces, in order; a fork() reserves one slot for the length it learns at ldelim(). */
-  private readonly chunks: Uint8Array[] = [];
+  private readonly chunks: (Uint8Array | RawWriter)[] = [];
   private chunkBytes = 0;
   private readonly open: { slot: number; start: number }[] = [];
   /** Small writes (tags, varints, short strings) collect here until the next fork/ldelim/big write. */
@@ -90,9 +100,9 @@ class ProtoWriter {
     this.buf = next;
   }
 
-  private push(c: Uint8Array): number {
+  private push(c: Uint8Array | RawWriter): number {
     this.chunks.push(c);
-    this.chunkBytes += c.length;
+    this.chunkBytes += c.byteLength;
     return this.chunks.length - 1;
   }
 
@@ -134,15 +144,17 @@ class ProtoWriter {
     return this;
   }
 
-  bytes(field: number, b: Uint8Array): this {
-    this.tag(field, LEN).varint(b.length);
-    if (b.length >= BIG) {
+  bytes(field: number, b: Uint8Array | RawWriter): this {
+    const n = b.byteLength;
+    this.tag(field, LEN).varint(n);
+    if (n >= BIG) {
       this.flush();
       this.push(b);
     } else {
-      this.room(b.length);
-      this.buf.set(b, this.pos);
-      this.pos += b.length;
+      this.room(n);
+      if (b instanceof Uint8Array) this.buf.set(b, this.pos);
+      else b.write(this.buf, this.pos);
+      this.pos += n;
     }
     return this;
   }
@@ -189,8 +201,9 @@ class ProtoWriter {
     const out = new Uint8Array(this.chunkBytes);
     let o = 0;
     for (const c of this.chunks) {
-      out.set(c, o);
-      o += c.length;
+      if (c instanceof Uint8Array) out.set(c, o);
+      else c.write(out, o);
+      o += c.byteLength;
     }
     return out;
   }

@@ -5,9 +5,10 @@
  * How the work is fed (measurements in docs/BENCHMARKS.md):
  * - The weights are read first (a checkpoint's metadata carries its data config: input size, crop, mean/std), then
  *   the folder is scanned and the loader starts decoding before the engine is built: on the 2-core box the ONNX
- *   export, session creation and warm-up take ~1-2 s of one core, during which the other decodes, up to a whole
- *   batch ahead (aheadImages). The onnxruntime path starts no tfjs backend (load.ts), and its workers start without
- *   tsx's hooks thread when run from the sources (utils/worker_thread.ts).
+ *   export and session creation take ~1 s of one core, during which the other decodes, up to a whole batch ahead
+ *   (aheadImages). The onnxruntime path starts no tfjs backend (load.ts), runs no warm-up forward (the engine says
+ *   it would not pay: InferenceEngine.warmUp), and its workers start without tsx's hooks thread when run from the
+ *   sources (utils/worker_thread.ts). Start-up CPU per step: docs/BENCHMARKS.md "CPU box: validate start-up".
  * - The loader decodes small pieces (CHUNK images, a divisor of --batch-size): with torch's one-worker-per-batch,
  *   inference waits for a whole 256-image batch to be decoded by one worker before it starts, and the workers
  *   run dry while a long inference call holds the main thread. Logs and meters still count batches of -b.
@@ -315,8 +316,10 @@ export async function validateOne(a: ValidateArgs, logger: Logger, hooks: Valida
       }
       const [, H, W] = cfg.inputSize;
       const real = a.realLabels ? await RealLabels.load(a.realLabels) : null;
-      // timm runs one warm-up forward on random input before timing.
-      await engine.infer(new Float32Array(Math.min(B, 2) * H * W * 3), Math.min(B, 2), H, W);
+      // timm runs one warm-up forward on random input before timing ("reduce variability of first batch time"): on a
+      // GPU it pays for kernel compilation once, as it does for tfjs; the engine says whether it pays (onnxruntime:
+      // no, its first run at the loop's shape costs the same after a warm-up, which is then pure cost).
+      if (engine.warmUp !== false) await engine.infer(new Float32Array(Math.min(B, 2) * H * W * 3), Math.min(B, 2), H, W);
 
       const nBatches = Math.ceil(ds.samples.length / B);
       const progress = new Progress(logger, nBatches, 'Validate');

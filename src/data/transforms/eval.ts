@@ -66,13 +66,20 @@ function evalCropGeometry(w: number, h: number, cfg: Pick<DataConfig, 'inputSize
   return { rw, rh, region: { left: ix0, top: iy0, width: ix1 - ix0, height: iy1 - iy0 }, x0, y0 };
 }
 
-/** Resize + center crop in uint8 (the PIL image timm hands to ToTensor). HWC RGB, H×W of inputSize. */
-export function evalCropUint8(img: RGBImage, cfg: Pick<DataConfig, 'inputSize' | 'cropPct' | 'interpolation'>): RGBImage {
+/**
+ * Resize + center crop in uint8 (the PIL image timm hands to ToTensor). HWC RGB, H×W of inputSize. With `into`, the
+ * pixels are written there (H·W·3 bytes from `offset`: a loader batch) and the result is a view of them.
+ */
+export function evalCropUint8(
+  img: RGBImage, cfg: Pick<DataConfig, 'inputSize' | 'cropPct' | 'interpolation'>, into?: { data: Uint8Array; offset: number },
+): RGBImage {
   const [, H, W] = cfg.inputSize;
   const { rw, rh, region, x0, y0 } = evalCropGeometry(img.width, img.height, cfg);
-  const part = resizeRGB(img, rw, rh, cfg.interpolation, { region });
-  if (region.width === W && region.height === H) return part;
-  const out = new Uint8Array(W * H * 3); // zero padding (black), as torchvision's pad(fill=0)
+  const whole = region.width === W && region.height === H;
+  const part = resizeRGB(img, rw, rh, cfg.interpolation, { region, into: whole ? into : undefined });
+  if (whole) return part;
+  // zero padding (black), as torchvision's pad(fill=0)
+  const out = into ? into.data.subarray(into.offset, into.offset + W * H * 3).fill(0) : new Uint8Array(W * H * 3);
   for (let y = 0; y < region.height; y++) {
     const d = ((region.top - y0 + y) * W + (region.left - x0)) * 3;
     out.set(part.data.subarray(y * region.width * 3, (y + 1) * region.width * 3), d);
@@ -147,7 +154,7 @@ export const EVAL_TRANSFORM: TransformDef<EvalTransformSpec> = {
     if (out instanceof Float32Array) {
       evalTransform(img, spec, out, offset);
     } else {
-      out.set(evalCropUint8(img, spec).data, offset);
+      evalCropUint8(img, spec, { data: out, offset }); // resized straight into the batch
     }
   },
 };

@@ -19,9 +19,10 @@
  * bit-identical to cropping the full resize, at a fraction of the cost.
  *
  * Speed: both passes run as WebAssembly SIMD kernels (resample_simd.wat: the vertical pass 16 bytes at a time, the
- * horizontal one a pixel per i32x4) when the runtime has SIMD, else as the plain-JS loops below (the reference: the
- * tests check that both give the same bytes). Same integer arithmetic, so the same pixels. Measured on the 2-core
- * box, timm's eval resize of 375-500 px images to 224 (bicubic): JS 3.6 ms per image, SIMD see docs/BENCHMARKS.md.
+ * horizontal one a pixel at a time, four taps per step as i16 dot products) when the runtime has SIMD, else as the
+ * plain-JS loops below (the reference: the tests check that both give the same bytes). Same integer arithmetic, so
+ * the same pixels. Measured on the 2-core box, timm's eval resize of 375-500 px images to 224 (bicubic): JS 3.6 ms
+ * per image, SIMD see docs/BENCHMARKS.md.
  *
  * Note for crop-then-resize transforms (torchvision `resized_crop`, used by RandomResizedCrop): PIL
  * crops first and resizes the cropped image, so filter taps are clamped at the crop's edges. Do
@@ -139,6 +140,24 @@ function tapWindow(inSize: number, in0: number, scale: number, support: number, 
   return tap;
 }
 
+/**
+ * precomputeCoeffs, remembered for the last COEFF_CACHE geometries of this thread: a dataset's images come in a few
+ * sizes (ImageNet's validation set mostly 500x375 and 375x500), and a loader worker then computes an axis' taps once,
+ * not per image (~35 us per image, more while the worker's JS still runs in the interpreter). The coefficients are
+ * only read (sliceCoeffs makes views), so sharing them is safe.
+ */
+function cachedCoeffs(inSize: number, in0: number, in1: number, outSize: number, filter: Filter): Coeffs {
+  const key = `${inSize},${in0},${in1},${outSize},${filter.support}`;
+  let c = coeffCache.get(key);
+  if (c && c.filter === filter) return c.coeffs;
+  c = { filter, coeffs: precomputeCoeffs(inSize, in0, in1, outSize, filter) };
+  if (coeffCache.size >= COEFF_CACHE) coeffCache.delete(coeffCache.keys().next().value!);
+  coeffCache.set(key, c);
+  return c.coeffs;
+}
+const COEFF_CACHE = 16;
+const coeffCache = new Map<string, { filter: Filter; coeffs: Coeffs }>();
+
 function precomputeCoeffs(inSize: number, in0: number, in1: number, outSize: number, filter: Filter): Coeffs {
   const { scale, filterscale, support } = axisGeometry(in0, in1, outSize, filter);
   const ksize = Math.ceil(support) * 2 + 1;
@@ -184,6 +203,25 @@ export interface ResizeOptions {
    * the window's edges — without copying the window out first (box and region refer to the window).
    */
   crop?: Region;
+  /**
+   * Write the output (region.width x region.height x 3 bytes) here, from byte `offset`, and return a view of it: a
+   * loader worker resizes straight into its batch buffer. Without it the output is a fresh array. Why: that array
+   * was 150 KB per 224 px image, fresh pages each time in a worker (~37 page faults at ~10 us each on the CPU box,
+   * plus malloc and a second copy into the batch). The loader alone as validate runs it (-j 4, chunks of 16, 480
+   * photos; 2026-11-30, 2-core box, load ~2.1, 3 alternating runs): 5.53-5.74 -> 5.09-5.40 ms CPU per image, page
+   * faults per worker ~11k -> ~7k.
+   */
+  into?: { data: Uint8Array; offset: number };
+}
+
+/** `img` written to `into` (when given; a view of it is returned) or returned as it is. */
+function deliver(img: RGBImage, into: ResizeOptions['into']): RGBImage {
+  if (!into) return img;
+  const n = img.width * img.height * 3;
+  const dst = into.data.subarray(into.offset, into.offset + n);
+  if (dst.length !== n) throw new Error(`resize output of ${n} bytes does not fit at ${into.offset} in ${into.data.length}`);
+  if (img.data !== dst) dst.set(img.data);
+  return { data: dst, width: img.width, height: img.height };
 }
 
 /**
@@ -202,7 +240,7 @@ export function resizeRGB(
     const whole = c.left === 0 && c.top === 0 && c.width === img.width && c.height === img.height;
     // Without the SIMD passes (or for NEAREST) copy the window out and resize that.
     if (whole || interpolation === 'nearest' || !simdKernels()) {
-      return resizeRGB(whole ? img : cropRGB(img, c), outW, outH, interpolation, { box: opts.box, region: opts.region });
+      return resizeRGB(whole ? img : cropRGB(img, c), outW, outH, interpolation, { box: opts.box, region: opts.region, into: opts.into });
     }
     checkImage(img);
     if (c.left < 0 || c.top < 0 || c.width <= 0 || c.height <= 0 || c.left + c.width > img.width || c.top + c.height > img.height) {
@@ -217,9 +255,9 @@ export function resizeRGB(
   checkArgs(W, H, outW, outH, box, region);
   // Pillow returns a copy when nothing changes.
   if (outW === W && outH === H && box[0] === 0 && box[1] === 0 && box[2] === W && box[3] === H) {
-    return cropRGB(img, c ? { ...region, left: c.left + region.left, top: c.top + region.top } : region);
+    return deliver(cropRGB(img, c ? { ...region, left: c.left + region.left, top: c.top + region.top } : region), opts.into);
   }
-  if (interpolation === 'nearest') return resizeNearest(img, outW, outH, box, region);
+  if (interpolation === 'nearest') return deliver(resizeNearest(img, outW, outH, box, region), opts.into);
   const filter = FILTERS[interpolation];
   if (!filter) throw new Error(`unknown interpolation '${interpolation as string}'`);
 
@@ -227,8 +265,8 @@ export function resizeRGB(
 
   // Coefficients only for the output columns/rows inside the region (each row of coefficients is
   // independent of the others, so slicing the output range is exact).
-  const ch = needH ? sliceCoeffs(precomputeCoeffs(W, box[0], box[2], outW, filter), region.left, region.width) : null;
-  const cv = needV ? sliceCoeffs(precomputeCoeffs(H, box[1], box[3], outH, filter), region.top, region.height) : null;
+  const ch = needH ? sliceCoeffs(cachedCoeffs(W, box[0], box[2], outW, filter), region.left, region.width) : null;
+  const cv = needV ? sliceCoeffs(cachedCoeffs(H, box[1], box[3], outH, filter), region.top, region.height) : null;
 
   // Rows of the source that the vertical pass reads.
   let yFirst: number, yLast: number;
@@ -245,7 +283,7 @@ export function resizeRGB(
     const src: Source = c
       ? { data: img.data, width: W, stride: img.width * 3, origin: (c.top * img.width + c.left) * 3 }
       : { data: img.data, width: W, stride: W * 3, origin: 0 };
-    return resampleWasm(simd, src, yFirst, yLast, ch, cv, region);
+    return resampleWasm(simd, src, yFirst, yLast, ch, cv, region, opts.into);
   }
 
   // Horizontal pass -> temp (uint8), rows yFirst..yLast-1, region.width columns.
@@ -265,10 +303,12 @@ export function resizeRGB(
   }
 
   if (!cv) {
-    if (tmpX0 === 0 && tmpW === region.width) return { data: tmp.slice(), width: region.width, height: region.height };
-    return cropRGB({ data: tmp, width: tmpW, height: yLast - yFirst }, { left: tmpX0, top: 0, width: region.width, height: region.height });
+    if (tmpX0 === 0 && tmpW === region.width) return deliver({ data: ch ? tmp : tmp.slice(), width: region.width, height: region.height }, opts.into);
+    return deliver(cropRGB({ data: tmp, width: tmpW, height: yLast - yFirst }, { left: tmpX0, top: 0, width: region.width, height: region.height }), opts.into);
   }
-  const out = new Uint8Array(region.width * region.height * 3);
+  const outBytes = region.width * region.height * 3;
+  const out = opts.into ? opts.into.data.subarray(opts.into.offset, opts.into.offset + outBytes) : new Uint8Array(outBytes);
+  if (out.length !== outBytes) throw new Error(`resize output of ${outBytes} bytes does not fit at ${opts.into!.offset} in ${opts.into!.data.length}`);
   verticalPass(tmp, tmpW, tmpX0, yFirst, cv, out, region.width, region.height);
   return { data: out, width: region.width, height: region.height };
 }
@@ -326,7 +366,9 @@ function nearestSpan(idx: Int32Array, from: number, size: number): [number, numb
 
 interface SimdKernels {
   mem: WebAssembly.Memory;
-  hpass(src: number, srcStride: number, rows: number, xmin: number, xlen: number, k: number, ksize: number, dstW: number, dst: number): void;
+  hpass(src: number, srcStride: number, rows: number, xmin: number, xlen: number, kv: number, quads: number, dstW: number, dst: number): void;
+  /** hpass's coefficient vectors (quads = ceil(ksize / 4) blocks of 64 bytes per output column) from i32 coefficients */
+  hprep(k: number, ksize: number, dstW: number, kv: number): void;
   vpass(src: number, srcStride: number, ymin: number, ylen: number, k: number, ksize: number, outRows: number, rowBytes: number, dst: number): void;
 }
 
@@ -349,7 +391,7 @@ function simdKernels(): SimdKernels | null {
         const mem = new WebAssembly.Memory({ initial: 16 });
         const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), { m: { mem } });
         const e = inst.exports as unknown as Omit<SimdKernels, 'mem'>;
-        kernels = { mem, hpass: e.hpass, vpass: e.vpass };
+        kernels = { mem, hpass: e.hpass, hprep: e.hprep, vpass: e.vpass };
       }
     } catch {
       kernels = null; // no SIMD: the JS passes
@@ -358,13 +400,16 @@ function simdKernels(): SimdKernels | null {
   return kernels;
 }
 
-/** Bump allocator over the kernel memory for one call; 16-byte aligned blocks with 16 bytes of slack after each. */
+/**
+ * Bump allocator over the kernel memory for one call; 16-byte aligned blocks with 32 bytes of slack after each (the
+ * horizontal pass reads up to 16 bytes past its last tap).
+ */
 function layout(sizes: number[]): { offsets: number[]; total: number } {
   const offsets: number[] = [];
   let at = 0;
   for (const n of sizes) {
     offsets.push(at);
-    at += (n + 16 + 15) & ~15;
+    at += (n + 32 + 15) & ~15;
   }
   return { offsets, total: at };
 }
@@ -379,18 +424,20 @@ interface Source {
 
 function resampleWasm(
   k: SimdKernels, img: Source, yFirst: number, yLast: number, ch: Coeffs | null, cv: Coeffs | null, region: Region,
+  into?: ResizeOptions['into'],
 ): RGBImage {
   const srcStride = img.width * 3; // rows are copied packed into the kernel memory
   const rows = yLast - yFirst;
   const rw = region.width;
   const tmpBytes = ch ? rw * 3 * rows : 0;
   const outBytes = rw * 3 * region.height;
+  const quads = ch ? (ch.ksize + 3) >> 2 : 0;
   const { offsets, total } = layout([
     rows * srcStride, tmpBytes, cv ? outBytes : 0,
-    ch ? ch.xmin.length * 4 : 0, ch ? ch.xlen.length * 4 : 0, ch ? ch.k.length * 4 : 0,
+    ch ? ch.xmin.length * 4 : 0, ch ? ch.xlen.length * 4 : 0, ch ? ch.k.length * 4 : 0, rw * quads * 64,
     cv ? cv.xmin.length * 4 : 0, cv ? cv.xlen.length * 4 : 0, cv ? cv.k.length * 4 : 0,
   ]);
-  const [oSrc, oTmp, oOut, oHx, oHl, oHk, oVy, oVl, oVk] = offsets;
+  const [oSrc, oTmp, oOut, oHx, oHl, oHk, oHv, oVy, oVl, oVk] = offsets;
   const need = total - k.mem.buffer.byteLength;
   if (need > 0) k.mem.grow(Math.ceil(need / 65536));
   const buf = k.mem.buffer;
@@ -411,18 +458,22 @@ function resampleWasm(
     i32(oHx, ch.xmin);
     i32(oHl, ch.xlen);
     i32(oHk, ch.k);
-    k.hpass(oSrc, srcStride, rows, oHx, oHl, oHk, ch.ksize, rw, oTmp);
+    k.hprep(oHk, ch.ksize, rw, oHv);
+    k.hpass(oSrc, srcStride, rows, oHx, oHl, oHv, quads, rw, oTmp);
     vSrc = oTmp;
     vStride = rw * 3;
   }
-  if (!cv) return { data: u8.slice(oTmp, oTmp + outBytes), width: rw, height: region.height };
+  // The result leaves the kernel memory by one copy: into the caller's buffer when given (a loader worker's batch),
+  // else into a fresh array.
+  const take = (o: number): RGBImage => deliver({ data: into ? u8.subarray(o, o + outBytes) : u8.slice(o, o + outBytes), width: rw, height: region.height }, into);
+  if (!cv) return take(oTmp);
   // vertical taps are relative to the first copied row
   const ymin = new Int32Array(buf, oVy, cv.xmin.length);
   for (let i = 0; i < ymin.length; i++) ymin[i] = cv.xmin[i] - yFirst;
   i32(oVl, cv.xlen);
   i32(oVk, cv.k);
   k.vpass(vSrc, vStride, oVy, oVl, oVk, cv.ksize, region.height, rw * 3, oOut);
-  return { data: u8.slice(oOut, oOut + outBytes), width: rw, height: region.height };
+  return take(oOut);
 }
 
 function checkImage(img: RGBImage): void {
