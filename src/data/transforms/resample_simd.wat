@@ -12,16 +12,22 @@
   ;; k = hi * 2048 + lo (hi = k >> 11 in [-2048, 2048], lo = k & 2047: both fit i16, so the i16 products are exact),
   ;; and acc = (sum of p * hi) << 11 + sum of p * lo + (1 << 21), which is Pillow's int32 sum to the bit (the same
   ;; integer, wrapping alike). Why: this pass was ~75% of the eval resize with one i32x4.mul per tap (3 of 4 lanes
-  ;; used). Eval resize of 60 of the bench photos (300-1000 px, bicubic, to a 224 crop), HEAD's kernel and this one
-  ;; alternated in one process, 3 runs (2026-11-30, 2-core box): 1.01-1.09 -> 0.84-0.89 ms CPU per image; V8
-  ;; rebuilds the two shuffle masks in every iteration, which is why not more.
-  ;; src: first row, srcStride bytes per row; xmin/xlen: i32 per output column; kv: the coefficient vectors hprep
-  ;; wrote, `quads` (= ceil(ksize / 4)) blocks of four v128 per column; dst: rows x dstW x 3 bytes. Reads up to 16
+  ;; used). Eval resize of 60 of the bench photos (300-1000 px, bicubic, to a 224 crop), the old kernel and this one
+  ;; alternated in one process, 3 runs (2026-11-30, 2-core box): 1.01-1.09 -> 0.84-0.89 ms CPU per image with
+  ;; i8x16.shuffle, whose constant masks V8 rebuilds in every iteration (5 instructions each); with i8x16.swizzle on
+  ;; masks read from memory once (kept in registers: 3 instructions each) 0.90-0.96 -> 0.81-0.83.
+  ;; src: first row, srcStride bytes per row; xmin/xlen: i32 per output column; kv: what hprep wrote (two swizzle masks,
+  ;; then `quads` (= ceil(ksize / 4)) blocks of four v128 per column); dst: rows x dstW x 3 bytes. Reads up to 16
   ;; bytes past a column's last tap and writes 1 byte past the last output pixel (callers pad both buffers).
   (func (export "hpass") (param $src i32) (param $srcStride i32) (param $rows i32) (param $xmin i32) (param $xlen i32)
         (param $kv i32) (param $quads i32) (param $dstW i32) (param $dst i32)
     (local $y i32) (local $xx i32) (local $row i32) (local $p i32) (local $n i32) (local $kp i32)
     (local $hi v128) (local $lo v128) (local $v v128) (local $a v128) (local $b v128) (local $acc v128)
+    (local $ma v128) (local $mb v128)
+    ;; swizzle masks (bytes >= 16 give 0), loaded (not constants) so that V8 keeps them in registers
+    (local.set $ma (v128.load (local.get $kv)))
+    (local.set $mb (v128.load offset=16 (local.get $kv)))
+    (local.set $kv (i32.add (local.get $kv) (i32.const 32)))
     (local.set $y (i32.const 0))
     (block $done_y (loop $ly
       (br_if $done_y (i32.ge_u (local.get $y) (local.get $rows)))
@@ -42,8 +48,8 @@
           ;; bytes R0 G0 B0 R1 G1 B1 R2 G2 B2 R3 G3 B3 -> i16 lanes R0 R1 G0 G1 B0 B1 0 0 and R2 R3 G2 G3 B2 B3 0 0
           ;; (byte 16 of a shuffle is a zero byte)
           (local.set $v (v128.load (local.get $p)))
-          (local.set $a (i8x16.shuffle 0 16 3 16 1 16 4 16 2 16 5 16 16 16 16 16 (local.get $v) (v128.const i32x4 0 0 0 0)))
-          (local.set $b (i8x16.shuffle 6 16 9 16 7 16 10 16 8 16 11 16 16 16 16 16 (local.get $v) (v128.const i32x4 0 0 0 0)))
+          (local.set $a (i8x16.swizzle (local.get $v) (local.get $ma)))
+          (local.set $b (i8x16.swizzle (local.get $v) (local.get $mb)))
           (local.set $hi (i32x4.add (local.get $hi) (i32x4.add
             (i32x4.dot_i16x8_s (local.get $a) (v128.load (local.get $kp)))
             (i32x4.dot_i16x8_s (local.get $b) (v128.load offset=32 (local.get $kp))))))
@@ -64,11 +70,15 @@
       (local.set $y (i32.add (local.get $y) (i32.const 1)))
       (br $ly))))
 
-  ;; The coefficient vectors of hpass: for output column xx and taps 4q .. 4q + 3, at kv + (xx * quads + q) * 64, the
+  ;; hpass's swizzle masks (32 bytes) and coefficient vectors: for output column xx and taps 4q .. 4q + 3, at
+  ;; kv + 32 + (xx * quads + q) * 64, the
   ;; i16 lanes (h0 h1 h0 h1 h0 h1 0 0), (l0 l1 l0 l1 l0 l1 0 0), (h2 h3 ...), (l2 l3 ...) of the coefficients
   ;; k[xx * ksize + 4q + i] (0 past ksize) split as hpass says; quads = ceil(ksize / 4). k: i32, ksize per column.
   (func (export "hprep") (param $k i32) (param $ksize i32) (param $dstW i32) (param $kv i32)
     (local $xx i32) (local $t i32) (local $end i32) (local $kp i32) (local $k0 i32) (local $k1 i32)
+    (v128.store (local.get $kv) (v128.const i8x16 0 255 3 255 1 255 4 255 2 255 5 255 255 255 255 255))
+    (v128.store offset=16 (local.get $kv) (v128.const i8x16 6 255 9 255 7 255 10 255 8 255 11 255 255 255 255 255))
+    (local.set $kv (i32.add (local.get $kv) (i32.const 32)))
     (local.set $end (i32.and (i32.add (local.get $ksize) (i32.const 3)) (i32.const -4)))
     (local.set $xx (i32.const 0))
     (block $done_x (loop $lx

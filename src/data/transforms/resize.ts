@@ -367,7 +367,7 @@ function nearestSpan(idx: Int32Array, from: number, size: number): [number, numb
 interface SimdKernels {
   mem: WebAssembly.Memory;
   hpass(src: number, srcStride: number, rows: number, xmin: number, xlen: number, kv: number, quads: number, dstW: number, dst: number): void;
-  /** hpass's coefficient vectors (quads = ceil(ksize / 4) blocks of 64 bytes per output column) from i32 coefficients */
+  /** hpass's swizzle masks and coefficient vectors (32 + quads = ceil(ksize / 4) blocks of 64 bytes per output column) */
   hprep(k: number, ksize: number, dstW: number, kv: number): void;
   vpass(src: number, srcStride: number, ymin: number, ylen: number, k: number, ksize: number, outRows: number, rowBytes: number, dst: number): void;
 }
@@ -434,7 +434,7 @@ function resampleWasm(
   const quads = ch ? (ch.ksize + 3) >> 2 : 0;
   const { offsets, total } = layout([
     rows * srcStride, tmpBytes, cv ? outBytes : 0,
-    ch ? ch.xmin.length * 4 : 0, ch ? ch.xlen.length * 4 : 0, ch ? ch.k.length * 4 : 0, rw * quads * 64,
+    ch ? ch.xmin.length * 4 : 0, ch ? ch.xlen.length * 4 : 0, ch ? ch.k.length * 4 : 0, 32 + rw * quads * 64,
     cv ? cv.xmin.length * 4 : 0, cv ? cv.xlen.length * 4 : 0, cv ? cv.k.length * 4 : 0,
   ]);
   const [oSrc, oTmp, oOut, oHx, oHl, oHk, oHv, oVy, oVl, oVk] = offsets;
