@@ -27,7 +27,8 @@
  * measures the readback and upload costs with nothing to exchange. --trace N: each rank writes, for the last N timed
  * steps of each path, when each phase of each bucket happened (a `TRACE {json}` line on stderr; no synchronisation
  * added; gpu_bench_lib.sh trace_table lays the ranks side by side). --read-loss step|log: every step's loss read back
- * (default) or as the training loop reads them (at most 2 steps queued).
+ * (default) or as the training loop reads them (at most 2 steps queued). --pin halves|main: CPU affinity of the ranks
+ * (see below); --marks: each rank prints its timed steps' window for a --cpu-prof profile (gpu_dist_profile.sh).
  *
  * Every rank takes its slice of one fixed global batch (generated from --seed), so N processes with --batch B see
  * exactly the data of 1 process with --batch N·B. Every path starts from the same initial weights and a fresh
@@ -81,6 +82,8 @@ const { values } = parseArgs({
     breakdown: { type: 'string', default: '0' },
     trace: { type: 'string', default: '0' },
     'read-loss': { type: 'string', default: 'step' },
+    pin: { type: 'string', default: 'none' },
+    marks: { type: 'boolean', default: false },
     paths: { type: 'string' },
     'bucket-mb': { type: 'string', default: String(DEFAULT_DIST_BUCKET_MB) },
     'comm-threads': { type: 'string' }, // threads of overlap-mt (default 4) and, when given, of `default`
@@ -127,9 +130,10 @@ const trace = (event: string, bucket = -1): void => {
 };
 const paths = (values.paths ?? (world > 1 ? 'default' : 'none')).split(',').map((p) => parsePath(p));
 
-// MAMBAOUT_BENCH_PIN=1: each rank (and every thread it has or makes) on its own 1/W of the cores, local rank r on
+// --pin halves: each rank (and every thread it has or makes) on its own 1/W of the cores, local rank r on
 // [r·n/W, (r+1)·n/W) (issue 13: do two ranks slow each other's main thread through the CPUs they share?)
-if (process.env.MAMBAOUT_BENCH_PIN === '1') {
+if (!['none', 'halves', 'main'].includes(values.pin!)) throw new Error(`--pin must be none, halves or main, got ${values.pin}`);
+if (values.pin === 'halves') {
   const n = availableParallelism();
   const w = env.localWorldSize;
   const r = env.localRank;
@@ -137,11 +141,11 @@ if (process.env.MAMBAOUT_BENCH_PIN === '1') {
   execFileSync('taskset', ['-a', '-p', '-c', cores, String(process.pid)], { stdio: 'ignore' });
   process.stderr.write(`[rank ${rank}] pinned to cores ${cores}\n`);
 }
-// MAMBAOUT_BENCH_PIN=main: the main thread of local rank r alone on core 8r, every other thread of every rank off
+// --pin main: the main thread of local rank r alone on core 8r, every other thread of every rank off
 // that core and off the cores that may share its physical core (8r±1, 8r+16: the VM does not say which are SMT
 // siblings). Are a rank's slow steps its main thread sharing a core with its own communication threads?
 const mainCore = 8 * env.localRank;
-const pinMain = process.env.MAMBAOUT_BENCH_PIN === 'main' && availableParallelism() >= 32;
+const pinMain = values.pin === 'main' && availableParallelism() >= 32;
 if (pinMain) {
   const reserved = new Set<number>();
   for (let r = 0; r < env.localWorldSize; r++) for (const d of [0, 1, -1, 16]) reserved.add(8 * r + d);
@@ -149,7 +153,7 @@ if (pinMain) {
   try {
     execFileSync('taskset', ['-a', '-p', '-c', others.join(','), String(process.pid)], { stdio: 'ignore' });
   } catch (e) {
-    process.stderr.write(`[rank ${rank}] MAMBAOUT_BENCH_PIN=main: taskset failed (${String(e)})\n`);
+    process.stderr.write(`[rank ${rank}] --pin main: taskset failed (${String(e)})\n`);
   }
 }
 const group = await ProcessGroup.init({ ...env, timeoutMs: 300_000 });
@@ -187,7 +191,7 @@ if (pinMain) {
   try {
     execFileSync('taskset', ['-p', '-c', String(mainCore), String(process.pid)], { stdio: 'ignore' });
   } catch (e) {
-    process.stderr.write(`[rank ${rank}] MAMBAOUT_BENCH_PIN=main: taskset failed (${String(e)})\n`);
+    process.stderr.write(`[rank ${rank}] --pin main: taskset failed (${String(e)})\n`);
   }
   process.stderr.write(`[rank ${rank}] main thread on core ${mainCore}, the other threads off cores near it\n`);
 }
@@ -300,7 +304,7 @@ for (const path of paths) {
   traceStep = -1;
   const ms = (performance.now() - t0) / steps;
   // the timed steps' window for scripts/profile_summary.ts --from/--to (a --cpu-prof run of this rank)
-  if (process.env.MAMBAOUT_BENCH_MARKS === '1') process.stderr.write(`MARKS rank=${rank} pid=${process.pid} path=${path.name} from=${mark0} to=${process.hrtime.bigint() / 1000n}\n`);
+  if (values.marks) process.stderr.write(`MARKS rank=${rank} pid=${process.pid} path=${path.name} from=${mark0} to=${process.hrtime.bigint() / 1000n}\n`);
   if (traced > 0) {
     process.stderr.write(`TRACE ${JSON.stringify({ rank, path: path.name, rows: traceRows.splice(0) })}\n`);
   }

@@ -4,7 +4,7 @@
 #   1gpu-alone      bench_dist --paths none, one process
 #   2gpu-none       two ranks, each on its own GPU, exchanging nothing (--paths none): the exchange's share is zero
 #   2gpu-default    two ranks, the real exchange
-#   ...-pinned      the same with each rank (all its threads) on its own half of the cores (MAMBAOUT_BENCH_PIN=1)
+#   ...-pinned      the same with each rank (all its threads) on its own half of the cores (bench_dist --pin halves)
 # PyTorch DDP once for the ratio. ~5 minutes.   source .device/setup.sh && bash scripts/gpu_dist_interference.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +20,9 @@ A=(--model mambaout_femto --batch 128 --backend webgpu --img-size 224 --warmup 3
 for r in 1 2; do
   tagged "1gpu-alone-$r" 120 node --import tsx scripts/bench_dist.ts "${A[@]}" --paths none
   tagged "2gpu-none-$r" 150 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths none
-  MAMBAOUT_BENCH_PIN=1 tagged "2gpu-none-pinned-$r" 150 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths none
+  tagged "2gpu-none-pinned-$r" 150 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths none --pin halves
   tagged "2gpu-default-$r" 150 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths default
-  MAMBAOUT_BENCH_PIN=1 tagged "2gpu-default-pinned-$r" 150 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths default
+  tagged "2gpu-default-pinned-$r" 150 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths default --pin halves
 done
 tagged torch-1gpu 120 python3 "$TB/torch_step.py" --model mambaout_femto --batch 128
 tagged torch-2gpu 150 torchrun --nproc_per_node 2 "$TB/torch_step.py" --model mambaout_femto --batch 128

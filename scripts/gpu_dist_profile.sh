@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 13, femto: both ranks' main threads on 2 GPUs (default path) against one GPU (path none), CPU profiles over the
-# timed steps only (bench_dist MAMBAOUT_BENCH_MARKS windows, scripts/profile_summary.ts). Where does a rank's extra
+# timed steps only (bench_dist --marks windows, scripts/profile_summary.ts). Where does a rank's extra
 # main-thread time per step go, and why is one rank slower than the other (gpu_dist_trace.sh)?
 #   source .device/setup.sh && bash scripts/gpu_dist_profile.sh        (~2 minutes on nvidia-h200-x2)
 set -uo pipefail
@@ -11,8 +11,7 @@ rm -rf "$P"; mkdir -p "$OUT" "$P/d1" "$P/d2"
 T0=$SECONDS
 . scripts/gpu_bench_lib.sh
 say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --version), $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
-A=(${BENCH_ARGS:---model mambaout_femto --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps ${STEPS:-40}})
-export MAMBAOUT_BENCH_MARKS=1
+A=(${BENCH_ARGS:---model mambaout_femto --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps ${STEPS:-40}} --marks)
 part dist1 150 node --cpu-prof --cpu-prof-dir "$P/d1" --import tsx scripts/bench_dist.ts "${A[@]}" --paths none
 NODE_OPTIONS="--cpu-prof --cpu-prof-dir=$P/d2" part dist2 200 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths default
 grep -h '^{' "$OUT/dist1.log" "$OUT/dist2.log" | cut -c1-400
