@@ -1,5 +1,16 @@
 # Shell helpers of the GPU benchmark scripts (gpu_loop_bench.sh, gpu_dist_loop_bench.sh): sourced, not run. The
-# caller sets OUT (log folder) and T0=$SECONDS before sourcing.
+# caller sets OUT (log folder) and T0=$SECONDS before sourcing, or calls bench_init after it.
+
+# bench_init NAME: the start every benchmark script shares, after `cd` to the repository root and sourcing this
+# file: OUT (default /tmp/NAME) made, T0 set, J (the JSONL that `tagged` appends to) emptied, the machine line said.
+bench_init() {
+  OUT=${OUT:-/tmp/$1}
+  mkdir -p "$OUT"
+  T0=$SECONDS
+  J="$OUT/dist.jsonl"
+  : > "$J"
+  say "machine: $(nproc) cores, $(nvidia-smi -L 2>/dev/null | wc -l) GPU(s), node $(node --version), $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
+}
 
 # say MSG...: a line with the seconds since T0.
 say() { echo "[$((SECONDS - T0))s] $*"; }

@@ -6,12 +6,8 @@
 #   source .device/setup.sh && bash scripts/gpu_dist_ab.sh        (~3 minutes on nvidia-h200-x2)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu_dist_ab}
-mkdir -p "$OUT"
-T0=$SECONDS
 . scripts/gpu_bench_lib.sh
-J="$OUT/dist.jsonl"; : > "$J"
-say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --version), $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
+bench_init gpu_dist_ab
 A=(--model "${MODEL:-mambaout_femto}" --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 25)
 P=${PATHS:-default,default+bf16,default,default+bf16,default,default+bf16}
 tagged 1gpu-before 120 node --import tsx scripts/bench_dist.ts "${A[@]}" --paths none

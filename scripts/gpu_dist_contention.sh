@@ -7,14 +7,10 @@
 # PyTorch DDP once for the ratio. ~4 minutes.   source .device/setup.sh && bash scripts/gpu_dist_contention.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu_dist_contention}
-mkdir -p "$OUT"
-T0=$SECONDS
 . scripts/gpu_bench_lib.sh
 TB=../shared/bench; [ -d shared/bench ] && TB=shared/bench
-J="$OUT/dist.jsonl"; : > "$J"
 HOGS=${HOGS:-12}
-say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --version), $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
+bench_init gpu_dist_contention
 A=(--model mambaout_femto --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 25)
 hog_on() { HP=(); for i in $(seq "$HOGS"); do (while :; do :; done) & HP+=($!); done; }
 hog_off() { kill "${HP[@]}" 2>/dev/null; wait "${HP[@]}" 2>/dev/null; }

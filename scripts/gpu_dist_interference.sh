@@ -8,13 +8,9 @@
 # PyTorch DDP once for the ratio. ~5 minutes.   source .device/setup.sh && bash scripts/gpu_dist_interference.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu_dist_interference}
-mkdir -p "$OUT"
-T0=$SECONDS
 . scripts/gpu_bench_lib.sh
 TB=../shared/bench; [ -d shared/bench ] && TB=shared/bench
-J="$OUT/dist.jsonl"; : > "$J"
-say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --version), $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
+bench_init gpu_dist_interference
 nvidia-smi topo -m 2>/dev/null | head -5
 A=(--model mambaout_femto --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 25)
 for r in 1 2; do

@@ -5,12 +5,8 @@
 # --pin main), alternating, three times.   source .device/setup.sh && bash scripts/gpu_dist_pin_main.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu_dist_pin_main}
-mkdir -p "$OUT"
-T0=$SECONDS
 . scripts/gpu_bench_lib.sh
-J="$OUT/dist.jsonl"; : > "$J"
-say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --version)"
+bench_init gpu_dist_pin_main
 A=(--model mambaout_femto --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 25)
 for r in 1 2 3; do
   tagged "1gpu-$r" 120 node --import tsx scripts/bench_dist.ts "${A[@]}" --paths none

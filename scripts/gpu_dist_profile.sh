@@ -5,12 +5,10 @@
 #   source .device/setup.sh && bash scripts/gpu_dist_profile.sh        (~2 minutes on nvidia-h200-x2)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu_dist_profile}
-P=/tmp/mambaout_dist_profiles
-rm -rf "$P"; mkdir -p "$OUT" "$P/d1" "$P/d2"
-T0=$SECONDS
 . scripts/gpu_bench_lib.sh
-say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --version), $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
+bench_init gpu_dist_profile
+P=/tmp/mambaout_dist_profiles
+rm -rf "$P"; mkdir -p "$P/d1" "$P/d2"
 A=(${BENCH_ARGS:---model mambaout_femto --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps ${STEPS:-40}} --marks)
 part dist1 150 node --cpu-prof --cpu-prof-dir "$P/d1" --import tsx scripts/bench_dist.ts "${A[@]}" --paths none
 NODE_OPTIONS="--cpu-prof --cpu-prof-dir=$P/d2" part dist2 200 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths default

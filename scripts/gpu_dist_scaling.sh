@@ -6,13 +6,9 @@
 #   source .device/setup.sh && bash scripts/gpu_dist_scaling.sh          (from the repository root)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu_dist_scaling}
-mkdir -p "$OUT"
-T0=$SECONDS
 . scripts/gpu_bench_lib.sh
 TB=../shared/bench; [ -d shared/bench ] && TB=shared/bench
-J="$OUT/dist.jsonl"; : > "$J"
-say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --version), $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
+bench_init gpu_dist_scaling
 for M in ${MODELS:-femto tiny}; do
   A=(--model "mambaout_$M" --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 20 ${EXTRA:-})
   R=${FEMTO_REPEATS:-3}; [ "$M" = tiny ] && R=1

@@ -5,12 +5,8 @@
 #   source .device/setup.sh && bash scripts/gpu_dist_trace.sh        (~4 minutes on nvidia-h200-x2)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu_dist_trace}
-mkdir -p "$OUT"
-T0=$SECONDS
 . scripts/gpu_bench_lib.sh
-J="$OUT/dist.jsonl"; : > "$J"
-say "machine: $(nproc) cores, $(nvidia-smi -L | wc -l) GPU(s), node $(node --version), $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
+bench_init gpu_dist_trace
 A=(--model mambaout_femto --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 25)
 tagged 1gpu-none 120 node --import tsx scripts/bench_dist.ts "${A[@]}" --paths none --trace 5
 for p in ${PATHS:-default overlap+staged default+bf16 default}; do
