@@ -22,15 +22,25 @@ interface WebGPUInternals {
   submitQueue(): void;
 }
 
+/**
+ * Submit what tfjs's webgpu backend has recorded but not submitted yet (it submits every
+ * WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches), ending its open compute pass first as its own flushes do. `backend`:
+ * that webgpu backend (default: the active one; a no-op when that is not webgpu). A no-op when nothing is recorded.
+ */
+export function submitRecorded(backend?: Pick<WebGPUInternals, 'commandEncoder' | 'endComputePassEncoder' | 'submitQueue'>): void {
+  if (!backend && tf.getBackend() !== 'webgpu') return;
+  const be = backend ?? (tf.backend() as unknown as WebGPUInternals);
+  if (be.commandEncoder) {
+    be.endComputePassEncoder();
+    be.submitQueue();
+  }
+}
+
 /** A promise that resolves when all device work recorded so far has finished. */
 export function deviceFence(): Promise<void> {
   if (tf.getBackend() !== 'webgpu') return Promise.resolve();
-  const be = tf.backend() as unknown as WebGPUInternals;
-  if (be.commandEncoder) {
-    be.endComputePassEncoder();
-    be.submitQueue(); // tfjs submits every WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches; flush the rest now
-  }
-  return be.queue.onSubmittedWorkDone();
+  submitRecorded();
+  return (tf.backend() as unknown as WebGPUInternals).queue.onSubmittedWorkDone();
 }
 
 /** At most `max` steps outstanding on the device (see the file header). */

@@ -20,10 +20,11 @@
  * call they resolve only once it returns; `variableGrads` (what the loop uses) issues the backward pass node by node and
  * gives the event loop a turn after each node that started a readback, so they resolve while the rest is issued (H200,
  * femto, 2 GPUs: the exchange left after the backward pass 40-42 -> 19-23 ms per step). Each bucket then goes into the
- * all-reduce (queued in bucket order per channel, the same on every rank) and is uploaded as soon as it is averaged. What stays on the critical path is the GPU tail of the
- * backward pass plus the exchange of the last bucket(s) and the uploads. The exchange does not wait for
- * `allreduceGrads`: a bucket whose readback is done is all-reduced (in bucket order) and uploaded whenever the event
- * loop runs, e.g. while the training loop awaits the loss; `allreduceGrads` only collects the results.
+ * all-reduce (queued in bucket order per communication channel, the same on every rank) and is uploaded as soon as it
+ * is averaged. What stays on the critical path is the GPU tail of the backward pass plus the exchange of the last
+ * bucket(s) and the uploads. The exchange does not wait for `allreduceGrads`: a bucket whose readback is done is
+ * all-reduced and uploaded whenever the event loop runs, e.g. while the training loop awaits the loss; `allreduceGrads`
+ * only collects the results.
  *
  * ## Moving the bytes (the `transfer` option; measured by scripts/gpu_transfer_bench.ts)
  *
@@ -63,6 +64,7 @@ import { UserError } from '../errors.js';
 import { DEFAULT_DIST_BUCKET_MB, settings } from '../settings.js';
 import type { NamedParameter } from './optim/base.js';
 import { StagedBucket, stagingClock, webgpuInternals } from './ddp_gpu.js';
+import { submitRecorded } from '../backend/fence.js';
 
 /** Largest bucket of the flat (not overlapped) exchange. */
 const FLAT_BUCKET_BYTES = 64 * 1024 * 1024;
@@ -247,14 +249,8 @@ class Layout {
 
   dispose(): void {
     for (const s of this.staged) s?.dispose();
-    if (this.gpuBuffers.some((g) => g)) {
-      // the split of the last upload may still wait in tfjs's encoder: submit it before its buffer goes
-      const be = webgpuInternals();
-      if (be?.commandEncoder) {
-        be.endComputePassEncoder();
-        be.submitQueue();
-      }
-    }
+    // the split of the last upload may still wait in tfjs's encoder: submitted before its buffer goes
+    if (this.gpuBuffers.some((g) => g)) submitRecorded();
     for (const g of this.gpuBuffers) g?.destroy();
     this.staged.fill(null);
     this.gpuBuffers.fill(null);
@@ -264,8 +260,8 @@ class Layout {
 /**
  * One exchange in flight: gradients go into their buckets as the backward pass produces them; a full bucket starts
  * its readback; buckets whose readback is done are all-reduced in bucket order on each channel (the same order on
- * every rank; see pump), and each is uploaded as soon as it is averaged. Nothing waits for allreduceGrads: the exchange moves
- * whenever the event loop runs (e.g. while the caller awaits the loss).
+ * every rank; see pump), and each is uploaded as soon as it is averaged. Nothing waits for allreduceGrads: the
+ * exchange moves whenever the event loop runs (e.g. while the caller awaits the loss).
  */
 class PendingStep {
   readonly grads: (tf.Tensor | null)[];

@@ -32,6 +32,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { bf16Words } from '../distributed/bf16.js';
+import { submitRecorded } from '../backend/fence.js';
 
 /** The parts of tfjs-backend-webgpu's backend that the staging uses. */
 interface WebGPUBackendInternals {
@@ -200,13 +201,6 @@ export class StagedBucket {
     return b;
   }
 
-  /** Submit tfjs's encoder now (a compute pass tfjs left open is ended first, as tfjs's own flushes do). */
-  private submitNow(): void {
-    if (!this.be.commandEncoder) return;
-    this.be.endComputePassEncoder();
-    this.be.submitQueue();
-  }
-
   private encoder(): GPUCommandEncoder {
     this.be.ensureCommandEncoderReady();
     this.be.endComputePassEncoder();
@@ -252,7 +246,7 @@ export class StagedBucket {
 
   /** The averaged bucket (`host`, this.words floats) as new gradient tensors, one per member, on the GPU. */
   async upload(host: Float32Array): Promise<tf.Tensor[]> {
-    if (this.remapPending) this.submitNow(); // nothing was submitted since this bucket's last upload
+    if (this.remapPending) submitRecorded(this.be); // nothing was submitted since this bucket's last upload
     if (!this.writeMapped) {
       await this.writeReady;
       this.writeMapped = true;
@@ -289,7 +283,7 @@ export class StagedBucket {
   dispose(): void {
     // the last upload's copies may still wait in tfjs's encoder: submitted first, they read the buffers before the
     // destroy takes effect (a destroyed buffer in an unsubmitted encoder invalidates the whole command buffer)
-    if (this.remapPending) this.submitNow();
+    if (this.remapPending) submitRecorded(this.be);
     for (const b of this.own) b.destroy();
     this.own.length = 0;
   }
