@@ -32,7 +32,10 @@ class FakeGroup implements Communicator {
   close(): void {}
 }
 
-test('staged and tfjs transfers give the same averaged gradients on webgpu, with and without bf16, step after step', { skip: SKIP, timeout: 600_000 }, async () => {
+/** mambaout_test on the webgpu backend, a fixed batch, and its gradients on the host (the single-process reference). */
+async function withWebGPUModel(
+  fn: (m: { params: { name: string; variable: tf.Variable }[]; vars: tf.Variable[]; loss: () => tf.Scalar; ref: Map<string, Float32Array> }) => Promise<void>,
+): Promise<void> {
   const r = await initWebGPU();
   assert.ok(r.ok, r.ok ? '' : r.reason);
   await tf.setBackend('webgpu');
@@ -47,7 +50,20 @@ test('staged and tfjs transfers give the same averaged gradients on webgpu, with
     const ref = new Map<string, Float32Array>();
     for (const p of params) ref.set(p.name, (await reference.grads[p.variable.name].data()) as Float32Array);
     tf.dispose([reference.value, ...Object.values(reference.grads)]);
+    try {
+      await fn({ params, vars, loss, ref });
+    } finally {
+      tf.dispose([x, y]);
+      model.dispose();
+    }
+  } finally {
+    await tf.setBackend('cpu');
+    releaseWebGPU();
+  }
+}
 
+test('staged and tfjs transfers give the same averaged gradients on webgpu, with and without bf16, step after step', { skip: SKIP, timeout: 600_000 }, async () => {
+  await withWebGPUModel(async ({ params, vars, loss, ref }) => {
     for (const compress of ['none', 'bf16'] as GradCompression[]) {
       const want = (v: number): number => (compress === 'bf16' ? fromBf16(toBf16(2 * fromBf16(toBf16(v)))) : 2 * v);
       const staged = new DistributedDataParallel(new FakeGroup(), params, { bucketBytes: 40_000, compress, transfer: 'staged' });
@@ -85,26 +101,11 @@ test('staged and tfjs transfers give the same averaged gradients on webgpu, with
       staged.dispose();
       plain.dispose();
     }
-    tf.dispose([x, y]);
-    model.dispose();
-  } finally {
-    await tf.setBackend('cpu');
-    releaseWebGPU();
-  }
+  });
 });
 
 test('disposing a DDP right after an exchange leaves its averaged gradients intact (its buffers go only after tfjs submitted the copies out of them)', { skip: SKIP, timeout: 600_000 }, async () => {
-  const r = await initWebGPU();
-  assert.ok(r.ok, r.ok ? '' : r.reason);
-  await tf.setBackend('webgpu');
-  try {
-    const model = createModel('mambaout_test', { seed: 3 });
-    const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
-    const vars = params.map((p) => p.variable);
-    const x = tf.randomNormal([2, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
-    const y = tf.oneHot(tf.tensor1d([1, 7], 'int32'), model.numClasses);
-    const loss = (): tf.Scalar => tf.losses.softmaxCrossEntropy(y, model.forward(x, { training: true })) as tf.Scalar;
-    const reference = tf.tidy(() => tf.variableGrads(loss, vars));
+  await withWebGPUModel(async ({ params, vars, loss, ref }) => {
     for (const transfer of ['staged', 'tfjs'] as const) {
       const ddp = new DistributedDataParallel(new FakeGroup(), params, { bucketBytes: 40_000, transfer });
       const g = tf.tidy(() => tf.variableGrads(ddp.watch(loss), vars));
@@ -112,15 +113,10 @@ test('disposing a DDP right after an exchange leaves its averaged gradients inta
       ddp.dispose(); // before anything reads the gradients (or submits)
       for (const p of params) {
         const got = (await out.get(p.name)!.data()) as Float32Array;
-        const want = (await reference.grads[p.variable.name].data()) as Float32Array;
+        const want = ref.get(p.name)!;
         for (let i = 0; i < got.length; i++) if (got[i] !== 2 * want[i]) assert.fail(`${transfer} ${p.name}[${i}]: ${got[i]} != ${2 * want[i]}`);
       }
       tf.dispose([g.value, ...out.values()]);
     }
-    tf.dispose([reference.value, ...Object.values(reference.grads), x, y]);
-    model.dispose();
-  } finally {
-    await tf.setBackend('cpu');
-    releaseWebGPU();
-  }
+  });
 });
