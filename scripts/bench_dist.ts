@@ -130,6 +130,16 @@ const trace = (event: string, bucket = -1): void => {
 };
 const paths = (values.paths ?? (world > 1 ? 'default' : 'none')).split(',').map((p) => parsePath(p));
 
+/** CPU affinity of this process: of all its threads (`all`, as they are now; later ones inherit from their creator), or of the main thread. */
+function pinTo(cores: string, all: boolean): boolean {
+  try {
+    execFileSync('taskset', [...(all ? ['-a'] : []), '-p', '-c', cores, String(process.pid)], { stdio: 'ignore' });
+    return true;
+  } catch (e) {
+    process.stderr.write(`[rank ${rank}] --pin ${values.pin}: taskset failed (${String(e)})\n`);
+    return false;
+  }
+}
 // --pin halves: each rank (and every thread it has or makes) on its own 1/W of the cores, local rank r on
 // [r·n/W, (r+1)·n/W) (issue 13: do two ranks slow each other's main thread through the CPUs they share?)
 if (!['none', 'halves', 'main'].includes(values.pin!)) throw new Error(`--pin must be none, halves or main, got ${values.pin}`);
@@ -138,8 +148,7 @@ if (values.pin === 'halves') {
   const w = env.localWorldSize;
   const r = env.localRank;
   const cores = `${Math.floor((r * n) / w)}-${Math.floor(((r + 1) * n) / w) - 1}`;
-  execFileSync('taskset', ['-a', '-p', '-c', cores, String(process.pid)], { stdio: 'ignore' });
-  process.stderr.write(`[rank ${rank}] pinned to cores ${cores}\n`);
+  if (pinTo(cores, true)) process.stderr.write(`[rank ${rank}] pinned to cores ${cores}\n`);
 }
 // --pin main: the main thread of local rank r alone on core 8r, every other thread of every rank off
 // that core and off the cores that may share its physical core (8r±1, 8r+16: the VM does not say which are SMT
@@ -150,11 +159,7 @@ if (pinMain) {
   const reserved = new Set<number>();
   for (let r = 0; r < env.localWorldSize; r++) for (const d of [0, 1, -1, 16]) reserved.add(8 * r + d);
   const others = Array.from({ length: availableParallelism() }, (_, i) => i).filter((i) => !reserved.has(i));
-  try {
-    execFileSync('taskset', ['-a', '-p', '-c', others.join(','), String(process.pid)], { stdio: 'ignore' });
-  } catch (e) {
-    process.stderr.write(`[rank ${rank}] --pin main: taskset failed (${String(e)})\n`);
-  }
+  pinTo(others.join(','), true);
 }
 const group = await ProcessGroup.init({ ...env, timeoutMs: 300_000 });
 const backend = await initBackend(values.backend, { training: true });
@@ -188,12 +193,7 @@ function ddpFor(p: Path, profile: boolean): DistributedDataParallel {
 await ddpFor(paths[0], false).broadcastParams();
 if (pinMain) {
   // the threads are there now (backend, communication pool): the main thread alone moves to its own core
-  try {
-    execFileSync('taskset', ['-p', '-c', String(mainCore), String(process.pid)], { stdio: 'ignore' });
-  } catch (e) {
-    process.stderr.write(`[rank ${rank}] --pin main: taskset failed (${String(e)})\n`);
-  }
-  process.stderr.write(`[rank ${rank}] main thread on core ${mainCore}, the other threads off cores near it\n`);
+  if (pinTo(String(mainCore), false)) process.stderr.write(`[rank ${rank}] main thread on core ${mainCore}, the other threads off cores near it\n`);
 }
 // every path starts from these weights with a fresh optimizer (so --compare measures each path on its own)
 const initial = await Promise.all(params.map(async (p) => (await p.variable.data()) as Float32Array));
