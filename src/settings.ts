@@ -29,6 +29,7 @@
  * | distTransport    | MAMBAOUT_DIST_TRANSPORT     | 'auto'                                   |
  * | distCompress     | MAMBAOUT_DIST_COMPRESS      | 'none' (bf16: bfloat16 gradient buckets) |
  * | distTransfer     | MAMBAOUT_DIST_TRANSFER      | 'auto' (staged on webgpu, else tfjs)     |
+ * | distHandoff      | MAMBAOUT_DIST_HANDOFF       | 'auto' (memcpy: main-thread copies)      |
  * | distThreads      | MAMBAOUT_DIST_THREADS       | 'auto' (4 from 16 MiB of gradients)      |
  * | distBucketMb     | MAMBAOUT_DIST_BUCKET_MB     | 2                                        |
  * | distShmDir       | MAMBAOUT_DIST_SHM_DIR       | '/dev/shm' ('' or 'none': sockets only)  |
@@ -61,6 +62,7 @@ export const SETTING_VARIABLES = {
   distTransport: 'MAMBAOUT_DIST_TRANSPORT',
   distCompress: 'MAMBAOUT_DIST_COMPRESS',
   distTransfer: 'MAMBAOUT_DIST_TRANSFER',
+  distHandoff: 'MAMBAOUT_DIST_HANDOFF',
   distThreads: 'MAMBAOUT_DIST_THREADS',
   distBucketMb: 'MAMBAOUT_DIST_BUCKET_MB',
   distShmDir: 'MAMBAOUT_DIST_SHM_DIR',
@@ -288,6 +290,18 @@ export const settings = {
   },
   set distTransfer(v: 'auto' | 'staged' | 'tfjs') {
     write('distTransfer', v);
+  },
+
+  /**
+   * Who copies staged gradient bytes between Dawn's mapped memory and the exchange (src/train/ddp.ts GradHandoff):
+   * auto (the kernel on libuv's threads through a /dev/shm file, when communication threads exchange) or memcpy (the
+   * main thread). `MAMBAOUT_DIST_HANDOFF`, default 'auto'.
+   */
+  get distHandoff(): 'auto' | 'memcpy' {
+    return oneOf('distHandoff', ['auto', 'memcpy'], 'auto');
+  },
+  set distHandoff(v: 'auto' | 'memcpy') {
+    write('distHandoff', v);
   },
 
   /**

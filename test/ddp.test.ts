@@ -269,7 +269,7 @@ test("the loop's calls (broadcastParams attaches, watch, exchange started before
 });
 
 test('exchange settings come from the environment (src/settings.ts), checked', () => {
-  const names = ['MAMBAOUT_DIST_TRANSPORT', 'MAMBAOUT_DIST_COMPRESS', 'MAMBAOUT_DIST_THREADS', 'MAMBAOUT_DIST_TRANSFER', 'MAMBAOUT_DIST_BUCKET_MB'];
+  const names = ['MAMBAOUT_DIST_TRANSPORT', 'MAMBAOUT_DIST_COMPRESS', 'MAMBAOUT_DIST_THREADS', 'MAMBAOUT_DIST_TRANSFER', 'MAMBAOUT_DIST_HANDOFF', 'MAMBAOUT_DIST_BUCKET_MB'];
   const saved = names.map((n) => process.env[n]);
   const withEnv = (env: Record<string, string>, fn: () => void): void => {
     for (const n of names) delete process.env[n];
@@ -280,13 +280,14 @@ test('exchange settings come from the environment (src/settings.ts), checked', (
       names.forEach((n, i) => (saved[i] === undefined ? delete process.env[n] : (process.env[n] = saved[i])));
     }
   };
-  withEnv({}, () => assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'none', transfer: 'auto', threads: 'auto', bucketMb: 2 }));
-  withEnv({ MAMBAOUT_DIST_COMPRESS: 'bf16', MAMBAOUT_DIST_THREADS: '0', MAMBAOUT_DIST_TRANSFER: 'tfjs', MAMBAOUT_DIST_BUCKET_MB: '25' }, () =>
-    assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'bf16', transfer: 'tfjs', threads: 0, bucketMb: 25 }));
+  withEnv({}, () => assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'none', transfer: 'auto', handoff: 'auto', threads: 'auto', bucketMb: 2 }));
+  withEnv({ MAMBAOUT_DIST_COMPRESS: 'bf16', MAMBAOUT_DIST_THREADS: '0', MAMBAOUT_DIST_TRANSFER: 'tfjs', MAMBAOUT_DIST_HANDOFF: 'memcpy', MAMBAOUT_DIST_BUCKET_MB: '25' }, () =>
+    assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'bf16', transfer: 'tfjs', handoff: 'memcpy', threads: 0, bucketMb: 25 }));
   for (const [k, v, re] of [
     ['MAMBAOUT_DIST_COMPRESS', 'fp16', /^MAMBAOUT_DIST_COMPRESS must be none or bf16, got 'fp16'\.$/],
     ['MAMBAOUT_DIST_THREADS', '-1', /^MAMBAOUT_DIST_THREADS must be auto or a whole number/],
     ['MAMBAOUT_DIST_TRANSFER', 'fast', /^MAMBAOUT_DIST_TRANSFER must be auto, staged or tfjs, got 'fast'\.$/],
+    ['MAMBAOUT_DIST_HANDOFF', 'file', /^MAMBAOUT_DIST_HANDOFF must be auto or memcpy, got 'file'\.$/],
     ['MAMBAOUT_DIST_BUCKET_MB', '0', /^MAMBAOUT_DIST_BUCKET_MB must be a number of MiB/],
     ['MAMBAOUT_DIST_TRANSPORT', 'rdma', /^MAMBAOUT_DIST_TRANSPORT must be auto, unix or tcp, got 'rdma'\.$/],
   ] as const) {

@@ -6,6 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { initWebGPU, releaseWebGPU } from '../src/backend/webgpu.js';
 import { createModel } from '../src/models/mambaout.js';
@@ -13,6 +14,8 @@ import { DistributedDataParallel, type Communicator, type GradCompression } from
 import { addBf16x2 } from '../src/distributed/float32.js';
 import { settings } from '../src/settings.js';
 import { fromBf16, toBf16 } from '../src/distributed/bf16.js';
+import { HandoffFile } from '../src/distributed/handoff.js';
+import type { CommPool } from '../src/distributed/pool.js';
 
 const GPU = settings.gpuTests;
 const SKIP = GPU ? false : 'set MAMBAOUT_GPU_TESTS=1 to run the WebGPU tests (needs a WebGPU adapter)';
@@ -30,6 +33,36 @@ class FakeGroup implements Communicator {
     return [...v];
   }
   close(): void {}
+}
+
+/**
+ * CommPool's contract without threads or peers (the threads' side is test/dist.test.ts): the peer holds the same
+ * gradients (the average is 2x); a bucket handed over through a file is read from and written back to the file.
+ */
+class FakePool {
+  readonly threads = 2;
+  throughFile = 0;
+  private readonly files = new Map<ArrayBufferLike, HandoffFile | null>();
+  alloc(n: number): Float32Array {
+    return new Float32Array(new SharedArrayBuffer(n * 4));
+  }
+  handoff(buf: Float32Array): HandoffFile | null {
+    if (!this.files.has(buf.buffer)) this.files.set(buf.buffer, HandoffFile.create(buf.buffer.byteLength));
+    return this.files.get(buf.buffer) ?? null;
+  }
+  async allreduce(buf: Float32Array, _op: string, _channel: number, _dtype: string, through: HandoffFile | null): Promise<void> {
+    const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+    if (through) {
+      buf.fill(NaN);
+      await through.read(bytes, buf.byteOffset);
+      this.throughFile++;
+    }
+    for (let i = 0; i < buf.length; i++) buf[i] = 2 * buf[i];
+    if (through) await through.write(bytes, buf.byteOffset);
+  }
+  close(): void {
+    for (const f of this.files.values()) f?.close();
+  }
 }
 
 /** mambaout_test on the webgpu backend, a fixed batch, and its gradients on the host (the single-process reference). */
@@ -117,6 +150,32 @@ test('disposing a DDP right after an exchange leaves its averaged gradients inta
         for (let i = 0; i < got.length; i++) if (got[i] !== 2 * want[i]) assert.fail(`${transfer} ${p.name}[${i}]: ${got[i]} != ${2 * want[i]}`);
       }
       tf.dispose([g.value, ...out.values()]);
+    }
+  });
+});
+
+test('with communication threads, buckets read back while the backward pass is issued go through a /dev/shm hand-off file (copied by the kernel, off the main thread) and average as main-thread copies do', { skip: SKIP || (existsSync('/dev/shm') ? false : 'no /dev/shm'), timeout: 600_000 }, async () => {
+  await withWebGPUModel(async ({ params, vars, loss, ref }) => {
+    for (const handoff of ['auto', 'memcpy'] as const) {
+      const pool = new FakePool();
+      const ddp = new DistributedDataParallel(new FakeGroup(), params, { bucketBytes: 40_000, transfer: 'staged', handoff, pool: pool as unknown as CommPool });
+      for (let step = 0; step < 3; step++) {
+        // DistributedDataParallel.variableGrads (the file while it issues the backward pass), tfjs's own (after it)
+        for (const pieces of [true, false]) {
+          const g = pieces ? await ddp.variableGrads(loss, vars) : tf.tidy(() => tf.variableGrads(ddp.watch(loss), vars));
+          const out = await ddp.allreduceGrads(params, new Map(params.map((p) => [p.name, g.grads[p.variable.name]])));
+          for (const p of params) {
+            const got = (await out.get(p.name)!.data()) as Float32Array;
+            const want = ref.get(p.name)!;
+            for (let i = 0; i < got.length; i++) if (got[i] !== 2 * want[i]) assert.fail(`${handoff} step ${step} ${pieces} ${p.name}[${i}]: ${got[i]} != ${2 * want[i]}`);
+          }
+          tf.dispose([g.value, ...out.values()]);
+        }
+      }
+      if (handoff === 'auto') assert.ok(pool.throughFile >= 3, `${pool.throughFile} buckets went through the file`);
+      else assert.equal(pool.throughFile, 0);
+      ddp.dispose();
+      pool.close();
     }
   });
 });

@@ -7,7 +7,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -355,12 +355,13 @@ describe('process group over sockets', () => {
   }
 
   for (const W of [2, 3]) {
-    test(`all-reduce on worker threads (CommPool, 2 channels) equals the group's own, ${W} processes`, async () => {
+    test(`all-reduce on worker threads (CommPool, 2 channels) equals the group's own, ${W} processes, also through a hand-off file`, async () => {
       const res = await runRanks(W, 'pool');
       for (let r = 0; r < W; r++) {
         assert.equal(res[r].code, 0, res[r].stderr);
         assert.equal(res[r].json?.equal, true, JSON.stringify(res[r].json));
         assert.equal(res[r].json?.bf16Equal, true, JSON.stringify(res[r].json));
+        if (existsSync('/dev/shm')) assert.deepEqual(res[r].json?.handoff, { file: true, array: true }, JSON.stringify(res[r].json));
         assert.equal(res[r].json?.hash, res[0].json?.hash);
       }
     });

@@ -21,6 +21,7 @@ import { findFreePort } from './launcher.js';
 import { DistError, type DistFailure } from './errors.js';
 import type { ProcessGroup, ProcessGroupOptions, ReduceDtype, ReduceOp } from './group.js';
 import { startModuleWorker } from '../utils/worker_thread.js';
+import { HandoffFile } from './handoff.js';
 
 export interface CommPoolOptions {
   threads: number;
@@ -44,6 +45,8 @@ export class CommPool {
   private nextId = 0;
   private readonly pending = new Map<number, Pending>();
   private failed: Error | null = null;
+  /** Hand-off files of alloc()'s arrays (handoff()), closed only after the threads have exited (close()). */
+  private readonly files = new Map<SharedArrayBuffer, HandoffFile | null>();
 
   private constructor(private readonly workers: Worker[]) {
     for (const w of workers) {
@@ -96,8 +99,23 @@ export class CommPool {
     return new Float32Array(new SharedArrayBuffer(n * 4));
   }
 
-  /** All-reduce `buf` (a view of alloc()'s memory) on channel `channel % threads`. */
-  allreduce(buf: Float32Array, op: ReduceOp, channel: number, dtype: ReduceDtype = 'f32'): Promise<void> {
+  /**
+   * A /dev/shm file as large as `buf`'s shared array (src/distributed/handoff.ts; one per array, owned by the pool),
+   * or null when there is no room for it. Byte k of the array is byte k of the file.
+   */
+  handoff(buf: Float32Array): HandoffFile | null {
+    const sab = buf.buffer;
+    if (!(sab instanceof SharedArrayBuffer)) return null;
+    if (!this.files.has(sab)) this.files.set(sab, HandoffFile.create(sab.byteLength));
+    return this.files.get(sab) ?? null;
+  }
+
+  /**
+   * All-reduce `buf` (a view of alloc()'s memory) on channel `channel % threads`. `through` (its handoff()): the
+   * caller has written the bucket into the file at `buf`'s byte offset instead of into `buf`; the thread reads it from
+   * there first and writes the result back there as well as into `buf`.
+   */
+  allreduce(buf: Float32Array, op: ReduceOp, channel: number, dtype: ReduceDtype = 'f32', through: HandoffFile | null = null): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
     if (!(buf.buffer instanceof SharedArrayBuffer)) return Promise.reject(new TypeError('CommPool.allreduce needs a view of CommPool.alloc() memory'));
     const id = this.nextId++;
@@ -105,7 +123,7 @@ export class CommPool {
     return new Promise<void>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       w.ref();
-      w.postMessage({ id, buffer: buf.buffer, offset: buf.byteOffset, length: buf.length, op, dtype });
+      w.postMessage({ id, buffer: buf.buffer, offset: buf.byteOffset, length: buf.length, op, dtype, fd: through ? through.fd : -1 });
     }).finally(() => {
       if (this.pending.size === 0) for (const x of this.workers) x.unref();
     });
@@ -129,5 +147,7 @@ export class CommPool {
           }),
       ),
     );
+    for (const f of this.files.values()) f?.close();
+    this.files.clear();
   }
 }

@@ -51,7 +51,8 @@ export function shmDir(): string | null {
   return existsSync(d) ? d : null;
 }
 
-function pwriteFull(fd: number, src: Uint8Array, pos: number): void {
+/** Write all of `src` at `pos` (pwrite until done). */
+export function pwriteFull(fd: number, src: Uint8Array, pos: number): void {
   let off = 0;
   while (off < src.length) {
     const n = writeSync(fd, src, off, src.length - off, pos + off);
@@ -60,7 +61,8 @@ function pwriteFull(fd: number, src: Uint8Array, pos: number): void {
   }
 }
 
-function preadFull(fd: number, dst: Uint8Array, pos: number): void {
+/** Fill all of `dst` from `pos` (pread until done). */
+export function preadFull(fd: number, dst: Uint8Array, pos: number): void {
   let off = 0;
   while (off < dst.length) {
     const n = readSync(fd, dst, off, dst.length - off, pos + off);

@@ -63,7 +63,8 @@ import { bf16Words, packBf16, unpackBf16 } from '../distributed/bf16.js';
 import { UserError } from '../errors.js';
 import { DEFAULT_DIST_BUCKET_MB, settings } from '../settings.js';
 import type { NamedParameter } from './optim/base.js';
-import { StagedBucket, stagingClock, webgpuInternals } from './ddp_gpu.js';
+import { StagedBucket, stagingClock, webgpuInternals, type HostSlot } from './ddp_gpu.js';
+import type { HandoffFile } from '../distributed/handoff.js';
 import { submitRecorded } from '../backend/fence.js';
 
 /** Largest bucket of the flat (not overlapped) exchange. */
@@ -86,6 +87,12 @@ export type GradCompression = 'none' | 'bf16';
  * webgpu only), 'tfjs' = tensor.data() and tfjs/Dawn uploads (every backend), 'auto' = staged where it can.
  */
 export type GradTransfer = 'auto' | 'tfjs' | 'staged';
+/**
+ * Who copies the staged bytes between Dawn's mapped memory and the exchange's shared arrays: 'auto' = the kernel on
+ * libuv's threads through a /dev/shm hand-off file (src/distributed/handoff.ts) when communication threads exchange
+ * the buckets and the file fits, else the main thread; 'memcpy' = always the main thread.
+ */
+export type GradHandoff = 'auto' | 'memcpy';
 
 export interface DdpOptions {
   /** Bucket size of the overlapped exchange in bytes (default DEFAULT_DIST_BUCKET_MB = 2 MiB; DDP's default is 25 MB). */
@@ -101,6 +108,8 @@ export interface DdpOptions {
   compress?: GradCompression;
   /** Default 'auto'. */
   transfer?: GradTransfer;
+  /** Default 'auto'. */
+  handoff?: GradHandoff;
   /**
    * Called at each phase of each bucket (benchmarks only: scripts/bench_dist.ts --trace): 'ready' (its gradients
    * issued, readback started), 'read' (on the host), 'reduced' (averaged over the ranks), 'uploaded' (back on the GPU),
@@ -231,6 +240,10 @@ class Layout {
   readonly staged: (StagedBucket | null)[];
   /** tfjs transfer on webgpu: one persistent GPU buffer per bucket that the averaged words are written into. */
   readonly gpuBuffers: (GpuBufferLike | null)[];
+  /** The hand-off file of the host arrays (owned by the pool), once decided (DistributedDataParallel.slot). */
+  file: HandoffFile | null | undefined = undefined;
+  /** Whether each bucket's last readback went through the file. */
+  viaFile: boolean[] = [];
 
   constructor(readonly buckets: Bucket[], nParams: number, readonly compress: GradCompression, pool: CommPool | null) {
     this.bucketOf = new Array(nParams).fill(-1);
@@ -383,6 +396,9 @@ export class DistributedDataParallel {
   private readonly bucketCap: number;
   readonly compress: GradCompression;
   private transferMode: GradTransfer;
+  private readonly handoffMode: GradHandoff;
+  /** variableGrads is issuing the backward pass: the main thread is busy (the hand-off file pays only then). */
+  private issuing = false;
   private gpuUpload = true;
   /** setupDistributed: start a CommPool at attach time when the gradients are this large (bytes; null = never). */
   poolAbove: { bytes: number; threads: number; masterAddr: string; nodeRank?: number; timeoutMs: number } | null = null;
@@ -399,6 +415,8 @@ export class DistributedDataParallel {
     if (this.compress !== 'none' && this.compress !== 'bf16') throw new UserError(`gradient compression must be none or bf16, got '${String(this.compress)}'.`);
     this.transferMode = opts.transfer ?? 'auto';
     if (!['auto', 'tfjs', 'staged'].includes(this.transferMode)) throw new UserError(`the gradient transfer must be auto, tfjs or staged, got '${String(this.transferMode)}'.`);
+    this.handoffMode = opts.handoff ?? 'auto';
+    if (this.handoffMode !== 'auto' && this.handoffMode !== 'memcpy') throw new UserError(`the gradient hand-off must be auto or memcpy, got '${String(this.handoffMode)}'.`);
     const cap = opts.bucketBytes ?? DEFAULT_DIST_BUCKET_MB * 1024 * 1024;
     if (!(cap >= 4)) throw new UserError(`the gradient bucket size must be at least 4 bytes, got ${cap}.`);
     this.bucketCap = cap;
@@ -529,6 +547,7 @@ export class DistributedDataParallel {
     }
     const y = engine.scopedRun(() => engine.startTape(), () => engine.endTape(), () => engine.tidy('forward', lossFn));
     const tape = engine.state.activeTape ?? [];
+    this.issuing = true;
     const acc = new Map<number, tf.Tensor>();
     const grads: tf.NamedTensorMap = {};
     try {
@@ -581,6 +600,7 @@ export class DistributedDataParallel {
       tf.dispose(Object.values(grads));
       throw e;
     } finally {
+      this.issuing = false;
       tf.dispose([...acc.values()]);
       if (engine.state.gradientDepth === 0 && engine.state.activeTape === tape) {
         for (const node of tape) for (const t of node.saved ?? []) t.dispose();
@@ -645,13 +665,32 @@ export class DistributedDataParallel {
    */
   startReadback(b: Bucket, grads: readonly (tf.Tensor | null)[], host: Float32Array, layout: Layout = this.layout, k = 0): Promise<void> {
     const members = b.members.map((i) => grads[i]!);
-    if (this.transfer === 'staged') return this.stagedBucket(layout, k).readback(members, host);
+    if (this.transfer === 'staged') return this.stagedBucket(layout, k).readback(members, this.slot(layout, k, 'readback'));
     const flat = tf.tidy(() => tf.keep(tf.concat(members.map((t) => t.reshape([-1])))));
     return flat.data().then((d) => {
       flat.dispose();
       if (this.compress === 'bf16') packBf16(d as Float32Array, host);
       else host.set(d as Float32Array);
     });
+  }
+
+  /**
+   * Where bucket k's staged bytes go. Through the pool's hand-off file (GradHandoff 'auto', when it fits) only while
+   * variableGrads is still issuing the backward pass: then the main thread has better things to do than copying. Once
+   * it waits, a main-thread copy is the shorter way (two hops fewer: the last buckets are the step's critical path; H200
+   * x2, femto: the last bucket read -> averaged 3.6 ms through the file vs 1.8 ms copied, docs/BENCHMARKS.md "GPU run 6").
+   * The upload takes the file only if the readback did (the thread writes the average there and into `host`).
+   */
+  private slot(layout: Layout, k: number, phase: 'readback' | 'reduce' | 'upload'): HostSlot {
+    const host = layout.host[k];
+    if (layout.file === undefined) {
+      const shared = layout.host[0]?.buffer instanceof SharedArrayBuffer;
+      layout.file = this.handoffMode === 'auto' && this.pool && shared ? this.pool.handoff(layout.host[0]) : null;
+      layout.viaFile = new Array(layout.buckets.length).fill(false);
+    }
+    if (phase === 'readback') layout.viaFile[k] = layout.file !== null && this.issuing;
+    const file = layout.viaFile[k] && (phase !== 'upload' || this.issuing) ? layout.file : null;
+    return { host, file };
   }
 
   private stagedBucket(layout: Layout, k: number): StagedBucket {
@@ -672,14 +711,14 @@ export class DistributedDataParallel {
   reduceBucket(layout: Layout, k: number): Promise<void> {
     const host = layout.host[k];
     const dtype: ReduceDtype = this.compress === 'bf16' ? 'bf16x2' : 'f32';
-    if (this.pool && host.buffer instanceof SharedArrayBuffer) return this.pool.allreduce(host, 'avg', k, dtype);
+    if (this.pool && host.buffer instanceof SharedArrayBuffer) return this.pool.allreduce(host, 'avg', k, dtype, this.transfer === 'staged' ? this.slot(layout, k, 'reduce').file : null);
     return this.group.allreduce(host, { op: 'avg', dtype });
   }
 
   /** @internal Bucket k's averaged host words as gradient tensors on the device, in member order. */
   async uploadBucket(layout: Layout, k: number): Promise<tf.Tensor[]> {
     const b = layout.buckets[k];
-    if (this.transfer === 'staged') return this.stagedBucket(layout, k).upload(layout.host[k]);
+    if (this.transfer === 'staged') return this.stagedBucket(layout, k).upload(this.slot(layout, k, 'upload'));
     let flat = layout.host[k];
     if (this.compress === 'bf16') {
       const f = new Float32Array(b.bytes / 4);
@@ -889,6 +928,8 @@ export class DistributedDataParallel {
  *                                                  default none (float32, results equal 1 process with the W-fold batch)
  *   MAMBAOUT_DIST_TRANSFER   auto | staged | tfjs  GPU<->host path of the buckets (src/train/ddp_gpu.ts); auto: staged on
  *                                                  webgpu
+ *   MAMBAOUT_DIST_HANDOFF    auto | memcpy         who copies staged bytes between Dawn's mapped memory and the exchange:
+ *                                                  auto: the kernel on libuv's threads via a /dev/shm file (GradHandoff)
  *   MAMBAOUT_DIST_THREADS    auto | 0 | N          communication threads per rank (src/distributed/pool.ts); auto: 4 when
  *                                                  the gradients are 16 MiB or more, else the main thread. Run 2 on the
  *                                                  H200 x2 with the staged transfer (docs/BENCHMARKS.md): femto (29 MB)
@@ -901,6 +942,7 @@ export interface DistSettings {
   transport: TransportKind;
   compress: GradCompression;
   transfer: GradTransfer;
+  handoff: GradHandoff;
   threads: 'auto' | number;
   bucketMb: number;
 }
@@ -915,6 +957,7 @@ export function readDistSettings(): DistSettings {
     transport: settings.distTransport,
     compress: settings.distCompress,
     transfer: settings.distTransfer,
+    handoff: settings.distHandoff,
     threads: settings.distThreads,
     bucketMb: settings.distBucketMb,
   };
@@ -953,6 +996,7 @@ export async function setupDistributed(
   const ddp = new DistributedDataParallel(group, [], {
     compress: ds.compress,
     transfer: ds.transfer,
+    handoff: ds.handoff,
     bucketBytes: Math.round(ds.bucketMb * 1024 * 1024),
   });
   const threads = ds.threads === 'auto' ? AUTO_THREADS : ds.threads;

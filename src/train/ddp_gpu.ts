@@ -33,6 +33,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { bf16Words } from '../distributed/bf16.js';
 import { submitRecorded } from '../backend/fence.js';
+import type { HandoffFile } from '../distributed/handoff.js';
 
 /** The parts of tfjs-backend-webgpu's backend that the staging uses. */
 interface WebGPUBackendInternals {
@@ -143,7 +144,17 @@ function onNextSubmit(be: WebGPUBackendInternals, fn: () => void): void {
 export const stagingClock = { ms: 0 };
 
 /**
- * One bucket's persistent staging: readback(grads) fills the host slice, upload(host) returns new gradient tensors.
+ * Where a bucket's host bytes go: `host` itself (a memcpy on the main thread), or, with `file`, the hand-off file at
+ * `host`'s byte offset (src/distributed/handoff.ts: the kernel copies on libuv's threads; the communication thread
+ * moves them between the file and `host`).
+ */
+export interface HostSlot {
+  host: Float32Array;
+  file: HandoffFile | null;
+}
+
+/**
+ * One bucket's persistent staging: readback(grads) fills the host slot, upload(slot) returns new gradient tensors.
  * A readback must be followed by its upload before the next readback (one exchange at a time per bucket).
  */
 export class StagedBucket {
@@ -159,6 +170,8 @@ export class StagedBucket {
   /** The last upload's copies wait in tfjs's encoder: the write buffer is mapped again after the next submit. */
   private remapPending = false;
   private readonly own: GPUBuffer[] = [];
+  /** A hand-off read or write into a mapped range is running on a libuv thread: the buffers must outlive it. */
+  private inflight: Promise<void> | null = null;
   private readonly bf16: { flat: GPUBuffer; packed: GPUBuffer; packGroup: GPUBindGroup; unpackGroup: GPUBindGroup; pack: GPUComputePipeline; unpack: GPUComputePipeline } | null = null;
 
   constructor(
@@ -223,8 +236,8 @@ export class StagedBucket {
     return r;
   }
 
-  /** Copy the gradients (in bucket order) into `host` (this.words floats). Records and submits now. */
-  async readback(grads: readonly tf.Tensor[], host: Float32Array): Promise<void> {
+  /** Copy the gradients (in bucket order) into the slot (this.words floats). Records and submits now. */
+  async readback(grads: readonly tf.Tensor[], slot: HostSlot): Promise<void> {
     const srcs = grads.map((g) => this.bufferOf(g.dataId, g.size * 4));
     const enc = this.encoder();
     const dst = this.bf16 ? this.bf16.flat : this.read;
@@ -237,15 +250,26 @@ export class StagedBucket {
     await this.read.mapAsync(GPUMapMode.READ, 0, this.words * 4);
     const t0 = performance.now();
     try {
-      host.set(new Float32Array(this.read.getMappedRange(0, this.words * 4)));
+      const mapped = this.read.getMappedRange(0, this.words * 4);
+      if (slot.file) await this.handoff(slot.file.write(new Uint8Array(mapped), slot.host.byteOffset));
+      else slot.host.set(new Float32Array(mapped));
     } finally {
       this.read.unmap();
     }
-    stagingClock.ms += performance.now() - t0;
+    if (!slot.file) stagingClock.ms += performance.now() - t0;
   }
 
-  /** The averaged bucket (`host`, this.words floats) as new gradient tensors, one per member, on the GPU. */
-  async upload(host: Float32Array): Promise<tf.Tensor[]> {
+  private handoff(p: Promise<void>): Promise<void> {
+    const settled = p.then(() => {}, () => {});
+    this.inflight = settled;
+    void settled.then(() => {
+      if (this.inflight === settled) this.inflight = null;
+    });
+    return p;
+  }
+
+  /** The averaged bucket (the slot's this.words floats) as new gradient tensors, one per member, on the GPU. */
+  async upload(slot: HostSlot): Promise<tf.Tensor[]> {
     if (this.remapPending) submitRecorded(this.be); // nothing was submitted since this bucket's last upload
     if (!this.writeMapped) {
       await this.writeReady;
@@ -253,12 +277,14 @@ export class StagedBucket {
     }
     const t0 = performance.now();
     try {
-      new Float32Array(this.write.getMappedRange(0, this.words * 4)).set(host);
+      const mapped = this.write.getMappedRange(0, this.words * 4);
+      if (slot.file) await this.handoff(slot.file.read(new Uint8Array(mapped), slot.host.byteOffset));
+      else new Float32Array(mapped).set(slot.host);
     } finally {
       this.write.unmap();
       this.writeMapped = false;
     }
-    stagingClock.ms += performance.now() - t0;
+    if (!slot.file) stagingClock.ms += performance.now() - t0;
     // new tensors without values: uploadToGPU just takes a buffer from tfjs's pool for each
     const outs = this.shapes.map((shape) => this.be.makeTensorInfo(shape, 'float32'));
     const dsts = outs.map((info, k) => this.bufferOf(info.dataId, this.sizes[k] * 4));
@@ -284,7 +310,10 @@ export class StagedBucket {
     // the last upload's copies may still wait in tfjs's encoder: submitted first, they read the buffers before the
     // destroy takes effect (a destroyed buffer in an unsubmitted encoder invalidates the whole command buffer)
     if (this.remapPending) submitRecorded(this.be);
-    for (const b of this.own) b.destroy();
-    this.own.length = 0;
+    const own = this.own.splice(0);
+    const destroy = (): void => own.forEach((b) => b.destroy());
+    // a libuv thread may still copy into or out of a mapped range: destroying the buffer would unmap it under it
+    if (this.inflight) void this.inflight.then(destroy);
+    else destroy();
   }
 }

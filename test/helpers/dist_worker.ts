@@ -205,8 +205,27 @@ async function main(): Promise<void> {
       const c = pool.allreduce(bfBuf, 'avg', 1, 'bf16x2');
       await g.allreduce(bfRef, { op: 'avg', dtype: 'bf16x2' });
       await c;
-      out({ equal: hash(buf) === hash(ref), bf16Equal: hash(bfBuf) === hash(bfRef), threads: pool.threads, hash: hash(buf) + hash(bfBuf) });
+      // through a hand-off file (src/distributed/handoff.ts): the bucket goes into the file, not into the shared array
+      // (which holds NaN), and the average comes back in both
+      const m = 300_007;
+      const hRef = new Float32Array(m);
+      for (let i = 0; i < m; i++) hRef[i] = rng.random() - 0.5;
+      const hBuf = pool.alloc(m + 5).subarray(5); // at byte offset 20 of its array (and of the file)
+      hBuf.fill(NaN);
+      const file = pool.handoff(hBuf);
+      let handoff: unknown = null;
+      if (file) {
+        await file.write(new Uint8Array(hRef.slice().buffer), hBuf.byteOffset);
+        const d = pool.allreduce(hBuf, 'avg', 0, 'f32', file);
+        await g.allreduce(hRef, { op: 'avg' });
+        await d;
+        const back = new Float32Array(m);
+        await file.read(new Uint8Array(back.buffer), hBuf.byteOffset);
+        handoff = { file: hash(back) === hash(hRef), array: hash(hBuf) === hash(hRef) };
+      }
+      out({ equal: hash(buf) === hash(ref), bf16Equal: hash(bfBuf) === hash(bfRef), handoff, threads: pool.threads, hash: hash(buf) + hash(bfBuf) });
       await pool.close();
+      if (file && file.fd !== -1) throw new Error('pool.close() left the hand-off file open');
       await g.close();
       return;
     }
