@@ -20,6 +20,8 @@
  *   +bf16    bf16 compression of the exchange (packed on the GPU when staged), e.g. default+bf16
  *   +sync    overlap paths: the backward pass in tfjs's one synchronous call (the readbacks resolve after it), as
  *            before DistributedDataParallel.variableGrads issued it in pieces, e.g. default+sync
+ *   +memcpy  staged paths: the main thread copies between mapped staging memory and the exchange's arrays (GradHandoff
+ *            'memcpy') instead of the kernel through a /dev/shm hand-off file, e.g. default+memcpy
  * `default` is always staged.
  * Each path: --warmup untimed steps, --steps timed steps (img/s, ms/step, JS issue time of forward + backward), then
  * --breakdown profiled steps whose exchange is timed phase by phase (src/train/ddp.ts StepProfile; the probes
@@ -42,6 +44,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { createModel } from '../src/models/mambaout.js';
 import { getModelConfig } from '../src/models/registry.js';
@@ -64,13 +67,15 @@ interface Path {
   bf16: boolean;
   /** overlap paths: tfjs's one synchronous backward call (watch) instead of DistributedDataParallel.variableGrads */
   sync: boolean;
+  /** staged paths: GradHandoff 'memcpy' */
+  memcpy: boolean;
 }
 function parsePath(name: string): Path {
   const [base, ...mods] = name.split('+').map((p) => p.trim());
   if (!BASES.includes(base as Base)) throw new Error(`unknown path '${name}' (use ${BASES.join(', ')}, with +staged and/or +bf16)`);
-  for (const m of mods) if (m !== 'staged' && m !== 'bf16' && m !== 'sync') throw new Error(`unknown modifier '+${m}' in path '${name}' (use +staged, +bf16, +sync)`);
+  for (const m of mods) if (!['staged', 'bf16', 'sync', 'memcpy'].includes(m)) throw new Error(`unknown modifier '+${m}' in path '${name}' (use +staged, +bf16, +sync, +memcpy)`);
   if (base === 'none' && mods.length) throw new Error(`path 'none' takes no modifiers`);
-  return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync') };
+  return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync'), memcpy: mods.includes('memcpy') };
 }
 
 const { values } = parseArgs({
@@ -84,6 +89,7 @@ const { values } = parseArgs({
     'read-loss': { type: 'string', default: 'step' },
     pin: { type: 'string', default: 'none' },
     marks: { type: 'boolean', default: false },
+    'sweep-cores': { type: 'string' },
     paths: { type: 'string' },
     'bucket-mb': { type: 'string', default: String(DEFAULT_DIST_BUCKET_MB) },
     'comm-threads': { type: 'string' }, // threads of overlap-mt (default 4) and, when given, of `default`
@@ -128,6 +134,17 @@ const now = (): number => performance.timeOrigin + performance.now();
 const trace = (event: string, bucket = -1): void => {
   if (traceStep >= 0) traceRows.push([traceStep, event, bucket, +now().toFixed(3)]);
 };
+// traced steps also record the main thread's garbage collections: event 'gc-minor' / 'gc-major' / ..., the bucket
+// column holding the pause in microseconds, t its start
+if (traced > 0) {
+  const kinds: Record<number, string> = { 1: 'gc-minor', 2: 'gc-major', 4: 'gc-incremental', 8: 'gc-weakcb' };
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const kind = (e as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0;
+      if (traceStep >= 0) traceRows.push([traceStep, kinds[kind] ?? `gc-${kind}`, Math.round(e.duration * 1000), +(performance.timeOrigin + e.startTime).toFixed(3)]);
+    }
+  }).observe({ entryTypes: ['gc'] });
+}
 const paths = (values.paths ?? (world > 1 ? 'default' : 'none')).split(',').map((p) => parsePath(p));
 
 /** CPU affinity of this process: of all its threads (`all`, as they are now; later ones inherit from their creator), or of the main thread. */
@@ -179,12 +196,12 @@ const pool = paths.some(threadsFor)
 const ddps = new Map<string, DistributedDataParallel>();
 /** One DDP per combination of threads, transfer, compression and profiling (each keeps its own staging). */
 function ddpFor(p: Path, profile: boolean): DistributedDataParallel {
-  const key = `${threadsFor(p)}|${p.staged}|${p.bf16}|${profile}`;
+  const key = `${threadsFor(p)}|${p.staged}|${p.bf16}|${p.memcpy}|${profile}`;
   let d = ddps.get(key);
   if (!d) {
     d = new DistributedDataParallel(group, params, {
       bucketBytes, profile, pool: threadsFor(p) ? pool : null, transfer: p.staged ? 'staged' : 'tfjs', compress: p.bf16 ? 'bf16' : 'none',
-      trace: traced > 0 ? trace : undefined,
+      handoff: p.memcpy ? 'memcpy' : 'auto', trace: traced > 0 ? trace : undefined,
     });
     ddps.set(key, d);
   }
@@ -338,6 +355,22 @@ for (const path of paths) {
     console.log(JSON.stringify({ model: values.model, backend: backend.description, world, batch_per_device: B, global_batch: B * world, img_size: S,
       transport, threads: threadsFor(path) ? pool?.threads ?? 0 : 0, transfer: ddp.transfer, compress: ddp.compress, bucket_mb: Number(values['bucket-mb']), read_loss: values['read-loss'], ...row,
       ...(cmp ? { compare: values.compare, steps: warmup + steps + profiled, ...cmp } : {}) }));
+  }
+}
+
+// --sweep-cores LIST (1 process, path none): the main thread pinned to each core of LIST in turn, a warm-up step and
+// 8 timed steps on each: `SWEEP {core, issue_ms, ms_per_step}` lines on stderr. Is the spread of the issue time between
+// processes (femto 1 GPU: 27-53 ms) a property of the core the main thread runs on?
+if (values['sweep-cores'] && world === 1) {
+  for (const c of values['sweep-cores'].split(',').map(Number)) {
+    if (!pinTo(String(c), false)) throw new Error(`could not pin the main thread to core ${c}`);
+    await step(paths[0], ddpFor(paths[0], false));
+    await readLosses();
+    issueMs = 0;
+    const t0 = performance.now();
+    for (let i = 0; i < 8; i++) await step(paths[0], ddpFor(paths[0], false));
+    await readLosses();
+    process.stderr.write(`SWEEP ${JSON.stringify({ core: c, issue_ms: +(issueMs / 8).toFixed(1), ms_per_step: +((performance.now() - t0) / 8).toFixed(1) })}\n`);
   }
 }
 

@@ -74,6 +74,9 @@ trace_table() {
   node - "$1" <<'JS'
 const fs = require('fs');
 const runs = fs.readFileSync(process.argv[2], 'utf8').split('\n').map((l) => l.match(/TRACE (\{.*\})\s*$/)).filter(Boolean).map((m) => JSON.parse(m[1]));
+// garbage collections (bench_dist records them in traced steps: [step, 'gc-<kind>', pause µs, start]) apart
+const gcs = runs.map((r) => r.rows.filter((x) => String(x[1]).startsWith('gc')));
+for (const r of runs) r.rows = r.rows.filter((x) => !String(x[1]).startsWith('gc'));
 const paths = [...new Set(runs.map((r) => r.path))];
 for (const path of paths) {
   const rs = runs.filter((r) => r.path === path).sort((a, b) => a.rank - b.rank);
@@ -91,6 +94,20 @@ for (const path of paths) {
   const evs = ['ready', 'read', 'reduced', 'uploaded', 'applied'];
   console.log('| bucket | ' + ranks.map((r) => evs.map((e) => `r${r} ${e}`).join(' | ')).join(' | ') + ' |\n|---|' + ranks.map(() => evs.map(() => '---|').join('')).join(''));
   for (let b = 0; b < nb; b++) console.log(`| ${b} | ` + rs.map((_, i) => evs.map((e) => mean(i, (r) => r[1] === e && r[2] === b)).join(' | ')).join(' | ') + ' |');
+  // each traced step: its length on each rank (to the rank's next step start) and the main thread's GC pauses in it
+  const steps = [...start.keys()].sort((a, b) => a - b);
+  const rankIdx = rs.map((r) => runs.indexOf(r));
+  console.log('| step | ' + ranks.map((r) => `r${r} ms | r${r} gc ms (n)`).join(' | ') + ' |\n|---|' + ranks.map(() => '---|---|').join(''));
+  for (const st of steps) {
+    const cells = rs.map((r, i) => {
+      const t0 = r.rows.find((x) => x[0] === st && x[1] === 'step')?.[3];
+      const t1 = r.rows.find((x) => x[0] === st + 1 && x[1] === 'step')?.[3] ?? r.rows.filter((x) => x[0] === st && x[1] === 'loss').pop()?.[3];
+      const g = gcs[rankIdx[i]].filter((x) => x[0] === st);
+      const pause = g.reduce((a, x) => a + x[2], 0) / 1000;
+      return `${t0 !== undefined && t1 !== undefined ? (t1 - t0).toFixed(1) : '-'} | ${pause.toFixed(1)} (${g.map((x) => String(x[1]).slice(3)).join(',') || '-'})`;
+    });
+    console.log(`| ${st} | ${cells.join(' | ')} |`);
+  }
 }
 JS
 }
