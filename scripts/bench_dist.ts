@@ -20,8 +20,6 @@
  *   +bf16    bf16 compression of the exchange (packed on the GPU when staged), e.g. default+bf16
  *   +sync    overlap paths: the backward pass in tfjs's one synchronous call (the readbacks resolve after it), as
  *            before DistributedDataParallel.variableGrads issued it in pieces, e.g. default+sync
- *   +hold    overlap paths: the step does not await allreduceGrads; the next step's forward pass is issued during the
- *            exchange and submitted after its last AdamW update (src/backend/submit_hold.ts), e.g. default+hold
  *   +memcpy  staged paths: the main thread copies between mapped staging memory and the exchange's arrays (GradHandoff
  *            'memcpy') instead of the kernel through a /dev/shm hand-off file, e.g. default+memcpy
  * `default` is always staged.
@@ -71,15 +69,13 @@ interface Path {
   sync: boolean;
   /** staged paths: GradHandoff 'memcpy' */
   memcpy: boolean;
-  /** the next forward pass issued during the exchange (DistributedDataParallel.variableGrads holds it) */
-  hold: boolean;
 }
 function parsePath(name: string): Path {
   const [base, ...mods] = name.split('+').map((p) => p.trim());
   if (!BASES.includes(base as Base)) throw new Error(`unknown path '${name}' (use ${BASES.join(', ')}, with +staged and/or +bf16)`);
-  for (const m of mods) if (!['staged', 'bf16', 'sync', 'memcpy', 'hold'].includes(m)) throw new Error(`unknown modifier '+${m}' in path '${name}' (use +staged, +bf16, +sync, +memcpy, +hold)`);
+  for (const m of mods) if (!['staged', 'bf16', 'sync', 'memcpy'].includes(m)) throw new Error(`unknown modifier '+${m}' in path '${name}' (use +staged, +bf16, +sync, +memcpy)`);
   if (base === 'none' && mods.length) throw new Error(`path 'none' takes no modifiers`);
-  return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync'), memcpy: mods.includes('memcpy'), hold: mods.includes('hold') };
+  return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync'), memcpy: mods.includes('memcpy') };
 }
 
 const { values } = parseArgs({
@@ -94,7 +90,6 @@ const { values } = parseArgs({
     pin: { type: 'string', default: 'none' },
     marks: { type: 'boolean', default: false },
     'sweep-cores': { type: 'string' },
-    'submit-batch': { type: 'string' },
     paths: { type: 'string' },
     'bucket-mb': { type: 'string', default: String(DEFAULT_DIST_BUCKET_MB) },
     'comm-threads': { type: 'string' }, // threads of overlap-mt (default 4) and, when given, of `default`
@@ -126,15 +121,6 @@ if (!readEachStep && values['read-loss'] !== 'log') throw new Error(`--read-loss
 const LOSS_READ_EVERY = 50; // timm's --log-interval default
 let inFlight = new InFlight(2);
 const losses: tf.Tensor[] = [];
-/** +hold: the exchange the last step started and did not await. */
-let pendingExchange: Promise<unknown> | null = null;
-/** Every step's work done: the last exchange, the losses. */
-async function settle(): Promise<void> {
-  const p = pendingExchange;
-  pendingExchange = null;
-  if (p) await p;
-  await readLosses();
-}
 async function readLosses(): Promise<void> {
   if (losses.length) await readBack(losses.splice(0));
   await inFlight.drain();
@@ -194,9 +180,6 @@ if (pinMain) {
 }
 const group = await ProcessGroup.init({ ...env, timeoutMs: 300_000 });
 const backend = await initBackend(values.backend, { training: true });
-// --submit-batch N: tfjs-webgpu submits every N dispatches (WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE, default 15); on 2 GPUs
-// the main thread bounds the step and submitQueue was its largest self time (GPU run 6, call 6: 8.5 ms per step)
-if (values['submit-batch'] !== undefined) tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', Number(values['submit-batch']));
 if (rank === 0) process.stderr.write(`[rank 0] ${backend.message}\n`);
 const model = createModel(getModelConfig(values.model!).name, { seed: 0 });
 const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
@@ -277,14 +260,9 @@ async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
           for (const t of gb.values()) t.dispose();
         }
       : undefined;
-    if (path.hold && onBucket && !path.sync) {
-      pendingExchange = ddp.allreduceGrads(params, g, { onBucket });
-      g = new Map();
-    } else {
-      g = await ddp.allreduceGrads(params, g, { onBucket });
-      exchangeMs += performance.now() - t1;
-      trace('exchanged');
-    }
+    g = await ddp.allreduceGrads(params, g, { onBucket });
+    exchangeMs += performance.now() - t1;
+    trace('exchanged');
   }
   if (g.size > 0) opt.step(g);
   for (const t of g.values()) t.dispose();
@@ -330,7 +308,7 @@ for (const path of paths) {
   const [ddp, ddpProf] = [ddpFor(path, false), ddpFor(path, true)];
   inFlight = new InFlight(2);
   for (let i = 0; i < warmup; i++) await step(path, ddp);
-  await settle();
+  await readLosses();
   issueMs = 0;
   exchangeMs = 0;
   const mark0 = process.hrtime.bigint() / 1000n; // CLOCK_MONOTONIC µs, the clock of --cpu-prof's samples
@@ -339,7 +317,7 @@ for (const path of paths) {
     if (i >= steps - traced) traceStep = i;
     await step(path, ddp);
   }
-  await settle(); // the timed steps are done when their work is
+  await readLosses(); // the timed steps are done when their work is
   traceStep = -1;
   const ms = (performance.now() - t0) / steps;
   // the timed steps' window for scripts/profile_summary.ts --from/--to (a --cpu-prof run of this rank)
@@ -369,7 +347,7 @@ for (const path of paths) {
     }
     row.breakdown = bd;
   }
-  await settle();
+  await readLosses();
   rows.push(row);
   const cmp = ref && rank === 0 ? await compareWeights() : null;
   if (rank === 0) {
@@ -387,11 +365,11 @@ if (values['sweep-cores'] && world === 1) {
   for (const c of values['sweep-cores'].split(',').map(Number)) {
     if (!pinTo(String(c), false)) throw new Error(`could not pin the main thread to core ${c}`);
     await step(paths[0], ddpFor(paths[0], false));
-    await settle();
+    await readLosses();
     issueMs = 0;
     const t0 = performance.now();
     for (let i = 0; i < 8; i++) await step(paths[0], ddpFor(paths[0], false));
-    await settle();
+    await readLosses();
     process.stderr.write(`SWEEP ${JSON.stringify({ core: c, issue_ms: +(issueMs / 8).toFixed(1), ms_per_step: +((performance.now() - t0) / 8).toFixed(1) })}\n`);
   }
 }

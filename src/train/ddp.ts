@@ -66,8 +66,6 @@ import type { NamedParameter } from './optim/base.js';
 import { StagedBucket, stagingClock, webgpuInternals, type HostSlot } from './ddp_gpu.js';
 import type { HandoffFile } from '../distributed/handoff.js';
 import { submitRecorded } from '../backend/fence.js';
-import { SubmitHold } from '../backend/submit_hold.js';
-import { updateSharedInPlace } from '../ops/adam.js';
 
 /** Largest bucket of the flat (not overlapped) exchange. */
 const FLAT_BUCKET_BYTES = 64 * 1024 * 1024;
@@ -401,12 +399,6 @@ export class DistributedDataParallel {
   private readonly handoffMode: GradHandoff;
   /** variableGrads is issuing the backward pass: the main thread is busy (the hand-off file pays only then). */
   private issuing = false;
-  /** The exchange that allreduceGrads is running (the caller may start the next step before it is done). */
-  private exchange: Promise<unknown> | null = null;
-  /** variableGrads holds the next forward pass's submits until that exchange is done (src/backend/submit_hold.ts). */
-  private hold: SubmitHold | null = null;
-  /** Forward passes issued while the previous exchange was still running (tests, benchmarks). */
-  heldForwards = 0;
   private gpuUpload = true;
   /** setupDistributed: start a CommPool at attach time when the gradients are this large (bytes; null = never). */
   poolAbove: { bytes: number; threads: number; masterAddr: string; nodeRank?: number; timeoutMs: number } | null = null;
@@ -551,40 +543,14 @@ export class DistributedDataParallel {
     const engine = tf.engine() as unknown as EngineInternals;
     if (typeof engine.startTape !== 'function' || typeof engine.endTape !== 'function' || typeof engine.scopedRun !== 'function' ||
       !engine.state || engine.state.gradientDepth !== 0) {
-      if (this.exchange) await this.exchange;
       return tf.variableGrads(this.watch(lossFn), [...vars]) as { value: tf.Scalar; grads: tf.NamedTensorMap };
     }
-    // The previous step's exchange may still run (its caller did not await allreduceGrads): its last buckets update
-    // weights this forward pass reads. The forward pass is issued now anyway, its submits held until the exchange is
-    // done (the optimizer's updates of those buckets go ahead of it: `ahead`), then the backward pass. Without the
-    // staged transfer (whose uploads record into tfjs's encoder) the exchange is awaited first.
-    const prev = this.exchange;
-    const hold = prev && this.transfer === 'staged' ? SubmitHold.start() : null;
-    if (hold) this.heldForwards++;
-    if (prev && !hold) await prev;
-    this.hold = hold;
-    let y: tf.Tensor;
-    try {
-      y = engine.scopedRun(() => engine.startTape(), () => engine.endTape(), () => engine.tidy('forward', lossFn)) as tf.Tensor;
-    } catch (e) {
-      this.hold = null;
-      hold?.release();
-      if (prev) await prev.catch(() => {});
-      throw e;
-    }
+    const y = engine.scopedRun(() => engine.startTape(), () => engine.endTape(), () => engine.tidy('forward', lossFn));
     const tape = engine.state.activeTape ?? [];
+    this.issuing = true;
     const acc = new Map<number, tf.Tensor>();
     const grads: tf.NamedTensorMap = {};
     try {
-      if (hold) {
-        try {
-          await prev;
-        } finally {
-          this.hold = null;
-          hold.release();
-        }
-      }
-      this.issuing = true;
       if (!(y instanceof tf.Tensor) || y.rank !== 0) throw new Error('The loss function passed to variableGrads must return a scalar.');
       this.hookTape(y);
       const step = this.pending;
@@ -752,7 +718,7 @@ export class DistributedDataParallel {
   /** @internal Bucket k's averaged host words as gradient tensors on the device, in member order. */
   async uploadBucket(layout: Layout, k: number): Promise<tf.Tensor[]> {
     const b = layout.buckets[k];
-    if (this.transfer === 'staged') return this.stagedBucket(layout, k).upload(this.slot(layout, k, 'upload'), (fn) => this.ahead(fn));
+    if (this.transfer === 'staged') return this.stagedBucket(layout, k).upload(this.slot(layout, k, 'upload'));
     let flat = layout.host[k];
     if (this.compress === 'bf16') {
       const f = new Float32Array(b.bytes / 4);
@@ -769,36 +735,7 @@ export class DistributedDataParallel {
    * Average gradients over ranks; returns new tensors (the inputs are disposed). Uses the buckets of a `watch`ed
    * backward pass when there is one, else one flat buffer.
    */
-  allreduceGrads(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>, opts: ExchangeOptions = {}): Promise<Map<string, tf.Tensor>> {
-    const p = this.exchangeGrads(params, grads, opts);
-    this.exchange = p;
-    const done = (): void => {
-      if (this.exchange === p) this.exchange = null;
-    };
-    p.then(done, done);
-    return p;
-  }
-
-  /**
-   * Work on the device that the held next forward pass depends on: recorded and submitted ahead of it. The optimizer
-   * must update the parameters in place (src/ops/adam.ts, allowed here although the held pass holds views of them): one
-   * that gives a parameter a new buffer (tfjs's assign) would leave the held pass reading the old weights, so that is
-   * an error.
-   */
-  private ahead<T>(fn: () => T): T {
-    const hold = this.hold;
-    if (!hold) return fn();
-    const ids = this._params.map((p) => p.variable.dataId);
-    const out = hold.before(() => updateSharedInPlace(fn));
-    const moved = this._params.find((p, i) => p.variable.dataId !== ids[i]);
-    if (moved) {
-      throw new Error(`the optimizer gave parameter ${moved.name} a new buffer while the next forward pass was held; ` +
-        'with this optimizer await allreduceGrads before the next step');
-    }
-    return out;
-  }
-
-  private async exchangeGrads(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>, opts: ExchangeOptions): Promise<Map<string, tf.Tensor>> {
+  async allreduceGrads(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>, opts: ExchangeOptions = {}): Promise<Map<string, tf.Tensor>> {
     let step = this.pending;
     this.pending = null;
     const t0 = performance.now();
@@ -811,7 +748,7 @@ export class DistributedDataParallel {
       if (!sameParams) {
         const out = await this.exchangeSubset(params, grads, t0, probe);
         if (!opts.onBucket) return out;
-        this.ahead(() => opts.onBucket!(out));
+        opts.onBucket(out);
         return new Map();
       }
       if (!step || step.layout !== this.layout) step = new PendingStep(this, this.flat(), this._params.length);
@@ -831,7 +768,7 @@ export class DistributedDataParallel {
           // thread ~2 ms more per step in dispatches and bind groups, gpu_dist_profile.sh, docs/BENCHMARKS.md).
           while (k + 1 < buckets.length && step.back[k + 1]) take(step.back[++k]!);
           if (probe && k === buckets.length - 1) uploadProbe = this.probeGpu(mine);
-          this.ahead(() => opts.onBucket!(mine));
+          opts.onBucket(mine);
           for (let j = first; j <= k; j++) this.trace?.('applied', j);
         }
       }

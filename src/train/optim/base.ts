@@ -168,13 +168,7 @@ export abstract class Optimizer<G extends ParamGroup = ParamGroup> {
     if (!st) {
       st = { scalars: {}, tensors: {} };
       for (const k of scalarKeys) st.scalars[k] = 0;
-      for (const k of tensorKeys) {
-        // the zeros go at once (not at the end of the step's tidy): the state must be the only tensor on its buffer for
-        // the in-place update (src/ops/adam.ts) from the first step on
-        const z = tf.zerosLike(p.variable);
-        st.tensors[k] = tf.variable(z, false);
-        z.dispose();
-      }
+      for (const k of tensorKeys) st.tensors[k] = tf.variable(tf.zerosLike(p.variable), false);
       this.state.set(p.name, st);
     }
     return st;
