@@ -90,6 +90,7 @@ const { values } = parseArgs({
     pin: { type: 'string', default: 'none' },
     marks: { type: 'boolean', default: false },
     'sweep-cores': { type: 'string' },
+    'submit-batch': { type: 'string' },
     paths: { type: 'string' },
     'bucket-mb': { type: 'string', default: String(DEFAULT_DIST_BUCKET_MB) },
     'comm-threads': { type: 'string' }, // threads of overlap-mt (default 4) and, when given, of `default`
@@ -180,6 +181,10 @@ if (pinMain) {
 }
 const group = await ProcessGroup.init({ ...env, timeoutMs: 300_000 });
 const backend = await initBackend(values.backend, { training: true });
+// --submit-batch N: tfjs-webgpu submits every N dispatches (WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE, default 15); on 2 GPUs
+// the main thread bounds the step and submitQueue was its largest self time (GPU run 6, call 6: 8.5 ms per step; call
+// 10: 60 or 200 did not lower it)
+if (values['submit-batch'] !== undefined) tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', Number(values['submit-batch']));
 if (rank === 0) process.stderr.write(`[rank 0] ${backend.message}\n`);
 const model = createModel(getModelConfig(values.model!).name, { seed: 0 });
 const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
