@@ -14,10 +14,10 @@
  * The file is unlinked as soon as it is open (nothing is left in /dev/shm after a crash), and created only when it
  * takes at most half of the free space there (tmpfs in a container is often 64 MiB); otherwise the caller copies.
  */
-import { closeSync, ftruncateSync, openSync, read, statfsSync, unlinkSync, write } from 'node:fs';
+import { closeSync, read, unlinkSync, write } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { shmDir } from './shm.js';
+import { createShmFile, freeBytes, shmDir } from './shm.js';
 
 /** Pieces larger than this are written/read as several concurrent requests (libuv has 4 threads by default). */
 const PIECE_BYTES = 4 * 1024 * 1024;
@@ -55,27 +55,10 @@ export class HandoffFile {
   /** A new hand-off file of `bytes` in the shared-memory directory, or null (no such directory, too little room, any error). */
   static create(bytes: number): HandoffFile | null {
     const dir = shmDir();
-    if (!dir || !(bytes > 0)) return null;
+    if (!dir || !(bytes > 0) || bytes > freeBytes(dir) / 2) return null;
     const path = join(dir, `mambaout-handoff-${process.pid}-${randomBytes(4).toString('hex')}`);
-    let fd = -1;
-    try {
-      const fs = statfsSync(dir);
-      if (bytes > (Number(fs.bavail) * Number(fs.bsize)) / 2) return null;
-      fd = openSync(path, 'wx+', 0o600);
-      unlinkSync(path);
-      ftruncateSync(fd, bytes);
-      return new HandoffFile(fd, bytes);
-    } catch {
-      if (fd >= 0) {
-        try {
-          closeSync(fd);
-          unlinkSync(path);
-        } catch {
-          /* gone */
-        }
-      }
-      return null;
-    }
+    const fd = createShmFile(path, bytes, () => unlinkSync(path));
+    return fd === null ? null : new HandoffFile(fd, bytes);
   }
 
   /** The descriptor (process-wide: worker threads pread/pwrite it too); -1 once closed. */

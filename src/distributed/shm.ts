@@ -71,6 +71,40 @@ export function preadFull(fd: number, dst: Uint8Array, pos: number): void {
   }
 }
 
+/** Free bytes in `dir` (0 when that cannot be read). */
+export function freeBytes(dir: string): number {
+  try {
+    const fs = statfsSync(dir);
+    return Number(fs.bavail) * Number(fs.bsize);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * A new file at `path` (created exclusively, mode 0600, open read-write) of `bytes`, after `setup` ran on it; null
+ * when anything fails, and then nothing is left behind. Returns the descriptor.
+ */
+export function createShmFile(path: string, bytes: number, setup: (fd: number) => void): number | null {
+  let fd = -1;
+  try {
+    fd = openSync(path, 'wx+', 0o600);
+    ftruncateSync(fd, bytes);
+    setup(fd);
+    return fd;
+  } catch {
+    if (fd >= 0) {
+      try {
+        closeSync(fd);
+        unlinkSync(path);
+      } catch {
+        /* gone */
+      }
+    }
+    return null;
+  }
+}
+
 /** Receiving end: creates the file, reads payloads in order. */
 export class ShmInbox {
   readonly path: string;
@@ -93,32 +127,16 @@ export class ShmInbox {
    * does not fit or anything fails (the edge then stays on its socket).
    */
   static create(dir: string, tag: string, bytes: number): ShmInbox | null {
-    let fd = -1;
     const path = join(dir, `mambaout-dist-${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
-    try {
-      const fs = statfsSync(dir);
-      const free = Number(fs.bavail) * Number(fs.bsize);
-      const want = bytes;
-      bytes = Math.min(want, Math.floor(free / 8 / (1 << 20)) * (1 << 20));
-      if (bytes < 1 || bytes < Math.min(MIN_SHM_BYTES, want)) return null;
-      fd = openSync(path, 'wx+', 0o600);
-      ftruncateSync(fd, KEY_BYTES + bytes);
-      const key = randomBytes(16).toString('hex');
-      const kb = Buffer.alloc(KEY_BYTES);
-      kb.write(key, 'latin1');
-      pwriteFull(fd, kb, 0);
-      return new ShmInbox(path, fd, bytes, key);
-    } catch {
-      if (fd >= 0) {
-        try {
-          closeSync(fd);
-          unlinkSync(path);
-        } catch {
-          /* gone */
-        }
-      }
-      return null;
-    }
+    const free = freeBytes(dir);
+    const want = bytes;
+    bytes = Math.min(want, Math.floor(free / 8 / (1 << 20)) * (1 << 20));
+    if (bytes < 1 || bytes < Math.min(MIN_SHM_BYTES, want)) return null;
+    const key = randomBytes(16).toString('hex');
+    const kb = Buffer.alloc(KEY_BYTES);
+    kb.write(key, 'latin1');
+    const fd = createShmFile(path, KEY_BYTES + bytes, (f) => pwriteFull(f, kb, 0));
+    return fd === null ? null : new ShmInbox(path, fd, bytes, key);
   }
 
   offer(): ShmOffer {
