@@ -31,7 +31,9 @@
  * 'staged' (default on webgpu, src/train/ddp_gpu.ts): persistent MAP_READ / MAP_WRITE staging buffers per bucket and
  * persistent host arrays, the gradient tensors' GPU buffers copied straight into the staging buffer: no JS or Dawn
  * allocation per step (new memory ran at 0.1-3 GB/s, reused memory at memcpy speed). 'tfjs': tensor.data() and tfjs's
- * or Dawn's uploads (every backend; the path of run 1).
+ * or Dawn's uploads (every backend; the path of run 1). Staged buckets that communication threads exchange and that
+ * are read back while the backward pass is still being issued skip the main thread's copies: the bytes go between
+ * the mapped staging memory and the threads through a /dev/shm hand-off file (`slot`, src/distributed/handoff.ts).
  *
  * ## bf16 compression (`compress: 'bf16'`, MAMBAOUT_DIST_COMPRESS=bf16; off by default)
  *
