@@ -50,7 +50,7 @@ import { createModel } from '../src/models/mambaout.js';
 import { getModelConfig } from '../src/models/registry.js';
 import { createOptimizer } from '../src/train/optim/index.js';
 import { DEFAULT_DIST_BUCKET_MB } from '../src/settings.js';
-import { AUTO_THREADS, AUTO_THREADS_BYTES, DistributedDataParallel, type StepProfile } from '../src/train/ddp.js';
+import { AUTO_THREADS, AUTO_THREADS_BYTES, DistributedDataParallel, stepEachBucket, type StepProfile } from '../src/train/ddp.js';
 import { ProcessGroup } from '../src/distributed/group.js';
 import { CommPool } from '../src/distributed/pool.js';
 import { readDistEnv } from '../src/distributed/env.js';
@@ -259,12 +259,7 @@ async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
   if (path.base !== 'none') {
     group.useSharedMemory = path.base !== 'old' && path.base !== 'overlap-sock';
     // overlap paths: the optimizer updates each bucket's parameters as soon as the bucket is back on the GPU
-    const onBucket = overlapped(path)
-      ? (gb: Map<string, tf.Tensor>): void => {
-          opt.step(gb);
-          for (const t of gb.values()) t.dispose();
-        }
-      : undefined;
+    const onBucket = overlapped(path) ? stepEachBucket(opt) : undefined;
     g = await ddp.allreduceGrads(params, g, { onBucket });
     exchangeMs += performance.now() - t1;
     trace('exchanged');

@@ -133,6 +133,17 @@ export interface ExchangeOptions {
   onBucket?: (grads: Map<string, tf.Tensor>) => void;
 }
 
+/**
+ * ExchangeOptions.onBucket that runs `optimizer` on each run of averaged buckets and frees their gradients (the
+ * training loop without --clip-grad, scripts/bench_dist.ts's overlap paths).
+ */
+export function stepEachBucket(optimizer: { step(grads: Map<string, tf.Tensor>): void }): (grads: Map<string, tf.Tensor>) => void {
+  return (grads) => {
+    optimizer.step(grads);
+    for (const t of grads.values()) t.dispose();
+  };
+}
+
 /** Phases of one gradient exchange, in milliseconds from the moment `allreduceGrads` was called. */
 export interface StepProfile {
   mode: 'flat' | 'overlap';

@@ -54,7 +54,7 @@ import { checkNoPrefetcher, checkWorkerSeeding, distBnLogLine, trainAugPlan, tta
 import { padL, pyExp, pyFixed, pyG, pyRepr } from '../utils/pyformat.js';
 import { enableMixedPrecision } from '../ops/fused.js';
 import { argsToYaml } from './args_yaml.js';
-import type { DistributedDataParallel } from './ddp.js';
+import { stepEachBucket, type DistributedDataParallel } from './ddp.js';
 import { trainConfig, type Args, type TrainConfig } from './config.js';
 
 
@@ -663,13 +663,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
           // Without clipping by the global norm, AdamW (every optimizer here updates a parameter from its own gradient
           // and state) runs on each run of buckets as soon as they are averaged, while later ones are still exchanged:
           // only the last buckets' update stays after the exchange (what scripts/bench_dist.ts measures).
-          const onBucket = clipGrad === undefined
-            ? (gb: Map<string, tf.Tensor>): void => {
-                optimizer.step(gb);
-                for (const t of gb.values()) t.dispose();
-              }
-            : undefined;
-          g = await s.dist.allreduceGrads(params, g, { onBucket });
+          g = await s.dist.allreduceGrads(params, g, { onBucket: clipGrad === undefined ? stepEachBucket(optimizer) : undefined });
         }
         if (clipGrad !== undefined) {
           const clipped = dispatchClipGrad(params, g, clipGrad, clipMode, { outAxis: (name, rank) => outAxisOf(model, name, rank) });
