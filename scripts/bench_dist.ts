@@ -14,12 +14,18 @@
  *   overlap-sock  the same over the ring's sockets (to separate the two levers)
  *   overlap-mt  overlap, the buckets exchanged on --comm-threads worker threads (src/distributed/pool.ts)
  *   default  what mambaout-distributed-train does (src/train/ddp.ts readDistSettings): overlap, staged transfer,
- *            threads when the gradients are >= 16 MiB (AUTO_THREADS_BYTES)
+ *            threads when the gradients are >= 16 MiB (AUTO_THREADS_BYTES), the next forward pass held (+hold)
  * These move the bytes as run 1 did (tfjs data() and uploads) unless modified:
  *   +staged  persistent staging buffers (src/train/ddp_gpu.ts), e.g. overlap-mt+staged, flat+staged
  *   +bf16    bf16 compression of the exchange (packed on the GPU when staged), e.g. default+bf16
  *   +sync    overlap paths: the backward pass in tfjs's one synchronous call (the readbacks resolve after it), as
  *            before DistributedDataParallel.variableGrads issued it in pieces, e.g. default+sync
+ *   +hold    overlap paths: the step does not await allreduceGrads; the next step's forward pass is issued during the
+ *            exchange and submitted after its last AdamW update (src/backend/submit_hold.ts), e.g. overlap-mt+hold;
+ *            `default` holds unless +await (the training loop holds with AdamW and no --clip-grad, EMA or per-update
+ *            schedule: src/train/loop.ts)
+ *   +whole   the forward pass as one call instead of in pieces (MambaOut.forwardSteps, between which a held pass gives
+ *            the exchange's completions a turn and ends the hold once the exchange is done), e.g. default+whole
  *   +memcpy  staged paths: the main thread copies between mapped staging memory and the exchange's arrays (GradHandoff
  *            'memcpy') instead of the kernel through a /dev/shm hand-off file, e.g. default+memcpy
  * `default` is always staged.
@@ -69,13 +75,18 @@ interface Path {
   sync: boolean;
   /** staged paths: GradHandoff 'memcpy' */
   memcpy: boolean;
+  /** the next forward pass issued during the exchange (DistributedDataParallel.variableGrads holds it) */
+  hold: boolean;
+  /** the forward pass given in pieces (MambaOut.forwardSteps): a held one gives the exchange a turn between them */
+  pieces: boolean;
 }
 function parsePath(name: string): Path {
   const [base, ...mods] = name.split('+').map((p) => p.trim());
   if (!BASES.includes(base as Base)) throw new Error(`unknown path '${name}' (use ${BASES.join(', ')}, with +staged and/or +bf16)`);
-  for (const m of mods) if (!['staged', 'bf16', 'sync', 'memcpy'].includes(m)) throw new Error(`unknown modifier '+${m}' in path '${name}' (use +staged, +bf16, +sync, +memcpy)`);
+  for (const m of mods) if (!['staged', 'bf16', 'sync', 'memcpy', 'hold', 'await', 'whole'].includes(m)) throw new Error(`unknown modifier '+${m}' in path '${name}' (use +staged, +bf16, +sync, +memcpy, +hold, +await, +whole)`);
   if (base === 'none' && mods.length) throw new Error(`path 'none' takes no modifiers`);
-  return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync'), memcpy: mods.includes('memcpy') };
+  return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync'), memcpy: mods.includes('memcpy'),
+    hold: mods.includes('hold') || (base === 'default' && !mods.includes('await')), pieces: !mods.includes('whole') };
 }
 
 const { values } = parseArgs({
@@ -122,6 +133,15 @@ if (!readEachStep && values['read-loss'] !== 'log') throw new Error(`--read-loss
 const LOSS_READ_EVERY = 50; // timm's --log-interval default
 let inFlight = new InFlight(2);
 const losses: tf.Tensor[] = [];
+/** +hold: the exchange the last step started and did not await. */
+let pendingExchange: Promise<unknown> | null = null;
+/** Every step's work done: the last exchange, the losses. */
+async function settle(): Promise<void> {
+  const p = pendingExchange;
+  pendingExchange = null;
+  if (p) await p;
+  await readLosses();
+}
 async function readLosses(): Promise<void> {
   if (losses.length) await readBack(losses.splice(0));
   await inFlight.drain();
@@ -243,6 +263,11 @@ const x = tf.tensor4d(xs, [B, S, S, 3]);
 const yOneHot = tf.oneHot(tf.tensor1d(labels, 'int32'), model.numClasses);
 const vars = params.map((p) => p.variable);
 const lossFn = (): tf.Scalar => tf.losses.softmaxCrossEntropy(yOneHot, model.forward(x, { training: false })) as tf.Scalar;
+/** The same in pieces (MambaOut.forwardSteps), as the training loop gives it to DistributedDataParallel.variableGrads. */
+const lossSteps = function* (): Generator<void, tf.Scalar, void> {
+  const logits = yield* model.forwardSteps(x, { training: false });
+  return tf.losses.softmaxCrossEntropy(yOneHot, logits) as tf.Scalar;
+};
 
 let issueMs = 0;
 let exchangeMs = 0;
@@ -250,7 +275,7 @@ const overlapped = (p: Path): boolean => p.base.startsWith('overlap') || p.base 
 async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
   trace('step');
   const t0 = performance.now();
-  const { value, grads } = overlapped(path) && !path.sync ? await ddp.variableGrads(lossFn, vars)
+  const { value, grads } = overlapped(path) && !path.sync ? await ddp.variableGrads(path.pieces ? lossSteps : lossFn, vars)
     : tf.tidy(() => tf.variableGrads(overlapped(path) ? ddp.watch(lossFn) : lossFn, vars));
   const t1 = performance.now();
   trace('issued');
@@ -260,9 +285,14 @@ async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
     group.useSharedMemory = path.base !== 'old' && path.base !== 'overlap-sock';
     // overlap paths: the optimizer updates each bucket's parameters as soon as the bucket is back on the GPU
     const onBucket = overlapped(path) ? stepEachBucket(opt) : undefined;
-    g = await ddp.allreduceGrads(params, g, { onBucket });
-    exchangeMs += performance.now() - t1;
-    trace('exchanged');
+    if (path.hold && onBucket && !path.sync && opt.updatesInPlace) {
+      pendingExchange = ddp.allreduceGrads(params, g, { onBucket });
+      g = new Map();
+    } else {
+      g = await ddp.allreduceGrads(params, g, { onBucket });
+      exchangeMs += performance.now() - t1;
+      trace('exchanged');
+    }
   }
   if (g.size > 0) opt.step(g);
   for (const t of g.values()) t.dispose();
@@ -308,7 +338,7 @@ for (const path of paths) {
   const [ddp, ddpProf] = [ddpFor(path, false), ddpFor(path, true)];
   inFlight = new InFlight(2);
   for (let i = 0; i < warmup; i++) await step(path, ddp);
-  await readLosses();
+  await settle();
   issueMs = 0;
   exchangeMs = 0;
   const mark0 = process.hrtime.bigint() / 1000n; // CLOCK_MONOTONIC µs, the clock of --cpu-prof's samples
@@ -317,7 +347,7 @@ for (const path of paths) {
     if (i >= steps - traced) traceStep = i;
     await step(path, ddp);
   }
-  await readLosses(); // the timed steps are done when their work is
+  await settle(); // the timed steps are done when their work is
   traceStep = -1;
   const ms = (performance.now() - t0) / steps;
   // the timed steps' window for scripts/profile_summary.ts --from/--to (a --cpu-prof run of this rank)
@@ -347,7 +377,7 @@ for (const path of paths) {
     }
     row.breakdown = bd;
   }
-  await readLosses();
+  await settle();
   rows.push(row);
   const cmp = ref && rank === 0 ? await compareWeights() : null;
   if (rank === 0) {
@@ -365,11 +395,11 @@ if (values['sweep-cores'] && world === 1) {
   for (const c of values['sweep-cores'].split(',').map(Number)) {
     if (!pinTo(String(c), false)) throw new Error(`could not pin the main thread to core ${c}`);
     await step(paths[0], ddpFor(paths[0], false));
-    await readLosses();
+    await settle();
     issueMs = 0;
     const t0 = performance.now();
     for (let i = 0; i < 8; i++) await step(paths[0], ddpFor(paths[0], false));
-    await readLosses();
+    await settle();
     process.stderr.write(`SWEEP ${JSON.stringify({ core: c, issue_ms: +(issueMs / 8).toFixed(1), ms_per_step: +((performance.now() - t0) / 8).toFixed(1) })}\n`);
   }
 }

@@ -30,6 +30,7 @@
  * | distCompress     | MAMBAOUT_DIST_COMPRESS      | 'none' (bf16: bfloat16 gradient buckets) |
  * | distTransfer     | MAMBAOUT_DIST_TRANSFER      | 'auto' (staged on webgpu, else tfjs)     |
  * | distHandoff      | MAMBAOUT_DIST_HANDOFF       | 'auto' (memcpy: main-thread copies)      |
+ * | distHold         | MAMBAOUT_DIST_HOLD          | 'auto' (off: await every exchange)       |
  * | distThreads      | MAMBAOUT_DIST_THREADS       | 'auto' (4 from 16 MiB of gradients)      |
  * | distBucketMb     | MAMBAOUT_DIST_BUCKET_MB     | 2                                        |
  * | distShmDir       | MAMBAOUT_DIST_SHM_DIR       | '/dev/shm' ('' or 'none': sockets only)  |
@@ -63,6 +64,7 @@ export const SETTING_VARIABLES = {
   distCompress: 'MAMBAOUT_DIST_COMPRESS',
   distTransfer: 'MAMBAOUT_DIST_TRANSFER',
   distHandoff: 'MAMBAOUT_DIST_HANDOFF',
+  distHold: 'MAMBAOUT_DIST_HOLD',
   distThreads: 'MAMBAOUT_DIST_THREADS',
   distBucketMb: 'MAMBAOUT_DIST_BUCKET_MB',
   distShmDir: 'MAMBAOUT_DIST_SHM_DIR',
@@ -302,6 +304,18 @@ export const settings = {
   },
   set distHandoff(v: 'auto' | 'memcpy') {
     write('distHandoff', v);
+  },
+
+  /**
+   * Whether the training loop may issue the next forward pass while the previous gradient exchange still runs (src/
+   * train/ddp.ts GradHold): auto (when nothing between two updates needs the exchange done: src/train/loop.ts) or off
+   * (await every exchange). `MAMBAOUT_DIST_HOLD`, default 'auto'.
+   */
+  get distHold(): 'auto' | 'off' {
+    return oneOf('distHold', ['auto', 'off'], 'auto');
+  },
+  set distHold(v: 'auto' | 'off') {
+    write('distHold', v);
   },
 
   /**

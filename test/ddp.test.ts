@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import '../src/backend/tfjs.js';
 import { createModel } from '../src/models/mambaout.js';
-import { DistributedDataParallel, readDistSettings, type Communicator } from '../src/train/ddp.js';
+import { DistributedDataParallel, outsideTape, readDistSettings, type Communicator } from '../src/train/ddp.js';
 import type { CommPool } from '../src/distributed/pool.js';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -269,7 +269,7 @@ test("the loop's calls (broadcastParams attaches, watch, exchange started before
 });
 
 test('exchange settings come from the environment (src/settings.ts), checked', () => {
-  const names = ['MAMBAOUT_DIST_TRANSPORT', 'MAMBAOUT_DIST_COMPRESS', 'MAMBAOUT_DIST_THREADS', 'MAMBAOUT_DIST_TRANSFER', 'MAMBAOUT_DIST_HANDOFF', 'MAMBAOUT_DIST_BUCKET_MB'];
+  const names = ['MAMBAOUT_DIST_TRANSPORT', 'MAMBAOUT_DIST_COMPRESS', 'MAMBAOUT_DIST_THREADS', 'MAMBAOUT_DIST_TRANSFER', 'MAMBAOUT_DIST_HANDOFF', 'MAMBAOUT_DIST_HOLD', 'MAMBAOUT_DIST_BUCKET_MB'];
   const saved = names.map((n) => process.env[n]);
   const withEnv = (env: Record<string, string>, fn: () => void): void => {
     for (const n of names) delete process.env[n];
@@ -280,17 +280,51 @@ test('exchange settings come from the environment (src/settings.ts), checked', (
       names.forEach((n, i) => (saved[i] === undefined ? delete process.env[n] : (process.env[n] = saved[i])));
     }
   };
-  withEnv({}, () => assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'none', transfer: 'auto', handoff: 'auto', threads: 'auto', bucketMb: 2 }));
-  withEnv({ MAMBAOUT_DIST_COMPRESS: 'bf16', MAMBAOUT_DIST_THREADS: '0', MAMBAOUT_DIST_TRANSFER: 'tfjs', MAMBAOUT_DIST_HANDOFF: 'memcpy', MAMBAOUT_DIST_BUCKET_MB: '25' }, () =>
-    assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'bf16', transfer: 'tfjs', handoff: 'memcpy', threads: 0, bucketMb: 25 }));
+  withEnv({}, () => assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'none', transfer: 'auto', handoff: 'auto', hold: 'auto', threads: 'auto', bucketMb: 2 }));
+  withEnv({ MAMBAOUT_DIST_COMPRESS: 'bf16', MAMBAOUT_DIST_THREADS: '0', MAMBAOUT_DIST_TRANSFER: 'tfjs', MAMBAOUT_DIST_HANDOFF: 'memcpy', MAMBAOUT_DIST_HOLD: 'off', MAMBAOUT_DIST_BUCKET_MB: '25' }, () =>
+    assert.deepEqual(readDistSettings(), { transport: 'auto', compress: 'bf16', transfer: 'tfjs', handoff: 'memcpy', hold: 'off', threads: 0, bucketMb: 25 }));
   for (const [k, v, re] of [
     ['MAMBAOUT_DIST_COMPRESS', 'fp16', /^MAMBAOUT_DIST_COMPRESS must be none or bf16, got 'fp16'\.$/],
     ['MAMBAOUT_DIST_THREADS', '-1', /^MAMBAOUT_DIST_THREADS must be auto or a whole number/],
     ['MAMBAOUT_DIST_TRANSFER', 'fast', /^MAMBAOUT_DIST_TRANSFER must be auto, staged or tfjs, got 'fast'\.$/],
     ['MAMBAOUT_DIST_HANDOFF', 'file', /^MAMBAOUT_DIST_HANDOFF must be auto or memcpy, got 'file'\.$/],
+    ['MAMBAOUT_DIST_HOLD', 'on', /^MAMBAOUT_DIST_HOLD must be auto or off, got 'on'\.$/],
     ['MAMBAOUT_DIST_BUCKET_MB', '0', /^MAMBAOUT_DIST_BUCKET_MB must be a number of MiB/],
     ['MAMBAOUT_DIST_TRANSPORT', 'rdma', /^MAMBAOUT_DIST_TRANSPORT must be auto, unix or tcp, got 'rdma'\.$/],
   ] as const) {
     withEnv({ [k]: v }, () => assert.throws(() => readDistSettings(), (e: unknown) => e instanceof UserError && re.test(e.message), `${k}=${v}`));
   }
+});
+
+test('between the pieces of a forward pass (outsideTape), new tensors outlive the pass and ops are not recorded on its tape', async () => {
+  await tf.setBackend('cpu');
+  type Eng = Parameters<typeof outsideTape>[0];
+  const engine = tf.engine() as unknown as Eng & { state: { activeTape: unknown[] | null } };
+  const x = tf.variable(tf.ones([2]));
+  let between: tf.Tensor | null = null;
+  engine.startTape();
+  try {
+    engine.startScope('forward');
+    let y: tf.Tensor | undefined;
+    try {
+      y = tf.mul(x, 2);
+      await outsideTape(engine, async () => {
+        between = tf.add(x, 1); // e.g. an averaged gradient bucket uploaded between two blocks
+      });
+      y = tf.sum(y);
+    } finally {
+      engine.endScope(y);
+    }
+    const tape = engine.state.activeTape ?? [];
+    const names = tape.map((n) => (n as { kernelName: string }).kernelName);
+    assert.ok(names.includes('Multiply') && names.includes('Sum'), `the pass is on the tape: ${names}`);
+    assert.ok(!names.some((k) => /add/i.test(k)), `the add made between pieces is not: ${names}`);
+    assert.equal(tf.engine().state.gradientDepth, 1);
+  } finally {
+    engine.endTape();
+    engine.state.activeTape = null;
+  }
+  assert.ok(between !== null && !(between as tf.Tensor).isDisposed, 'the tensor made between pieces survives the end of the pass');
+  assert.deepEqual(await (between as unknown as tf.Tensor).data(), new Float32Array([2, 2]));
+  tf.dispose([x, between as unknown as tf.Tensor]);
 });

@@ -15,7 +15,17 @@ import { addBf16x2 } from '../src/distributed/float32.js';
 import { settings } from '../src/settings.js';
 import { fromBf16, toBf16 } from '../src/distributed/bf16.js';
 import { HandoffFile } from '../src/distributed/handoff.js';
+import { createOptimizer } from '../src/train/optim/index.js';
 import type { CommPool } from '../src/distributed/pool.js';
+import { join } from 'node:path';
+import { parseArgs } from '../src/cli/parse.js';
+import { TRAIN_FLAGS } from '../src/cli/options.js';
+import { runTraining } from '../src/train/loop.js';
+import { readTrainCheckpoint } from '../src/checkpoint/saver.js';
+import { makeTinyImagenet } from '../src/data/tiny.js';
+import { createLogger } from '../src/log/logger.js';
+import { tempDir } from './helpers.js';
+import { deviceFence } from '../src/backend/fence.js';
 
 const GPU = settings.gpuTests;
 const SKIP = GPU ? false : 'set MAMBAOUT_GPU_TESTS=1 to run the WebGPU tests (needs a WebGPU adapter)';
@@ -67,7 +77,10 @@ class FakePool {
 
 /** mambaout_test on the webgpu backend, a fixed batch, and its gradients on the host (the single-process reference). */
 async function withWebGPUModel(
-  fn: (m: { params: { name: string; variable: tf.Variable }[]; vars: tf.Variable[]; loss: () => tf.Scalar; ref: Map<string, Float32Array> }) => Promise<void>,
+  fn: (m: {
+    params: { name: string; variable: tf.Variable }[]; vars: tf.Variable[]; loss: () => tf.Scalar; lossSteps: () => Generator<void, tf.Scalar, void>;
+    ref: Map<string, Float32Array>;
+  }) => Promise<void>,
 ): Promise<void> {
   const r = await initWebGPU();
   assert.ok(r.ok, r.ok ? '' : r.reason);
@@ -79,12 +92,15 @@ async function withWebGPUModel(
     const x = tf.randomNormal([2, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
     const y = tf.oneHot(tf.tensor1d([1, 7], 'int32'), model.numClasses);
     const loss = (): tf.Scalar => tf.losses.softmaxCrossEntropy(y, model.forward(x, { training: true })) as tf.Scalar;
+    const lossSteps = function* (): Generator<void, tf.Scalar, void> {
+      return tf.losses.softmaxCrossEntropy(y, yield* model.forwardSteps(x, { training: true })) as tf.Scalar;
+    };
     const reference = tf.tidy(() => tf.variableGrads(loss, vars));
     const ref = new Map<string, Float32Array>();
     for (const p of params) ref.set(p.name, (await reference.grads[p.variable.name].data()) as Float32Array);
     tf.dispose([reference.value, ...Object.values(reference.grads)]);
     try {
-      await fn({ params, vars, loss, ref });
+      await fn({ params, vars, loss, lossSteps, ref });
     } finally {
       tf.dispose([x, y]);
       model.dispose();
@@ -178,4 +194,121 @@ test('with communication threads, buckets read back while the backward pass is i
       pool.close();
     }
   });
+});
+
+/** FakeGroup whose all-reduce takes a while: the next step's forward pass is issued while it runs. */
+class SlowFakeGroup extends FakeGroup {
+  override async allreduce(buf: Float32Array, opts?: { op?: 'sum' | 'avg'; dtype?: string }): Promise<void> {
+    await new Promise((r) => setTimeout(r, 15));
+    return super.allreduce(buf, opts);
+  }
+}
+
+/** FakeGroup whose all-reduces wait at a gate the test opens (then finish after 1-4 event-loop turns, out of call order). */
+class GatedFakeGroup extends FakeGroup {
+  private calls = 0;
+  private gate: Promise<void> = Promise.resolve();
+  private openGate: () => void = () => {};
+  shut(): void {
+    this.gate = new Promise<void>((resolve) => (this.openGate = resolve));
+  }
+  open(): void {
+    this.openGate();
+  }
+  override async allreduce(buf: Float32Array, opts?: { op?: 'sum' | 'avg'; dtype?: string }): Promise<void> {
+    await this.gate;
+    const turns = 4 - (this.calls++ % 4);
+    for (let t = 0; t < turns; t++) await new Promise<void>((r) => setImmediate(r));
+    return super.allreduce(buf, opts);
+  }
+}
+
+test('a forward pass issued while the previous exchange still runs (held until its last AdamW update, whole or in pieces that let the exchange finish and end the hold early) gives the same weights as awaiting the exchange', { skip: SKIP, timeout: 600_000 }, async () => {
+  await withWebGPUModel(async ({ params, vars, loss, lossSteps }) => {
+    const initial = await Promise.all(vars.map(async (v) => (await v.data()).slice() as Float32Array));
+    type Mode = 'awaited' | 'held' | 'pieces';
+    const run = async (mode: Mode): Promise<{ weights: Float32Array[]; held: number; early: number }> => {
+      tf.tidy(() => vars.forEach((v, i) => v.assign(tf.tensor(initial[i], v.shape, 'float32'))));
+      const opt = createOptimizer(params, { opt: 'adamw', lr: 1e-2, weightDecay: 0.05 });
+      // in pieces: the previous step's readbacks are on the host and its all-reduces wait at a gate when the next forward
+      // pass starts; the pass opens the gate, so the exchange finishes at its pauses and ends the hold mid-pass
+      const gated = new GatedFakeGroup();
+      const group = mode === 'pieces' ? gated : new SlowFakeGroup();
+      const opening = function* (): Generator<void, tf.Scalar, void> {
+        gated.open();
+        const l = yield* lossSteps();
+        for (let i = 0; i < 50; i++) yield; // pauses enough for the exchange's last turns whatever the pass's length
+        return l;
+      };
+      const ddp = new DistributedDataParallel(group, params, { bucketBytes: 40_000, transfer: 'staged' });
+      const onBucket = (g: Map<string, tf.Tensor>): void => {
+        opt.step(g);
+        for (const t of g.values()) t.dispose();
+      };
+      let exchange: Promise<Map<string, tf.Tensor>> | null = null;
+      for (let step = 0; step < 4; step++) {
+        const g = await ddp.variableGrads(mode === 'pieces' ? opening : loss, vars);
+        g.value.dispose();
+        exchange = ddp.allreduceGrads(params, new Map(params.map((p) => [p.name, g.grads[p.variable.name]])), { onBucket });
+        if (mode === 'awaited') await exchange;
+        if (mode === 'pieces') {
+          gated.shut();
+          await deviceFence(); // the GPU is done: the readbacks resolve and the all-reduces reach the gate
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      }
+      gated.open();
+      await exchange;
+      const weights = await Promise.all(vars.map(async (v) => (await v.data()).slice() as Float32Array));
+      const { heldForwards: held, releasedEarly: early } = ddp;
+      ddp.dispose();
+      opt.dispose();
+      return { weights, held, early };
+    };
+    const awaited = await run('awaited');
+    assert.equal(awaited.held, 0);
+    for (const mode of ['held', 'pieces'] as const) {
+      const r = await run(mode);
+      assert.equal(r.held, 3, `${mode}: steps 2-4 issued their forward pass during the previous exchange`);
+      if (mode === 'pieces') assert.ok(r.early >= 1, 'pieces: a hold ended at a pause of the pass');
+      else assert.equal(r.early, 0);
+      vars.forEach((v, i) => {
+        assert.ok(awaited.weights[i].some((x, j) => x !== initial[i][j]), `${v.name} was updated`);
+        const a = awaited.weights[i];
+        const b = r.weights[i];
+        for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) assert.fail(`${mode}: ${v.name}[${j}]: ${b[j]} vs ${a[j]} awaited`);
+      });
+    }
+  });
+});
+
+test('the training loop on 2 ranks issues each forward pass during the previous exchange (AdamW, no clipping) and ends with the same weights as when it awaits every exchange', { skip: SKIP, timeout: 600_000 }, async () => {
+  const { dir, cleanup } = tempDir('mambaout-ddp-loop-');
+  try {
+    const data = (await makeTinyImagenet({ root: join(dir, 'data'), classes: 2, trainPerClass: 16, valPerClass: 4, minSide: 40, maxSide: 56, seed: 5 })).root;
+    const args = (exp: string): Record<string, unknown> => parseArgs({
+      scriptName: 'mambaout-train', usage: '', flags: TRAIN_FLAGS, positionals: [{ name: 'data_dir', describe: '', type: 'string' }],
+      argv: [data, '--model', 'mambaout_test', '--img-size', '32', '--backend', 'webgpu', '--workers', '0', '-b', '4', '--epochs', '1',
+        '--warmup-epochs', '0', '--cooldown-epochs', '0', '--lr', '1e-2', '--opt', 'adamw', '--log-interval', '100', '--output', dir, '--experiment', exp],
+    }).args;
+    const run = async (exp: string, awaitEach: boolean): Promise<number> => {
+      // rank 0 of 2 whose peer holds the same gradients; the exchange takes 15 ms per bucket, so it is still running when
+      // the next step starts. hold 'off' (MAMBAOUT_DIST_HOLD=off) makes the loop await every exchange.
+      const ddp = new DistributedDataParallel(new SlowFakeGroup(), [], { bucketBytes: 40_000, transfer: 'staged', hold: awaitEach ? 'off' : 'auto' });
+      await runTraining(args(exp), { logger: createLogger({ silent: true }), dist: ddp });
+      return ddp.heldForwards;
+    };
+    assert.equal(await run('awaited', true), 0);
+    assert.ok((await run('held', false)) >= 2, 'updates 2-4 issued their forward pass during the previous exchange');
+    const a = await readTrainCheckpoint(join(dir, 'awaited', 'last.safetensors'));
+    const b = await readTrainCheckpoint(join(dir, 'held', 'last.safetensors'));
+    assert.ok(a.stateDict.size > 0);
+    for (const [k, v] of a.stateDict) {
+      const w = b.stateDict.get(k)!;
+      const x = v.data as Float32Array, y = w.data as Float32Array;
+      for (let j = 0; j < x.length; j++) if (x[j] !== y[j]) assert.fail(`${k}[${j}]: ${y[j]} held vs ${x[j]} awaited`);
+    }
+  } finally {
+    cleanup();
+  }
 });

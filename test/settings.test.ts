@@ -61,6 +61,7 @@ test('unset or blank variables give the documented defaults', () => {
     assert.equal(settings.distCompress, 'none');
     assert.equal(settings.distTransfer, 'auto');
     assert.equal(settings.distHandoff, 'auto');
+    assert.equal(settings.distHold, 'auto');
     assert.equal(settings.distThreads, 'auto');
     assert.equal(settings.distBucketMb, 2);
     assert.equal(settings.distShmDir, '/dev/shm');
@@ -101,6 +102,7 @@ test('each setting reads its variable when asked, and assigning it writes the va
   withEnv('distCompress', 'bf16', () => assert.equal(settings.distCompress, 'bf16'));
   withEnv('distTransfer', 'staged', () => assert.equal(settings.distTransfer, 'staged'));
   withEnv('distHandoff', 'memcpy', () => assert.equal(settings.distHandoff, 'memcpy'));
+  withEnv('distHold', 'off', () => assert.equal(settings.distHold, 'off'));
   withEnv('distThreads', '0', () => assert.equal(settings.distThreads, 0));
   withEnv('distBucketMb', '0.5', () => assert.equal(settings.distBucketMb, 0.5));
   withEnv('webgpuOff', undefined, () => {
@@ -132,6 +134,7 @@ test('a bad value is a UserError naming the variable and the value', () => {
     ['distCompress', 'fp16', "MAMBAOUT_DIST_COMPRESS must be none or bf16, got 'fp16'."],
     ['distTransfer', 'fast', "MAMBAOUT_DIST_TRANSFER must be auto, staged or tfjs, got 'fast'."],
     ['distHandoff', 'file', "MAMBAOUT_DIST_HANDOFF must be auto or memcpy, got 'file'."],
+    ['distHold', 'on', "MAMBAOUT_DIST_HOLD must be auto or off, got 'on'."],
     ['distThreads', '65', "MAMBAOUT_DIST_THREADS must be auto or a whole number from 0 to 64, got '65'."],
     ['distBucketMb', 'big', "MAMBAOUT_DIST_BUCKET_MB must be a number of MiB between 0 and 1024, got 'big'."],
   ];

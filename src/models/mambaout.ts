@@ -126,31 +126,50 @@ export class MambaOut {
 
   /** Features before pooling: [N, H/32, W/32, C3]. */
   forwardFeatures(x: tf.Tensor4D, training = false): tf.Tensor4D {
-    const s = this.stem;
-    let h = s.conv1.apply(x);
-    h = s.norm1.apply(h, { activation: 'gelu' }) as tf.Tensor4D;
-    h = s.norm2.apply(s.conv2.apply(h)) as tf.Tensor4D;
-    for (let st = 0; st < 4; st++) {
-      if (st > 0) {
-        const d = this.downsample[st - 1];
-        h = d.norm.apply(d.conv.apply(h)) as tf.Tensor4D;
-      }
-      for (const block of this.stages[st]) h = block.apply(h, training, this.rng);
-    }
-    return h;
+    return finish(this.featureSteps(x, training));
   }
 
   /** NHWC float32 input [N, H, W, 3] (normalized) -> logits [N, numClasses]. Call inside tf.tidy. */
   forward(x: tf.Tensor4D, opts: { training?: boolean } = {}): tf.Tensor2D {
+    return finish(this.forwardSteps(x, opts));
+  }
+
+  /**
+   * `forward` in pieces: the generator pauses (yields) after the stem, each downsampling layer and each block, and
+   * returns the logits. Whoever drives it may let other work run between the pieces: data-parallel training issues the
+   * next step's forward pass while the previous exchange finishes, and gives that exchange's completions a turn at
+   * each pause (src/train/ddp.ts variableGrads). The same ops in the same order as `forward`.
+   */
+  *forwardSteps(x: tf.Tensor4D, opts: { training?: boolean } = {}): Generator<void, tf.Tensor2D, void> {
     if (x.rank !== 4 || x.shape[3] !== 3) {
       throw new UserError(`model input must be NHWC [N, H, W, 3], got [${x.shape.join(', ')}]`);
     }
     const training = opts.training ?? false;
-    const f = this.forwardFeatures(x, training);
+    const f = yield* this.featureSteps(x, training);
     let y = this.norm.apply(meanSpatial(f));
     y = this.head.norm.apply(this.head.fc1.apply(y, { activation: 'gelu' }));
     if (training && this.headDropout > 0) y = dropout(y, this.headDropout, this.rng);
     return this.head.fc2.apply(y) as tf.Tensor2D;
+  }
+
+  private *featureSteps(x: tf.Tensor4D, training: boolean): Generator<void, tf.Tensor4D, void> {
+    const s = this.stem;
+    let h = s.conv1.apply(x);
+    h = s.norm1.apply(h, { activation: 'gelu' }) as tf.Tensor4D;
+    h = s.norm2.apply(s.conv2.apply(h)) as tf.Tensor4D;
+    yield;
+    for (let st = 0; st < 4; st++) {
+      if (st > 0) {
+        const d = this.downsample[st - 1];
+        h = d.norm.apply(d.conv.apply(h)) as tf.Tensor4D;
+        yield;
+      }
+      for (const block of this.stages[st]) {
+        h = block.apply(h, training, this.rng);
+        yield;
+      }
+    }
+    return h;
   }
 
   /** (PyTorch name, variable) pairs in state-dict order. Variables hold tfjs layouts (see layers.ts). */
@@ -247,4 +266,12 @@ function abbreviate(list: string[], max = 12): string {
 /** A model by registered name (a string from a user goes through getModelConfig first: it names the known ones). */
 export function createModel(name: ModelName, opts: CreateModelOptions = {}): MambaOut {
   return new MambaOut(getModelConfig(name), opts);
+}
+
+/** Run a generator of `forwardSteps` kind to its end without pausing; its return value. */
+export function finish<T>(steps: Generator<void, T, void>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
 }

@@ -25,6 +25,14 @@ export function adamFusedAvailable(): boolean {
   return shouldFuse('MambaoutAdam');
 }
 
+/**
+ * Whether adamStep updates parameters and moments in the buffers they are in (MambaoutAdamMulti enabled): what a
+ * forward pass issued before the update but executed after it needs (src/train/ddp.ts, the held forward pass).
+ */
+export function adamInPlaceAvailable(): boolean {
+  return adamFusedAvailable() && shouldFuse('MambaoutAdamMulti', 'adamMulti');
+}
+
 /** Parameters per MambaoutAdamMulti dispatch (bounds the flat buffers and the input list). */
 const MAX_PER_DISPATCH = 512;
 
@@ -33,12 +41,28 @@ function alone(t: tf.Tensor): boolean {
   return typeof b.refCount === 'function' && b.refCount(t.dataId) === 1;
 }
 
+let sharedInPlace = 0;
+/**
+ * Run `fn` with parameters updated in place even while other tensors share their buffers. For a forward pass that was
+ * issued before this update but runs on the GPU after it (src/backend/submit_hold.ts, src/train/ddp.ts): its views of
+ * the weights (reshapes share the buffer) must read the updated values, and an update into new buffers would leave
+ * it reading the old ones.
+ */
+export function updateSharedInPlace<T>(fn: () => T): T {
+  sharedInPlace++;
+  try {
+    return fn();
+  } finally {
+    sharedInPlace--;
+  }
+}
+
 /** Update every item with the same scalars (fused kernels only: check adamFusedAvailable first). */
 export function adamStep(items: AdamItem[], s: AdamScalars): void {
   const multi = shouldFuse('MambaoutAdamMulti', 'adamMulti');
   const batch: AdamItem[] = [];
   for (const it of items) {
-    if (multi && alone(it.param) && alone(it.m) && alone(it.v)) batch.push(it);
+    if (multi && (sharedInPlace > 0 || alone(it.param)) && alone(it.m) && alone(it.v)) batch.push(it);
     else {
       const [p, m, v] = tf.engine().runKernel('MambaoutAdam', { param: it.param, grad: it.grad, m: it.m, v: it.v },
         s as unknown as tf.NamedAttrMap) as tf.Tensor[];

@@ -26,6 +26,20 @@
  * all-reduced and uploaded whenever the event loop runs, e.g. while the training loop awaits the loss; `allreduceGrads`
  * only collects the results.
  *
+ * ## The held forward pass (the `hold` option; src/backend/submit_hold.ts)
+ *
+ * The last buckets (the stem's and the first stage's gradients, produced last) come back from the exchange 5-20 ms
+ * after the backward pass was issued, and the next forward pass needs exactly those weights first. A caller that does
+ * not await allreduceGrads (the training loop when nothing between two updates needs the exchange done: AdamW updating
+ * in place, no --clip-grad, EMA or per-update schedule) lets the next variableGrads issue the forward pass at once,
+ * with tfjs's submits held; the AdamW updates of the buckets still in flight are recorded and submitted ahead of the
+ * held work (`ahead`), and the held command buffers go to the GPU, one submit each, once the exchange is done. A loss
+ * function given in pieces (MambaOut.forwardSteps) gives the exchange's completions a turn after every block, outside
+ * the tape (`outsideTape`), and ends the hold at the first pause after the exchange is done; given whole, the
+ * completions wait until the whole pass is issued. H200 x2, femto, alternating in one pair of processes (docs/
+ * BENCHMARKS.md "GPU run 7"): held in pieces 4,094 img/s, awaited 4,001, held whole 3,784. The weights are the same bits
+ * as with the exchange awaited (tests on lavapipe: the DDP alone, and the training loop).
+ *
  * ## Moving the bytes (the `transfer` option; measured by scripts/gpu_transfer_bench.ts)
  *
  * 'staged' (default on webgpu, src/train/ddp_gpu.ts): persistent MAP_READ / MAP_WRITE staging buffers per bucket and
@@ -68,6 +82,8 @@ import type { NamedParameter } from './optim/base.js';
 import { StagedBucket, stagingClock, webgpuInternals, type HostSlot } from './ddp_gpu.js';
 import type { HandoffFile } from '../distributed/handoff.js';
 import { submitRecorded } from '../backend/fence.js';
+import { SubmitHold } from '../backend/submit_hold.js';
+import { updateSharedInPlace } from '../ops/adam.js';
 
 /** Largest bucket of the flat (not overlapped) exchange. */
 const FLAT_BUCKET_BYTES = 64 * 1024 * 1024;
@@ -95,6 +111,12 @@ export type GradTransfer = 'auto' | 'tfjs' | 'staged';
  * the buckets and the file fits, else the main thread; 'memcpy' = always the main thread.
  */
 export type GradHandoff = 'auto' | 'memcpy';
+/**
+ * Whether the caller may start the next step before an exchange is done (allreduceGrads not awaited; variableGrads
+ * then holds the next forward pass until it is): 'auto' = the training loop does when nothing between two updates needs
+ * the exchange done (src/train/loop.ts), 'off' = it awaits every exchange.
+ */
+export type GradHold = 'auto' | 'off';
 
 export interface DdpOptions {
   /** Bucket size of the overlapped exchange in bytes (default DEFAULT_DIST_BUCKET_MB = 2 MiB; DDP's default is 25 MB). */
@@ -112,6 +134,8 @@ export interface DdpOptions {
   transfer?: GradTransfer;
   /** Default 'auto'. */
   handoff?: GradHandoff;
+  /** Default 'auto'. */
+  hold?: GradHold;
   /**
    * Called at each phase of each bucket (benchmarks only: scripts/bench_dist.ts --trace): 'ready' (its gradients
    * issued, readback started), 'read' (on the host), 'reduced' (averaged over the ranks), 'uploaded' (back on the GPU),
@@ -176,11 +200,50 @@ interface TapeNode {
 
 /** The parts of tfjs-core's Engine (4.x) that `variableGrads` drives: the tape and the scopes. */
 interface EngineInternals {
-  state: { activeTape: TapeNode[] | null; gradientDepth: number };
+  state: { activeTape: TapeNode[] | null; gradientDepth: number; scopeStack: unknown[]; activeScope: unknown };
   startTape(): void;
   endTape(): void;
+  startScope(name?: string): void;
+  endScope(result?: tf.TensorContainer): void;
   scopedRun<T>(start: () => void, end: () => void, f: () => T): T;
   tidy<T extends tf.TensorContainer>(name: string | (() => T), f?: () => T): T;
+}
+
+/**
+ * A loss function for DistributedDataParallel.variableGrads: the loss, or a generator that computes it in pieces
+ * (pausing between them, e.g. after each block of MambaOut.forwardSteps) and returns it.
+ */
+export type LossFn = () => tf.Scalar | Generator<void, tf.Scalar, void>;
+
+/** The loss of a LossFn result, running a generator to its end. */
+function toEnd(r: tf.Scalar | Generator<void, tf.Scalar, void>): tf.Scalar {
+  if (r instanceof tf.Tensor) return r;
+  for (;;) {
+    const it = r.next();
+    if (it.done) return it.value;
+  }
+}
+
+/**
+ * @internal Run `fn` (async) with the engine as it is outside a gradient computation: no tape recording, and tensors made meanwhile
+ * belong to the scope around the forward pass's, not to it (its end would free them). Restored after.
+ */
+export async function outsideTape<T>(engine: EngineInternals, fn: () => Promise<T>): Promise<T> {
+  const st = engine.state;
+  const mine = { tape: st.activeTape, depth: st.gradientDepth, stack: st.scopeStack, scope: st.activeScope };
+  const outer = mine.stack.slice(0, -1);
+  st.activeTape = null;
+  st.gradientDepth = 0;
+  st.scopeStack = outer;
+  st.activeScope = outer.length ? outer[outer.length - 1] : null;
+  try {
+    return await fn();
+  } finally {
+    st.activeTape = mine.tape;
+    st.gradientDepth = mine.depth;
+    st.scopeStack = mine.stack;
+    st.activeScope = mine.scope;
+  }
 }
 
 /**
@@ -410,8 +473,18 @@ export class DistributedDataParallel {
   readonly compress: GradCompression;
   private transferMode: GradTransfer;
   private readonly handoffMode: GradHandoff;
+  /** DdpOptions.hold: whether the training loop may leave an exchange running into the next step. */
+  readonly holdMode: GradHold;
   /** variableGrads is issuing the backward pass: the main thread is busy (the hand-off file pays only then). */
   private issuing = false;
+  /** The exchange that allreduceGrads is running (the caller may start the next step before it is done). */
+  private exchange: Promise<unknown> | null = null;
+  /** variableGrads holds the next forward pass's submits until that exchange is done (src/backend/submit_hold.ts). */
+  private hold: SubmitHold | null = null;
+  /** Forward passes issued while the previous exchange was still running (tests, benchmarks). */
+  heldForwards = 0;
+  /** Of those, the ones whose hold ended at a pause of the pass, before all of it was issued (tests, benchmarks). */
+  releasedEarly = 0;
   private gpuUpload = true;
   /** setupDistributed: start a CommPool at attach time when the gradients are this large (bytes; null = never). */
   poolAbove: { bytes: number; threads: number; masterAddr: string; nodeRank?: number; timeoutMs: number } | null = null;
@@ -430,6 +503,8 @@ export class DistributedDataParallel {
     if (!['auto', 'tfjs', 'staged'].includes(this.transferMode)) throw new UserError(`the gradient transfer must be auto, tfjs or staged, got '${String(this.transferMode)}'.`);
     this.handoffMode = opts.handoff ?? 'auto';
     if (this.handoffMode !== 'auto' && this.handoffMode !== 'memcpy') throw new UserError(`the gradient hand-off must be auto or memcpy, got '${String(this.handoffMode)}'.`);
+    this.holdMode = opts.hold ?? 'auto';
+    if (this.holdMode !== 'auto' && this.holdMode !== 'off') throw new UserError(`the forward-pass hold must be auto or off, got '${String(this.holdMode)}'.`);
     const cap = opts.bucketBytes ?? DEFAULT_DIST_BUCKET_MB * 1024 * 1024;
     if (!(cap >= 4)) throw new UserError(`the gradient bucket size must be at least 4 bytes, got ${cap}.`);
     this.bucketCap = cap;
@@ -552,18 +627,63 @@ export class DistributedDataParallel {
    * (tfjs frees it at the end of the backward pass). Where tfjs's engine internals are not there (another version, or
    * inside another gradient computation) this is tf.variableGrads with watch(). `vars` must be trainable.
    */
-  async variableGrads(lossFn: () => tf.Scalar, vars: readonly tf.Variable[]): Promise<{ value: tf.Scalar; grads: tf.NamedTensorMap }> {
+  async variableGrads(lossFn: LossFn, vars: readonly tf.Variable[]): Promise<{ value: tf.Scalar; grads: tf.NamedTensorMap }> {
     const engine = tf.engine() as unknown as EngineInternals;
     if (typeof engine.startTape !== 'function' || typeof engine.endTape !== 'function' || typeof engine.scopedRun !== 'function' ||
-      !engine.state || engine.state.gradientDepth !== 0) {
-      return tf.variableGrads(this.watch(lossFn), [...vars]) as { value: tf.Scalar; grads: tf.NamedTensorMap };
+      typeof engine.startScope !== 'function' || typeof engine.endScope !== 'function' || !engine.state ||
+      !Array.isArray(engine.state.scopeStack) || engine.state.gradientDepth !== 0) {
+      if (this.exchange) await this.exchange;
+      return tf.variableGrads(this.watch(() => toEnd(lossFn())), [...vars]) as { value: tf.Scalar; grads: tf.NamedTensorMap };
     }
-    const y = engine.scopedRun(() => engine.startTape(), () => engine.endTape(), () => engine.tidy('forward', lossFn));
+    // The previous step's exchange may still run (its caller did not await allreduceGrads): its last buckets update
+    // weights this forward pass reads. The forward pass is issued now anyway, its submits held until the exchange is
+    // done (the optimizer's updates of those buckets go ahead of it: `ahead`), then the backward pass. Without the
+    // staged transfer (whose uploads record into tfjs's encoder) the exchange is awaited first.
+    const prev = this.exchange;
+    const hold = prev && this.transfer === 'staged' ? SubmitHold.start() : null;
+    if (hold) this.heldForwards++;
+    if (prev && !hold) await prev;
+    this.hold = hold;
+    let settled = false;
+    prev?.then(() => (settled = true), () => (settled = true));
+    // At each pause of a forward pass given in pieces (MambaOut.forwardSteps): the exchange's completions get a turn
+    // (the last buckets' readbacks, averages, uploads and AdamW updates; otherwise they wait until the whole pass is
+    // issued, 15-20 ms of a ~70 ms femto step on the H200 x2, docs/BENCHMARKS.md "GPU run 7"), and once the exchange is
+    // done the hold ends: what is held goes to the GPU, and the rest of the pass is submitted as it is issued.
+    const turn = hold
+      ? async (): Promise<boolean> => {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          if (!settled) return true;
+          if (this.hold === hold) {
+            this.hold = null;
+            hold.release();
+            this.releasedEarly++;
+          }
+          return false;
+        }
+      : null;
+    let y: tf.Tensor;
+    try {
+      y = await this.forward(engine, lossFn, turn);
+    } catch (e) {
+      this.hold = null;
+      hold?.release();
+      if (prev) await prev.catch(() => {});
+      throw e;
+    }
     const tape = engine.state.activeTape ?? [];
-    this.issuing = true;
     const acc = new Map<number, tf.Tensor>();
     const grads: tf.NamedTensorMap = {};
     try {
+      if (hold) {
+        try {
+          await prev;
+        } finally {
+          this.hold = null;
+          hold.release();
+        }
+      }
+      this.issuing = true;
       if (!(y instanceof tf.Tensor) || y.rank !== 0) throw new Error('The loss function passed to variableGrads must return a scalar.');
       this.hookTape(y);
       const step = this.pending;
@@ -620,6 +740,40 @@ export class DistributedDataParallel {
         engine.state.activeTape = null;
       }
     }
+  }
+
+  /**
+   * The forward pass on a fresh gradient tape, in a scope that keeps only its result (tfjs's variableGrads does the
+   * same with scopedRun + tidy). With `turn`, a loss function given in pieces (a generator) is run piece by piece, and
+   * between pieces `turn` runs outside the tape and the scope, as if no forward pass were being recorded; it returns
+   * false when no more turns are wanted.
+   */
+  private async forward(engine: EngineInternals, lossFn: LossFn, turn: (() => Promise<boolean>) | null): Promise<tf.Tensor> {
+    if (!turn) return engine.scopedRun(() => engine.startTape(), () => engine.endTape(), () => engine.tidy('forward', () => toEnd(lossFn())));
+    let y: tf.Tensor | undefined;
+    engine.startTape();
+    try {
+      engine.startScope('forward');
+      try {
+        const r = lossFn();
+        if (r instanceof tf.Tensor) y = r;
+        else {
+          let more = true;
+          for (let it = r.next(); ; it = r.next()) {
+            if (it.done) {
+              y = it.value;
+              break;
+            }
+            if (more) more = await outsideTape(engine, turn);
+          }
+        }
+      } finally {
+        engine.endScope(y);
+      }
+    } finally {
+      engine.endTape();
+    }
+    return y;
   }
 
   private hookTape(y: tf.Tensor): void {
@@ -731,7 +885,7 @@ export class DistributedDataParallel {
   /** @internal Bucket k's averaged host words as gradient tensors on the device, in member order. */
   async uploadBucket(layout: Layout, k: number): Promise<tf.Tensor[]> {
     const b = layout.buckets[k];
-    if (this.transfer === 'staged') return this.stagedBucket(layout, k).upload(this.slot(layout, k, 'upload'));
+    if (this.transfer === 'staged') return this.stagedBucket(layout, k).upload(this.slot(layout, k, 'upload'), (fn) => this.ahead(fn));
     let flat = layout.host[k];
     if (this.compress === 'bf16') {
       const f = new Float32Array(b.bytes / 4);
@@ -748,7 +902,36 @@ export class DistributedDataParallel {
    * Average gradients over ranks; returns new tensors (the inputs are disposed). Uses the buckets of a `watch`ed
    * backward pass when there is one, else one flat buffer.
    */
-  async allreduceGrads(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>, opts: ExchangeOptions = {}): Promise<Map<string, tf.Tensor>> {
+  allreduceGrads(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>, opts: ExchangeOptions = {}): Promise<Map<string, tf.Tensor>> {
+    const p = this.exchangeGrads(params, grads, opts);
+    this.exchange = p;
+    const done = (): void => {
+      if (this.exchange === p) this.exchange = null;
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  /**
+   * Work on the device that the held next forward pass depends on: recorded and submitted ahead of it. The optimizer
+   * must update the parameters in place (src/ops/adam.ts, allowed here although the held pass holds views of them): one
+   * that gives a parameter a new buffer (tfjs's assign) would leave the held pass reading the old weights, so that is
+   * an error.
+   */
+  private ahead<T>(fn: () => T): T {
+    const hold = this.hold;
+    if (!hold) return fn();
+    const ids = this._params.map((p) => p.variable.dataId);
+    const out = hold.before(() => updateSharedInPlace(fn));
+    const moved = this._params.find((p, i) => p.variable.dataId !== ids[i]);
+    if (moved) {
+      throw new Error(`the optimizer gave parameter ${moved.name} a new buffer while the next forward pass was held; ` +
+        'with this optimizer await allreduceGrads before the next step');
+    }
+    return out;
+  }
+
+  private async exchangeGrads(params: readonly NamedParameter[], grads: Map<string, tf.Tensor>, opts: ExchangeOptions): Promise<Map<string, tf.Tensor>> {
     let step = this.pending;
     this.pending = null;
     const t0 = performance.now();
@@ -761,7 +944,7 @@ export class DistributedDataParallel {
       if (!sameParams) {
         const out = await this.exchangeSubset(params, grads, t0, probe);
         if (!opts.onBucket) return out;
-        opts.onBucket(out);
+        this.ahead(() => opts.onBucket!(out));
         return new Map();
       }
       if (!step || step.layout !== this.layout) step = new PendingStep(this, this.flat(), this._params.length);
@@ -781,7 +964,7 @@ export class DistributedDataParallel {
           // thread ~2 ms more per step in dispatches and bind groups, gpu_dist_profile.sh, docs/BENCHMARKS.md).
           while (k + 1 < buckets.length && step.back[k + 1]) take(step.back[++k]!);
           if (probe && k === buckets.length - 1) uploadProbe = this.probeGpu(mine);
-          opts.onBucket(mine);
+          this.ahead(() => opts.onBucket!(mine));
           for (let j = first; j <= k; j++) this.trace?.('applied', j);
         }
       }
@@ -943,6 +1126,8 @@ export class DistributedDataParallel {
  *                                                  webgpu
  *   MAMBAOUT_DIST_HANDOFF    auto | memcpy         who copies staged bytes between Dawn's mapped memory and the exchange:
  *                                                  auto: the kernel on libuv's threads via a /dev/shm file (GradHandoff)
+ *   MAMBAOUT_DIST_HOLD       auto | off            auto: the training loop issues the next forward pass while the
+ *                                                  exchange finishes, when it can (GradHold); off: awaits every exchange
  *   MAMBAOUT_DIST_THREADS    auto | 0 | N          communication threads per rank (src/distributed/pool.ts); auto: 4 when
  *                                                  the gradients are 16 MiB or more, else the main thread. Run 2 on the
  *                                                  H200 x2 with the staged transfer (docs/BENCHMARKS.md): femto (29 MB)
@@ -956,6 +1141,7 @@ export interface DistSettings {
   compress: GradCompression;
   transfer: GradTransfer;
   handoff: GradHandoff;
+  hold: GradHold;
   threads: 'auto' | number;
   bucketMb: number;
 }
@@ -971,6 +1157,7 @@ export function readDistSettings(): DistSettings {
     compress: settings.distCompress,
     transfer: settings.distTransfer,
     handoff: settings.distHandoff,
+    hold: settings.distHold,
     threads: settings.distThreads,
     bucketMb: settings.distBucketMb,
   };
@@ -1010,6 +1197,7 @@ export async function setupDistributed(
     compress: ds.compress,
     transfer: ds.transfer,
     handoff: ds.handoff,
+    hold: ds.hold,
     bucketBytes: Math.round(ds.bucketMb * 1024 * 1024),
   });
   const threads = ds.threads === 'auto' ? AUTO_THREADS : ds.threads;

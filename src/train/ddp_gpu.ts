@@ -269,8 +269,10 @@ export class StagedBucket {
   }
 
   /** The averaged bucket (the slot's this.words floats) as new gradient tensors, one per member, on the GPU. */
-  async upload(slot: HostSlot): Promise<tf.Tensor[]> {
+  async upload(slot: HostSlot, record: <T>(fn: () => T) => T = (fn) => fn()): Promise<tf.Tensor[]> {
     if (this.remapPending) submitRecorded(this.be); // nothing was submitted since this bucket's last upload
+    // (a SubmitHold keeps submits: then that upload's copies are held, and mapping the buffer again would fail)
+    if (this.remapPending) throw new Error('a bucket upload is held in an unsubmitted command buffer (src/backend/submit_hold.ts)');
     if (!this.writeMapped) {
       await this.writeReady;
       this.writeMapped = true;
@@ -285,6 +287,11 @@ export class StagedBucket {
       this.writeMapped = false;
     }
     if (!slot.file) stagingClock.ms += performance.now() - t0;
+    return record(() => this.recordUpload());
+  }
+
+  /** The copies out of the unmapped MAP_WRITE buffer into new gradient tensors (`upload`'s GPU part). */
+  private recordUpload(): tf.Tensor[] {
     // new tensors without values: uploadToGPU just takes a buffer from tfjs's pool for each
     const outs = this.shapes.map((shape) => this.be.makeTensorInfo(shape, 'float32'));
     const dsts = outs.map((info, k) => this.bufferOf(info.dataId, this.sizes[k] * 4));

@@ -590,6 +590,20 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
     });
   };
   let accum: Map<string, tf.Tensor> | null = null;
+  // DDP: the exchange of the last update when the loop did not wait for it (the held forward pass: the next
+  // DistributedDataParallel.variableGrads issues its forward pass during the exchange and submits it after the last
+  // buckets' AdamW update; H200 x2, femto: +6.7% img/s over 4 alternating pairs, docs/BENCHMARKS.md "GPU run 7").
+  // Only when nothing between two updates reads the weights or changes the optimizer's hyper-parameters: no
+  // clipping by the global norm, no EMA, no per-update lr schedule, no update hook, and an optimizer that updates in
+  // place (the held pass keeps views of the weights' buffers).
+  let exchange: Promise<unknown> | null = null;
+  const settleExchange = async (): Promise<void> => {
+    const p = exchange;
+    exchange = null;
+    if (p) await p;
+  };
+  const holdNext = s.dist !== null && s.dist.holdMode === 'auto' && world > 1 && A === 1 && clipGrad === undefined && !s.ema &&
+    !s.ctx.onUpdate && s.scheduler.tInEpochs && optimizer.updatesInPlace;
   let numUpdates = epoch * lenLoader;
   let updates = 0;
   const progress = s.isMain ? new Progress(s.logger, usedBatches, `Train ${epoch}`, 'loss {loss} | lr {lr}') : null;
@@ -597,6 +611,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
   let batchIdx = -1;
   let stoppable = false; // the previous micro-batch ended an update and was not the epoch's last
   const interrupt = async (idx: number) => {
+    await settleExchange();
     await readLosses(); // never save weights that a non-finite loss produced
     if (s.saver) {
       const f = await s.saver.saveRecovery(epoch, idx, await checkpointState(s, epoch, { batch_idx: idx }));
@@ -635,7 +650,14 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
         // the backward pass is issued in pieces so that the exchange runs meanwhile (DistributedDataParallel.
         // variableGrads); allreduceGrads below then waits for what is still in flight.
         const overlap = s.dist !== null && world > 1 && A === 1 && updateGrad;
-        const { value, grads: g } = overlap ? await s.dist!.variableGrads(lossFn, vars) : tf.tidy(() => tf.variableGrads(lossFn, vars));
+        // (variableGrads waits for a previous exchange that is still running: holds its forward pass until then)
+        if (!overlap) await settleExchange();
+        // (in pieces: a held forward pass lets the previous exchange finish between its blocks)
+        const lossSteps = function* (): Generator<void, tf.Scalar, void> {
+          return trainLoss.fn(yield* model.forwardSteps(input, { training: true }), target) as tf.Scalar;
+        };
+        const { value, grads: g } = overlap ? await s.dist!.variableGrads(lossSteps, vars) : tf.tidy(() => tf.variableGrads(lossFn, vars));
+        exchange = null;
         lossValue = value;
         grads = g;
       } finally {
@@ -663,14 +685,20 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
           // Without clipping by the global norm, AdamW (every optimizer here updates a parameter from its own gradient
           // and state) runs on each run of buckets as soon as they are averaged, while later ones are still exchanged:
           // only the last buckets' update stays after the exchange (what scripts/bench_dist.ts measures).
-          g = await s.dist.allreduceGrads(params, g, { onBucket: clipGrad === undefined ? stepEachBucket(optimizer) : undefined });
+          if (holdNext) {
+            exchange = s.dist.allreduceGrads(params, g, { onBucket: stepEachBucket(optimizer) });
+            exchange.catch(() => {}); // reported where it is awaited: the next variableGrads or settleExchange
+            g = new Map();
+          } else {
+            g = await s.dist.allreduceGrads(params, g, { onBucket: clipGrad === undefined ? stepEachBucket(optimizer) : undefined });
+          }
         }
         if (clipGrad !== undefined) {
           const clipped = dispatchClipGrad(params, g, clipGrad, clipMode, { outAxis: (name, rank) => outAxisOf(model, name, rank) });
           for (const [k, t] of g) if (clipped.get(k) !== t) t.dispose();
           g = clipped;
         }
-        optimizer.step(g);
+        if (g.size > 0) optimizer.step(g);
         for (const t of g.values()) t.dispose();
         s.ema?.update(params);
         updates++;
@@ -708,6 +736,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
       progress?.update(1, n * world, { loss: pyFixed(losses.avg, 4), lr: pyExp(lr, 3) });
       const stop = s.ctx.stopRequested?.() ?? false;
       if (s.saver && recoveryInterval > 0 && (lastBatch || (batchIdx + 1) % recoveryInterval === 0) && updateGrad) {
+        await settleExchange();
         await readLosses(); // never save weights that a non-finite loss produced
         await s.saver.saveRecovery(epoch, batchIdx, await checkpointState(s, epoch, { batch_idx: batchIdx }));
       }
@@ -719,9 +748,11 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
       stoppable = updateGrad && !lastBatch;
       end = performance.now();
     }
+    await settleExchange(); // validation and the checkpoint read the weights
     await readLosses();
   } finally {
     progress?.stop();
+    if (exchange) await exchange.catch(() => {});
     await iterator.return?.(undefined);
     if (accum) for (const t of accum.values()) t.dispose();
     for (const u of unread) u.loss.dispose();

@@ -13,7 +13,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { HostTensor } from '../../checkpoint/types.js';
 import { UserError } from '../../errors.js';
-import { adamFusedAvailable, adamStep, type AdamItem } from '../../ops/adam.js';
+import { adamFusedAvailable, adamInPlaceAvailable, adamStep, type AdamItem } from '../../ops/adam.js';
 import { Optimizer, num, pair, type GradMap, type GroupSpec, type NamedParameter, type ParamGroup } from './base.js';
 
 export interface AdamGroup extends ParamGroup {
@@ -57,6 +57,10 @@ export abstract class AdamFamily extends Optimizer<AdamGroup> {
    * false to force the op path.
    */
   fusedKernelPath = true;
+
+  override get updatesInPlace(): boolean {
+    return this.fusedKernelPath && !this.useHostPath() && adamInPlaceAvailable();
+  }
 
   protected applyUpdates(grads: GradMap): void {
     if (this.useHostPath()) {

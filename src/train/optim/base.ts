@@ -128,6 +128,15 @@ export abstract class Optimizer<G extends ParamGroup = ParamGroup> {
     return this.hostFastPath && tf.getBackend() === 'cpu';
   }
 
+  /**
+   * Whether step() writes every parameter into the GPU buffer it is already in (no new tensors): then a forward pass
+   * may be issued before the step and executed after it (DistributedDataParallel's held forward pass). False here;
+   * the Adam family says true on WebGPU with its multi-tensor kernel.
+   */
+  get updatesInPlace(): boolean {
+    return false;
+  }
+
   /** Mean of the groups' current learning rates (what timm's train log prints). */
   get meanLr(): number {
     if (this.paramGroups.length === 0) return 0;
@@ -168,7 +177,13 @@ export abstract class Optimizer<G extends ParamGroup = ParamGroup> {
     if (!st) {
       st = { scalars: {}, tensors: {} };
       for (const k of scalarKeys) st.scalars[k] = 0;
-      for (const k of tensorKeys) st.tensors[k] = tf.variable(tf.zerosLike(p.variable), false);
+      for (const k of tensorKeys) {
+        // the zeros go at once (not at the end of the step's tidy): the state must be the only tensor on its buffer for
+        // the in-place update (src/ops/adam.ts) from the first step on
+        const z = tf.zerosLike(p.variable);
+        st.tensors[k] = tf.variable(z, false);
+        z.dispose();
+      }
       this.state.set(p.name, st);
     }
     return st;
