@@ -592,7 +592,8 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
   let accum: Map<string, tf.Tensor> | null = null;
   // DDP: the exchange of the last update when the loop did not wait for it (the held forward pass: the next
   // DistributedDataParallel.variableGrads issues its forward pass during the exchange and submits it after the last
-  // buckets' AdamW update; H200 x2, femto: +6.7% img/s over 4 alternating pairs, docs/BENCHMARKS.md "GPU run 7").
+  // buckets' AdamW update; H200 x2, femto, real JPEGs: 3,407 / 3,644 img/s against 3,180 / 3,363 with
+  // MAMBAOUT_DIST_HOLD=off, docs/BENCHMARKS.md "GPU run 7", call 8).
   // Only when nothing between two updates reads the weights or changes the optimizer's hyper-parameters: no
   // clipping by the global norm, no EMA, no per-update lr schedule, no update hook, and an optimizer that updates in
   // place (the held pass keeps views of the weights' buffers).
