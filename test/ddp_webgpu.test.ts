@@ -312,3 +312,36 @@ test('the training loop on 2 ranks issues each forward pass during the previous 
     cleanup();
   }
 });
+
+test('without communication threads, allreduceScalars waits for an exchange left running (both queue collectives on one ring, in the same order on every rank)', { skip: SKIP, timeout: 600_000 }, async () => {
+  await withWebGPUModel(async ({ params, vars, loss }) => {
+    const order: string[] = [];
+    class Recording extends SlowFakeGroup {
+      override async allreduce(buf: Float32Array, opts?: { op?: 'sum' | 'avg'; dtype?: string }): Promise<void> {
+        order.push('bucket');
+        return super.allreduce(buf, opts);
+      }
+      override async allreduceScalars(v: readonly number[]): Promise<number[]> {
+        order.push('scalars');
+        return [...v];
+      }
+    }
+    const opt = createOptimizer(params, { opt: 'adamw', lr: 1e-2, weightDecay: 0.05 });
+    const ddp = new DistributedDataParallel(new Recording(), params, { bucketBytes: 40_000, transfer: 'staged' });
+    const g = await ddp.variableGrads(loss, vars);
+    g.value.dispose();
+    const exchange = ddp.allreduceGrads(params, new Map(params.map((p) => [p.name, g.grads[p.variable.name]])), {
+      onBucket: (m) => {
+        opt.step(m);
+        for (const t of m.values()) t.dispose();
+      },
+    });
+    await ddp.allreduceScalars([1], 'avg'); // a log point while the buckets are still being read back
+    await exchange;
+    const buckets = ddp.buckets.length;
+    assert.ok(buckets > 1);
+    assert.deepEqual(order, [...new Array(buckets).fill('bucket'), 'scalars']);
+    ddp.dispose();
+    opt.dispose();
+  });
+});

@@ -1101,8 +1101,14 @@ export class DistributedDataParallel {
     };
   }
 
-  /** Sum or average a few numbers over ranks (metrics: timm's reduce_tensor), in float64 and rank order. */
+  /**
+   * Sum or average a few numbers over ranks (metrics: timm's reduce_tensor), in float64 and rank order. Without
+   * communication threads the buckets are all-reduced on the same ring, whose collectives every rank must queue in the
+   * same order; an exchange the caller left running (the held forward pass) queues its buckets whenever their readbacks
+   * finish, at a different moment on each rank, so it is finished first.
+   */
   async allreduceScalars(values: number[], op: 'sum' | 'avg'): Promise<number[]> {
+    if (this.exchange && !this.pool) await this.exchange.catch(() => {}); // its failure is reported where it is awaited
     return this.group.allreduceScalars(values, op);
   }
 
