@@ -25,6 +25,7 @@ import { readTrainCheckpoint } from '../src/checkpoint/saver.js';
 import { makeTinyImagenet } from '../src/data/tiny.js';
 import { createLogger } from '../src/log/logger.js';
 import { tempDir } from './helpers.js';
+import type { Steps } from '../src/utils/steps.js';
 import { deviceFence } from '../src/backend/fence.js';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -81,7 +82,7 @@ class FakePool {
 /** mambaout_test on the webgpu backend, a fixed batch, and its gradients on the host (the single-process reference). */
 async function withWebGPUModel(
   fn: (m: {
-    params: { name: string; variable: tf.Variable }[]; vars: tf.Variable[]; loss: () => tf.Scalar; lossSteps: () => Generator<void, tf.Scalar, void>;
+    params: { name: string; variable: tf.Variable }[]; vars: tf.Variable[]; loss: () => tf.Scalar; lossSteps: () => Steps<tf.Scalar>;
     ref: Map<string, Float32Array>;
   }) => Promise<void>,
 ): Promise<void> {
@@ -95,7 +96,7 @@ async function withWebGPUModel(
     const x = tf.randomNormal([2, 32, 32, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
     const y = tf.oneHot(tf.tensor1d([1, 7], 'int32'), model.numClasses);
     const loss = (): tf.Scalar => tf.losses.softmaxCrossEntropy(y, model.forward(x, { training: true })) as tf.Scalar;
-    const lossSteps = function* (): Generator<void, tf.Scalar, void> {
+    const lossSteps = function* (): Steps<tf.Scalar> {
       return tf.losses.softmaxCrossEntropy(y, yield* model.forwardSteps(x, { training: true })) as tf.Scalar;
     };
     const reference = tf.tidy(() => tf.variableGrads(loss, vars));
@@ -237,7 +238,7 @@ test('a forward pass issued while the previous exchange still runs (held until i
       // pass starts; the pass opens the gate, so the exchange finishes at its pauses and ends the hold mid-pass
       const gated = new GatedFakeGroup();
       const group = mode === 'pieces' ? gated : new SlowFakeGroup();
-      const opening = function* (): Generator<void, tf.Scalar, void> {
+      const opening = function* (): Steps<tf.Scalar> {
         gated.open();
         const l = yield* lossSteps();
         for (let i = 0; i < 50; i++) yield; // pauses enough for the exchange's last turns whatever the pass's length

@@ -7,6 +7,7 @@ import { UserError } from '../errors.js';
 import type { HostTensor, TensorMap } from '../checkpoint/types.js';
 import { asFloat32, numel } from '../checkpoint/types.js';
 import { Rng } from '../utils/rng.js';
+import { runSteps, type Steps } from '../utils/steps.js';
 import {
   Conv2d, DepthwiseConv2d, LayerNorm, Linear, Param, ParamStore, dropPath, dropout, fromTorchLayout,
   toTorchLayout, torchShape,
@@ -126,12 +127,12 @@ export class MambaOut {
 
   /** Features before pooling: [N, H/32, W/32, C3]. */
   forwardFeatures(x: tf.Tensor4D, training = false): tf.Tensor4D {
-    return finish(this.featureSteps(x, training));
+    return runSteps(this.featureSteps(x, training));
   }
 
   /** NHWC float32 input [N, H, W, 3] (normalized) -> logits [N, numClasses]. Call inside tf.tidy. */
   forward(x: tf.Tensor4D, opts: { training?: boolean } = {}): tf.Tensor2D {
-    return finish(this.forwardSteps(x, opts));
+    return runSteps(this.forwardSteps(x, opts));
   }
 
   /**
@@ -140,7 +141,7 @@ export class MambaOut {
    * next step's forward pass while the previous exchange finishes, and gives that exchange's completions a turn at
    * each pause (src/train/ddp.ts variableGrads). The same ops in the same order as `forward`.
    */
-  *forwardSteps(x: tf.Tensor4D, opts: { training?: boolean } = {}): Generator<void, tf.Tensor2D, void> {
+  *forwardSteps(x: tf.Tensor4D, opts: { training?: boolean } = {}): Steps<tf.Tensor2D> {
     if (x.rank !== 4 || x.shape[3] !== 3) {
       throw new UserError(`model input must be NHWC [N, H, W, 3], got [${x.shape.join(', ')}]`);
     }
@@ -152,7 +153,7 @@ export class MambaOut {
     return this.head.fc2.apply(y) as tf.Tensor2D;
   }
 
-  private *featureSteps(x: tf.Tensor4D, training: boolean): Generator<void, tf.Tensor4D, void> {
+  private *featureSteps(x: tf.Tensor4D, training: boolean): Steps<tf.Tensor4D> {
     const s = this.stem;
     let h = s.conv1.apply(x);
     h = s.norm1.apply(h, { activation: 'gelu' }) as tf.Tensor4D;
@@ -266,12 +267,4 @@ function abbreviate(list: string[], max = 12): string {
 /** A model by registered name (a string from a user goes through getModelConfig first: it names the known ones). */
 export function createModel(name: ModelName, opts: CreateModelOptions = {}): MambaOut {
   return new MambaOut(getModelConfig(name), opts);
-}
-
-/** Run a generator of `forwardSteps` kind to its end without pausing; its return value. */
-export function finish<T>(steps: Generator<void, T, void>): T {
-  for (;;) {
-    const r = steps.next();
-    if (r.done) return r.value;
-  }
 }

@@ -84,6 +84,7 @@ import type { HandoffFile } from '../distributed/handoff.js';
 import { submitRecorded } from '../backend/fence.js';
 import { SubmitHold } from '../backend/submit_hold.js';
 import { updateSharedInPlace } from '../ops/adam.js';
+import { runSteps, type Steps } from '../utils/steps.js';
 
 /** Largest bucket of the flat (not overlapped) exchange. */
 const FLAT_BUCKET_BYTES = 64 * 1024 * 1024;
@@ -213,15 +214,11 @@ interface EngineInternals {
  * A loss function for DistributedDataParallel.variableGrads: the loss, or a generator that computes it in pieces
  * (pausing between them, e.g. after each block of MambaOut.forwardSteps) and returns it.
  */
-export type LossFn = () => tf.Scalar | Generator<void, tf.Scalar, void>;
+export type LossFn = () => tf.Scalar | Steps<tf.Scalar>;
 
 /** The loss of a LossFn result, running a generator to its end. */
-function toEnd(r: tf.Scalar | Generator<void, tf.Scalar, void>): tf.Scalar {
-  if (r instanceof tf.Tensor) return r;
-  for (;;) {
-    const it = r.next();
-    if (it.done) return it.value;
-  }
+function toEnd(r: tf.Scalar | Steps<tf.Scalar>): tf.Scalar {
+  return r instanceof tf.Tensor ? r : runSteps(r);
 }
 
 /**

@@ -26,6 +26,7 @@ import { setMaxImagePixels } from '../limits.js';
 import type { Logger } from '../log/logger.js';
 import { Progress } from '../log/progress.js';
 import { STREAM, streamSeed } from '../utils/rng.js';
+import type { Steps } from '../utils/steps.js';
 import { InFlight, readBack } from '../backend/fence.js';
 import { initBackend, releaseBackend, type BackendResult } from '../backend/index.js';
 import { createModel, type MambaOut } from '../models/mambaout.js';
@@ -654,7 +655,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
         // (variableGrads waits for a previous exchange that is still running: holds its forward pass until then)
         if (!overlap) await settleExchange();
         // (in pieces: a held forward pass lets the previous exchange finish between its blocks)
-        const lossSteps = function* (): Generator<void, tf.Scalar, void> {
+        const lossSteps = function* (): Steps<tf.Scalar> {
           return trainLoss.fn(yield* model.forwardSteps(input, { training: true }), target) as tf.Scalar;
         };
         const { value, grads: g } = overlap ? await s.dist!.variableGrads(lossSteps, vars) : tf.tidy(() => tf.variableGrads(lossFn, vars));
