@@ -234,14 +234,16 @@ test('a forward pass issued while the previous exchange still runs (held until i
     const run = async (mode: Mode): Promise<{ weights: Float32Array[]; held: number; early: number }> => {
       tf.tidy(() => vars.forEach((v, i) => v.assign(tf.tensor(initial[i], v.shape, 'float32'))));
       const opt = createOptimizer(params, { opt: 'adamw', lr: 1e-2, weightDecay: 0.05 });
-      // in pieces: the previous step's readbacks are on the host and its all-reduces wait at a gate when the next forward
-      // pass starts; the pass opens the gate, so the exchange finishes at its pauses and ends the hold mid-pass
+      // in pieces: a step's all-reduces wait at a gate (shut at the end of its forward pass, so also those started during
+      // its backward pass, however fast the GPU) until the next forward pass opens it; by then the readbacks are on the
+      // host, so the exchange finishes at that pass's pauses and ends the hold mid-pass
       const gated = new GatedFakeGroup();
       const group = mode === 'pieces' ? gated : new SlowFakeGroup();
       const opening = function* (): Steps<tf.Scalar> {
         gated.open();
         const l = yield* lossSteps();
         for (let i = 0; i < 50; i++) yield; // pauses enough for the exchange's last turns whatever the pass's length
+        gated.shut();
         return l;
       };
       const ddp = new DistributedDataParallel(group, params, { bucketBytes: 40_000, transfer: 'staged' });
@@ -256,7 +258,6 @@ test('a forward pass issued while the previous exchange still runs (held until i
         exchange = ddp.allreduceGrads(params, new Map(params.map((p) => [p.name, g.grads[p.variable.name]])), { onBucket });
         if (mode === 'awaited') await exchange;
         if (mode === 'pieces') {
-          gated.shut();
           await deviceFence(); // the GPU is done: the readbacks resolve and the all-reduces reach the gate
           await new Promise((r) => setTimeout(r, 10));
         }
