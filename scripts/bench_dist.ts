@@ -62,7 +62,7 @@ import { CommPool } from '../src/distributed/pool.js';
 import { readDistEnv } from '../src/distributed/env.js';
 import { readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { Rng } from '../src/utils/rng.js';
-import type { Steps } from '../src/utils/steps.js';
+import { runSteps, type Steps } from '../src/utils/steps.js';
 import { InFlight, readBack } from '../src/backend/fence.js';
 
 const BASES = ['none', 'old', 'flat', 'overlap', 'overlap-sock', 'overlap-mt', 'default'] as const;
@@ -263,12 +263,12 @@ for (let i = 0; i < world * B; i++) {
 const x = tf.tensor4d(xs, [B, S, S, 3]);
 const yOneHot = tf.oneHot(tf.tensor1d(labels, 'int32'), model.numClasses);
 const vars = params.map((p) => p.variable);
-const lossFn = (): tf.Scalar => tf.losses.softmaxCrossEntropy(yOneHot, model.forward(x, { training: false })) as tf.Scalar;
-/** The same in pieces (MambaOut.forwardSteps), as the training loop gives it to DistributedDataParallel.variableGrads. */
+/** The loss in pieces (MambaOut.forwardSteps), as the training loop gives it to DistributedDataParallel.variableGrads. */
 const lossSteps = function* (): Steps<tf.Scalar> {
   const logits = yield* model.forwardSteps(x, { training: false });
   return tf.losses.softmaxCrossEntropy(yOneHot, logits) as tf.Scalar;
 };
+const lossFn = (): tf.Scalar => runSteps(lossSteps());
 
 let issueMs = 0;
 let exchangeMs = 0;

@@ -26,7 +26,7 @@ import { setMaxImagePixels } from '../limits.js';
 import type { Logger } from '../log/logger.js';
 import { Progress } from '../log/progress.js';
 import { STREAM, streamSeed } from '../utils/rng.js';
-import type { Steps } from '../utils/steps.js';
+import { runSteps, type Steps } from '../utils/steps.js';
 import { InFlight, readBack } from '../backend/fence.js';
 import { initBackend, releaseBackend, type BackendResult } from '../backend/index.js';
 import { createModel, type MambaOut } from '../models/mambaout.js';
@@ -644,8 +644,10 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
       let lossValue: tf.Scalar;
       let grads: tf.NamedTensorMap;
       try {
-        const lossFn = (): tf.Scalar => {
-          const loss = trainLoss.fn(model.forward(input, { training: true }), target);
+        // The loss in pieces (MambaOut.forwardSteps): a held forward pass lets the previous exchange finish between its
+        // blocks; everywhere else it runs straight through.
+        const lossSteps = function* (): Steps<tf.Scalar> {
+          const loss = trainLoss.fn(yield* model.forwardSteps(input, { training: true }), target);
           return (A > 1 ? loss.div(A) : loss) as tf.Scalar;
         };
         // DDP: without accumulation, each bucket's exchange starts as soon as the backward pass has produced it, and
@@ -654,11 +656,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
         const overlap = s.dist !== null && world > 1 && A === 1 && updateGrad;
         // (variableGrads waits for a previous exchange that is still running: holds its forward pass until then)
         if (!overlap) await settleExchange();
-        // (in pieces: a held forward pass lets the previous exchange finish between its blocks)
-        const lossSteps = function* (): Steps<tf.Scalar> {
-          return trainLoss.fn(yield* model.forwardSteps(input, { training: true }), target) as tf.Scalar;
-        };
-        const { value, grads: g } = overlap ? await s.dist!.variableGrads(lossSteps, vars) : tf.tidy(() => tf.variableGrads(lossFn, vars));
+        const { value, grads: g } = overlap ? await s.dist!.variableGrads(lossSteps, vars) : tf.tidy(() => tf.variableGrads(() => runSteps(lossSteps()), vars));
         exchange = null;
         lossValue = value;
         grads = g;
