@@ -71,11 +71,6 @@ export class SubmitHold {
   /** The instance's own submitQueue (it may wrap tfjs's: src/train/ddp_gpu.ts hooks work after a submit). */
   private submit: () => void;
   private open = true;
-  /** Command buffers kept so far (tests, benchmarks). */
-  get heldBuffers(): number {
-    return this.held.length;
-  }
-
   private constructor(private readonly be: Internals) {
     this.submit = be.submitQueue;
     const held = this.held;
