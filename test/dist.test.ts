@@ -254,6 +254,8 @@ describe('ring collectives (in-process simulation)', () => {
 // ------------------------------------------------------------------------------------------------ real processes
 
 interface RankOut {
+  /** Process id (names the rank's files, e.g. its shared-memory inbox `mambaout-dist-r<rank>-<pid>-<hex>`). */
+  pid: number;
   code: number | null;
   signal: string | null;
   stderr: string;
@@ -286,7 +288,7 @@ async function runRanks(W: number, scenario: string, extraEnv: Record<string, st
           p.stderr!.on('data', (d) => (err += d));
           p.on('close', (code, signal) => {
             const lines = out.trim().split('\n').filter((l) => l.startsWith('{'));
-            results[ranks[i]] = { code, signal, stderr: err, json: lines.length ? JSON.parse(lines[lines.length - 1]) : null };
+            results[ranks[i]] = { pid: p.pid!, code, signal, stderr: err, json: lines.length ? JSON.parse(lines[lines.length - 1]) : null };
             resolve();
           });
           if (!waitFor.has(ranks[i])) {
@@ -350,7 +352,10 @@ describe('process group over sockets', () => {
           else assert.equal(o.json.shmBytes, 0);
         }
       }
-      if (c.shm) assert.deepEqual(readdirSync('/dev/shm').filter((f) => f.startsWith('mambaout-dist-')), [], 'mailbox files are removed');
+      // Only this test's ranks: other test files run at the same time (--test-concurrency) and have live inboxes.
+      const ours = res.map((o) => `-${o.pid}-`);
+      const left = readdirSync('/dev/shm').filter((f) => f.startsWith('mambaout-dist-') && ours.some((p) => f.includes(p)));
+      if (c.shm) assert.deepEqual(left, [], 'mailbox files are removed');
     });
   }
 
