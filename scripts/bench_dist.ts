@@ -52,6 +52,7 @@ import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { initBackend, releaseBackend } from '../src/backend/index.js';
+import { bindGroupCacheStats } from '../src/backend/webgpu_hooks.js';
 import { createModel } from '../src/models/mambaout.js';
 import { getModelConfig } from '../src/models/registry.js';
 import { createOptimizer } from '../src/train/optim/index.js';
@@ -272,6 +273,8 @@ const lossFn = (): tf.Scalar => runSteps(lossSteps());
 
 let issueMs = 0;
 let exchangeMs = 0;
+/** JS time of the optimizer call after the step (path none and awaited exchanges: the whole update's issuing). */
+let optimizerMs = 0;
 const overlapped = (p: Path): boolean => p.base.startsWith('overlap') || p.base === 'default';
 async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
   trace('step');
@@ -295,7 +298,9 @@ async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
       trace('exchanged');
     }
   }
+  const t2 = performance.now();
   if (g.size > 0) opt.step(g);
+  optimizerMs += performance.now() - t2;
   for (const t of g.values()) t.dispose();
   trace('optimizer');
   losses.push(value);
@@ -314,6 +319,8 @@ interface Row {
   ms_per_step: number;
   issue_ms: number;
   exchange_ms: number;
+  optimizer_ms: number;
+  new_bind_groups: number;
   breakdown: Omit<StepProfile, 'mode'> | null;
 }
 const ref = values.compare ? await readSafetensors(values.compare) : null;
@@ -342,7 +349,9 @@ for (const path of paths) {
   await settle();
   issueMs = 0;
   exchangeMs = 0;
+  optimizerMs = 0;
   const mark0 = process.hrtime.bigint() / 1000n; // CLOCK_MONOTONIC µs, the clock of --cpu-prof's samples
+  bindGroupCacheStats(true);
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) {
     if (i >= steps - traced) traceStep = i;
@@ -351,6 +360,8 @@ for (const path of paths) {
   await settle(); // the timed steps are done when their work is
   traceStep = -1;
   const ms = (performance.now() - t0) / steps;
+  // bind groups created in the timed steps (webgpu_hooks.ts cache misses; 0 once every step reuses its buffers)
+  const bindGroupsPerStep = +(bindGroupCacheStats(true).misses / steps).toFixed(1);
   // the timed steps' window for scripts/profile_summary.ts --from/--to (a --cpu-prof run of this rank)
   if (values.marks) process.stderr.write(`MARKS rank=${rank} pid=${process.pid} path=${path.name} from=${mark0} to=${process.hrtime.bigint() / 1000n}\n`);
   if (traced > 0) {
@@ -358,7 +369,7 @@ for (const path of paths) {
   }
   const row: Row = {
     path: path.name, img_s: +((B * world) / (ms / 1000)).toFixed(1), ms_per_step: +ms.toFixed(1), issue_ms: +(issueMs / steps).toFixed(1),
-    exchange_ms: +(exchangeMs / steps).toFixed(1), breakdown: null,
+    exchange_ms: +(exchangeMs / steps).toFixed(1), optimizer_ms: +(optimizerMs / steps).toFixed(2), new_bind_groups: bindGroupsPerStep, breakdown: null,
   };
   if (profiled > 0 && path.base === 'none') {
     for (let i = 0; i < profiled; i++) await step(path, ddp); // same number of updates as the other paths

@@ -660,7 +660,7 @@ test('step-speed kernels (GEMM tiles, fused Linear, LayerNorm+GELU, multi-tensor
       }
     });
 
-    await t.test('multi-tensor AdamW (one dispatch per group, in place) matches the host path and the per-parameter kernel', async () => {
+    await t.test('multi-tensor AdamW (one kernel call per group, in place, a dispatch per parameter) matches the host path and the per-parameter kernel', async () => {
       const c = adamCase(rng, [[5, 7], [13], [3, 3, 2, 4], [1000, 3], [1]]);
       for (const opt of ['adamw', 'adam'] as const) {
         const runOpt = (backendName: string, multi: boolean) => adamStates(backendName, opt, c, () => {

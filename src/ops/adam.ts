@@ -1,7 +1,7 @@
 /**
  * Fused Adam / AdamW updates for the optimizers (src/train/optim/adamw.ts keeps the maths of record and the op-by-op
  * path; this is the WebGPU fast path). `adamStep` updates a list of parameters that share one set of scalars:
- *   - MambaoutAdamMulti (one dispatch for the whole list, in place; src/backend/kernels/webgpu/adam_multi.ts) when
+ *   - MambaoutAdamMulti (one kernel call for the whole list, in place; src/backend/kernels/webgpu/adam_multi.ts) when
  *     enabled and every parameter / moment is the only tensor on its buffer;
  *   - otherwise MambaoutAdam per parameter (three new tensors, assigned).
  * Callers check `adamFusedAvailable()` first and use their op path when it is false.

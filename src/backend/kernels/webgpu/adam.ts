@@ -40,11 +40,25 @@ export function adamUniforms(n: number, a: AdamKernelAttrs): Array<{ name: strin
   return [{ name: 'n', type: 'i32', value: n }, ...FLOATS.map((name) => ({ name, type: 'f32' as UniformType, value: a[name] }))];
 }
 
-/** WGSL of the update; inPlace: bindings pOut/mOut/vOut are also the inputs (grad the only read-only one). */
-export function adamSource(useDecay: boolean, useL2: boolean, lowLerp: boolean, inPlace = false): string {
-  const uniforms = [{ name: 'n', type: 'i32' as UniformType, value: 0 }, ...FLOATS.map((name) => ({ name, type: 'f32' as UniformType, value: 0 }))];
+/** Uniform block of the scalars alone (`adamSource` with `sizeBlock`): FLOATS in order, as float32. */
+export function adamScalarBytes(a: AdamKernelAttrs): ArrayBuffer {
+  const bytes = new ArrayBuffer(FLOATS.length * 4);
+  new Float32Array(bytes).set(FLOATS.map((k) => a[k]));
+  return bytes;
+}
+
+/**
+ * WGSL of the update; inPlace: bindings pOut/mOut/vOut are also the inputs (grad the only read-only one).
+ * sizeBlock (in place only): the element count in a uniform block of its own at binding 5 (`n: i32`, 16 bytes) and
+ * the scalars alone at binding 4 (adamScalarBytes), so that one scalar block serves dispatches of every size
+ * (./adam_multi.ts). The arithmetic is the same text in every variant.
+ */
+export function adamSource(useDecay: boolean, useL2: boolean, lowLerp: boolean, inPlace = false, sizeBlock = false): string {
+  const floats = FLOATS.map((name) => ({ name, type: 'f32' as UniformType, value: 0 }));
+  const uniforms = sizeBlock ? floats : [{ name: 'n', type: 'i32' as UniformType, value: 0 }, ...floats];
+  const n = sizeBlock ? 'size.n' : 'u.n';
   return `
-${uniformStruct(uniforms, inPlace ? 4 : 7)}
+${uniformStruct(uniforms, inPlace ? 4 : 7)}${sizeBlock ? `struct Size {\n  n : i32,\n};\n@group(0) @binding(5) var<uniform> size : Size;\n` : ''}
 @group(0) @binding(0) var<storage, read_write> pOut : array<f32>;
 @group(0) @binding(1) var<storage, read_write> mOut : array<f32>;
 @group(0) @binding(2) var<storage, read_write> vOut : array<f32>;
@@ -57,7 +71,7 @@ ${inPlace ? '@group(0) @binding(3) var<storage, read> grad : array<f32>;' : `@gr
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>,
         @builtin(local_invocation_index) lidx : u32) {
   let i = i32(wid.y * nwg.x + wid.x) * ${WG} + i32(lidx);
-  if (i >= u.n) { return; }
+  if (i >= ${n}) { return; }
   var param = ${inPlace ? 'pOut' : 'p'}[i];
   ${useDecay ? 'param = param * u.decay;' : ''}
   var g = grad[i];

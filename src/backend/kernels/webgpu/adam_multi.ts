@@ -1,25 +1,39 @@
 /**
- * Adam / AdamW for many parameters in one dispatch (kernel MambaoutAdamMulti), updating the parameter and state
- * buffers in place.
+ * Adam / AdamW for many parameters in one kernel call (kernel MambaoutAdamMulti), updating the parameter and state
+ * buffers in place: one dispatch per parameter on its own buffers, all in one compute pass.
  *
- * Why: the per-parameter kernel (./adam.ts) still costs one engine kernel, one bind group, three new tensors and three
- * `assign`s per parameter: 172 of each per femto step, where the step is bound by issuing work on the CPU (~91 ms
- * issue vs 87 ms GPU on an H200). Here the parameters, gradients and both moments are gathered into four flat buffers
- * with copyBufferToBuffer (a command-encoder copy: no bind group, no shader), one dispatch runs the same update as
- * ./adam.ts over all elements, and three sets of copies scatter parameters and moments back. The extra GPU traffic
- * is 7 x 4 bytes per parameter element (29 MB femto, ~0.1 ms at H200 bandwidth).
+ * Why: the per-parameter kernel (./adam.ts) costs one engine kernel, three new tensors and three `assign`s per
+ * parameter: 172 of each per femto step, where the step is bound by the main thread issuing work. The first version
+ * of this kernel gathered parameters, gradients and moments into four flat buffers (copyBufferToBuffer), ran one
+ * dispatch and scattered three of them back: 7 copies per parameter, 1,204 native calls per femto step, and its
+ * optimizer step took 4.1-4.4 ms of main thread on the 2-core box (Dawn's null backend, which runs nothing, so only
+ * the issuing is timed: scratch probe, median of 30 steps, 2026-11-30). Here each parameter gets setBindGroup +
+ * dispatchWorkgroups on its own p, m, v, g (bind groups come from the cache of ../../webgpu_hooks.ts, the same
+ * buffers step after step): 344 native calls. The scalars are one uniform block per call (a pooled buffer written
+ * once), the element count one cached block per size, so no block is new from step to step but the scalars'.
  *
  * Inputs: p0..p{n-1}, g0.., m0.., v0.. (attr count = n) and the scalars of ./adam.ts (one set: callers group the
  * parameters that share them). Outputs: none; p, m and v are written in place, so each must be the only tensor on its
- * buffer (the op checks refCount == 1).
+ * buffer (the op checks refCount == 1) or a held forward pass must read them after the update (src/ops/adam.ts).
  */
 import type { TensorInfo } from '@tensorflow/tfjs-core';
 import type { AdamKernelAttrs } from './adam.js';
-import { adamSource, adamUniforms } from './adam.js';
-import { dispatch2D, runCustomProgram, type BackendInternals } from './dispatch.js';
+import { adamScalarBytes, adamSource } from './adam.js';
+import { dispatch2D, recordDispatches, type BackendInternals, type BufferDispatch } from './dispatch.js';
+import { cachedUniformBuffer } from './uniforms.js';
 import type { KernelArgs } from './util.js';
 
 const WG = 256;
+
+/** A uniform block holding `bytes`: the cached buffer for that content, else a pooled one written now. */
+function uniformBlock(backend: BackendInternals, bytes: ArrayBuffer, cache: boolean): GPUBuffer {
+  const cached = cache ? cachedUniformBuffer(backend.device, bytes) : null;
+  if (cached) return cached;
+  const b = backend.bufferManager.acquireBuffer(bytes.byteLength, GPUBufferUsage.COPY_DST | GPUBufferUsage.UNIFORM);
+  backend.queue.writeBuffer(b, 0, bytes, 0, bytes.byteLength);
+  backend.uniformPendingDisposal.push(b); // back to the pool once submitted
+  return b;
+}
 
 export function adamMultiKernel(args: KernelArgs): TensorInfo[] {
   const a = args.attrs as unknown as AdamKernelAttrs & { count: number };
@@ -30,62 +44,31 @@ export function adamMultiKernel(args: KernelArgs): TensorInfo[] {
     if (!t) throw new Error(`MambaoutAdamMulti: missing input ${k}${i}`);
     return t;
   };
-  const sizes: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const size = get('p', i).shape.reduce((x, y) => x * y, 1);
-    for (const k of ['g', 'm', 'v']) {
-      if (get(k, i).shape.reduce((x, y) => x * y, 1) !== size) throw new Error('MambaoutAdamMulti: p, g, m and v sizes differ');
-    }
-    sizes.push(size);
-  }
-  const total = sizes.reduce((x, y) => x + y, 0);
-  if (total === 0) return [];
-  const flat = ['p', 'm', 'v', 'g'].map(() => backend.makeTensorInfo([total], 'float32'));
-  for (const f of flat) backend.uploadToGPU(f.dataId);
   const buf = (t: TensorInfo) => {
     backend.uploadToGPU(t.dataId);
     return backend.tensorMap.get(t.dataId).resource as GPUBuffer;
   };
-  const [P, M, V, G] = flat.map(buf);
-  const parts: Array<{ p: GPUBuffer; m: GPUBuffer; v: GPUBuffer; g: GPUBuffer; off: number; bytes: number }> = [];
-  let off = 0;
+  // The scalars change every step (bias corrections): a pooled block, not one more cached buffer per step.
+  let scalars: GPUBuffer | null = null;
+  const list: BufferDispatch[] = [];
   for (let i = 0; i < n; i++) {
-    const bytes = sizes[i] * 4;
-    if (bytes > 0) parts.push({ p: buf(get('p', i)), m: buf(get('m', i)), v: buf(get('v', i)), g: buf(get('g', i)), off, bytes });
-    off += bytes;
-    for (const k of ['p', 'g', 'm', 'v']) backend.commandQueueOwnedIds.add(get(k, i).dataId as object);
+    const [p, g, m, v] = ['p', 'g', 'm', 'v'].map((k) => get(k, i));
+    const size = p.shape.reduce((x, y) => x * y, 1);
+    for (const t of [g, m, v]) {
+      if (t.shape.reduce((x, y) => x * y, 1) !== size) throw new Error('MambaoutAdamMulti: p, g, m and v sizes differ');
+    }
+    if (size === 0) continue;
+    scalars ??= uniformBlock(backend, adamScalarBytes(a), false);
+    const sizeBlock = uniformBlock(backend, new Int32Array([size, 0, 0, 0]).buffer, true);
+    list.push({ buffers: [buf(p), buf(m), buf(v), buf(g), scalars, sizeBlock], dispatch: dispatch2D(args.backend, Math.ceil(size / WG)) });
+    for (const t of [p, g, m, v]) backend.commandQueueOwnedIds.add(t.dataId as object);
   }
-  backend.ensureCommandEncoderReady();
-  backend.endComputePassEncoder();
-  let enc = backend.commandEncoder!;
-  for (const x of parts) {
-    enc.copyBufferToBuffer(x.p, 0, P, x.off, x.bytes);
-    enc.copyBufferToBuffer(x.g, 0, G, x.off, x.bytes);
-    enc.copyBufferToBuffer(x.m, 0, M, x.off, x.bytes);
-    enc.copyBufferToBuffer(x.v, 0, V, x.off, x.bytes);
-  }
+  if (list.length === 0) return [];
   const flags = `${a.useDecay ? 1 : 0}${a.useL2 ? 1 : 0}${a.lowLerp ? 1 : 0}`;
-  runCustomProgram(args.backend, {
+  recordDispatches(args.backend, {
     name: 'AdamMulti',
-    key: `mambaout_adam_inplace_${flags}`,
-    code: () => adamSource(a.useDecay, a.useL2, a.lowLerp, true),
-    outputShapes: [[total], [total], [total]],
-    dispatch: dispatch2D(args.backend, Math.ceil(total / WG)),
-    uniforms: adamUniforms(total, a),
-  }, [flat[3]], flat.slice(0, 3));
-  // runCustomProgram may have submitted (batch size reached or profiling): take the encoder it leaves.
-  backend.ensureCommandEncoderReady();
-  backend.endComputePassEncoder();
-  enc = backend.commandEncoder!;
-  for (const x of parts) {
-    enc.copyBufferToBuffer(P, x.off, x.p, 0, x.bytes);
-    enc.copyBufferToBuffer(M, x.off, x.m, 0, x.bytes);
-    enc.copyBufferToBuffer(V, x.off, x.v, 0, x.bytes);
-  }
-  // Released when tfjs submits this encoder (commandQueueOwnedIds defers the release).
-  for (const f of flat) {
-    backend.commandQueueOwnedIds.add(f.dataId as object);
-    backend.disposeData(f.dataId);
-  }
+    key: `mambaout_adam_each_${flags}`,
+    code: () => adamSource(a.useDecay, a.useL2, a.lowLerp, true, true),
+  }, list);
   return [];
 }

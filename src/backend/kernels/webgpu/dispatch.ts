@@ -74,7 +74,7 @@ export function uniformStruct(uniforms: CustomProgram['uniforms'], binding: numb
   return `struct Uniforms {\n${fields}\n};\n@group(0) @binding(${binding}) var<uniform> u : Uniforms;\n`;
 }
 
-function getPipeline(device: GPUDevice, prog: CustomProgram): GPUComputePipeline {
+function getPipeline(device: GPUDevice, prog: Pick<CustomProgram, 'name' | 'key' | 'code'>): GPUComputePipeline {
   let cache = pipelines.get(device);
   if (!cache) {
     cache = new Map();
@@ -160,6 +160,50 @@ export function runCustomProgram(backendArg: unknown, prog: CustomProgram, input
     else backend.submitQueue();
   }
   return outputs;
+}
+
+/** One dispatch of `recordDispatches`: the buffers bound at 0, 1, ... (storage, then uniform blocks) and its workgroups. */
+export interface BufferDispatch {
+  buffers: GPUBuffer[];
+  dispatch: [number, number, number];
+}
+
+/**
+ * Record dispatches of one shader, each on its own buffers, into tfjs's current compute pass (tf.profile: one timed
+ * pass for them all), counted as one dispatch towards WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE (a submit in between would
+ * cost more main-thread time than the dispatches). For kernels that update tensors in place (no outputs): the caller
+ * marks the tensors' dataIds in `commandQueueOwnedIds`, as runCustomProgram does.
+ */
+export function recordDispatches(backendArg: unknown, prog: Pick<CustomProgram, 'name' | 'key' | 'code'>, list: BufferDispatch[]): void {
+  const backend = backendArg as BackendInternals;
+  const device = backend.device;
+  const pipeline = getPipeline(device, prog);
+  const layout = pipeline.getBindGroupLayout(0);
+  const timed = backend.activeTimers != null;
+  backend.ensureCommandEncoderReady();
+  if (timed && backend.supportTimestampQuery) {
+    backend.endComputePassEncoder();
+    if (backend.querySet == null) backend.querySet = device.createQuerySet({ type: 'timestamp', count: backend.querySetCount });
+    backend.computePassEncoder = backend.commandEncoder!.beginComputePass({
+      timestampWrites: { querySet: backend.querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+    });
+  } else if (!backend.computePassEncoder) {
+    backend.computePassEncoder = backend.commandEncoder!.beginComputePass({});
+  }
+  const pass = backend.computePassEncoder!;
+  pass.setPipeline(pipeline);
+  for (const d of list) {
+    if (d.dispatch.some((n) => n === 0)) continue;
+    const entries: GPUBindGroupEntry[] = d.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+    pass.setBindGroup(0, device.createBindGroup({ layout, entries }));
+    pass.dispatchWorkgroups(d.dispatch[0], d.dispatch[1], d.dispatch[2]);
+  }
+  backend.dispatchCountInPass++;
+  if (timed || tf.env().getNumber('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') <= backend.dispatchCountInPass) {
+    backend.endComputePassEncoder();
+    if (timed) backend.activeTimers!.push({ name: prog.name, query: backend.getQueryTime() });
+    else backend.submitQueue();
+  }
 }
 
 /** Split a workgroup count over x and y so that neither exceeds the device limit. */
