@@ -8,9 +8,16 @@
  * dispatch and scattered three of them back: 7 copies per parameter, 1,204 native calls per femto step, and its
  * optimizer step took 4.1-4.4 ms of main thread on the 2-core box (Dawn's null backend, which runs nothing, so only
  * the issuing is timed: scratch probe, median of 30 steps, 2026-11-30). Here each parameter gets setBindGroup +
- * dispatchWorkgroups on its own p, m, v, g (bind groups come from the cache of ../../webgpu_hooks.ts, the same
- * buffers step after step): 344 native calls. The scalars are one uniform block per call (a pooled buffer written
- * once), the element count one cached block per size, so no block is new from step to step but the scalars'.
+ * dispatchWorkgroups on its own p, m, v, g: 344 native calls, and optimizer issue 2.3-2.7 ms against 4.0-5.6 in
+ * the same runs (bench_dist `optimizer_ms`, docs/BENCHMARKS.md "CPU run, 2026-11-30"). The bind groups come from the
+ * cache of ../../webgpu_hooks.ts, so every bound buffer must be the same step after step: the scalars (new each step:
+ * bias corrections) go into one uniform block per device, rewritten in command order; the element count is one cached
+ * block per size. On 1 GPU no bind group is new after the first steps; in data-parallel training the averaged
+ * gradients come from the buffer pool in an order that varies, and ~22-25 of the 172 per step were new (2 ranks on
+ * the null backend).
+ * The scalar block requires that updates run on the GPU in the order they are recorded: true in tfjs's encoder and
+ * in SubmitHold.before (src/backend/submit_hold.ts), which submits at once; an update recorded into held work would
+ * read the scalars of a later call.
  *
  * Inputs: p0..p{n-1}, g0.., m0.., v0.. (attr count = n) and the scalars of ./adam.ts (one set: callers group the
  * parameters that share them). Outputs: none; p, m and v are written in place, so each must be the only tensor on its
@@ -25,13 +32,38 @@ import type { KernelArgs } from './util.js';
 
 const WG = 256;
 
-/** A uniform block holding `bytes`: the cached buffer for that content, else a pooled one written now. */
-function uniformBlock(backend: BackendInternals, bytes: ArrayBuffer, cache: boolean): GPUBuffer {
-  const cached = cache ? cachedUniformBuffer(backend.device, bytes) : null;
+/** The scalars' uniform block of each device: one buffer, so that a parameter's bind group is the same every step. */
+const scalarBlocks = new WeakMap<GPUDevice, GPUBuffer>();
+
+/**
+ * Put this call's scalars into the device's scalar block, in command order: written into a pooled staging buffer
+ * (nothing recorded uses it), then copied by the encoder, so dispatches recorded before read the values they were
+ * recorded with and the ones after read these.
+ */
+function scalarBlock(backend: BackendInternals, a: AdamKernelAttrs): GPUBuffer {
+  const bytes = adamScalarBytes(a);
+  let block = scalarBlocks.get(backend.device);
+  if (!block) {
+    block = backend.device.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    scalarBlocks.set(backend.device, block);
+  }
+  const staging = backend.bufferManager.acquireBuffer(bytes.byteLength, GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST);
+  backend.queue.writeBuffer(staging, 0, bytes, 0, bytes.byteLength);
+  backend.uniformPendingDisposal.push(staging); // back to the pool once submitted
+  backend.ensureCommandEncoderReady();
+  backend.endComputePassEncoder();
+  backend.commandEncoder!.copyBufferToBuffer(staging, 0, block, 0, bytes.byteLength);
+  return block;
+}
+
+/** The element count's uniform block (cached by content: one per parameter size). */
+function sizeBlock(backend: BackendInternals, size: number): GPUBuffer {
+  const bytes = new Int32Array([size, 0, 0, 0]).buffer;
+  const cached = cachedUniformBuffer(backend.device, bytes);
   if (cached) return cached;
   const b = backend.bufferManager.acquireBuffer(bytes.byteLength, GPUBufferUsage.COPY_DST | GPUBufferUsage.UNIFORM);
   backend.queue.writeBuffer(b, 0, bytes, 0, bytes.byteLength);
-  backend.uniformPendingDisposal.push(b); // back to the pool once submitted
+  backend.uniformPendingDisposal.push(b);
   return b;
 }
 
@@ -48,7 +80,7 @@ export function adamMultiKernel(args: KernelArgs): TensorInfo[] {
     backend.uploadToGPU(t.dataId);
     return backend.tensorMap.get(t.dataId).resource as GPUBuffer;
   };
-  // The scalars change every step (bias corrections): a pooled block, not one more cached buffer per step.
+  // The scalars change every step (bias corrections): one block per device, rewritten in command order.
   let scalars: GPUBuffer | null = null;
   const list: BufferDispatch[] = [];
   for (let i = 0; i < n; i++) {
@@ -58,9 +90,8 @@ export function adamMultiKernel(args: KernelArgs): TensorInfo[] {
       if (t.shape.reduce((x, y) => x * y, 1) !== size) throw new Error('MambaoutAdamMulti: p, g, m and v sizes differ');
     }
     if (size === 0) continue;
-    scalars ??= uniformBlock(backend, adamScalarBytes(a), false);
-    const sizeBlock = uniformBlock(backend, new Int32Array([size, 0, 0, 0]).buffer, true);
-    list.push({ buffers: [buf(p), buf(m), buf(v), buf(g), scalars, sizeBlock], dispatch: dispatch2D(args.backend, Math.ceil(size / WG)) });
+    scalars ??= scalarBlock(backend, a);
+    list.push({ buffers: [buf(p), buf(m), buf(v), buf(g), scalars, sizeBlock(backend, size)], dispatch: dispatch2D(args.backend, Math.ceil(size / WG)) });
     for (const t of [p, g, m, v]) backend.commandQueueOwnedIds.add(t.dataId as object);
   }
   if (list.length === 0) return [];
