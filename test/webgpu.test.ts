@@ -12,6 +12,7 @@ import { settings } from '../src/settings.js';
 import type { backend_util } from '@tensorflow/tfjs-core';
 import { initWebGPU, mergeDawnFlags, parseAdapterList, releaseWebGPU, webgpuDevice, webgpuMemory } from '../src/backend/webgpu.js';
 import { cachedUniformCount, tfjsUniformBytes } from '../src/backend/kernels/webgpu/uniforms.js';
+import { markPoolStep, withPoolStream } from '../src/backend/webgpu_hooks.js';
 import { registerWebGPUKernels, unregisterWebGPUKernels, webgpuKernelsRegistered } from '../src/backend/kernels/webgpu/index.js';
 import { Rng } from '../src/utils/rng.js';
 import { describeCase, fixedCases, randomCase, runParityCase, type ParityCase } from '../scripts/gpu_kernels.js';
@@ -141,6 +142,35 @@ test('tensors made from host values reach pooled buffers without a staging buffe
   }
 });
 
+test('once steps are marked, the n-th request of a size gets the buffer the n-th request got in the last step when it is free (not the oldest free one), and the exchange\'s requests do not shift the count', { skip: SKIP, timeout: 300_000 }, async () => {
+  const r = await initWebGPU();
+  assert.ok(r.ok, r.ok ? '' : r.reason);
+  try {
+    const pool = (tf.backend() as unknown as { bufferManager: { acquireBuffer(size: number, usage: number): GPUBuffer; releaseBuffer(b: GPUBuffer): void } }).bufferManager;
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const size = 4 * 12_347; // a size nothing else asks for
+    const made = [0, 1, 2, 3].map(() => pool.acquireBuffer(size, usage)); // oldest first: made[0]
+    made.forEach((b) => pool.releaseBuffer(b));
+    // step 1: the two oldest are busy (taken by the exchange), so the step's two requests get made[2] and made[3]
+    markPoolStep();
+    const busy = withPoolStream('exchange', () => [pool.acquireBuffer(size, usage), pool.acquireBuffer(size, usage)]);
+    assert.deepEqual(busy, [made[0], made[1]]);
+    const step1 = [pool.acquireBuffer(size, usage), pool.acquireBuffer(size, usage)];
+    assert.deepEqual(step1, [made[2], made[3]]);
+    [...busy, ...step1].forEach((b) => pool.releaseBuffer(b));
+    // step 2: all four are free; oldest-first would hand out made[0] and made[1]
+    markPoolStep();
+    const first = pool.acquireBuffer(size, usage);
+    const ex = withPoolStream('exchange', () => pool.acquireBuffer(size, usage)); // between the step's requests
+    const second = pool.acquireBuffer(size, usage);
+    assert.deepEqual([first, second], step1, 'the step got other buffers than in the last step');
+    assert.equal(ex, made[0]);
+    [first, ex, second].forEach((b) => pool.releaseBuffer(b));
+  } finally {
+    await releaseWebGPU();
+  }
+});
+
 test('webgpu kernels match the cpu backend', { skip: SKIP, timeout: 600_000 }, async (t) => {
   const r = await initWebGPU();
   assert.ok(r.ok, r.ok ? '' : r.reason);
@@ -247,18 +277,23 @@ function adamCase(rng: Rng, shapes: number[][]): AdamCase {
 
 /**
  * The steps of `c` through createOptimizer(opt, lr 1e-2, weight decay 0.05: two groups, decay / no decay, as timm's
- * param_groups_weight_decay builds them) on `backendName`; `configure` sees the optimizer before the first step.
- * Returns, per parameter, its weights, exp_avg and exp_avg_sq.
+ * param_groups_weight_decay builds them) on `backendName`; `configure` sees the optimizer before the first step;
+ * `reload` gives every parameter a new buffer after each step. Returns, per parameter, its weights, exp_avg and
+ * exp_avg_sq.
  */
 async function adamStates(
-  backendName: string, opt: 'adam' | 'adamw', c: AdamCase, configure?: (o: object) => void,
+  backendName: string, opt: 'adam' | 'adamw', c: AdamCase, configure?: (o: object) => void, reload = false,
 ): Promise<Float32Array[]> {
   const { createOptimizer } = await import('../src/train/optim/index.js');
   await tf.setBackend(backendName);
   const params = c.shapes.map((s, i) => ({ name: `p${i}`, variable: tf.variable(tf.tensor(c.init[i], s), true) }));
   const o = createOptimizer(params, { opt, lr: 1e-2, weightDecay: 0.05 });
   configure?.(o);
-  for (const step of c.gradsAt) tf.tidy(() => o.step(new Map(params.map((p, i) => [p.name, tf.tensor(step[i], c.shapes[i])]))));
+  for (const step of c.gradsAt) {
+    tf.tidy(() => o.step(new Map(params.map((p, i) => [p.name, tf.tensor(step[i], c.shapes[i])]))));
+    // reload: every parameter in a new buffer with the same values (as loading weights does)
+    if (reload) for (const p of params) tf.tidy(() => p.variable.assign(tf.add(p.variable, 0)));
+  }
   const sd = await o.stateDict();
   const out: Float32Array[] = [];
   for (let i = 0; i < params.length; i++) {
@@ -669,11 +704,14 @@ test('step-speed kernels (GEMM tiles, fused Linear, LayerNorm+GELU, multi-tensor
         const multi = await runOpt('webgpu', true);
         const single = await runOpt('webgpu', false);
         const host = await runOpt('cpu', true);
+        // the kernel keeps a gradient slot per parameter buffer: new buffers every step make it hand slots out again
+        const reloaded = await adamStates('webgpu', opt, c, () => setWebGPUKernelSettings({ adamMulti: true }), true);
         setWebGPUKernelSettings({ adamMulti: true });
         await tf.setBackend('webgpu');
         for (let i = 0; i < host.length; i++) {
           assert.ok(relErr(multi[i], host[i]) <= 1e-5, `${opt} tensor ${i}: multi vs cpu rel ${relErr(multi[i], host[i])}`);
           assert.ok(relErr(multi[i], single[i]) <= 1e-6, `${opt} tensor ${i}: multi vs per-parameter rel ${relErr(multi[i], single[i])}`);
+          assert.deepEqual(Array.from(reloaded[i]), Array.from(multi[i]), `${opt} tensor ${i}: parameters in new buffers after each step`);
         }
       }
     });

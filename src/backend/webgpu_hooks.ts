@@ -17,6 +17,9 @@
  *    step (on lavapipe only ~20% of a mambaout_test step's bind groups repeated). `orderBufferPool` makes the pool
  *    return the oldest free buffer of a size instead: with the same free set at the start of each step (all
  *    temporaries released by tf.tidy) and the same sequence of requests, every step then sees the same buffers.
+ *    Where the free set varies (data-parallel training: the exchange returns buffers at moments that vary), a step
+ *    marked with `markPoolStep` gets the buffers of the last marked step where they are free (2 ranks on the null
+ *    backend: 50 -> 13-15 new bind groups per femto step with the next forward pass held, 9-12 -> 0.1-0.5 awaited).
  *    Switch: webgpuKernelSettings.bindGroupCache (MAMBAOUT_WEBGPU_OFF=bindGroupCache).
  *
  * 3. Uploads without a staging buffer each (`directUploads`). tfjs uploads every tensor made from host values (a
@@ -275,8 +278,73 @@ interface PoolInternals {
 }
 
 /**
+ * Buffer affinity across steps (see `markPoolStep`): per stream of requests, the buffer the n-th request of each
+ * pool key got in the last step, and what this step's requests got so far.
+ */
+interface PoolStream {
+  prev: Map<string, GPUBuffer[]>;
+  now: Map<string, GPUBuffer[]>;
+  count: Map<string, number>;
+}
+export type PoolStreamName = 'main' | 'exchange';
+const STREAMS: Record<PoolStreamName, PoolStream> = {
+  main: { prev: new Map(), now: new Map(), count: new Map() },
+  exchange: { prev: new Map(), now: new Map(), count: new Map() },
+};
+let stream: PoolStreamName = 'main';
+let affinity = false;
+let recorded = 0;
+/** Requests remembered per step at most (a caller that stops marking steps does not grow this without bound). */
+const MAX_RECORDED = 200_000;
+
+/**
+ * A training step starts: from now on the pool prefers, for the n-th request of a size, the buffer the n-th request of
+ * that size got in the last marked step, when it is free (else the oldest free one, as before).
+ *
+ * Why: with every step's requests in the same order and the same buffers free, `orderBufferPool` alone hands out the
+ * same buffers every step, and every bind group comes from the cache (1 GPU: no new bind group after the first
+ * steps). In data-parallel training the last step's exchange returns buffers to the pool at moments that vary (its
+ * completions run between pieces of the next forward pass, src/train/ddp.ts), so the free set differs from step to
+ * step, and 2 ranks on Dawn's null backend created 50-80 bind groups per femto step (each ~30 us of main thread on
+ * Vulkan: scripts/dawn_call_cost.mjs). The exchange's own requests (uploads) are a separate stream (`withPoolStream`),
+ * so that where they fall between the forward pass's requests does not shift its counts.
+ */
+export function markPoolStep(): void {
+  if (!hooks) return;
+  affinity = true;
+  recorded = 0;
+  for (const st of Object.values(STREAMS)) {
+    st.prev = st.now;
+    st.now = new Map();
+    st.count = new Map();
+  }
+}
+
+/** Run `fn` with its buffer requests counted in `name`'s stream (see markPoolStep). */
+export function withPoolStream<T>(name: PoolStreamName, fn: () => T): T {
+  const before = stream;
+  stream = name;
+  try {
+    return fn();
+  } finally {
+    stream = before;
+  }
+}
+
+/** Forget the affinity (the hooks are removed). */
+function dropAffinity(): void {
+  affinity = false;
+  for (const st of Object.values(STREAMS)) {
+    st.prev = new Map();
+    st.now = new Map();
+    st.count = new Map();
+  }
+}
+
+/**
  * Make tfjs's buffer pool (backend.bufferManager) hand out the oldest free buffer of a size (lowest creation number)
- * instead of the most recently released one; see the file header. Undone by removeWebGPUHooks.
+ * instead of the most recently released one, or, once steps are marked, the one of the last step (markPoolStep); see
+ * the file header. Undone by removeWebGPUHooks.
  */
 export function orderBufferPool(backend: unknown): void {
   const h = hooks;
@@ -284,26 +352,43 @@ export function orderBufferPool(backend: unknown): void {
   if (!h || !pool || typeof pool.acquireBuffer !== 'function' || !(pool.freeBuffers instanceof Map)) return;
   const orig = pool.acquireBuffer;
   pool.acquireBuffer = function (this: PoolInternals, size: number, usage: number, mappedAtCreation = false, reuse = true): GPUBuffer {
-    if (reuse && webgpuKernelSettings.bindGroupCache) {
-      const list = this.freeBuffers.get(`${size}_${usage}`);
-      if (list && list.length > 1) {
-        let best = list.length - 1;
-        let bestId = idOf(h, list[best]);
-        for (let i = 0; i < list.length - 1; i++) {
+    if (!reuse || !webgpuKernelSettings.bindGroupCache) return orig.call(this, size, usage, mappedAtCreation, reuse);
+    const key = `${size}_${usage}`;
+    const st = affinity ? STREAMS[stream] : null;
+    const n = st ? (st.count.get(key) ?? 0) : 0;
+    const list = this.freeBuffers.get(key);
+    if (list && list.length > 1) {
+      const last = list.length - 1;
+      const want = st?.prev.get(key)?.[n];
+      let pick = want ? list.lastIndexOf(want) : -1;
+      if (pick < 0) {
+        pick = last;
+        let bestId = idOf(h, list[last]);
+        for (let i = 0; i < last; i++) {
           const id = idOf(h, list[i]);
           if (id < bestId) {
             bestId = id;
-            best = i;
+            pick = i;
           }
         }
-        // tfjs pops the last entry: put the oldest there.
-        const last = list.length - 1;
-        [list[best], list[last]] = [list[last], list[best]];
+      }
+      // tfjs pops the last entry: put the chosen one there.
+      [list[pick], list[last]] = [list[last], list[pick]];
+    }
+    const buffer = orig.call(this, size, usage, mappedAtCreation, reuse);
+    if (st) {
+      st.count.set(key, n + 1);
+      if (recorded < MAX_RECORDED) {
+        recorded++;
+        let got = st.now.get(key);
+        if (!got) st.now.set(key, (got = []));
+        got[n] = buffer;
       }
     }
-    return orig.call(this, size, usage, mappedAtCreation, reuse);
+    return buffer;
   };
   h.restore.push(() => {
     pool.acquireBuffer = orig;
+    dropAffinity();
   });
 }

@@ -84,6 +84,7 @@ import type { HandoffFile } from '../distributed/handoff.js';
 import { submitRecorded } from '../backend/fence.js';
 import { SubmitHold } from '../backend/submit_hold.js';
 import { updateSharedInPlace } from '../ops/adam.js';
+import { markPoolStep, withPoolStream } from '../backend/webgpu_hooks.js';
 import { runSteps, type Steps } from '../utils/steps.js';
 
 /** Largest bucket of the flat (not overlapped) exchange. */
@@ -625,6 +626,7 @@ export class DistributedDataParallel {
    * inside another gradient computation) this is tf.variableGrads with watch(). `vars` must be trainable.
    */
   async variableGrads(lossFn: LossFn, vars: readonly tf.Variable[]): Promise<{ value: tf.Scalar; grads: tf.NamedTensorMap }> {
+    markPoolStep();
     const engine = tf.engine() as unknown as EngineInternals;
     if (typeof engine.startTape !== 'function' || typeof engine.endTape !== 'function' || typeof engine.scopedRun !== 'function' ||
       typeof engine.startScope !== 'function' || typeof engine.endScope !== 'function' || !engine.state ||
@@ -917,9 +919,11 @@ export class DistributedDataParallel {
    */
   private ahead<T>(fn: () => T): T {
     const hold = this.hold;
-    if (!hold) return fn();
+    // the exchange's buffer requests in their own stream: where they fall between the forward pass's does not move
+    // which buffers the pass gets (src/backend/webgpu_hooks.ts markPoolStep)
+    if (!hold) return withPoolStream('exchange', fn);
     const ids = this._params.map((p) => p.variable.dataId);
-    const out = hold.before(() => updateSharedInPlace(fn));
+    const out = hold.before(() => withPoolStream('exchange', () => updateSharedInPlace(fn)));
     const moved = this._params.find((p, i) => p.variable.dataId !== ids[i]);
     if (moved) {
       throw new Error(`the optimizer gave parameter ${moved.name} a new buffer while the next forward pass was held; ` +

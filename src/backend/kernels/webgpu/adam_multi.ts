@@ -67,6 +67,26 @@ function sizeBlock(backend: BackendInternals, size: number): GPUBuffer {
   return b;
 }
 
+/**
+ * Where the gradients are read from: a copy of each in a slot of one buffer per device, the same slot for a parameter
+ * every step, so that its bind group does not depend on which pooled buffer its gradient came in (data-parallel
+ * training uploads the averaged gradients into buffers that vary from step to step: 16-34 new bind groups per femto
+ * step on 2 ranks, null backend, where a copy costs ~1.4 us and a new bind group ~30 us on Vulkan,
+ * scripts/dawn_call_cost.mjs). Slots belong to the parameters (the tf.Variables that src/ops/adam.ts passes in, which
+ * keep their identity when weights are loaded into them); when slots of parameters no longer updated (another model,
+ * another optimizer) fill more than half of the slots in use, all slots are handed out again.
+ */
+interface GradSlots {
+  buffer: GPUBuffer | null;
+  next: number;
+  slot: WeakMap<object, number>;
+  /** Parameters updated since the last repeat (an epoch: each step updates each parameter once) and their bytes. */
+  seen: WeakSet<object>;
+  epochBytes: number;
+  lastEpochBytes: number;
+}
+const gradSlots = new WeakMap<GPUDevice, GradSlots>();
+
 export function adamMultiKernel(args: KernelArgs): TensorInfo[] {
   const a = args.attrs as unknown as AdamKernelAttrs & { count: number };
   const backend = args.backend as BackendInternals;
@@ -80,9 +100,19 @@ export function adamMultiKernel(args: KernelArgs): TensorInfo[] {
     backend.uploadToGPU(t.dataId);
     return backend.tensorMap.get(t.dataId).resource as GPUBuffer;
   };
-  // The scalars change every step (bias corrections): one block per device, rewritten in command order.
-  let scalars: GPUBuffer | null = null;
-  const list: BufferDispatch[] = [];
+  const items: Array<{ p: TensorInfo; g: TensorInfo; m: TensorInfo; v: TensorInfo; size: number; offset: number }> = [];
+  const device = backend.device;
+  let slots = gradSlots.get(device);
+  if (!slots) gradSlots.set(device, (slots = { buffer: null, next: 0, slot: new WeakMap(), seen: new WeakSet(), epochBytes: 0, lastEpochBytes: 0 }));
+  const align = Math.max(4, device.limits.minStorageBufferOffsetAlignment);
+  const span = (size: number) => Math.ceil((size * 4) / align) * align;
+  const take = (key: object, size: number): number => {
+    const off = slots.next;
+    slots.next += span(size);
+    slots.slot.set(key, off);
+    return off;
+  };
+  let newBytes = 0;
   for (let i = 0; i < n; i++) {
     const [p, g, m, v] = ['p', 'g', 'm', 'v'].map((k) => get(k, i));
     const size = p.shape.reduce((x, y) => x * y, 1);
@@ -90,9 +120,40 @@ export function adamMultiKernel(args: KernelArgs): TensorInfo[] {
       if (t.shape.reduce((x, y) => x * y, 1) !== size) throw new Error('MambaoutAdamMulti: p, g, m and v sizes differ');
     }
     if (size === 0) continue;
-    scalars ??= scalarBlock(backend, a);
-    list.push({ buffers: [buf(p), buf(m), buf(v), buf(g), scalars, sizeBlock(backend, size)], dispatch: dispatch2D(args.backend, Math.ceil(size / WG)) });
-    for (const t of [p, g, m, v]) backend.commandQueueOwnedIds.add(t.dataId as object);
+    if (slots.seen.has(p)) {
+      slots.lastEpochBytes = slots.epochBytes;
+      slots.epochBytes = 0;
+      slots.seen = new WeakSet();
+    }
+    slots.seen.add(p);
+    slots.epochBytes += span(size);
+    if (!slots.slot.has(p)) newBytes += span(size);
+    items.push({ p, g, m, v, size, offset: -1 });
+  }
+  if (newBytes > 0 && slots.lastEpochBytes > 0 && slots.next + newBytes > 2 * slots.lastEpochBytes) {
+    slots.next = 0; // stale slots: all handed out again
+    slots.slot = new WeakMap();
+  }
+  for (const it of items) it.offset = slots.slot.get(it.p) ?? take(it.p, it.size);
+  if (items.length === 0) return [];
+  if (!slots.buffer || slots.buffer.size < slots.next) {
+    // (grown: work already recorded keeps the old buffer alive; the next steps bind the new one)
+    const bytes = Math.ceil((slots.next * 1.25) / align) * align;
+    slots.buffer = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+  }
+  const G = slots.buffer;
+  // The scalars change every step (bias corrections): one block per device, rewritten in command order.
+  const scalars = scalarBlock(backend, a);
+  const enc = backend.commandEncoder!; // scalarBlock ended the compute pass
+  const list: BufferDispatch[] = [];
+  for (const it of items) {
+    const bytes = it.size * 4;
+    enc.copyBufferToBuffer(buf(it.g), 0, G, it.offset, bytes);
+    list.push({
+      bindings: [buf(it.p), buf(it.m), buf(it.v), { buffer: G, offset: it.offset, size: bytes }, scalars, sizeBlock(backend, it.size)],
+      dispatch: dispatch2D(args.backend, Math.ceil(it.size / WG)),
+    });
+    for (const t of [it.p, it.g, it.m, it.v]) backend.commandQueueOwnedIds.add(t.dataId as object);
   }
   if (list.length === 0) return [];
   const flags = `${a.useDecay ? 1 : 0}${a.useL2 ? 1 : 0}${a.lowLerp ? 1 : 0}`;

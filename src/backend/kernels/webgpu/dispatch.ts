@@ -162,9 +162,9 @@ export function runCustomProgram(backendArg: unknown, prog: CustomProgram, input
   return outputs;
 }
 
-/** One dispatch of `recordDispatches`: the buffers bound at 0, 1, ... (storage, then uniform blocks) and its workgroups. */
+/** One dispatch of `recordDispatches`: what is bound at 0, 1, ... (storage, then uniform blocks) and its workgroups. */
 export interface BufferDispatch {
-  buffers: GPUBuffer[];
+  bindings: Array<GPUBuffer | GPUBufferBinding>;
   dispatch: [number, number, number];
 }
 
@@ -194,7 +194,7 @@ export function recordDispatches(backendArg: unknown, prog: Pick<CustomProgram, 
   pass.setPipeline(pipeline);
   for (const d of list) {
     if (d.dispatch.some((n) => n === 0)) continue;
-    const entries: GPUBindGroupEntry[] = d.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+    const entries: GPUBindGroupEntry[] = d.bindings.map((b, binding) => ({ binding, resource: b instanceof GPUBuffer ? { buffer: b } : b }));
     pass.setBindGroup(0, device.createBindGroup({ layout, entries }));
     pass.dispatchWorkgroups(d.dispatch[0], d.dispatch[1], d.dispatch[2]);
   }
