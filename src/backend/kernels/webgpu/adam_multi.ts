@@ -7,14 +7,14 @@
  * of this kernel gathered parameters, gradients and moments into four flat buffers (copyBufferToBuffer), ran one
  * dispatch and scattered three of them back: 7 copies per parameter, 1,204 native calls per femto step, and its
  * optimizer step took 4.1-4.4 ms of main thread on the 2-core box (Dawn's null backend, which runs nothing, so only
- * the issuing is timed: scratch probe, median of 30 steps, 2026-11-30). Here each parameter gets setBindGroup +
- * dispatchWorkgroups on its own p, m, v, g: 344 native calls, and optimizer issue 2.3-2.7 ms against 4.0-5.6 in
- * the same runs (bench_dist `optimizer_ms`, docs/BENCHMARKS.md "CPU run, 2026-11-30"). The bind groups come from the
+ * the issuing is timed: scratch probe, median of 30 steps, 2026-11-30). Here each parameter gets one copy (its
+ * gradient into its slot), setBindGroup and dispatchWorkgroups on its own p, m, v: 516 native calls, and the optimizer
+ * issues in 2.6-3.3 ms against 3.8-4.1 in the same runs (bench_dist `optimizer_ms`, docs/BENCHMARKS.md "CPU run,
+ * 2026-11-30"). The bind groups come from the
  * cache of ../../webgpu_hooks.ts, so every bound buffer must be the same step after step: the scalars (new each step:
  * bias corrections) go into one uniform block per device, rewritten in command order; the element count is one cached
- * block per size. On 1 GPU no bind group is new after the first steps; in data-parallel training the averaged
- * gradients come from the buffer pool in an order that varies, and ~22-25 of the 172 per step were new (2 ranks on
- * the null backend).
+ * block per size; each gradient is copied into a slot of its own (below). No bind group is new after the first steps,
+ * on 1 GPU and on 2 ranks (null backend; with the gradients bound where they came in, 16-34 per step were new there).
  * The scalar block requires that updates run on the GPU in the order they are recorded: true in tfjs's encoder and
  * in SubmitHold.before (src/backend/submit_hold.ts), which submits at once; an update recorded into held work would
  * read the scalars of a later call.
