@@ -108,14 +108,9 @@ export function runCustomProgram(backendArg: unknown, prog: CustomProgram, input
   for (const o of outputs) backend.uploadToGPU(o.dataId);
   if (empty) return outputs;
   for (const t of inputs) backend.uploadToGPU(t.dataId);
-  const pipeline = getPipeline(device, prog);
 
-  const entries: GPUBindGroupEntry[] = [];
-  let binding = 0;
-  for (const t of [...outputs, ...inputs]) {
-    const buffer = backend.tensorMap.get(t.dataId).resource as GPUBuffer;
-    entries.push({ binding: binding++, resource: { buffer } });
-  }
+  const bindings: GPUBufferBinding[] = [];
+  for (const t of [...outputs, ...inputs]) bindings.push({ buffer: backend.tensorMap.get(t.dataId).resource as GPUBuffer });
   if (prog.uniforms && prog.uniforms.length > 0) {
     const size = Math.max(16, Math.ceil((prog.uniforms.length * 4) / 16) * 16);
     const data = new ArrayBuffer(size);
@@ -133,32 +128,10 @@ export function runCustomProgram(backendArg: unknown, prog: CustomProgram, input
       backend.queue.writeBuffer(ub, 0, data, 0, size);
       backend.uniformPendingDisposal.push(ub);
     }
-    entries.push({ binding: binding++, resource: { buffer: ub, offset: 0, size } });
+    bindings.push({ buffer: ub, offset: 0, size });
   }
-  const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
   for (const t of [...inputs, ...outputs]) backend.commandQueueOwnedIds.add(t.dataId as object);
-
-  const timed = backend.activeTimers != null;
-  backend.ensureCommandEncoderReady();
-  if (timed && backend.supportTimestampQuery) {
-    backend.endComputePassEncoder();
-    if (backend.querySet == null) backend.querySet = device.createQuerySet({ type: 'timestamp', count: backend.querySetCount });
-    backend.computePassEncoder = backend.commandEncoder!.beginComputePass({
-      timestampWrites: { querySet: backend.querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
-    });
-  } else if (!backend.computePassEncoder) {
-    backend.computePassEncoder = backend.commandEncoder!.beginComputePass({});
-  }
-  const pass = backend.computePassEncoder!;
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, bindGroup);
-  pass.dispatchWorkgroups(prog.dispatch[0], prog.dispatch[1], prog.dispatch[2]);
-  backend.dispatchCountInPass++;
-  if (timed || tf.env().getNumber('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') <= backend.dispatchCountInPass) {
-    backend.endComputePassEncoder();
-    if (timed) backend.activeTimers!.push({ name: prog.name, query: backend.getQueryTime() });
-    else backend.submitQueue();
-  }
+  recordDispatches(backend, prog, [{ bindings, dispatch: prog.dispatch }]);
   return outputs;
 }
 
@@ -171,8 +144,8 @@ export interface BufferDispatch {
 /**
  * Record dispatches of one shader, each on its own buffers, into tfjs's current compute pass (tf.profile: one timed
  * pass for them all), counted as one dispatch towards WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE (a submit in between would
- * cost more main-thread time than the dispatches). For kernels that update tensors in place (no outputs): the caller
- * marks the tensors' dataIds in `commandQueueOwnedIds`, as runCustomProgram does.
+ * cost more main-thread time than the dispatches). runCustomProgram records its one dispatch here; kernels that
+ * update tensors in place (no outputs) call it directly and mark the tensors' dataIds in `commandQueueOwnedIds`.
  */
 export function recordDispatches(backendArg: unknown, prog: Pick<CustomProgram, 'name' | 'key' | 'code'>, list: BufferDispatch[]): void {
   const backend = backendArg as BackendInternals;
