@@ -31,6 +31,7 @@ import { getModelConfig } from '../src/models/registry.js';
 import { createOptimizer } from '../src/train/optim/index.js';
 import { softTargetCrossEntropy } from '../src/train/loss.js';
 import { InFlight } from '../src/backend/fence.js';
+import { bindGroupCacheStats } from '../src/backend/webgpu_hooks.js';
 import { BATCH_PATHS, type BatchPath } from '../src/data/prefetch.js';
 
 const { values } = nodeParseArgs({
@@ -126,6 +127,8 @@ try {
   let tEnd = 0;
   let stop = false;
   let cWarm = 0;
+  // bind groups created per steady step (src/backend/webgpu_hooks.ts cache misses: 0 when steps reuse their buffers)
+  let newBindGroups = 0;
   const tStart = performance.now();
   await runTraining(args, {
     logger,
@@ -139,9 +142,11 @@ try {
         tWarm = performance.now();
         marks.loop_steady_start_us = nowUs();
         cWarm = cpuMs();
+        bindGroupCacheStats(true);
       } else {
         tEnd = performance.now();
         marks.loop_steady_end_us = nowUs();
+        newBindGroups = bindGroupCacheStats(true).misses / steps;
         stop = true;
       }
     },
@@ -154,7 +159,7 @@ try {
   const out = {
     bench: 'train', model: values.model, img: size, batch: B, workers: Number(values.workers), backend: values.backend, path: batchPath,
     steps, steady_img_s: +steady.toFixed(1), startup_img_s: +withStartup.toFixed(1), model_step_alone_img_s: +alone.toFixed(1),
-    ratio_steady: +(steady / alone).toFixed(3), loop_cpu_ms_per_image: +cpuPerImg.toFixed(1), load: os.loadavg()[0], ...marks,
+    ratio_steady: +(steady / alone).toFixed(3), loop_cpu_ms_per_image: +cpuPerImg.toFixed(1), loop_new_bind_groups: +newBindGroups.toFixed(1), load: os.loadavg()[0], ...marks,
   };
   if (values.json) console.log(JSON.stringify(out));
   else {
