@@ -28,6 +28,9 @@
  *            the exchange's completions a turn and ends the hold once the exchange is done), e.g. default+whole
  *   +memcpy  staged paths: the main thread copies between mapped staging memory and the exchange's arrays (GradHandoff
  *            'memcpy') instead of the kernel through a /dev/shm hand-off file, e.g. default+memcpy
+ *   +noaffinity, +noslots  webgpu: the buffer pool without step marks, AdamW binding each gradient where it came in
+ *            (webgpuKernelSettings poolAffinity, gradSlots; `new_bind_groups` counts what they save), e.g.
+ *            default+noaffinity+noslots
  * `default` is always staged.
  * Each path: --warmup untimed steps, --steps timed steps (img/s, ms/step, JS issue time of forward + backward), then
  * --breakdown profiled steps whose exchange is timed phase by phase (src/train/ddp.ts StepProfile; the probes
@@ -53,6 +56,7 @@ import { availableParallelism } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { bindGroupCacheStats } from '../src/backend/webgpu_hooks.js';
+import { setWebGPUKernelSettings, type WebGPUKernelSettings } from '../src/backend/kernels/webgpu/settings.js';
 import { createModel } from '../src/models/mambaout.js';
 import { getModelConfig } from '../src/models/registry.js';
 import { createOptimizer } from '../src/train/optim/index.js';
@@ -81,14 +85,18 @@ interface Path {
   hold: boolean;
   /** the forward pass given in pieces (MambaOut.forwardSteps): a held one gives the exchange a turn between them */
   pieces: boolean;
+  /** webgpuKernelSettings for this path (+noaffinity, +noslots) */
+  kernels: Partial<WebGPUKernelSettings>;
 }
 function parsePath(name: string): Path {
   const [base, ...mods] = name.split('+').map((p) => p.trim());
   if (!BASES.includes(base as Base)) throw new Error(`unknown path '${name}' (use ${BASES.join(', ')}, with +staged and/or +bf16)`);
-  for (const m of mods) if (!['staged', 'bf16', 'sync', 'memcpy', 'hold', 'await', 'whole'].includes(m)) throw new Error(`unknown modifier '+${m}' in path '${name}' (use +staged, +bf16, +sync, +memcpy, +hold, +await, +whole)`);
+  const known = ['staged', 'bf16', 'sync', 'memcpy', 'hold', 'await', 'whole', 'noaffinity', 'noslots'];
+  for (const m of mods) if (!known.includes(m)) throw new Error(`unknown modifier '+${m}' in path '${name}' (use ${known.map((k) => `+${k}`).join(', ')})`);
   if (base === 'none' && mods.length) throw new Error(`path 'none' takes no modifiers`);
   return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync'), memcpy: mods.includes('memcpy'),
-    hold: mods.includes('hold') || (base === 'default' && !mods.includes('await')), pieces: !mods.includes('whole') };
+    hold: mods.includes('hold') || (base === 'default' && !mods.includes('await')), pieces: !mods.includes('whole'),
+    kernels: { poolAffinity: !mods.includes('noaffinity'), gradSlots: !mods.includes('noslots') } };
 }
 
 const { values } = parseArgs({
@@ -342,6 +350,7 @@ async function compareWeights(): Promise<{ max_abs_weight_diff: number; max_abs_
 
 const rows: Row[] = [];
 for (const path of paths) {
+  setWebGPUKernelSettings(path.kernels);
   resetWeights();
   const [ddp, ddpProf] = [ddpFor(path, false), ddpFor(path, true)];
   inFlight = new InFlight(2);

@@ -90,7 +90,7 @@ export type DistTransportSetting = 'auto' | 'unix' | 'tcp';
  * The WebGPU kernel features MAMBAOUT_WEBGPU_OFF can switch off by name (the fields of WebGPUKernelSettings in
  * src/backend/kernels/webgpu/settings.ts, which takes its list from here).
  */
-export const WEBGPU_FEATURES = ['gemm', 'linearEpilogue', 'layerNormGelu', 'adamMulti', 'convBackpropInput', 'convForward', 'gateConv', 'bindGroupCache', 'directUpload', 'uniformCache'] as const;
+export const WEBGPU_FEATURES = ['gemm', 'linearEpilogue', 'layerNormGelu', 'adamMulti', 'convBackpropInput', 'convForward', 'gateConv', 'bindGroupCache', 'directUpload', 'uniformCache', 'poolAffinity', 'gradSlots'] as const;
 export type WebGPUFeature = (typeof WEBGPU_FEATURES)[number];
 
 const raw = (name: SettingName): string | undefined => process.env[SETTING_VARIABLES[name]];

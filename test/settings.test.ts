@@ -128,7 +128,7 @@ test('a bad value is a UserError naming the variable and the value', () => {
     assert.throws(() => settings.distTransport, (e: unknown) => e instanceof UserError && e.message === "MAMBAOUT_DIST_TRANSPORT must be auto, unix or tcp, got 'rdma'."));
   const bad: Array<[SettingName, string, string]> = [
     ['webgpuKernels', 'v2', "MAMBAOUT_WEBGPU_KERNELS='v2' is not v1 or current"],
-    ['webgpuOff', 'gemm,gemv', "MAMBAOUT_WEBGPU_OFF='gemm,gemv' names 'gemv', which is not one of fused, gemm, linearEpilogue, layerNormGelu, adamMulti, convBackpropInput, convForward, gateConv, bindGroupCache, directUpload, uniformCache"],
+    ['webgpuOff', 'gemm,gemv', "MAMBAOUT_WEBGPU_OFF='gemm,gemv' names 'gemv', which is not one of fused, gemm, linearEpilogue, layerNormGelu, adamMulti, convBackpropInput, convForward, gateConv, bindGroupCache, directUpload, uniformCache, poolAffinity, gradSlots"],
     ['gemmRules', 'phase2', "MAMBAOUT_GEMM_RULES must be current or phase1, got 'phase2'."],
     ['regionDecode', 'yes', "MAMBAOUT_REGION_DECODE must be on, off or poison, got 'yes'."],
     ['distCompress', 'fp16', "MAMBAOUT_DIST_COMPRESS must be none or bf16, got 'fp16'."],

@@ -706,12 +706,15 @@ test('step-speed kernels (GEMM tiles, fused Linear, LayerNorm+GELU, multi-tensor
         const host = await runOpt('cpu', true);
         // the kernel keeps a gradient slot per parameter buffer: new buffers every step make it hand slots out again
         const reloaded = await adamStates('webgpu', opt, c, () => setWebGPUKernelSettings({ adamMulti: true }), true);
-        setWebGPUKernelSettings({ adamMulti: true });
+        // and with each gradient bound where it came in (bench_dist +noslots)
+        const unslotted = await adamStates('webgpu', opt, c, () => setWebGPUKernelSettings({ adamMulti: true, gradSlots: false }));
+        setWebGPUKernelSettings({ adamMulti: true, gradSlots: true });
         await tf.setBackend('webgpu');
         for (let i = 0; i < host.length; i++) {
           assert.ok(relErr(multi[i], host[i]) <= 1e-5, `${opt} tensor ${i}: multi vs cpu rel ${relErr(multi[i], host[i])}`);
           assert.ok(relErr(multi[i], single[i]) <= 1e-6, `${opt} tensor ${i}: multi vs per-parameter rel ${relErr(multi[i], single[i])}`);
           assert.deepEqual(Array.from(reloaded[i]), Array.from(multi[i]), `${opt} tensor ${i}: parameters in new buffers after each step`);
+          assert.deepEqual(Array.from(unslotted[i]), Array.from(multi[i]), `${opt} tensor ${i}: gradients bound where they came in`);
         }
       }
     });

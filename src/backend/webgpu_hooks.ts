@@ -311,7 +311,7 @@ const MAX_RECORDED = 200_000;
  */
 export function markPoolStep(): void {
   if (!hooks) return;
-  affinity = true;
+  affinity = webgpuKernelSettings.poolAffinity;
   recorded = 0;
   for (const st of Object.values(STREAMS)) {
     st.prev = st.now;

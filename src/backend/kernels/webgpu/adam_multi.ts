@@ -28,6 +28,7 @@ import type { AdamKernelAttrs } from './adam.js';
 import { adamScalarBytes, adamSource } from './adam.js';
 import { dispatch2D, recordDispatches, type BackendInternals, type BufferDispatch } from './dispatch.js';
 import { cachedUniformBuffer } from './uniforms.js';
+import { webgpuKernelSettings } from './settings.js';
 import type { KernelArgs } from './util.js';
 
 const WG = 256;
@@ -142,15 +143,17 @@ export function adamMultiKernel(args: KernelArgs): TensorInfo[] {
     slots.buffer = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
   }
   const G = slots.buffer;
+  const useSlots = webgpuKernelSettings.gradSlots;
   // The scalars change every step (bias corrections): one block per device, rewritten in command order.
   const scalars = scalarBlock(backend, a);
   const enc = backend.commandEncoder!; // scalarBlock ended the compute pass
   const list: BufferDispatch[] = [];
   for (const it of items) {
     const bytes = it.size * 4;
-    enc.copyBufferToBuffer(buf(it.g), 0, G, it.offset, bytes);
+    if (useSlots) enc.copyBufferToBuffer(buf(it.g), 0, G, it.offset, bytes);
+    const grad = useSlots ? { buffer: G, offset: it.offset, size: bytes } : buf(it.g);
     list.push({
-      bindings: [buf(it.p), buf(it.m), buf(it.v), { buffer: G, offset: it.offset, size: bytes }, scalars, sizeBlock(backend, it.size)],
+      bindings: [buf(it.p), buf(it.m), buf(it.v), grad, scalars, sizeBlock(backend, it.size)],
       dispatch: dispatch2D(args.backend, Math.ceil(it.size / WG)),
     });
     for (const t of [it.p, it.g, it.m, it.v]) backend.commandQueueOwnedIds.add(t.dataId as object);

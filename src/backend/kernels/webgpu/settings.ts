@@ -22,7 +22,7 @@ export interface WebGPUKernelSettings {
   linearEpilogue: boolean;
   /** LayerNorm followed by GELU (the stem) as one kernel. */
   layerNormGelu: boolean;
-  /** One Adam/AdamW dispatch per parameter group (parameters gathered into flat buffers by copies). */
+  /** One Adam/AdamW kernel call per parameter group, in place (a dispatch per parameter: ./adam_multi.ts). */
   adamMulti: boolean;
   /** Our Conv2DBackpropInput (implicit GEMM split by output parity) instead of tfjs's. */
   convBackpropInput: boolean;
@@ -36,6 +36,10 @@ export interface WebGPUKernelSettings {
   directUpload: boolean;
   /** One persistent uniform buffer per distinct uniform block instead of a pooled buffer written per dispatch (uniforms.ts). */
   uniformCache: boolean;
+  /** A step marked with markPoolStep gets the last marked step's buffers where they are free (webgpu_hooks.ts). */
+  poolAffinity: boolean;
+  /** MambaoutAdamMulti reads each gradient from a slot of its own (one copy) instead of the buffer it came in. */
+  gradSlots: boolean;
   /**
    * --amp: the GatedCNN block stores its large intermediates as bfloat16 (src/ops/gated_cnn_bf16.ts). Off by default;
    * the training loop turns it on for --amp (src/ops/fused.ts `enableMixedPrecision`), benchmarks with
@@ -61,6 +65,8 @@ function fromSettings(): WebGPUKernelSettings {
     bindGroupCache: true,
     directUpload: true,
     uniformCache: true,
+    poolAffinity: true,
+    gradSlots: true,
     bf16: settings.webgpuAmp,
   };
   for (const f of FEATURES) if (v1 || off.has(f)) s[f] = false;
