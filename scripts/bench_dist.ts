@@ -56,7 +56,7 @@ import { availableParallelism } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { bindGroupCacheStats } from '../src/backend/webgpu_hooks.js';
-import { setWebGPUKernelSettings, type WebGPUKernelSettings } from '../src/backend/kernels/webgpu/settings.js';
+import { setWebGPUKernelSettings, webgpuKernelSettings, type WebGPUKernelSettings } from '../src/backend/kernels/webgpu/settings.js';
 import { createModel } from '../src/models/mambaout.js';
 import { getModelConfig } from '../src/models/registry.js';
 import { createOptimizer } from '../src/train/optim/index.js';
@@ -85,7 +85,7 @@ interface Path {
   hold: boolean;
   /** the forward pass given in pieces (MambaOut.forwardSteps): a held one gives the exchange a turn between them */
   pieces: boolean;
-  /** webgpuKernelSettings for this path (+noaffinity, +noslots) */
+  /** webgpuKernelSettings switched off for this path (+noaffinity, +noslots; the others as the environment says) */
   kernels: Partial<WebGPUKernelSettings>;
 }
 function parsePath(name: string): Path {
@@ -96,7 +96,7 @@ function parsePath(name: string): Path {
   if (base === 'none' && mods.length) throw new Error(`path 'none' takes no modifiers`);
   return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync'), memcpy: mods.includes('memcpy'),
     hold: mods.includes('hold') || (base === 'default' && !mods.includes('await')), pieces: !mods.includes('whole'),
-    kernels: { poolAffinity: !mods.includes('noaffinity'), gradSlots: !mods.includes('noslots') } };
+    kernels: { ...(mods.includes('noaffinity') ? { poolAffinity: false } : {}), ...(mods.includes('noslots') ? { gradSlots: false } : {}) } };
 }
 
 const { values } = parseArgs({
@@ -349,8 +349,9 @@ async function compareWeights(): Promise<{ max_abs_weight_diff: number; max_abs_
 }
 
 const rows: Row[] = [];
+const envKernels = { poolAffinity: webgpuKernelSettings.poolAffinity, gradSlots: webgpuKernelSettings.gradSlots };
 for (const path of paths) {
-  setWebGPUKernelSettings(path.kernels);
+  setWebGPUKernelSettings({ ...envKernels, ...path.kernels });
   resetWeights();
   const [ddp, ddpProf] = [ddpFor(path, false), ddpFor(path, true)];
   inFlight = new InFlight(2);

@@ -40,7 +40,7 @@ export function adamUniforms(n: number, a: AdamKernelAttrs): Array<{ name: strin
   return [{ name: 'n', type: 'i32', value: n }, ...FLOATS.map((name) => ({ name, type: 'f32' as UniformType, value: a[name] }))];
 }
 
-/** Uniform block of the scalars alone (`adamSource` with `sizeBlock`): FLOATS in order, as float32. */
+/** Uniform block of the scalars alone (`adamSource` in place): FLOATS in order, as float32. */
 export function adamScalarBytes(a: AdamKernelAttrs): ArrayBuffer {
   const bytes = new ArrayBuffer(FLOATS.length * 4);
   new Float32Array(bytes).set(FLOATS.map((k) => a[k]));
@@ -48,17 +48,17 @@ export function adamScalarBytes(a: AdamKernelAttrs): ArrayBuffer {
 }
 
 /**
- * WGSL of the update; inPlace: bindings pOut/mOut/vOut are also the inputs (grad the only read-only one).
- * sizeBlock (in place only): the element count in a uniform block of its own at binding 5 (`n: i32`, 16 bytes) and
- * the scalars alone at binding 4 (adamScalarBytes), so that one scalar block serves dispatches of every size
- * (./adam_multi.ts). The arithmetic is the same text in every variant.
+ * WGSL of the update. inPlace (./adam_multi.ts): bindings pOut/mOut/vOut are also the inputs (grad the only read-only
+ * one), the scalars alone are the uniform block at binding 4 (adamScalarBytes) and the element count a block of its
+ * own at binding 5 (`n: i32`, 16 bytes), so that one scalar block serves dispatches of every size. The arithmetic is
+ * the same text in both variants.
  */
-export function adamSource(useDecay: boolean, useL2: boolean, lowLerp: boolean, inPlace = false, sizeBlock = false): string {
+export function adamSource(useDecay: boolean, useL2: boolean, lowLerp: boolean, inPlace = false): string {
   const floats = FLOATS.map((name) => ({ name, type: 'f32' as UniformType, value: 0 }));
-  const uniforms = sizeBlock ? floats : [{ name: 'n', type: 'i32' as UniformType, value: 0 }, ...floats];
-  const n = sizeBlock ? 'size.n' : 'u.n';
+  const uniforms = inPlace ? floats : [{ name: 'n', type: 'i32' as UniformType, value: 0 }, ...floats];
+  const n = inPlace ? 'size.n' : 'u.n';
   return `
-${uniformStruct(uniforms, inPlace ? 4 : 7)}${sizeBlock ? `struct Size {\n  n : i32,\n};\n@group(0) @binding(5) var<uniform> size : Size;\n` : ''}
+${uniformStruct(uniforms, inPlace ? 4 : 7)}${inPlace ? `struct Size {\n  n : i32,\n};\n@group(0) @binding(5) var<uniform> size : Size;\n` : ''}
 @group(0) @binding(0) var<storage, read_write> pOut : array<f32>;
 @group(0) @binding(1) var<storage, read_write> mOut : array<f32>;
 @group(0) @binding(2) var<storage, read_write> vOut : array<f32>;

@@ -137,33 +137,32 @@ export function adamMultiKernel(args: KernelArgs): TensorInfo[] {
   }
   for (const it of items) it.offset = slots.slot.get(it.p) ?? take(it.p, it.size);
   if (items.length === 0) return [];
-  if (!slots.buffer || slots.buffer.size < slots.next) {
+  const useSlots = webgpuKernelSettings.gradSlots;
+  if (useSlots && (!slots.buffer || slots.buffer.size < slots.next)) {
     // (grown: work already recorded keeps the old buffer alive; the next steps bind the new one)
     const bytes = Math.ceil((slots.next * 1.25) / align) * align;
     slots.buffer = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
   }
-  const G = slots.buffer;
-  const useSlots = webgpuKernelSettings.gradSlots;
+  const G = useSlots ? slots.buffer : null;
   // The scalars change every step (bias corrections): one block per device, rewritten in command order.
   const scalars = scalarBlock(backend, a);
   const enc = backend.commandEncoder!; // scalarBlock ended the compute pass
   const list: BufferDispatch[] = [];
   for (const it of items) {
     const bytes = it.size * 4;
-    if (useSlots) enc.copyBufferToBuffer(buf(it.g), 0, G, it.offset, bytes);
-    const grad = useSlots ? { buffer: G, offset: it.offset, size: bytes } : buf(it.g);
+    if (G) enc.copyBufferToBuffer(buf(it.g), 0, G, it.offset, bytes);
+    const grad = G ? { buffer: G, offset: it.offset, size: bytes } : buf(it.g);
     list.push({
       bindings: [buf(it.p), buf(it.m), buf(it.v), grad, scalars, sizeBlock(backend, it.size)],
       dispatch: dispatch2D(args.backend, Math.ceil(it.size / WG)),
     });
     for (const t of [it.p, it.g, it.m, it.v]) backend.commandQueueOwnedIds.add(t.dataId as object);
   }
-  if (list.length === 0) return [];
   const flags = `${a.useDecay ? 1 : 0}${a.useL2 ? 1 : 0}${a.lowLerp ? 1 : 0}`;
   recordDispatches(args.backend, {
     name: 'AdamMulti',
     key: `mambaout_adam_each_${flags}`,
-    code: () => adamSource(a.useDecay, a.useL2, a.lowLerp, true, true),
+    code: () => adamSource(a.useDecay, a.useL2, a.lowLerp, true),
   }, list);
   return [];
 }
