@@ -33,8 +33,8 @@ export function adamInPlaceAvailable(): boolean {
   return adamFusedAvailable() && shouldFuse('MambaoutAdamMulti', 'adamMulti');
 }
 
-/** Parameters per MambaoutAdamMulti dispatch (bounds the flat buffers and the input list). */
-const MAX_PER_DISPATCH = 512;
+/** Parameters per MambaoutAdamMulti call (bounds the kernel's input list; it makes one dispatch per parameter). */
+const MAX_PER_CALL = 512;
 
 function alone(t: tf.Tensor): boolean {
   const b = tf.backend() as unknown as { refCount?: (id: unknown) => number };
@@ -72,8 +72,8 @@ export function adamStep(items: AdamItem[], s: AdamScalars): void {
       tf.dispose([p, m, v]);
     }
   }
-  for (let i = 0; i < batch.length; i += MAX_PER_DISPATCH) {
-    const part = batch.slice(i, i + MAX_PER_DISPATCH);
+  for (let i = 0; i < batch.length; i += MAX_PER_CALL) {
+    const part = batch.slice(i, i + MAX_PER_CALL);
     const inputs: tf.NamedTensorMap = {};
     part.forEach((it, j) => {
       inputs[`p${j}`] = it.param;
