@@ -31,7 +31,6 @@
  *   +noaffinity, +noslots  webgpu: the buffer pool without step marks, AdamW binding each gradient where it came in
  *            (webgpuKernelSettings poolAffinity, gradSlots; `new_bind_groups` counts what they save), e.g.
  *            default+noaffinity+noslots
- *   +bigtail the last bucket as large as any (DdpOptions.lastBucketBytes 0) instead of capped at 60 KiB, e.g. default+bigtail
  * `default` is always staged.
  * Each path: --warmup untimed steps, --steps timed steps (img/s, ms/step, JS issue time of forward + backward), then
  * --breakdown profiled steps whose exchange is timed phase by phase (src/train/ddp.ts StepProfile; the probes
@@ -88,19 +87,16 @@ interface Path {
   pieces: boolean;
   /** webgpuKernelSettings switched off for this path (+noaffinity, +noslots; the others as the environment says) */
   kernels: Partial<WebGPUKernelSettings>;
-  /** +bigtail: DdpOptions.lastBucketBytes 0 */
-  bigTail: boolean;
 }
 function parsePath(name: string): Path {
   const [base, ...mods] = name.split('+').map((p) => p.trim());
   if (!BASES.includes(base as Base)) throw new Error(`unknown path '${name}' (use ${BASES.join(', ')}, with +staged and/or +bf16)`);
-  const known = ['staged', 'bf16', 'sync', 'memcpy', 'hold', 'await', 'whole', 'noaffinity', 'noslots', 'bigtail'];
+  const known = ['staged', 'bf16', 'sync', 'memcpy', 'hold', 'await', 'whole', 'noaffinity', 'noslots'];
   for (const m of mods) if (!known.includes(m)) throw new Error(`unknown modifier '+${m}' in path '${name}' (use ${known.map((k) => `+${k}`).join(', ')})`);
   if (base === 'none' && mods.length) throw new Error(`path 'none' takes no modifiers`);
   return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync'), memcpy: mods.includes('memcpy'),
     hold: mods.includes('hold') || (base === 'default' && !mods.includes('await')), pieces: !mods.includes('whole'),
-    kernels: { ...(mods.includes('noaffinity') ? { poolAffinity: false } : {}), ...(mods.includes('noslots') ? { gradSlots: false } : {}) },
-    bigTail: mods.includes('bigtail') };
+    kernels: { ...(mods.includes('noaffinity') ? { poolAffinity: false } : {}), ...(mods.includes('noslots') ? { gradSlots: false } : {}) } };
 }
 
 const { values } = parseArgs({
@@ -235,12 +231,12 @@ const pool = paths.some(threadsFor)
 const ddps = new Map<string, DistributedDataParallel>();
 /** One DDP per combination of threads, transfer, compression and profiling (each keeps its own staging). */
 function ddpFor(p: Path, profile: boolean): DistributedDataParallel {
-  const key = `${threadsFor(p)}|${p.staged}|${p.bf16}|${p.memcpy}|${p.bigTail}|${profile}`;
+  const key = `${threadsFor(p)}|${p.staged}|${p.bf16}|${p.memcpy}|${profile}`;
   let d = ddps.get(key);
   if (!d) {
     d = new DistributedDataParallel(group, params, {
       bucketBytes, profile, pool: threadsFor(p) ? pool : null, transfer: p.staged ? 'staged' : 'tfjs', compress: p.bf16 ? 'bf16' : 'none',
-      handoff: p.memcpy ? 'memcpy' : 'auto', trace: traced > 0 ? trace : undefined, ...(p.bigTail ? { lastBucketBytes: 0 } : {}),
+      handoff: p.memcpy ? 'memcpy' : 'auto', trace: traced > 0 ? trace : undefined,
     });
     ddps.set(key, d);
   }

@@ -43,28 +43,6 @@ function setup(bucketBytes: number) {
   return { model, params, x, y, loss, vars: params.map((p) => p.variable) };
 }
 
-test('the last bucket holds only the first-registered parameters, up to lastBucketBytes, and the rest of what it held goes into the bucket before it', () => {
-  const model = createModel('mambaout_femto');
-  const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
-  const bytes = (i: number): number => params[i].variable.size * 4;
-  const capped = new DistributedDataParallel(new FakeGroup(), params, { bucketBytes: 2 * 1024 * 1024 });
-  const whole = new DistributedDataParallel(new FakeGroup(), params, { bucketBytes: 2 * 1024 * 1024, lastBucketBytes: 0 });
-  const last = capped.buckets[capped.buckets.length - 1];
-  // femto: the stem (downsample_layers.0, 45 KiB) alone; before the cap the last bucket also held two downsampling convolutions
-  assert.deepEqual(last.members.map((i) => params[i].name).sort(), params.filter((p) => p.name.startsWith('downsample_layers.0.')).map((p) => p.name).sort());
-  assert.ok(last.bytes <= 60 * 1024 && last.bytes === last.members.reduce((a, i) => a + bytes(i), 0), `${last.bytes} bytes`);
-  assert.equal(capped.buckets.length, whole.buckets.length + 1);
-  const before = capped.buckets[capped.buckets.length - 2];
-  assert.deepEqual([...before.members, ...last.members], whole.buckets[whole.buckets.length - 1].members);
-  assert.equal(before.bytes, before.members.reduce((a, i) => a + bytes(i), 0));
-  // every parameter still in exactly one bucket
-  assert.deepEqual(capped.buckets.flatMap((b) => b.members).sort((a, b) => a - b), params.map((_, i) => i));
-  // a bucket of one parameter larger than the cap stays as it is
-  const one = new DistributedDataParallel(new FakeGroup(), params.slice(0, 1), { lastBucketBytes: 4 });
-  assert.equal(one.buckets.length, 1);
-  tf.dispose(params.map((p) => p.variable));
-});
-
 test('overlapped buckets start during the backward pass and average to the same gradients as one flat buffer', async () => {
   const s = setup(40_000);
   const group = new FakeGroup();

@@ -89,13 +89,6 @@ import { runSteps, type Steps } from '../utils/steps.js';
 
 /** Largest bucket of the flat (not overlapped) exchange. */
 const FLAT_BUCKET_BYTES = 64 * 1024 * 1024;
-/**
- * Default cap of the last bucket (DdpOptions.lastBucketBytes): below the shared-memory mailboxes' SHM_MIN_PAYLOAD, so
- * it travels inline. Measured on the H200 x2 VM (docs/BENCHMARKS.md, GPU run 8): a CommPool all-reduce round trip
- * between 2 ranks takes 0.77 ms for 4 KiB, 1.9 ms for 860 KiB, 3.1 ms for 2 MiB, and femto's last bucket was 855 KiB
- * (the stem with two downsampling layers) although the gradients produced last, the stem's, are 45 KiB.
- */
-const LAST_BUCKET_BYTES = 60 * 1024;
 
 /** The process-group operations DDP uses (src/distributed/group.ts). */
 export interface Communicator {
@@ -130,14 +123,6 @@ export type GradHold = 'auto' | 'off';
 export interface DdpOptions {
   /** Bucket size of the overlapped exchange in bytes (default DEFAULT_DIST_BUCKET_MB = 2 MiB; DDP's default is 25 MB). */
   bucketBytes?: number;
-  /**
-   * At most this many bytes in the last bucket (default LAST_BUCKET_BYTES; 0: the last bucket is as large as any).
-   * The first-registered parameters (a stem, a patch embedding) get their gradients last, so their bucket is exchanged
-   * after the backward pass while the GPU waits; the parameters registered after them, which fill the rest of that
-   * bucket, go into a bucket of their own that is exchanged during the backward pass. torch's DDP caps its first
-   * bucket (1 MiB) for the mirror reason: so that the exchange starts early.
-   */
-  lastBucketBytes?: number;
   /** Time the phases of every exchange (adds GPU synchronisations; benchmarks only). */
   profile?: boolean;
   /**
@@ -483,7 +468,6 @@ export class DistributedDataParallel {
   /** The pool was started by attach() (and is closed by close()), not handed in. */
   private ownPool = false;
   private readonly bucketCap: number;
-  private readonly lastBucketCap: number;
   readonly compress: GradCompression;
   private transferMode: GradTransfer;
   private readonly handoffMode: GradHandoff;
@@ -522,9 +506,6 @@ export class DistributedDataParallel {
     const cap = opts.bucketBytes ?? DEFAULT_DIST_BUCKET_MB * 1024 * 1024;
     if (!(cap >= 4)) throw new UserError(`the gradient bucket size must be at least 4 bytes, got ${cap}.`);
     this.bucketCap = cap;
-    const last = opts.lastBucketBytes ?? LAST_BUCKET_BYTES;
-    if (!(last >= 0)) throw new UserError(`the last gradient bucket's size must be 0 or more bytes, got ${last}.`);
-    this.lastBucketCap = last;
     this.layout = this.bind(params);
   }
 
@@ -543,18 +524,6 @@ export class DistributedDataParallel {
       }
       cur.members.push(i);
       cur.bytes += bytes;
-    }
-    // The last bucket split: its last members (the first-registered parameters) up to lastBucketCap on their own.
-    const tail = buckets[buckets.length - 1];
-    if (tail && this.lastBucketCap > 0 && tail.bytes > this.lastBucketCap) {
-      let j = tail.members.length;
-      let bytes = 0;
-      while (j > 1 && bytes + params[tail.members[j - 1]].variable.size * 4 <= this.lastBucketCap) bytes += params[tail.members[--j]].variable.size * 4;
-      if (j < tail.members.length) {
-        buckets.push({ members: tail.members.slice(j), bytes });
-        tail.members = tail.members.slice(0, j);
-        tail.bytes -= bytes;
-      }
     }
     return new Layout(buckets, params.length, this.compress, this.pool);
   }
