@@ -51,9 +51,11 @@ part_json() {
 tagged() {
   local name=$1 limit=$2
   shift 2
-  timeout -k 10 "$limit" "$@" > "$OUT/$name.log" 2>&1
-  local l; l=$(grep '^{' "$OUT/$name.log" | tail -1)
-  if [ -n "$l" ]; then echo "{\"variant\":\"$name\",${l#\{}" >> "$J"; else say "$name failed:"; grep -v Warn "$OUT/$name.log" | tail -4; fi
+  # the log's name without '+' (bench_dist path modifiers): the device tool does not bring such names back
+  local log="$OUT/${name//+/_}.log"
+  timeout -k 10 "$limit" "$@" > "$log" 2>&1
+  local l; l=$(grep '^{' "$log" | tail -1)
+  if [ -n "$l" ]; then echo "{\"variant\":\"$name\",${l#\{}" >> "$J"; else say "$name failed:"; grep -v Warn "$log" | tail -4; fi
 }
 
 # dist_table JSONL: one row per run that `tagged` recorded from bench_dist / launch_bench_dist (img/s, ms per step,
