@@ -3,7 +3,10 @@
 # thread -> the peer's comm thread over a socket -> back) each wake a thread that sleeps in epoll; in a VM a wake-up
 # of an idle vCPU can cost far more than on bare metal. Background busy loops at nice 19 keep every vCPU running
 # (a woken thread preempts them at once), so the same runs with and without them, alternating, show what wake-ups
-# cost. (A bare `wait` would wait for the busy loops too.) Also the pool's all-reduce round trip alone (scripts/bench_pool_latency.ts), with and without.
+# cost; also the pool's all-reduce round trip alone (scripts/bench_pool_latency.ts), with and without.
+# Answer (docs/BENCHMARKS.md, GPU run 8, call 5): no. With the busy loops everything ran slower (1 GPU 2,415 -> 1,894
+# img/s, 2 GPUs 3,513-3,541 -> 2,458-2,749, the round trips 1.3-1.7x longer): a busy sibling or host core costs our
+# threads more than the wake-ups, so spinning threads are not a lever.
 #   source .device/setup.sh && bash scripts/gpu_dist_wake.sh        (~3 minutes on nvidia-h200-x2)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +21,7 @@ lat() {
   local pids=()
   for r in 0 1; do RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$((29611 + ${1:-0})) \
     timeout 60 node --import tsx scripts/bench_pool_latency.ts & pids+=($!); done
-  wait "${pids[@]}"   # not a bare wait: the busy loops are children too
+  wait "${pids[@]}"   # not a bare wait: the busy loops are children too (call 4 of GPU run 8 hung on one)
 }
 say "pool round trip, plain:"; lat
 awake; say "pool round trip, awake:"; lat 1; asleep
