@@ -7,6 +7,8 @@
  *
  * --paths runs one measurement per gradient path, one after the other in the same processes (same compiled shaders):
  *   none     no exchange at all (the 1-device baseline; with N devices the ranks drift apart)
+ *   replay   as none, but the forward and backward passes are captured in the first step and replayed from the
+ *            recording after it (src/backend/step_capture.ts; webgpu only); AdamW and the loss as in none
  *   old      one flat buffer after the backward pass, payloads over the ring's sockets (the path before issue 13)
  *   flat     all gradients after the backward pass (buckets of up to 64 MiB), payloads through shared memory
  *   overlap  gradient buckets read back while the backward pass is still running on the GPU, shared memory;
@@ -69,8 +71,9 @@ import { readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors
 import { Rng } from '../src/utils/rng.js';
 import { runSteps, type Steps } from '../src/utils/steps.js';
 import { InFlight, readBack } from '../src/backend/fence.js';
+import { CapturedStep, type CaptureBackend } from '../src/backend/step_capture.js';
 
-const BASES = ['none', 'old', 'flat', 'overlap', 'overlap-sock', 'overlap-mt', 'default'] as const;
+const BASES = ['none', 'replay', 'old', 'flat', 'overlap', 'overlap-sock', 'overlap-mt', 'default'] as const;
 type Base = (typeof BASES)[number];
 interface Path {
   name: string;
@@ -93,7 +96,7 @@ function parsePath(name: string): Path {
   if (!BASES.includes(base as Base)) throw new Error(`unknown path '${name}' (use ${BASES.join(', ')}, with +staged and/or +bf16)`);
   const known = ['staged', 'bf16', 'sync', 'memcpy', 'hold', 'await', 'whole', 'noaffinity', 'noslots'];
   for (const m of mods) if (!known.includes(m)) throw new Error(`unknown modifier '+${m}' in path '${name}' (use ${known.map((k) => `+${k}`).join(', ')})`);
-  if (base === 'none' && mods.length) throw new Error(`path 'none' takes no modifiers`);
+  if ((base === 'none' || base === 'replay') && mods.length) throw new Error(`path '${base}' takes no modifiers`);
   return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync'), memcpy: mods.includes('memcpy'),
     hold: mods.includes('hold') || (base === 'default' && !mods.includes('await')), pieces: !mods.includes('whole'),
     kernels: { ...(mods.includes('noaffinity') ? { poolAffinity: false } : {}), ...(mods.includes('noslots') ? { gradSlots: false } : {}) } };
@@ -284,7 +287,31 @@ let exchangeMs = 0;
 /** JS time of the optimizer call after the step (path none and awaited exchanges: the whole update's issuing). */
 let optimizerMs = 0;
 const overlapped = (p: Path): boolean => p.base.startsWith('overlap') || p.base === 'default';
+/** The replay path's capture (one per run of the path: resetWeights gives the parameters new buffers). */
+let captured: { step: CapturedStep; result: { value: tf.Scalar; grads: tf.NamedTensorMap } } | null = null;
+async function replayStep(): Promise<void> {
+  trace('step');
+  const t0 = performance.now();
+  if (!captured) captured = CapturedStep.capture(tf.backend() as unknown as CaptureBackend, () => tf.variableGrads(lossFn, vars));
+  else captured.step.replay();
+  issueMs += performance.now() - t0;
+  trace('issued');
+  const t2 = performance.now();
+  opt.step(new Map(params.map((p) => [p.name, captured!.result.grads[p.variable.name]])));
+  optimizerMs += performance.now() - t2;
+  trace('optimizer');
+  losses.push(tf.tidy(() => captured!.result.value.add(0))); // a copy: readBack disposes what it reads
+  if (readEachStep || losses.length >= LOSS_READ_EVERY) await readLosses();
+  else await inFlight.push();
+}
+function dropCapture(): void {
+  if (!captured) return;
+  captured.step.release();
+  tf.dispose([captured.result.value, ...Object.values(captured.result.grads)]);
+  captured = null;
+}
 async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
+  if (path.base === 'replay') return replayStep();
   trace('step');
   const t0 = performance.now();
   const { value, grads } = overlapped(path) && !path.sync ? await ddp.variableGrads(path.pieces ? lossSteps : lossFn, vars)
@@ -352,6 +379,8 @@ const rows: Row[] = [];
 const envKernels = { poolAffinity: webgpuKernelSettings.poolAffinity, gradSlots: webgpuKernelSettings.gradSlots };
 for (const path of paths) {
   setWebGPUKernelSettings({ ...envKernels, ...path.kernels });
+  dropCapture();
+  if (path.base === 'replay' && !backend.description.startsWith('webgpu')) throw new Error('path replay needs --backend webgpu');
   resetWeights();
   const [ddp, ddpProf] = [ddpFor(path, false), ddpFor(path, true)];
   inFlight = new InFlight(2);
@@ -381,7 +410,7 @@ for (const path of paths) {
     path: path.name, img_s: +((B * world) / (ms / 1000)).toFixed(1), ms_per_step: +ms.toFixed(1), issue_ms: +(issueMs / steps).toFixed(1),
     exchange_ms: +(exchangeMs / steps).toFixed(1), optimizer_ms: +(optimizerMs / steps).toFixed(2), new_bind_groups: bindGroupsPerStep, breakdown: null,
   };
-  if (profiled > 0 && path.base === 'none') {
+  if (profiled > 0 && (path.base === 'none' || path.base === 'replay')) {
     for (let i = 0; i < profiled; i++) await step(path, ddp); // same number of updates as the other paths
   } else if (profiled > 0) {
     const prof: StepProfile[] = [];
@@ -403,7 +432,7 @@ for (const path of paths) {
   rows.push(row);
   const cmp = ref && rank === 0 ? await compareWeights() : null;
   if (rank === 0) {
-    const transport = world === 1 || path.base === 'none' ? 'none' : group.sharedMemory?.right && path.base !== 'old' && path.base !== 'overlap-sock' ? 'shm' : group.transport?.right;
+    const transport = world === 1 || path.base === 'none' || path.base === 'replay' ? 'none' : group.sharedMemory?.right && path.base !== 'old' && path.base !== 'overlap-sock' ? 'shm' : group.transport?.right;
     console.log(JSON.stringify({ model: values.model, backend: backend.description, world, batch_per_device: B, global_batch: B * world, img_size: S,
       transport, threads: threadsFor(path) ? pool?.threads ?? 0 : 0, transfer: ddp.transfer, compress: ddp.compress, bucket_mb: Number(values['bucket-mb']), read_loss: values['read-loss'], ...row,
       ...(cmp ? { compare: values.compare, steps: warmup + steps + profiled, ...cmp } : {}) }));

@@ -171,6 +171,71 @@ test('once steps are marked, the n-th request of a size gets the buffer the n-th
   }
 });
 
+test('a training step captured once and replayed (forward and backward, AdamW through tfjs) gives the weights and losses of tfjs steps bit for bit, with the just-assigned parameters first uploaded inside the capture; a readback inside it is refused', { skip: SKIP, timeout: 600_000 }, async () => {
+  const { createModel } = await import('../src/models/mambaout.js');
+  const { createOptimizer } = await import('../src/train/optim/index.js');
+  const { CapturedStep } = await import('../src/backend/step_capture.js');
+  const r = await initWebGPU();
+  assert.ok(r.ok, r.ok ? '' : r.reason);
+  try {
+    const be = tf.backend() as unknown as Parameters<typeof CapturedStep.capture>[0];
+    const model = createModel('mambaout_test', { seed: 1 });
+    const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
+    const vars = params.map((p) => p.variable);
+    const x = tf.randomNormal([2, 32, 32, 3], 0, 1, 'float32', 5) as tf.Tensor4D;
+    const y = tf.oneHot(tf.tensor1d([1, 3], 'int32'), model.numClasses);
+    const loss = (): tf.Scalar => tf.losses.softmaxCrossEntropy(y, model.forward(x, { training: true })) as tf.Scalar;
+    const initial = await Promise.all(vars.map(async (v) => ((await v.data()) as Float32Array).slice()));
+    const read = async (t: tf.Tensor): Promise<number> => {
+      const c = tf.tidy(() => t.add(0)); // a new tensor: data() of a replayed result would return its cached values
+      const v = (await c.data())[0];
+      c.dispose();
+      return v;
+    };
+    const run = async (replay: boolean): Promise<{ w: Float32Array[]; losses: number[] }> => {
+      tf.tidy(() => vars.forEach((v, i) => v.assign(tf.tensor(initial[i], v.shape))));
+      const opt = createOptimizer(params, { opt: 'adamw', lr: 1e-2, weightDecay: 0.05 });
+      let captured: InstanceType<typeof CapturedStep> | null = null;
+      let kept: { value: tf.Scalar; grads: tf.NamedTensorMap } | null = null;
+      const losses: number[] = [];
+      for (let s = 0; s < 3; s++) {
+        let out: { value: tf.Scalar; grads: tf.NamedTensorMap };
+        if (!replay) out = tf.variableGrads(loss, vars);
+        else if (!kept) {
+          const c = CapturedStep.capture(be, () => tf.variableGrads(loss, vars));
+          captured = c.step;
+          out = kept = c.result;
+        } else {
+          captured!.replay();
+          out = kept;
+        }
+        opt.step(new Map(params.map((p) => [p.name, out.grads[p.variable.name]])));
+        losses.push(await read(out.value));
+        if (!replay) tf.dispose([out.value, ...Object.values(out.grads)]);
+      }
+      const w = await Promise.all(vars.map(async (v) => ((await v.data()) as Float32Array).slice()));
+      opt.dispose();
+      captured?.release();
+      if (kept) tf.dispose([kept.value, ...Object.values(kept.grads)]);
+      return { w, losses };
+    };
+    const issued = await run(false);
+    const replayed = await run(true);
+    assert.deepEqual(replayed.losses, issued.losses);
+    assert.notEqual(issued.losses[2], issued.losses[0], 'the steps changed the weights');
+    issued.w.forEach((w, i) => assert.deepEqual(replayed.w[i], w, `parameter ${params[i].name}`));
+    // a readback inside the work cannot be replayed
+    let pending: Promise<unknown> | null = null;
+    const big = tf.tidy(() => tf.add(x, 1)); // large enough to run on the GPU, not forwarded to the cpu backend
+    assert.throws(() => CapturedStep.capture(be, () => (pending = big.data())), /cannot repeat/);
+    await pending;
+    big.dispose();
+    tf.dispose([x, y]);
+  } finally {
+    await releaseWebGPU();
+  }
+});
+
 test('webgpu kernels match the cpu backend', { skip: SKIP, timeout: 600_000 }, async (t) => {
   const r = await initWebGPU();
   assert.ok(r.ok, r.ok ? '' : r.reason);

@@ -81,6 +81,12 @@ function idOf(h: HookState, o: object): number {
 }
 
 /** Install the wrappers on `device` (once per device; removeWebGPUHooks undoes them). */
+/** The buffers each bind group made since the hooks were installed binds (src/backend/step_capture.ts). */
+const boundBuffers = new WeakMap<GPUBindGroup, readonly GPUBuffer[]>();
+export function bindGroupBuffers(bg: GPUBindGroup): readonly GPUBuffer[] | undefined {
+  return boundBuffers.get(bg);
+}
+
 export function installWebGPUHooks(device: GPUDevice): void {
   if (hooks?.device === device) return;
   removeWebGPUHooks();
@@ -150,12 +156,22 @@ export function installWebGPUHooks(device: GPUDevice): void {
   });
 
   const origCreateBindGroup = device.createBindGroup.bind(device);
+  const create = (desc: GPUBindGroupDescriptor): GPUBindGroup => {
+    const bg = origCreateBindGroup(desc);
+    const bufs: GPUBuffer[] = [];
+    for (const e of desc.entries as GPUBindGroupEntry[]) {
+      const r = e.resource as GPUBufferBinding;
+      if (r && typeof r === 'object' && 'buffer' in r) bufs.push(r.buffer);
+    }
+    boundBuffers.set(bg, bufs);
+    return bg;
+  };
   dev.createBindGroup = (desc: GPUBindGroupDescriptor): GPUBindGroup => {
-    if (!webgpuKernelSettings.bindGroupCache) return origCreateBindGroup(desc);
+    if (!webgpuKernelSettings.bindGroupCache) return create(desc);
     let key = `${idOf(h, desc.layout)}`;
     for (const e of desc.entries as GPUBindGroupEntry[]) {
       const r = e.resource as GPUBufferBinding;
-      if (!r || typeof r !== 'object' || !('buffer' in r)) return origCreateBindGroup(desc); // textures, samplers: not cached
+      if (!r || typeof r !== 'object' || !('buffer' in r)) return create(desc); // textures, samplers: not cached
       key += `|${e.binding}:${idOf(h, r.buffer)}:${r.offset ?? 0}:${r.size ?? -1}`;
     }
     const hit = h.cache.get(key);
@@ -165,7 +181,7 @@ export function installWebGPUHooks(device: GPUDevice): void {
     }
     h.stats.misses++;
     if (h.cache.size >= MAX_CACHED) h.cache.clear();
-    const bg = origCreateBindGroup(desc);
+    const bg = create(desc);
     h.cache.set(key, bg);
     return bg;
   };

@@ -1,0 +1,268 @@
+/**
+ * CapturedStep: record the Dawn calls that a piece of tfjs work makes once, then issue the same calls again without
+ * tfjs, on the same buffers (CUDA graphs do this for PyTorch). scripts/bench_dist.ts's `replay` path uses it for a
+ * training step's forward and backward passes; the training loop does not (yet).
+ *
+ * Why: on 2 GPUs femto is bound by each rank's main thread, and ~88% of that thread's issue time per step is JS (tfjs's
+ * engine and our kernels), not Dawn: a femto training step costs 24-26 ms to issue through tfjs and 3.0-3.2 ms as a
+ * replay of its recorded calls (Dawn's null backend, scripts/replay_estimate.ts, docs/BENCHMARKS.md).
+ *
+ * What a replay relies on (the caller's contract):
+ *   - the recorded work reads only tensors that stay alive and keep their buffers: parameters updated in place (our
+ *     AdamW), inputs that are the same tensors every time (or whose buffers the caller rewrites); tensors made from
+ *     host values inside it are uploaded again by every replay with the same values (constants: right; a value that
+ *     changes, such as a learning rate made into a tensor inside the step, would not change);
+ *   - its results are tensors the caller keeps (each replay writes them again) and never disposes while replaying;
+ *   - the buffers of its intermediates are taken out of tfjs's pool (pinned) until release(), so nothing tfjs makes
+ *     between replays shares them;
+ *   - uniform data (queue.writeBuffer) is replayed as recorded: work whose uniforms change from call to call (an
+ *     optimizer's step count) is not captured.
+ * Calls a replay cannot repeat (textures, queries, mapping: a readback inside the work) fail the capture. The hooks
+ * stay on Dawn's prototypes once the first capture installed them (a null check per call).
+ * The test: test/webgpu.test.ts, three AdamW steps with the last two replayed give tfjs's weights bit for bit.
+ */
+import { bindGroupBuffers } from './webgpu_hooks.js';
+
+type Fn = (...a: unknown[]) => unknown;
+type Op =
+  | ['pass', GPUComputePassDescriptor | undefined]
+  | ['pipe', GPUComputePipeline]
+  | ['bind', number, GPUBindGroup, unknown]
+  | ['dispatch', number, number | undefined, number | undefined]
+  | ['end']
+  | ['copy', GPUBuffer, number, GPUBuffer, number, number]
+  | ['clear', GPUBuffer, number | undefined, number | undefined]
+  | ['finish']
+  | ['submit', number]
+  | ['write', GPUBuffer, number, Uint8Array];
+
+const orig = new Map<string, Fn>();
+let recording: Op[] | null = null;
+/** A call the replay cannot repeat, made while recording (the capture then fails). */
+let unsupported: string | null = null;
+let installed = false;
+
+/** Calls a recording cannot contain: textures, queries, indirect dispatches, mapping (a readback inside the work). */
+const UNSUPPORTED: [string, string[]][] = [
+  ['GPUCommandEncoder', ['copyBufferToTexture', 'copyTextureToBuffer', 'copyTextureToTexture', 'resolveQuerySet', 'writeTimestamp', 'beginRenderPass']],
+  ['GPUComputePassEncoder', ['dispatchWorkgroupsIndirect']],
+  ['GPUQueue', ['writeTexture', 'copyExternalImageToTexture']],
+  ['GPUBuffer', ['mapAsync']],
+];
+
+function install(): void {
+  if (installed) return;
+  const G = globalThis as unknown as Record<string, { prototype: Record<string, Fn> } | undefined>;
+  const hook = (cls: string, name: string, rec: (a: unknown[]) => Op | null): void => {
+    const proto = G[cls]?.prototype;
+    if (!proto || typeof proto[name] !== 'function') throw new Error(`CapturedStep: ${cls}.${name} not found (not Dawn?)`);
+    const f = proto[name];
+    orig.set(`${cls}.${name}`, f);
+    proto[name] = function (this: unknown, ...a: unknown[]) {
+      if (recording) {
+        const op = rec(a);
+        if (op) recording.push(op);
+      }
+      return f.apply(this, a);
+    };
+  };
+  for (const [cls, names] of UNSUPPORTED) {
+    for (const n of names) {
+      const proto = G[cls]?.prototype;
+      if (!proto || typeof proto[n] !== 'function') continue;
+      const f = proto[n];
+      proto[n] = function (this: unknown, ...a: unknown[]) {
+        if (recording) unsupported ??= `${cls}.${n}`;
+        return f.apply(this, a);
+      };
+    }
+  }
+  hook('GPUCommandEncoder', 'beginComputePass', (a) => ['pass', a[0] as GPUComputePassDescriptor | undefined]);
+  hook('GPUCommandEncoder', 'copyBufferToBuffer', (a) => ['copy', a[0] as GPUBuffer, a[1] as number, a[2] as GPUBuffer, a[3] as number, a[4] as number]);
+  hook('GPUCommandEncoder', 'clearBuffer', (a) => ['clear', a[0] as GPUBuffer, a[1] as number | undefined, a[2] as number | undefined]);
+  hook('GPUCommandEncoder', 'finish', () => ['finish']);
+  hook('GPUComputePassEncoder', 'setPipeline', (a) => ['pipe', a[0] as GPUComputePipeline]);
+  hook('GPUComputePassEncoder', 'setBindGroup', (a) => ['bind', a[0] as number, a[1] as GPUBindGroup, a[2]]);
+  hook('GPUComputePassEncoder', 'dispatchWorkgroups', (a) => ['dispatch', a[0] as number, a[1] as number | undefined, a[2] as number | undefined]);
+  hook('GPUComputePassEncoder', 'end', () => ['end']);
+  hook('GPUQueue', 'submit', (a) => ['submit', (a[0] as unknown[]).length]);
+  hook('GPUQueue', 'writeBuffer', (a) => {
+    const d = a[2] as ArrayBufferView | ArrayBuffer;
+    const off = (a[3] as number | undefined) ?? 0;
+    const view = d instanceof ArrayBuffer ? new Uint8Array(d) : new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    const unit = d instanceof ArrayBuffer || d instanceof DataView ? 1 : (d as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
+    const size = a[4] === undefined ? view.byteLength - off * unit : (a[4] as number) * unit;
+    return ['write', a[0] as GPUBuffer, a[1] as number, view.slice(off * unit, off * unit + size)];
+  });
+  installed = true;
+}
+
+const call = (key: string, self: unknown, ...a: unknown[]): unknown => orig.get(key)!.apply(self, a);
+
+interface FreeLists {
+  freeBuffers: Map<string, GPUBuffer[]>;
+  numFreeBuffers: number;
+}
+
+export interface CaptureBackend {
+  device: GPUDevice;
+  /** tfjs-backend-webgpu: a tensor made from host values (its data is uploaded when first used). */
+  write(values: unknown, shape: number[], dtype: string): object;
+  uploadToGPU(dataId: object): void;
+  bufferManager: FreeLists;
+  /** tfjs-backend-webgpu: submit what it has recorded (ends an open pass). */
+  submitQueue(): void;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  commandEncoder: GPUCommandEncoder | null;
+}
+
+export class CapturedStep {
+  /** Buffers the recording uses that were free in tfjs's pool after it: taken out of the pool until release(). */
+  private pinned: GPUBuffer[] = [];
+
+  private constructor(
+    private readonly device: GPUDevice,
+    private readonly ops: readonly Op[],
+    private readonly pool: FreeLists,
+  ) {
+    const used = new Set<GPUBuffer>();
+    for (const op of ops) {
+      if (op[0] === 'copy') {
+        used.add(op[1]);
+        used.add(op[3]);
+      } else if (op[0] === 'clear' || op[0] === 'write') used.add(op[1]);
+      else if (op[0] === 'bind') {
+        const bufs = bindGroupBuffers(op[2]);
+        if (!bufs) throw new Error('CapturedStep: a bind group made before the WebGPU hooks; cannot tell its buffers');
+        for (const b of bufs) used.add(b);
+      }
+    }
+    for (const list of pool.freeBuffers.values()) {
+      for (let i = list.length - 1; i >= 0; i--) {
+        if (!used.has(list[i])) continue;
+        this.pinned.push(list[i]);
+        list.splice(i, 1);
+        pool.numFreeBuffers--;
+      }
+    }
+  }
+
+  /** Give the pinned buffers back to tfjs's pool (the step is not replayed again). */
+  release(): void {
+    for (const b of this.pinned) {
+      const key = `${b.size}_${b.usage}`;
+      let list = this.pool.freeBuffers.get(key);
+      if (!list) this.pool.freeBuffers.set(key, (list = []));
+      list.push(b);
+      this.pool.numFreeBuffers++;
+    }
+    this.pinned = [];
+  }
+
+  get pinnedBuffers(): number {
+    return this.pinned.length;
+  }
+
+  /** Run `fn` (tfjs work) once, recording every Dawn call it makes; tfjs's pending work is submitted before and after. */
+  static capture<T>(backend: CaptureBackend, fn: () => T): { result: T; step: CapturedStep } {
+    install();
+    // always a submit: tfjs frees the buffers of tensors disposed while its encoder used them only at its next submit,
+    // and those must be in the pool by the time the recording pins what it uses
+    const flush = (): void => {
+      backend.ensureCommandEncoderReady();
+      backend.endComputePassEncoder();
+      backend.submitQueue();
+    };
+    flush();
+    if (recording) throw new Error('CapturedStep.capture: already capturing');
+    // Host values uploaded inside the capture: a tensor made inside it (a constant of the work) is uploaded again by
+    // every replay, with the same values; one made before it and uploaded on first use (a parameter just assigned, the
+    // input batch) is uploaded now and not recorded, so that a replay does not put its first values back over what
+    // the GPU has written there since (the optimizer's updates).
+    const made = new WeakSet<object>();
+    const { write, uploadToGPU } = backend;
+    backend.write = function (this: CaptureBackend, ...a: Parameters<CaptureBackend['write']>) {
+      const id = write.apply(this, a);
+      made.add(id);
+      return id;
+    };
+    backend.uploadToGPU = function (this: CaptureBackend, dataId: object) {
+      if (made.has(dataId)) return uploadToGPU.call(this, dataId);
+      const rec = recording;
+      recording = null;
+      try {
+        return uploadToGPU.call(this, dataId);
+      } finally {
+        recording = rec;
+      }
+    };
+    recording = [];
+    unsupported = null;
+    let ops: Op[];
+    let result: T;
+    try {
+      result = fn();
+      flush();
+    } finally {
+      ops = recording;
+      recording = null;
+      backend.write = write;
+      backend.uploadToGPU = uploadToGPU;
+    }
+    if (unsupported) throw new Error(`CapturedStep: the captured work called ${unsupported}, which a replay cannot repeat`);
+
+    return { result, step: new CapturedStep(backend.device, ops, backend.bufferManager) };
+  }
+
+  get dispatches(): number {
+    return this.ops.filter((o) => o[0] === 'dispatch').length;
+  }
+
+  /** Issue the recorded calls again, in their order, with the same buffers, bind groups and uniform data. */
+  replay(): void {
+    const queue = this.device.queue;
+    let enc: GPUCommandEncoder | null = null;
+    let pass: GPUComputePassEncoder | null = null;
+    const finished: GPUCommandBuffer[] = [];
+    const encoder = (): GPUCommandEncoder => (enc ??= this.device.createCommandEncoder());
+    for (const op of this.ops) {
+      switch (op[0]) {
+        case 'pass':
+          pass = call('GPUCommandEncoder.beginComputePass', encoder(), op[1]) as GPUComputePassEncoder;
+          break;
+        case 'pipe':
+          call('GPUComputePassEncoder.setPipeline', pass, op[1]);
+          break;
+        case 'bind':
+          if (op[3] === undefined) call('GPUComputePassEncoder.setBindGroup', pass, op[1], op[2]);
+          else call('GPUComputePassEncoder.setBindGroup', pass, op[1], op[2], op[3]);
+          break;
+        case 'dispatch':
+          call('GPUComputePassEncoder.dispatchWorkgroups', pass, op[1], op[2], op[3]);
+          break;
+        case 'end':
+          call('GPUComputePassEncoder.end', pass);
+          pass = null;
+          break;
+        case 'copy':
+          call('GPUCommandEncoder.copyBufferToBuffer', encoder(), op[1], op[2], op[3], op[4], op[5]);
+          break;
+        case 'clear':
+          call('GPUCommandEncoder.clearBuffer', encoder(), op[1], op[2], op[3]);
+          break;
+        case 'finish':
+          finished.push(call('GPUCommandEncoder.finish', encoder()) as GPUCommandBuffer);
+          enc = null;
+          break;
+        case 'submit':
+          call('GPUQueue.submit', queue, finished.splice(0, op[1]));
+          break;
+        case 'write':
+          call('GPUQueue.writeBuffer', queue, op[1], op[2], op[3]);
+          break;
+      }
+    }
+    if (enc || finished.length) throw new Error('CapturedStep.replay: the recording ended with work not submitted');
+  }
+}
