@@ -30,6 +30,9 @@
  *            the exchange's completions a turn and ends the hold once the exchange is done), e.g. default+whole
  *   +memcpy  staged paths: the main thread copies between mapped staging memory and the exchange's arrays (GradHandoff
  *            'memcpy') instead of the kernel through a /dev/shm hand-off file, e.g. default+memcpy
+ *   +replay  overlap paths (webgpu, staged): the forward and backward passes captured in the first step and replayed
+ *            after it (DistributedDataParallel.replayGrads; the bucket readbacks start where the capture started
+ *            them), the previous exchange awaited before each replay, e.g. default+replay
  *   +noaffinity, +noslots  webgpu: the buffer pool without step marks, AdamW binding each gradient where it came in
  *            (webgpuKernelSettings poolAffinity, gradSlots; `new_bind_groups` counts what they save), e.g.
  *            default+noaffinity+noslots
@@ -90,16 +93,19 @@ interface Path {
   pieces: boolean;
   /** webgpuKernelSettings switched off for this path (+noaffinity, +noslots; the others as the environment says) */
   kernels: Partial<WebGPUKernelSettings>;
+  /** +replay: DistributedDataParallel.replayGrads */
+  replay: boolean;
 }
 function parsePath(name: string): Path {
   const [base, ...mods] = name.split('+').map((p) => p.trim());
   if (!BASES.includes(base as Base)) throw new Error(`unknown path '${name}' (use ${BASES.join(', ')}, with +staged and/or +bf16)`);
-  const known = ['staged', 'bf16', 'sync', 'memcpy', 'hold', 'await', 'whole', 'noaffinity', 'noslots'];
+  const known = ['staged', 'bf16', 'sync', 'memcpy', 'hold', 'await', 'whole', 'noaffinity', 'noslots', 'replay'];
   for (const m of mods) if (!known.includes(m)) throw new Error(`unknown modifier '+${m}' in path '${name}' (use ${known.map((k) => `+${k}`).join(', ')})`);
   if ((base === 'none' || base === 'replay') && mods.length) throw new Error(`path '${base}' takes no modifiers`);
   return { name, base: base as Base, staged: base === 'default' || mods.includes('staged'), bf16: mods.includes('bf16'), sync: mods.includes('sync'), memcpy: mods.includes('memcpy'),
     hold: mods.includes('hold') || (base === 'default' && !mods.includes('await')), pieces: !mods.includes('whole'),
-    kernels: { ...(mods.includes('noaffinity') ? { poolAffinity: false } : {}), ...(mods.includes('noslots') ? { gradSlots: false } : {}) } };
+    kernels: { ...(mods.includes('noaffinity') ? { poolAffinity: false } : {}), ...(mods.includes('noslots') ? { gradSlots: false } : {}) },
+    replay: mods.includes('replay') };
 }
 
 const { values } = parseArgs({
@@ -304,7 +310,26 @@ async function replayStep(): Promise<void> {
   if (readEachStep || losses.length >= LOSS_READ_EVERY) await readLosses();
   else await inFlight.push();
 }
+/** +replay: the step through DistributedDataParallel.replayGrads, the exchange left running into the next step. */
+async function ddpReplayStep(ddp: DistributedDataParallel): Promise<void> {
+  trace('step');
+  if (pendingExchange) {
+    await pendingExchange;
+    pendingExchange = null;
+  }
+  const t0 = performance.now();
+  const { value, grads } = await ddp.replayGrads(lossFn, vars);
+  issueMs += performance.now() - t0;
+  trace('issued');
+  const g = new Map<string, tf.Tensor>(params.map((p) => [p.name, grads[p.variable.name]]));
+  pendingExchange = ddp.allreduceGrads(params, g, { onBucket: stepEachBucket(opt) });
+  trace('optimizer');
+  losses.push(tf.tidy(() => value.add(0))); // a copy: readBack disposes what it reads
+  if (readEachStep || losses.length >= LOSS_READ_EVERY) await readLosses();
+  else await inFlight.push();
+}
 function dropCapture(): void {
+  for (const d of ddps.values()) d.dropCapture();
   if (!captured) return;
   captured.step.release();
   tf.dispose([captured.result.value, ...Object.values(captured.result.grads)]);
@@ -312,6 +337,7 @@ function dropCapture(): void {
 }
 async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
   if (path.base === 'replay') return replayStep();
+  if (path.replay) return ddpReplayStep(ddp);
   trace('step');
   const t0 = performance.now();
   const { value, grads } = overlapped(path) && !path.sync ? await ddp.variableGrads(path.pieces ? lossSteps : lossFn, vars)

@@ -1,7 +1,9 @@
 /**
  * CapturedStep: record the Dawn calls that a piece of tfjs work makes once, then issue the same calls again without
- * tfjs, on the same buffers (CUDA graphs do this for PyTorch). scripts/bench_dist.ts's `replay` path uses it for a
- * training step's forward and backward passes; the training loop does not (yet).
+ * tfjs, on the same buffers (CUDA graphs do this for PyTorch). DistributedDataParallel.replayGrads (src/train/ddp.ts)
+ * and scripts/bench_dist.ts's `replay` paths use it for a training step's forward and backward passes; the training
+ * loop does not (yet). Marks (`live`) let work that must not be recorded (the exchange's bucket readbacks) run at its
+ * place in every replay.
  *
  * Why: on 2 GPUs femto is bound by each rank's main thread, and ~88% of that thread's issue time per step is JS (tfjs's
  * engine and our kernels), not Dawn: a femto training step costs 24-26 ms to issue through tfjs and 3.0-3.2 ms as a
@@ -34,7 +36,8 @@ type Op =
   | ['clear', GPUBuffer, number | undefined, number | undefined]
   | ['finish']
   | ['submit', number]
-  | ['write', GPUBuffer, number, Uint8Array];
+  | ['write', GPUBuffer, number, Uint8Array]
+  | ['mark', () => void];
 
 const orig = new Map<string, Fn>();
 let recording: Op[] | null = null;
@@ -122,7 +125,7 @@ export class CapturedStep {
   private pinned: GPUBuffer[] = [];
 
   private constructor(
-    private readonly device: GPUDevice,
+    private readonly backend: CaptureBackend,
     private readonly ops: readonly Op[],
     private readonly pool: FreeLists,
   ) {
@@ -162,6 +165,23 @@ export class CapturedStep {
 
   get pinnedBuffers(): number {
     return this.pinned.length;
+  }
+
+  /**
+   * Run `fn` now without recording what it does, and when capturing, leave a mark: a replay reaching that point submits
+   * what it has issued so far, then calls `onReplay` (the data-parallel exchange's bucket readbacks: work that takes
+   * the tensors of the step being replayed). Outside a capture this is just `fn()`.
+   */
+  static live<T>(fn: () => T, onReplay: () => void): T {
+    const rec = recording;
+    if (!rec) return fn();
+    rec.push(['mark', onReplay]);
+    recording = null;
+    try {
+      return fn();
+    } finally {
+      recording = rec;
+    }
   }
 
   /** Run `fn` (tfjs work) once, recording every Dawn call it makes; tfjs's pending work is submitted before and after. */
@@ -212,7 +232,7 @@ export class CapturedStep {
     }
     if (unsupported) throw new Error(`CapturedStep: the captured work called ${unsupported}, which a replay cannot repeat`);
 
-    return { result, step: new CapturedStep(backend.device, ops, backend.bufferManager) };
+    return { result, step: new CapturedStep(backend, ops, backend.bufferManager) };
   }
 
   get dispatches(): number {
@@ -221,28 +241,56 @@ export class CapturedStep {
 
   /** Issue the recorded calls again, in their order, with the same buffers, bind groups and uniform data. */
   replay(): void {
-    const queue = this.device.queue;
+    // what tfjs has recorded and not submitted yet (an optimizer's last updates) goes to the GPU first
+    if (this.backend.commandEncoder) {
+      this.backend.endComputePassEncoder();
+      this.backend.submitQueue();
+    }
+    const device = this.backend.device;
+    const queue = device.queue;
     let enc: GPUCommandEncoder | null = null;
     let pass: GPUComputePassEncoder | null = null;
     const finished: GPUCommandBuffer[] = [];
-    const encoder = (): GPUCommandEncoder => (enc ??= this.device.createCommandEncoder());
+    const encoder = (): GPUCommandEncoder => (enc ??= device.createCommandEncoder());
+    // A mark ends the open pass; if the recording went on in that pass (the live work did not end it), a new one
+    // begins where the next pass-level call comes, with the same descriptor, pipeline and bind groups.
+    let desc: GPUComputePassDescriptor | undefined;
+    let pipeline: GPUComputePipeline | null = null;
+    const bound = new Map<number, [GPUBindGroup, unknown]>();
+    const setBind = (p: GPUComputePassEncoder, i: number, bg: GPUBindGroup, off: unknown): void => {
+      if (off === undefined) call('GPUComputePassEncoder.setBindGroup', p, i, bg);
+      else call('GPUComputePassEncoder.setBindGroup', p, i, bg, off);
+    };
+    const inPass = (): GPUComputePassEncoder => {
+      if (!pass) {
+        const p = call('GPUCommandEncoder.beginComputePass', encoder(), desc) as GPUComputePassEncoder;
+        if (pipeline) call('GPUComputePassEncoder.setPipeline', p, pipeline);
+        for (const [i, [bg, off]] of bound) setBind(p, i, bg, off);
+        pass = p;
+      }
+      return pass;
+    };
     for (const op of this.ops) {
       switch (op[0]) {
         case 'pass':
-          pass = call('GPUCommandEncoder.beginComputePass', encoder(), op[1]) as GPUComputePassEncoder;
+          desc = op[1];
+          pipeline = null;
+          bound.clear();
+          pass = call('GPUCommandEncoder.beginComputePass', encoder(), desc) as GPUComputePassEncoder;
           break;
         case 'pipe':
-          call('GPUComputePassEncoder.setPipeline', pass, op[1]);
+          pipeline = op[1];
+          call('GPUComputePassEncoder.setPipeline', inPass(), op[1]);
           break;
         case 'bind':
-          if (op[3] === undefined) call('GPUComputePassEncoder.setBindGroup', pass, op[1], op[2]);
-          else call('GPUComputePassEncoder.setBindGroup', pass, op[1], op[2], op[3]);
+          setBind(inPass(), op[1], op[2], op[3]);
+          bound.set(op[1], [op[2], op[3]]);
           break;
         case 'dispatch':
-          call('GPUComputePassEncoder.dispatchWorkgroups', pass, op[1], op[2], op[3]);
+          call('GPUComputePassEncoder.dispatchWorkgroups', inPass(), op[1], op[2], op[3]);
           break;
         case 'end':
-          call('GPUComputePassEncoder.end', pass);
+          if (pass) call('GPUComputePassEncoder.end', pass);
           pass = null;
           break;
         case 'copy':
@@ -260,6 +308,19 @@ export class CapturedStep {
           break;
         case 'write':
           call('GPUQueue.writeBuffer', queue, op[1], op[2], op[3]);
+          break;
+        case 'mark':
+          // what was issued before the mark goes to the GPU before what the callback records (in order on the queue)
+          if (pass) {
+            call('GPUComputePassEncoder.end', pass);
+            pass = null;
+          }
+          if (enc) {
+            finished.push(call('GPUCommandEncoder.finish', enc) as GPUCommandBuffer);
+            enc = null;
+          }
+          if (finished.length) call('GPUQueue.submit', queue, finished.splice(0));
+          op[1]();
           break;
       }
     }

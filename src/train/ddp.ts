@@ -83,6 +83,7 @@ import { StagedBucket, stagingClock, webgpuInternals, type HostSlot } from './dd
 import type { HandoffFile } from '../distributed/handoff.js';
 import { submitRecorded } from '../backend/fence.js';
 import { SubmitHold } from '../backend/submit_hold.js';
+import { CapturedStep, type CaptureBackend } from '../backend/step_capture.js';
 import { updateSharedInPlace } from '../ops/adam.js';
 import { markPoolStep, withPoolStream } from '../backend/webgpu_hooks.js';
 import { runSteps, type Steps } from '../utils/steps.js';
@@ -479,6 +480,12 @@ export class DistributedDataParallel {
   private exchange: Promise<unknown> | null = null;
   /** variableGrads holds the next forward pass's submits until that exchange is done (src/backend/submit_hold.ts). */
   private hold: SubmitHold | null = null;
+  /** replayGrads: the captured forward and backward passes, their results, and each hooked parameter's gradient. */
+  private captured: { step: CapturedStep; value: tf.Scalar; grads: tf.NamedTensorMap; byParam: (tf.Tensor | null)[]; ids: object[] } | null = null;
+  /** replayGrads is capturing: the hooked gradients as the backward pass makes them. */
+  private capturing: (tf.Tensor | null)[] | null = null;
+  /** The step a replay is running: its marks start the bucket readbacks of this step. */
+  private replaying: PendingStep | null = null;
   /** Forward passes issued while the previous exchange was still running (tests, benchmarks). */
   heldForwards = 0;
   /** Of those, the ones whose hold ended at a pause of the pass, before all of it was issued (tests, benchmarks). */
@@ -598,6 +605,59 @@ export class DistributedDataParallel {
         off += p.variable.size;
       }
     });
+  }
+
+  /**
+   * `variableGrads` for a step that is the same every time (the same input tensors, the parameters updated in place):
+   * the first call runs the forward and backward passes through tfjs and records their Dawn calls
+   * (src/backend/step_capture.ts); every later call replays the recording, and the bucket readbacks start where the
+   * capture started them. The main thread then issues a femto step in ~3 ms instead of ~25 (Dawn's null backend,
+   * docs/BENCHMARKS.md), which on 2 GPUs is what bounds the step. The previous exchange is awaited first (the replay
+   * itself is short, so there is nothing to hold). Returns the same loss and gradient tensors every time: the caller
+   * keeps them (allreduceGrads does not dispose them) until `dropCapture`. webgpu with the staged transfer only.
+   */
+  async replayGrads(lossFn: () => tf.Scalar, vars: readonly tf.Variable[]): Promise<{ value: tf.Scalar; grads: tf.NamedTensorMap }> {
+    if (this.transfer !== 'staged') throw new Error('replayGrads needs the webgpu backend with the staged transfer');
+    if (this.exchange) await this.exchange;
+    markPoolStep();
+    const c = this.captured;
+    if (!c) {
+      const byParam: (tf.Tensor | null)[] = new Array(this._params.length).fill(null);
+      this.capturing = byParam;
+      let got: { step: CapturedStep; result: { value: tf.Scalar; grads: tf.NamedTensorMap } };
+      try {
+        got = CapturedStep.capture(tf.backend() as unknown as CaptureBackend, () => tf.variableGrads(this.watch(lossFn), [...vars]) as { value: tf.Scalar; grads: tf.NamedTensorMap });
+      } finally {
+        this.capturing = null;
+      }
+      this.captured = { step: got.step, value: got.result.value, grads: got.result.grads, byParam, ids: this._params.map((p) => p.variable.dataId) };
+      return got.result;
+    }
+    const moved = this._params.find((p, i) => p.variable.dataId !== c.ids[i]);
+    if (moved) throw new Error(`parameter ${moved.name} has a new buffer since the step was captured (the optimizer must update in place)`);
+    const step = new PendingStep(this, this.layout, this._params.length);
+    this.pending = step;
+    this.replaying = step;
+    try {
+      c.step.replay();
+    } finally {
+      this.replaying = null;
+    }
+    return { value: c.value, grads: c.grads };
+  }
+
+  private replayReady(i: number): void {
+    const g = this.captured?.byParam[i];
+    if (this.replaying && g) this.replaying.ready(i, g);
+  }
+
+  /** Forget replayGrads's capture: its buffers go back to the pool, its loss and gradient tensors are disposed. */
+  dropCapture(): void {
+    const c = this.captured;
+    if (!c) return;
+    this.captured = null;
+    c.step.release();
+    tf.dispose([c.value, ...Object.values(c.grads)]);
   }
 
   /**
@@ -815,7 +875,13 @@ export class DistributedDataParallel {
           if (typeof thunk !== 'function') continue;
           map[input] = () => {
             const dx = thunk();
-            step.ready(i, dx);
+            const capturing = this.capturing;
+            if (!capturing) step.ready(i, dx);
+            else {
+              // a capture (replayGrads): the readback starts now and is not recorded; a replay starts it here
+              capturing[i] = dx;
+              CapturedStep.live(() => step.ready(i, dx), () => this.replayReady(i));
+            }
             return dx;
           };
         }
@@ -969,7 +1035,8 @@ export class DistributedDataParallel {
           for (let j = first; j <= k; j++) this.trace?.('applied', j);
         }
       }
-      for (const t of grads.values()) t.dispose();
+      const kept = this.captured ? new Set(Object.values(this.captured.grads)) : null;
+      for (const t of grads.values()) if (!kept?.has(t)) t.dispose();
       if (probe) {
         const mode = step.layout === this.flatLayout ? 'flat' : 'overlap';
         await this.record(mode, buckets.length, t0, probe, step.tFirst, step.tRead, step.tEx, out, uploadProbe, stagingClock.ms - copy0);
@@ -1065,8 +1132,9 @@ export class DistributedDataParallel {
     this.flatLayout = null;
   }
 
-  /** Free the GPU buffers of the staging and the uploads. */
+  /** Free the GPU buffers of the staging and the uploads (and replayGrads's capture). */
   dispose(): void {
+    this.dropCapture();
     this.disposeLayouts();
   }
 
