@@ -3,7 +3,8 @@
 # default path), batch 128 per GPU, femto three times alternating (its run-to-run spread is large) and tiny once,
 # PyTorch (torch_step.py, 1 GPU and torchrun DDP on 2) in the same run. ~5 minutes. Knobs: MODELS, FEMTO_REPEATS, EXTRA
 # (more bench_dist arguments, e.g. "--read-loss step"), DIST_PATHS (bench_dist paths of the 2-GPU runs, each in its own
-# processes after the same 1-GPU run; default "default").
+# processes after the same 1-GPU run; default "default"), ONE_PATH (the 1-GPU runs' path: none, or replay to compare
+# DIST_PATHS="default+replay" with the same replayed step on 1 GPU).
 #   source .device/setup.sh && bash scripts/gpu_dist_scaling.sh          (from the repository root)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ for M in ${MODELS:-femto tiny}; do
   A=(--model "mambaout_$M" --batch 128 --backend webgpu --img-size 224 --warmup 3 --steps 20 ${EXTRA:-})
   R=${FEMTO_REPEATS:-3}; [ "$M" = tiny ] && R=1
   for r in $(seq "$R"); do
-    tagged "$M-1gpu-$r" 120 node --import tsx scripts/bench_dist.ts "${A[@]}" --paths none
+    tagged "$M-1gpu-$r" 120 node --import tsx scripts/bench_dist.ts "${A[@]}" --paths "${ONE_PATH:-none}"
     for P in ${DIST_PATHS:-default}; do
       tagged "$M-2gpu-$P-$r" 180 node --import tsx scripts/launch_bench_dist.ts 2 "${A[@]}" --paths "$P"
     done
