@@ -293,6 +293,12 @@ let exchangeMs = 0;
 /** JS time of the optimizer call after the step (path none and awaited exchanges: the whole update's issuing). */
 let optimizerMs = 0;
 const overlapped = (p: Path): boolean => p.base.startsWith('overlap') || p.base === 'default';
+/** The step's loss queued, and read back as --read-loss says (disposed once read). */
+async function queueLoss(loss: tf.Scalar): Promise<void> {
+  losses.push(loss);
+  if (readEachStep || losses.length >= LOSS_READ_EVERY) await readLosses();
+  else await inFlight.push();
+}
 /** The replay path's capture (one per run of the path: resetWeights gives the parameters new buffers). */
 let captured: { step: CapturedStep; result: { value: tf.Scalar; grads: tf.NamedTensorMap } } | null = null;
 async function replayStep(): Promise<void> {
@@ -306,9 +312,7 @@ async function replayStep(): Promise<void> {
   opt.step(new Map(params.map((p) => [p.name, captured!.result.grads[p.variable.name]])));
   optimizerMs += performance.now() - t2;
   trace('optimizer');
-  losses.push(tf.tidy(() => captured!.result.value.add(0))); // a copy: readBack disposes what it reads
-  if (readEachStep || losses.length >= LOSS_READ_EVERY) await readLosses();
-  else await inFlight.push();
+  await queueLoss(tf.tidy(() => captured!.result.value.add(0))); // a copy: readBack disposes what it reads
 }
 /** +replay: the step through DistributedDataParallel.replayGrads, the exchange left running into the next step. */
 async function ddpReplayStep(ddp: DistributedDataParallel): Promise<void> {
@@ -324,9 +328,7 @@ async function ddpReplayStep(ddp: DistributedDataParallel): Promise<void> {
   const g = new Map<string, tf.Tensor>(params.map((p) => [p.name, grads[p.variable.name]]));
   pendingExchange = ddp.allreduceGrads(params, g, { onBucket: stepEachBucket(opt) });
   trace('optimizer');
-  losses.push(tf.tidy(() => value.add(0))); // a copy: readBack disposes what it reads
-  if (readEachStep || losses.length >= LOSS_READ_EVERY) await readLosses();
-  else await inFlight.push();
+  await queueLoss(tf.tidy(() => value.add(0))); // a copy: readBack disposes what it reads
 }
 function dropCapture(): void {
   for (const d of ddps.values()) d.dropCapture();
@@ -364,9 +366,7 @@ async function step(path: Path, ddp: DistributedDataParallel): Promise<void> {
   optimizerMs += performance.now() - t2;
   for (const t of g.values()) t.dispose();
   trace('optimizer');
-  losses.push(value);
-  if (readEachStep || losses.length >= LOSS_READ_EVERY) await readLosses();
-  else await inFlight.push();
+  await queueLoss(value);
 }
 
 function median(a: number[]): number {

@@ -100,8 +100,6 @@ function install(): void {
   installed = true;
 }
 
-const call = (key: string, self: unknown, ...a: unknown[]): unknown => orig.get(key)!.apply(self, a);
-
 interface FreeLists {
   freeBuffers: Map<string, GPUBuffer[]>;
   numFreeBuffers: number;
@@ -235,12 +233,26 @@ export class CapturedStep {
     return { result, step: new CapturedStep(backend, ops, backend.bufferManager) };
   }
 
-  get dispatches(): number {
-    return this.ops.filter((o) => o[0] === 'dispatch').length;
+  /** How many of each call the recording holds (pass, pipe, bind, dispatch, copy, write, submit, mark, ...). */
+  get calls(): Record<string, number> {
+    const n: Record<string, number> = {};
+    for (const o of this.ops) n[o[0]] = (n[o[0]] ?? 0) + 1;
+    return n;
   }
 
   /** Issue the recorded calls again, in their order, with the same buffers, bind groups and uniform data. */
   replay(): void {
+    // the original Dawn methods, looked up once (this loop runs ~3 calls per dispatch)
+    const beginComputePass = orig.get('GPUCommandEncoder.beginComputePass')!;
+    const clearBuffer = orig.get('GPUCommandEncoder.clearBuffer')!;
+    const copyBufferToBuffer = orig.get('GPUCommandEncoder.copyBufferToBuffer')!;
+    const dispatchWorkgroups = orig.get('GPUComputePassEncoder.dispatchWorkgroups')!;
+    const end = orig.get('GPUComputePassEncoder.end')!;
+    const finish = orig.get('GPUCommandEncoder.finish')!;
+    const setBindGroup = orig.get('GPUComputePassEncoder.setBindGroup')!;
+    const setPipeline = orig.get('GPUComputePassEncoder.setPipeline')!;
+    const submit = orig.get('GPUQueue.submit')!;
+    const writeBuffer = orig.get('GPUQueue.writeBuffer')!;
     // what tfjs has recorded and not submitted yet (an optimizer's last updates) goes to the GPU first
     if (this.backend.commandEncoder) {
       this.backend.endComputePassEncoder();
@@ -258,13 +270,13 @@ export class CapturedStep {
     let pipeline: GPUComputePipeline | null = null;
     const bound = new Map<number, [GPUBindGroup, unknown]>();
     const setBind = (p: GPUComputePassEncoder, i: number, bg: GPUBindGroup, off: unknown): void => {
-      if (off === undefined) call('GPUComputePassEncoder.setBindGroup', p, i, bg);
-      else call('GPUComputePassEncoder.setBindGroup', p, i, bg, off);
+      if (off === undefined) setBindGroup.call(p, i, bg);
+      else setBindGroup.call(p, i, bg, off);
     };
     const inPass = (): GPUComputePassEncoder => {
       if (!pass) {
-        const p = call('GPUCommandEncoder.beginComputePass', encoder(), desc) as GPUComputePassEncoder;
-        if (pipeline) call('GPUComputePassEncoder.setPipeline', p, pipeline);
+        const p = beginComputePass.call(encoder(), desc) as GPUComputePassEncoder;
+        if (pipeline) setPipeline.call(p, pipeline);
         for (const [i, [bg, off]] of bound) setBind(p, i, bg, off);
         pass = p;
       }
@@ -276,50 +288,50 @@ export class CapturedStep {
           desc = op[1];
           pipeline = null;
           bound.clear();
-          pass = call('GPUCommandEncoder.beginComputePass', encoder(), desc) as GPUComputePassEncoder;
+          pass = beginComputePass.call(encoder(), desc) as GPUComputePassEncoder;
           break;
         case 'pipe':
           pipeline = op[1];
-          call('GPUComputePassEncoder.setPipeline', inPass(), op[1]);
+          setPipeline.call(inPass(), op[1]);
           break;
         case 'bind':
           setBind(inPass(), op[1], op[2], op[3]);
           bound.set(op[1], [op[2], op[3]]);
           break;
         case 'dispatch':
-          call('GPUComputePassEncoder.dispatchWorkgroups', inPass(), op[1], op[2], op[3]);
+          dispatchWorkgroups.call(inPass(), op[1], op[2], op[3]);
           break;
         case 'end':
-          if (pass) call('GPUComputePassEncoder.end', pass);
+          if (pass) end.call(pass);
           pass = null;
           break;
         case 'copy':
-          call('GPUCommandEncoder.copyBufferToBuffer', encoder(), op[1], op[2], op[3], op[4], op[5]);
+          copyBufferToBuffer.call(encoder(), op[1], op[2], op[3], op[4], op[5]);
           break;
         case 'clear':
-          call('GPUCommandEncoder.clearBuffer', encoder(), op[1], op[2], op[3]);
+          clearBuffer.call(encoder(), op[1], op[2], op[3]);
           break;
         case 'finish':
-          finished.push(call('GPUCommandEncoder.finish', encoder()) as GPUCommandBuffer);
+          finished.push(finish.call(encoder()) as GPUCommandBuffer);
           enc = null;
           break;
         case 'submit':
-          call('GPUQueue.submit', queue, finished.splice(0, op[1]));
+          submit.call(queue, finished.splice(0, op[1]));
           break;
         case 'write':
-          call('GPUQueue.writeBuffer', queue, op[1], op[2], op[3]);
+          writeBuffer.call(queue, op[1], op[2], op[3]);
           break;
         case 'mark':
           // what was issued before the mark goes to the GPU before what the callback records (in order on the queue)
           if (pass) {
-            call('GPUComputePassEncoder.end', pass);
+            end.call(pass);
             pass = null;
           }
           if (enc) {
-            finished.push(call('GPUCommandEncoder.finish', enc) as GPUCommandBuffer);
+            finished.push(finish.call(enc) as GPUCommandBuffer);
             enc = null;
           }
-          if (finished.length) call('GPUQueue.submit', queue, finished.splice(0));
+          if (finished.length) submit.call(queue, finished.splice(0));
           op[1]();
           break;
       }

@@ -480,10 +480,14 @@ export class DistributedDataParallel {
   private exchange: Promise<unknown> | null = null;
   /** variableGrads holds the next forward pass's submits until that exchange is done (src/backend/submit_hold.ts). */
   private hold: SubmitHold | null = null;
-  /** replayGrads: the captured forward and backward passes, their results, and each hooked parameter's gradient. */
-  private captured: { step: CapturedStep; value: tf.Scalar; grads: tf.NamedTensorMap; byParam: (tf.Tensor | null)[]; ids: object[] } | null = null;
-  /** replayGrads is capturing: the hooked gradients as the backward pass makes them. */
-  private capturing: (tf.Tensor | null)[] | null = null;
+  /**
+   * replayGrads: the captured forward and backward passes, their results (`kept`: the gradients, which allreduceGrads
+   * leaves alone), the captured step's bucket state (whose `grads` hold each hooked parameter's gradient tensor) and
+   * the parameters' buffers then.
+   */
+  private captured: { step: CapturedStep; value: tf.Scalar; grads: tf.NamedTensorMap; kept: Set<tf.Tensor>; first: PendingStep | null; ids: object[] } | null = null;
+  /** replayGrads is capturing: the hooked readbacks start outside the recording, at marks. */
+  private capturing = false;
   /** The step a replay is running: its marks start the bucket readbacks of this step. */
   private replaying: PendingStep | null = null;
   /** Forward passes issued while the previous exchange was still running (tests, benchmarks). */
@@ -622,15 +626,15 @@ export class DistributedDataParallel {
     markPoolStep();
     const c = this.captured;
     if (!c) {
-      const byParam: (tf.Tensor | null)[] = new Array(this._params.length).fill(null);
-      this.capturing = byParam;
+      this.capturing = true;
       let got: { step: CapturedStep; result: { value: tf.Scalar; grads: tf.NamedTensorMap } };
       try {
         got = CapturedStep.capture(tf.backend() as unknown as CaptureBackend, () => tf.variableGrads(this.watch(lossFn), [...vars]) as { value: tf.Scalar; grads: tf.NamedTensorMap });
       } finally {
-        this.capturing = null;
+        this.capturing = false;
       }
-      this.captured = { step: got.step, value: got.result.value, grads: got.result.grads, byParam, ids: this._params.map((p) => p.variable.dataId) };
+      const { value, grads } = got.result;
+      this.captured = { step: got.step, value, grads, kept: new Set(Object.values(grads)), first: this.pending, ids: this._params.map((p) => p.variable.dataId) };
       return got.result;
     }
     const moved = this._params.find((p, i) => p.variable.dataId !== c.ids[i]);
@@ -647,7 +651,7 @@ export class DistributedDataParallel {
   }
 
   private replayReady(i: number): void {
-    const g = this.captured?.byParam[i];
+    const g = this.captured?.first?.grads[i];
     if (this.replaying && g) this.replaying.ready(i, g);
   }
 
@@ -875,13 +879,9 @@ export class DistributedDataParallel {
           if (typeof thunk !== 'function') continue;
           map[input] = () => {
             const dx = thunk();
-            const capturing = this.capturing;
-            if (!capturing) step.ready(i, dx);
-            else {
-              // a capture (replayGrads): the readback starts now and is not recorded; a replay starts it here
-              capturing[i] = dx;
-              CapturedStep.live(() => step.ready(i, dx), () => this.replayReady(i));
-            }
+            // a capture (replayGrads): the readback starts now and is not recorded; a replay starts it here
+            if (this.capturing) CapturedStep.live(() => step.ready(i, dx), () => this.replayReady(i));
+            else step.ready(i, dx);
             return dx;
           };
         }
@@ -1035,7 +1035,7 @@ export class DistributedDataParallel {
           for (let j = first; j <= k; j++) this.trace?.('applied', j);
         }
       }
-      const kept = this.captured ? new Set(Object.values(this.captured.grads)) : null;
+      const kept = this.captured?.kept;
       for (const t of grads.values()) if (!kept?.has(t)) t.dispose();
       if (probe) {
         const mode = step.layout === this.flatLayout ? 'flat' : 'overlap';
