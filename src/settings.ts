@@ -31,6 +31,7 @@
  * | distTransfer     | MAMBAOUT_DIST_TRANSFER      | 'auto' (staged on webgpu, else tfjs)     |
  * | distHandoff      | MAMBAOUT_DIST_HANDOFF       | 'auto' (memcpy: main-thread copies)      |
  * | distHold         | MAMBAOUT_DIST_HOLD          | 'auto' (off: await every exchange)       |
+ * | stepReplay       | MAMBAOUT_STEP_REPLAY        | 'off' (on: the training step replayed)   |
  * | distThreads      | MAMBAOUT_DIST_THREADS       | 'auto' (4 from 16 MiB of gradients)      |
  * | distBucketMb     | MAMBAOUT_DIST_BUCKET_MB     | 2                                        |
  * | distShmDir       | MAMBAOUT_DIST_SHM_DIR       | '/dev/shm' ('' or 'none': sockets only)  |
@@ -65,6 +66,7 @@ export const SETTING_VARIABLES = {
   distTransfer: 'MAMBAOUT_DIST_TRANSFER',
   distHandoff: 'MAMBAOUT_DIST_HANDOFF',
   distHold: 'MAMBAOUT_DIST_HOLD',
+  stepReplay: 'MAMBAOUT_STEP_REPLAY',
   distThreads: 'MAMBAOUT_DIST_THREADS',
   distBucketMb: 'MAMBAOUT_DIST_BUCKET_MB',
   distShmDir: 'MAMBAOUT_DIST_SHM_DIR',
@@ -316,6 +318,19 @@ export const settings = {
   },
   set distHold(v: 'auto' | 'off') {
     write('distHold', v);
+  },
+
+  /**
+   * Whether the training loop captures its forward and backward passes on an epoch's first batch and replays them
+   * for the others (src/train/step_replay.ts): on (webgpu, no gradient accumulation, no --clip-grad, an optimizer
+   * that updates in place; elsewhere the live step) or off. `MAMBAOUT_STEP_REPLAY`, default 'off' until a GPU run
+   * shows it pays in the whole loop (docs/BENCHMARKS.md).
+   */
+  get stepReplay(): 'on' | 'off' {
+    return oneOf('stepReplay', ['on', 'off'], 'off');
+  },
+  set stepReplay(v: 'on' | 'off') {
+    write('stepReplay', v);
   },
 
   /**

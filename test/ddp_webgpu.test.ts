@@ -27,6 +27,7 @@ import { createLogger } from '../src/log/logger.js';
 import { tempDir } from './helpers.js';
 import type { Steps } from '../src/utils/steps.js';
 import { deviceFence } from '../src/backend/fence.js';
+import { CapturedStep } from '../src/backend/step_capture.js';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { findFreePort } from '../src/distributed/launcher.js';
@@ -368,6 +369,42 @@ test('the training loop on 2 ranks issues each forward pass during the previous 
       for (let j = 0; j < x.length; j++) if (x[j] !== y[j]) assert.fail(`${k}[${j}]: ${y[j]} held vs ${x[j]} awaited`);
     }
   } finally {
+    cleanup();
+  }
+});
+
+test('the training loop with MAMBAOUT_STEP_REPLAY=on (drop path, 2 epochs: a capture each) ends with the weights of the live step bit for bit, in one process and as rank 0 of 2', { skip: SKIP, timeout: 900_000 }, async () => {
+  const { dir, cleanup } = tempDir('mambaout-replay-loop-');
+  const prev = settings.stepReplay;
+  try {
+    const data = (await makeTinyImagenet({ root: join(dir, 'data'), classes: 2, trainPerClass: 12, valPerClass: 4, minSide: 40, maxSide: 56, seed: 9 })).root;
+    const args = (exp: string): Record<string, unknown> => parseArgs({
+      scriptName: 'mambaout-train', usage: '', flags: TRAIN_FLAGS, positionals: [{ name: 'data_dir', describe: '', type: 'string' }],
+      argv: [data, '--model', 'mambaout_test', '--img-size', '32', '--backend', 'webgpu', '--workers', '0', '-b', '4', '--epochs', '2',
+        '--warmup-epochs', '0', '--cooldown-epochs', '0', '--lr', '1e-2', '--opt', 'adamw', '--drop-path', '0.2', '--log-interval', '100',
+        '--output', dir, '--experiment', exp],
+    }).args;
+    const run = async (exp: string, replay: 'on' | 'off', ranks: 1 | 2): Promise<number> => {
+      settings.stepReplay = replay;
+      const before = CapturedStep.replays;
+      const dist = ranks === 2 ? new DistributedDataParallel(new SlowFakeGroup(), [], { bucketBytes: 40_000, transfer: 'staged' }) : null;
+      await runTraining(args(exp), { logger: createLogger({ silent: true }), dist });
+      return CapturedStep.replays - before;
+    };
+    for (const ranks of [1, 2] as const) {
+      assert.equal(await run(`live${ranks}`, 'off', ranks), 0);
+      // 24 images, batch 4 per rank: 6 steps an epoch in one process (5 replays), 3 as rank 0 of 2 (2 replays)
+      assert.equal(await run(`replay${ranks}`, 'on', ranks), ranks === 1 ? 10 : 4, 'every step after an epoch\'s first replayed');
+      const a = await readTrainCheckpoint(join(dir, `live${ranks}`, 'last.safetensors'));
+      const b = await readTrainCheckpoint(join(dir, `replay${ranks}`, 'last.safetensors'));
+      assert.ok(a.stateDict.size > 0);
+      for (const [k, v] of a.stateDict) {
+        const x = v.data as Float32Array, y = b.stateDict.get(k)!.data as Float32Array;
+        for (let j = 0; j < x.length; j++) if (x[j] !== y[j]) assert.fail(`${ranks} rank(s), ${k}[${j}]: ${y[j]} replayed vs ${x[j]} live`);
+      }
+    }
+  } finally {
+    settings.stepReplay = prev;
     cleanup();
   }
 });

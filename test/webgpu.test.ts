@@ -236,6 +236,67 @@ test('a training step captured once and replayed (forward and backward, AdamW th
   }
 });
 
+test('a captured step fed a new batch at every replay (soft targets, drop path, constants in buffers tfjs hands on later in the step; with and without direct uploads) gives the losses and weights of live steps bit for bit', { skip: SKIP, timeout: 600_000 }, async () => {
+  const { createModel } = await import('../src/models/mambaout.js');
+  const { createOptimizer } = await import('../src/train/optim/index.js');
+  const { StepReplay } = await import('../src/train/step_replay.js');
+  const { CapturedStep } = await import('../src/backend/step_capture.js');
+  const { softTargetCrossEntropy } = await import('../src/train/loss.js');
+  const { webgpuKernelSettings } = await import('../src/backend/kernels/webgpu/settings.js');
+  const r = await initWebGPU();
+  assert.ok(r.ok, r.ok ? '' : r.reason);
+  try {
+    const model = createModel('mambaout_test', { seed: 1, numClasses: 2, drop_path_rate: 0.3 });
+    const params = model.parameterInfo().map((p) => ({ name: p.name, variable: p.variable }));
+    const vars = params.map((p) => p.variable);
+    const initial = await Promise.all(vars.map(async (v) => ((await v.data()) as Float32Array).slice()));
+    const N = 5;
+    const xs = Array.from({ length: N }, (_, k) => tf.tidy(() => tf.randomNormal([4, 32, 32, 3], 0, 1, 'float32', 5 + k).dataSync().slice()));
+    const ts = Array.from({ length: N }, (_, k) => [0.9, 0.1, 0.2, 0.8, 0.5 + 0.1 * k, 0.5 - 0.1 * k, 0.05, 0.95]);
+    const loss = (x: tf.Tensor, t: tf.Tensor): tf.Scalar => softTargetCrossEntropy(model.forward(x as tf.Tensor4D, { training: true }), t);
+    const run = async (replay: boolean): Promise<{ losses: number[]; w: Float32Array[] }> => {
+      tf.tidy(() => vars.forEach((v, i) => v.assign(tf.tensor(initial[i], v.shape))));
+      model.rng.seed(7);
+      const opt = createOptimizer(params, { opt: 'adamw', lr: 1e-2, weightDecay: 0.05 });
+      const rep = replay ? StepReplay.create(null) : null;
+      if (replay) assert.ok(rep);
+      const losses: tf.Tensor[] = [];
+      for (let s = 0; s < N; s++) {
+        // the batch as the prefetcher hands it on: tensors made from host values, not yet on the GPU
+        const x = tf.tensor4d(xs[s], [4, 32, 32, 3]);
+        const t = tf.tensor2d(ts[s], [4, 2]);
+        const out = rep ? await rep.grads(loss, vars, x, t) : tf.variableGrads(() => loss(x, t), vars);
+        opt.step(new Map(params.map((p) => [p.name, out.grads[p.variable.name]])));
+        losses.push(out.value); // no read until the end: the steps queue up on the GPU as in the training loop
+        if (!rep) tf.dispose(Object.values(out.grads));
+        for (const u of [x, t]) if (!rep?.holds(u)) u.dispose();
+      }
+      const ls = await Promise.all(losses.map(async (l) => (await l.data())[0]));
+      tf.dispose(losses);
+      const w = await Promise.all(vars.map(async (v) => ((await v.data()) as Float32Array).slice()));
+      rep?.drop();
+      opt.dispose();
+      return { losses: ls, w };
+    };
+    for (const direct of [true, false]) {
+      const prev = webgpuKernelSettings.directUpload;
+      webgpuKernelSettings.directUpload = direct;
+      try {
+        const live = await run(false);
+        const replays = CapturedStep.replays;
+        const replayed = await run(true);
+        assert.equal(CapturedStep.replays - replays, N - 1);
+        assert.deepEqual(replayed.losses, live.losses, `direct uploads ${direct}`);
+        live.w.forEach((w, i) => assert.deepEqual(replayed.w[i], w, `parameter ${params[i].name}, direct uploads ${direct}`));
+      } finally {
+        webgpuKernelSettings.directUpload = prev;
+      }
+    }
+  } finally {
+    await releaseWebGPU();
+  }
+});
+
 test('webgpu kernels match the cpu backend', { skip: SKIP, timeout: 600_000 }, async (t) => {
   const r = await initWebGPU();
   assert.ok(r.ok, r.ok ? '' : r.reason);

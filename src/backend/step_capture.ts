@@ -18,12 +18,15 @@
  *   - the buffers of its intermediates are taken out of tfjs's pool (pinned) until release(), so nothing tfjs makes
  *     between replays shares them;
  *   - uniform data (queue.writeBuffer) is replayed as recorded: work whose uniforms change from call to call (an
- *     optimizer's step count) is not captured.
+ *     optimizer's step count) is not captured;
+ *   - host values that must change every step (drop-path and dropout masks) are made with `drawnTensor`: a replay
+ *     draws them again at the same point, so the same Rng calls happen in the same order as in a live step.
  * Calls a replay cannot repeat (textures, queries, mapping: a readback inside the work) fail the capture. The hooks
  * stay on Dawn's prototypes once the first capture installed them (a null check per call).
  * The test: test/webgpu.test.ts, three AdamW steps with the last two replayed give tfjs's weights bit for bit.
  */
-import { bindGroupBuffers } from './webgpu_hooks.js';
+import * as tf from '@tensorflow/tfjs-core';
+import { bindGroupBuffers, gpuWords } from './webgpu_hooks.js';
 
 type Fn = (...a: unknown[]) => unknown;
 type Op =
@@ -37,6 +40,7 @@ type Op =
   | ['finish']
   | ['submit', number]
   | ['write', GPUBuffer, number, Uint8Array]
+  | ['draw', GPUBuffer, () => Float32Array]
   | ['mark', () => void];
 
 const orig = new Map<string, Fn>();
@@ -100,6 +104,18 @@ function install(): void {
   installed = true;
 }
 
+/** While capturing: makes drawnTensor's tensors (uploaded at once, the draw recorded). */
+let drawMaker: ((draw: () => Float32Array, shape: number[]) => tf.Tensor) | null = null;
+
+/**
+ * A float32 tensor of host values drawn anew every step (a drop-path or dropout mask from a seeded Rng): outside a
+ * capture `tf.tensor(draw(), shape)`; inside one, the same, and every replay calls `draw` again at this point and
+ * writes what it returns into the tensor's buffer.
+ */
+export function drawnTensor(draw: () => Float32Array, shape: number[]): tf.Tensor {
+  return drawMaker ? drawMaker(draw, shape) : tf.tensor(draw(), shape, 'float32');
+}
+
 interface FreeLists {
   freeBuffers: Map<string, GPUBuffer[]>;
   numFreeBuffers: number;
@@ -107,6 +123,8 @@ interface FreeLists {
 
 export interface CaptureBackend {
   device: GPUDevice;
+  /** tfjs-backend-webgpu: each tensor's data; `resource` is its GPU buffer once uploaded. */
+  tensorMap: { get(dataId: object): { resource?: unknown; values?: ArrayLike<number> | null; dtype?: string } | undefined };
   /** tfjs-backend-webgpu: a tensor made from host values (its data is uploaded when first used). */
   write(values: unknown, shape: number[], dtype: string): object;
   uploadToGPU(dataId: object): void;
@@ -119,6 +137,8 @@ export interface CaptureBackend {
 }
 
 export class CapturedStep {
+  /** Replays made in this process (tests check that a replay path really replayed). */
+  static replays = 0;
   /** Buffers the recording uses that were free in tfjs's pool after it: taken out of the pool until release(). */
   private pinned: GPUBuffer[] = [];
 
@@ -132,7 +152,7 @@ export class CapturedStep {
       if (op[0] === 'copy') {
         used.add(op[1]);
         used.add(op[3]);
-      } else if (op[0] === 'clear' || op[0] === 'write') used.add(op[1]);
+      } else if (op[0] === 'clear' || op[0] === 'write' || op[0] === 'draw') used.add(op[1]);
       else if (op[0] === 'bind') {
         const bufs = bindGroupBuffers(op[2]);
         if (!bufs) throw new Error('CapturedStep: a bind group made before the WebGPU hooks; cannot tell its buffers');
@@ -182,6 +202,11 @@ export class CapturedStep {
     }
   }
 
+  /** Whether the current tfjs backend's work can be captured (tfjs's webgpu backend on Dawn). */
+  static available(): boolean {
+    return tf.getBackend() === 'webgpu' && typeof (globalThis as { GPUCommandEncoder?: unknown }).GPUCommandEncoder === 'function';
+  }
+
   /** Run `fn` (tfjs work) once, recording every Dawn call it makes; tfjs's pending work is submitted before and after. */
   static capture<T>(backend: CaptureBackend, fn: () => T): { result: T; step: CapturedStep } {
     install();
@@ -197,7 +222,10 @@ export class CapturedStep {
     // Host values uploaded inside the capture: a tensor made inside it (a constant of the work) is uploaded again by
     // every replay, with the same values; one made before it and uploaded on first use (a parameter just assigned, the
     // input batch) is uploaded now and not recorded, so that a replay does not put its first values back over what
-    // the GPU has written there since (the optimizer's updates).
+    // the GPU has written there since (the optimizer's updates). The upload itself is never recorded: a fresh buffer
+    // gets its values mapped at creation, which no call shows, and tfjs may hand that buffer to another tensor later in
+    // the step (mambaout_test with a soft-target loss: wrong gradients from the second replay on); a constant is
+    // recorded as one write of its values instead.
     const made = new WeakSet<object>();
     const { write, uploadToGPU } = backend;
     backend.write = function (this: CaptureBackend, ...a: Parameters<CaptureBackend['write']>) {
@@ -206,15 +234,37 @@ export class CapturedStep {
       return id;
     };
     backend.uploadToGPU = function (this: CaptureBackend, dataId: object) {
-      if (made.has(dataId)) return uploadToGPU.call(this, dataId);
+      const d = this.tensorMap.get(dataId);
+      const constant = made.has(dataId) && d?.resource == null && d?.values ? gpuWords(d.dtype ?? 'float32', d.values) : null;
       const rec = recording;
       recording = null;
       try {
-        return uploadToGPU.call(this, dataId);
+        uploadToGPU.call(this, dataId);
       } finally {
         recording = rec;
       }
+      if (constant && rec) {
+        const w = new Uint8Array(constant.buffer, constant.byteOffset, constant.byteLength).slice();
+        rec.push(['write', bufferOf(this, { dataId } as tf.Tensor), 0, w]);
+      }
     };
+    // drawnTensor: uploaded now and not recorded (as a parameter), its draw recorded in its place
+    drawMaker = (draw, shape) => {
+      const t = tf.tensor(draw(), shape, 'float32');
+      const rec = recording;
+      recording = null;
+      try {
+        uploadToGPU.call(backend, t.dataId);
+      } finally {
+        recording = rec;
+      }
+      rec?.push(['draw', bufferOf(backend, t), draw]);
+      return t;
+    };
+    // tfjs-webgpu computes ops on small host-valued tensors (< 1,000 values) on the CPU: inside a capture that would
+    // bake the first step's values (a batch's targets) into the recording; every op runs on the GPU instead
+    const cpuForward = tf.env().getBool('WEBGPU_CPU_FORWARD');
+    tf.env().set('WEBGPU_CPU_FORWARD', false);
     recording = [];
     unsupported = null;
     let ops: Op[];
@@ -223,8 +273,10 @@ export class CapturedStep {
       result = fn();
       flush();
     } finally {
+      tf.env().set('WEBGPU_CPU_FORWARD', cpuForward);
       ops = recording;
       recording = null;
+      drawMaker = null;
       backend.write = write;
       backend.uploadToGPU = uploadToGPU;
     }
@@ -240,8 +292,13 @@ export class CapturedStep {
     return n;
   }
 
-  /** Issue the recorded calls again, in their order, with the same buffers, bind groups and uniform data. */
-  replay(): void {
+  /**
+   * Issue the recorded calls again, in their order, with the same buffers, bind groups and uniform data. `feed`: pairs
+   * [captured input, this step's tensor of the same shape and dtype]: each is copied into the captured input's buffer
+   * first (the next batch), on tfjs's encoder, so the caller may dispose it afterwards.
+   */
+  replay(feed: readonly (readonly [tf.Tensor, tf.Tensor])[] = []): void {
+    CapturedStep.replays++;
     // the original Dawn methods, looked up once (this loop runs ~3 calls per dispatch)
     const beginComputePass = orig.get('GPUCommandEncoder.beginComputePass')!;
     const clearBuffer = orig.get('GPUCommandEncoder.clearBuffer')!;
@@ -253,7 +310,19 @@ export class CapturedStep {
     const setPipeline = orig.get('GPUComputePassEncoder.setPipeline')!;
     const submit = orig.get('GPUQueue.submit')!;
     const writeBuffer = orig.get('GPUQueue.writeBuffer')!;
-    // what tfjs has recorded and not submitted yet (an optimizer's last updates) goes to the GPU first
+    for (const [dst, src] of feed) {
+      if (dst.dtype !== src.dtype || dst.shape.join() !== src.shape.join()) {
+        throw new Error(`CapturedStep.replay: fed ${src.dtype} [${src.shape}] into a captured ${dst.dtype} [${dst.shape}]`);
+      }
+      this.backend.uploadToGPU(src.dataId);
+      const from = bufferOf(this.backend, src);
+      const to = bufferOf(this.backend, dst);
+      this.backend.ensureCommandEncoderReady();
+      this.backend.endComputePassEncoder();
+      // float32, int32 and bool are 4 bytes a value on tfjs's webgpu backend
+      this.backend.commandEncoder!.copyBufferToBuffer(from, 0, to, 0, 4 * src.size);
+    }
+    // what tfjs has recorded and not submitted yet (an optimizer's last updates, the feed) goes to the GPU first
     if (this.backend.commandEncoder) {
       this.backend.endComputePassEncoder();
       this.backend.submitQueue();
@@ -263,7 +332,15 @@ export class CapturedStep {
     let enc: GPUCommandEncoder | null = null;
     let pass: GPUComputePassEncoder | null = null;
     const finished: GPUCommandBuffer[] = [];
-    const encoder = (): GPUCommandEncoder => (enc ??= device.createCommandEncoder());
+    // Encoder-level calls end an open pass first: in the capture, work that was not recorded (an upload through a
+    // staging copy) may have ended it.
+    const encoder = (): GPUCommandEncoder => {
+      if (pass) {
+        end.call(pass);
+        pass = null;
+      }
+      return (enc ??= device.createCommandEncoder());
+    };
     // A mark ends the open pass; if the recording went on in that pass (the live work did not end it), a new one
     // begins where the next pass-level call comes, with the same descriptor, pipeline and bind groups.
     let desc: GPUComputePassDescriptor | undefined;
@@ -321,6 +398,10 @@ export class CapturedStep {
         case 'write':
           writeBuffer.call(queue, op[1], op[2], op[3]);
           break;
+        case 'draw':
+          // on the queue before what this replay submits after it; the previous replay's uses are all submitted
+          writeBuffer.call(queue, op[1], 0, op[2]());
+          break;
         case 'mark':
           // what was issued before the mark goes to the GPU before what the callback records (in order on the queue)
           if (pass) {
@@ -338,4 +419,12 @@ export class CapturedStep {
     }
     if (enc || finished.length) throw new Error('CapturedStep.replay: the recording ended with work not submitted');
   }
+}
+
+/** The GPU buffer of an uploaded tensor. */
+function bufferOf(backend: CaptureBackend, t: tf.Tensor): GPUBuffer {
+  const r = backend.tensorMap.get(t.dataId)?.resource as GPUBuffer | undefined;
+  // (a fed input the captured work never read on the GPU has none: then a replay would not see the new values)
+  if (typeof r?.getMappedRange !== 'function') throw new Error(`CapturedStep: a ${t.dtype} [${t.shape}] tensor without a GPU buffer (a texture, or never read by the captured work on the GPU)`);
+  return r!;
 }

@@ -223,7 +223,7 @@ interface UploadInternals {
 }
 
 /** Values as the 32-bit array tfjs stores on the GPU (int32 and bool as Int32Array, the rest as Float32Array). */
-function gpuWords(dtype: string, values: ArrayLike<number>): Int32Array | Float32Array {
+export function gpuWords(dtype: string, values: ArrayLike<number>): Int32Array | Float32Array {
   if (dtype === 'int32' || dtype === 'bool') return values instanceof Int32Array ? values : Int32Array.from(values);
   return values instanceof Float32Array ? values : Float32Array.from(values);
 }

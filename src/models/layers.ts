@@ -11,6 +11,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Rng } from '../utils/rng.js';
 import '../backend/tfjs.js';
+import { drawnTensor } from '../backend/step_capture.js';
 import { linear, type LinearOptions } from '../ops/linear.js';
 import { layerNorm, type LayerNormOptions } from '../ops/layer_norm.js';
 import { conv2dBias } from '../ops/conv.js';
@@ -105,26 +106,32 @@ export class LayerNorm {
 
 /**
  * DropPath (stochastic depth), timm semantics: per sample keep with prob 1-p and scale the kept
- * residual by 1/(1-p). `mask` is a host-drawn [N] array of 0/1 (drawn from a seeded Rng).
+ * residual by 1/(1-p). The mask is a host-drawn [N] array of 0 or 1/(1-p) (from a seeded Rng), drawn again by every
+ * replay of a captured step (drawnTensor).
  */
 export function dropPath(x: tf.Tensor, p: number, rng: Rng): tf.Tensor {
   if (p <= 0) return x;
   const keep = 1 - p;
   const n = x.shape[0];
-  const mask = new Float32Array(n);
-  for (let i = 0; i < n; i++) mask[i] = Math.floor(keep + rng.random()) / keep;
-  const shape = [n, ...new Array(x.rank - 1).fill(1)];
-  return x.mul(tf.tensor(mask, shape));
+  const draw = (): Float32Array => {
+    const mask = new Float32Array(n);
+    for (let i = 0; i < n; i++) mask[i] = Math.floor(keep + rng.random()) / keep;
+    return mask;
+  };
+  return x.mul(drawnTensor(draw, [n, ...new Array(x.rank - 1).fill(1)]));
 }
 
 /** Dropout with a host-drawn mask (inverted scaling). */
 export function dropout(x: tf.Tensor, p: number, rng: Rng): tf.Tensor {
   if (p <= 0) return x;
   const size = x.size;
-  const mask = new Float32Array(size);
   const keep = 1 - p;
-  for (let i = 0; i < size; i++) mask[i] = rng.random() < keep ? 1 / keep : 0;
-  return x.mul(tf.tensor(mask, x.shape));
+  const draw = (): Float32Array => {
+    const mask = new Float32Array(size);
+    for (let i = 0; i < size; i++) mask[i] = rng.random() < keep ? 1 / keep : 0;
+    return mask;
+  };
+  return x.mul(drawnTensor(draw, x.shape));
 }
 
 /** PyTorch layout of a parameter's shape. */

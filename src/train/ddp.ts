@@ -619,8 +619,13 @@ export class DistributedDataParallel {
    * docs/BENCHMARKS.md), which on 2 GPUs is what bounds the step. The previous exchange is awaited first (the replay
    * itself is short, so there is nothing to hold). Returns the same loss and gradient tensors every time: the caller
    * keeps them (allreduceGrads does not dispose them) until `dropCapture`. webgpu with the staged transfer only.
+   * `feed` (replays): [captured input, this step's tensor] pairs copied in first (CapturedStep.replay).
    */
-  async replayGrads(lossFn: () => tf.Scalar, vars: readonly tf.Variable[]): Promise<{ value: tf.Scalar; grads: tf.NamedTensorMap }> {
+  async replayGrads(
+    lossFn: () => tf.Scalar,
+    vars: readonly tf.Variable[],
+    feed: readonly (readonly [tf.Tensor, tf.Tensor])[] = [],
+  ): Promise<{ value: tf.Scalar; grads: tf.NamedTensorMap }> {
     if (this.transfer !== 'staged') throw new Error('replayGrads needs the webgpu backend with the staged transfer');
     if (this.exchange) await this.exchange;
     markPoolStep();
@@ -643,7 +648,7 @@ export class DistributedDataParallel {
     this.pending = step;
     this.replaying = step;
     try {
-      c.step.replay();
+      c.step.replay(feed);
     } finally {
       this.replaying = null;
     }

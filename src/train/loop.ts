@@ -22,6 +22,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, statSync, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
+import { settings } from '../settings.js';
 import { setMaxImagePixels } from '../limits.js';
 import type { Logger } from '../log/logger.js';
 import { Progress } from '../log/progress.js';
@@ -56,6 +57,7 @@ import { padL, pyExp, pyFixed, pyG, pyRepr } from '../utils/pyformat.js';
 import { enableMixedPrecision } from '../ops/fused.js';
 import { argsToYaml } from './args_yaml.js';
 import { stepEachBucket, type DistributedDataParallel } from './ddp.js';
+import { StepReplay } from './step_replay.js';
 import { trainConfig, type Args, type TrainConfig } from './config.js';
 
 
@@ -606,6 +608,11 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
   };
   const holdNext = s.dist !== null && s.dist.holdMode === 'auto' && world > 1 && A === 1 && clipGrad === undefined && !s.ema &&
     !s.ctx.onUpdate && s.scheduler.tInEpochs && optimizer.updatesInPlace;
+  // MAMBAOUT_STEP_REPLAY=on: the forward and backward passes captured on this epoch's first batch and replayed for the
+  // others, where every step is the same (src/train/step_replay.ts); a new capture each epoch.
+  const replay = settings.stepReplay === 'on' && A === 1 && clipGrad === undefined && optimizer.updatesInPlace
+    ? StepReplay.create(world > 1 ? s.dist : null)
+    : null;
   let numUpdates = epoch * lenLoader;
   let updates = 0;
   const progress = s.isMain ? new Progress(s.logger, usedBatches, `Train ${epoch}`, 'loss {loss} | lr {lr}') : null;
@@ -654,14 +661,17 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
         // the backward pass is issued in pieces so that the exchange runs meanwhile (DistributedDataParallel.
         // variableGrads); allreduceGrads below then waits for what is still in flight.
         const overlap = s.dist !== null && world > 1 && A === 1 && updateGrad;
-        // (variableGrads waits for a previous exchange that is still running: holds its forward pass until then)
+        // (variableGrads waits for a previous exchange that is still running: holds its forward pass until then;
+        // replayGrads awaits it)
         if (!overlap) await settleExchange();
-        const { value, grads: g } = overlap ? await s.dist!.variableGrads(lossSteps, vars) : tf.tidy(() => tf.variableGrads(() => runSteps(lossSteps()), vars));
+        const { value, grads: g } = replay
+          ? await replay.grads((x, y) => trainLoss.fn(runSteps(model.forwardSteps(x as tf.Tensor4D, { training: true })), y) as tf.Scalar, vars, input, target)
+          : overlap ? await s.dist!.variableGrads(lossSteps, vars) : tf.tidy(() => tf.variableGrads(() => runSteps(lossSteps()), vars));
         exchange = null;
         lossValue = value;
         grads = g;
       } finally {
-        tf.dispose([input, target]);
+        tf.dispose([input, target].filter((t) => !replay?.holds(t)));
       }
       // accumulate
       if (!accum) {
@@ -699,7 +709,7 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
           g = clipped;
         }
         if (g.size > 0) optimizer.step(g);
-        for (const t of g.values()) t.dispose();
+        for (const t of g.values()) if (!replay?.holds(t)) t.dispose();
         s.ema?.update(params);
         updates++;
         if (s.ctx.onUpdate) await s.ctx.onUpdate({ epoch, update: updates, model });
@@ -754,8 +764,9 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
     progress?.stop();
     if (exchange) await exchange.catch(() => {});
     await iterator.return?.(undefined);
-    if (accum) for (const t of accum.values()) t.dispose();
+    if (accum) for (const t of accum.values()) if (!replay?.holds(t)) t.dispose();
     for (const u of unread) u.loss.dispose();
+    replay?.drop();
   }
   return { loss: losses.avg, lr: optimizer.meanLr };
 }

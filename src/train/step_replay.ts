@@ -1,0 +1,102 @@
+/**
+ * The training loop's forward and backward passes as a replay (src/backend/step_capture.ts): captured on the first
+ * batch, replayed for the next ones with each batch copied into the captured input, as torch.cuda.graphs replay a
+ * captured step. On 2 GPUs femto is bound by each rank's main thread: a femto step costs 25-28 ms of it through
+ * tfjs and 6.5-7.3 ms as a replay on one H200 (scripts/gpu_replay_one.sh, docs/BENCHMARKS.md "GPU run 9").
+ *
+ * A replay repeats the step exactly, so it is only used for steps that are the same every time (the loop decides,
+ * src/train/loop.ts): one micro-batch per update, an optimizer that writes the parameters in place, no clipping of the
+ * gradients (which replaces them). Drop-path masks are drawn again by every replay, in the live step's order
+ * (drawnTensor), so the weights are those of the live step bit for bit (test/webgpu.test.ts). A batch of another shape
+ * or dtype, or a parameter given a new buffer, makes a new capture.
+ *
+ * Data-parallel ranks replay through DistributedDataParallel.replayGrads, whose capture leaves the bucket readbacks at
+ * their places; one process captures here.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { CapturedStep, type CaptureBackend } from '../backend/step_capture.js';
+import type { DistributedDataParallel } from './ddp.js';
+
+interface Captured {
+  /** null when the DistributedDataParallel holds the capture */
+  step: CapturedStep | null;
+  value: tf.Scalar;
+  grads: tf.NamedTensorMap;
+  kept: Set<tf.Tensor>;
+  input: tf.Tensor;
+  target: tf.Tensor;
+  ids: object[];
+}
+
+export class StepReplay {
+  private cap: Captured | null = null;
+
+  private constructor(private readonly dist: DistributedDataParallel | null) {}
+
+  /** A replayer when the backend can capture (webgpu on Dawn) and, for ranks, the exchange is staged; else null. */
+  static create(dist: DistributedDataParallel | null): StepReplay | null {
+    if (!CapturedStep.available()) return null;
+    if (dist && dist.transfer !== 'staged') return null;
+    return new StepReplay(dist);
+  }
+
+  /** Whether `t` belongs to the capture (the first batch, the gradients): the caller must not dispose it. */
+  holds(t: tf.Tensor): boolean {
+    const c = this.cap;
+    return c !== null && (t === c.input || t === c.target || c.kept.has(t));
+  }
+
+  /**
+   * The loss and gradients of `lossFn(input, target)`: captured on the first call, replayed after it. The loss is a
+   * copy the caller owns; the gradients are the capture's (see holds). `input` and `target` are the caller's to
+   * dispose unless held (the captured batch).
+   */
+  async grads(
+    lossFn: (input: tf.Tensor, target: tf.Tensor) => tf.Scalar,
+    vars: readonly tf.Variable[],
+    input: tf.Tensor,
+    target: tf.Tensor,
+  ): Promise<{ value: tf.Scalar; grads: tf.NamedTensorMap }> {
+    let c = this.cap;
+    if (c && (!sameKind(c.input, input) || !sameKind(c.target, target) || vars.some((v, i) => v.dataId !== c!.ids[i]))) {
+      this.drop();
+      c = null;
+    }
+    if (!c) {
+      const loss = (): tf.Scalar => lossFn(input, target);
+      let value: tf.Scalar;
+      let grads: tf.NamedTensorMap;
+      let step: CapturedStep | null = null;
+      if (this.dist) {
+        ({ value, grads } = await this.dist.replayGrads(loss, vars));
+      } else {
+        const got = CapturedStep.capture(tf.backend() as unknown as CaptureBackend, () => tf.variableGrads(loss, [...vars]));
+        ({ value, grads } = got.result);
+        step = got.step;
+      }
+      c = this.cap = { step, value, grads, kept: new Set(Object.values(grads)), input, target, ids: vars.map((v) => v.dataId) };
+    } else {
+      const feed = [[c.input, input], [c.target, target]] as const;
+      if (this.dist) await this.dist.replayGrads(() => { throw new Error('StepReplay: replayGrads lost its capture'); }, vars, feed);
+      else c.step!.replay(feed);
+    }
+    return { value: tf.tidy(() => c.value.add(0)) as tf.Scalar, grads: c.grads };
+  }
+
+  /** Forget the capture: its buffers go back to tfjs's pool, its tensors are disposed. */
+  drop(): void {
+    const c = this.cap;
+    if (!c) return;
+    this.cap = null;
+    if (this.dist) this.dist.dropCapture();
+    else {
+      c.step!.release();
+      tf.dispose([c.value, ...Object.values(c.grads)]);
+    }
+    tf.dispose([c.input, c.target]);
+  }
+}
+
+function sameKind(a: tf.Tensor, b: tf.Tensor): boolean {
+  return a.dtype === b.dtype && a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
+}
