@@ -297,6 +297,50 @@ test('a captured step fed a new batch at every replay (soft targets, drop path, 
   }
 });
 
+test('training on webgpu with AdamW updating in place: 2 epochs straight equal 1 epoch + --resume + 1 epoch bit for bit (every checkpoint holds its own epoch\'s weights and moments, not the first read\'s)', { skip: SKIP, timeout: 600_000 }, async () => {
+  const { join } = await import('node:path');
+  const { tempDir } = await import('./helpers.js');
+  const { makeTinyImagenet } = await import('../src/data/tiny.js');
+  const { parseArgs } = await import('../src/cli/parse.js');
+  const { TRAIN_FLAGS } = await import('../src/cli/options.js');
+  const { runTraining } = await import('../src/train/loop.js');
+  const { readTrainCheckpoint } = await import('../src/checkpoint/saver.js');
+  const { createLogger } = await import('../src/log/logger.js');
+  const { dir, cleanup } = tempDir('mambaout-webgpu-resume-');
+  try {
+    const data = (await makeTinyImagenet({ root: join(dir, 'data'), classes: 2, trainPerClass: 12, valPerClass: 4, minSide: 40, maxSide: 56, seed: 3 })).root;
+    const args = (exp: string, more: string[] = []): Record<string, unknown> => parseArgs({
+      scriptName: 'mambaout-train', usage: '', flags: TRAIN_FLAGS, positionals: [{ name: 'data_dir', describe: '', type: 'string' }],
+      argv: [data, '--model', 'mambaout_test', '--img-size', '32', '--backend', 'webgpu', '--workers', '0', '-b', '4', '--epochs', '2',
+        '--warmup-epochs', '0', '--cooldown-epochs', '0', '--lr', '1e-2', '--opt', 'adamw', '--drop-path', '0.1', '--model-ema',
+        '--model-ema-decay', '0.9', '--log-interval', '100', '--output', dir, '--experiment', exp, ...more],
+    }).args;
+    const logger = createLogger({ silent: true });
+    await runTraining(args('straight'), { logger, dist: null });
+    let done = false;
+    await runTraining(args('part1'), { logger, dist: null, stopRequested: () => done, onUpdate: ({ update }) => void (done = update >= 6) });
+    await runTraining(args('part2', ['--resume', join(dir, 'part1', 'last.safetensors')]), { logger, dist: null });
+    const a = await readTrainCheckpoint(join(dir, 'straight', 'last.safetensors'));
+    const b = await readTrainCheckpoint(join(dir, 'part2', 'last.safetensors'));
+    const first = await readTrainCheckpoint(join(dir, 'straight', 'checkpoint-0.safetensors'));
+    assert.equal(a.epoch, 1);
+    assert.equal(b.epoch, 1);
+    let moved = 0;
+    for (const [k, v] of a.stateDict) {
+      const x = v.data as Float32Array, y = b.stateDict.get(k)!.data as Float32Array, z = first.stateDict.get(k)!.data as Float32Array;
+      for (let j = 0; j < x.length; j++) if (x[j] !== y[j]) assert.fail(`${k}[${j}]: ${y[j]} resumed vs ${x[j]} straight`);
+      if (x.some((q, j) => q !== z[j])) moved++;
+    }
+    assert.equal(moved, a.stateDict.size, 'every weight changed in the second epoch');
+    for (const [k, v] of a.stateDictEma!) {
+      const x = v.data as Float32Array, y = b.stateDictEma!.get(k)!.data as Float32Array;
+      for (let j = 0; j < x.length; j++) if (x[j] !== y[j]) assert.fail(`ema ${k}[${j}]: ${y[j]} resumed vs ${x[j]} straight`);
+    }
+  } finally {
+    cleanup();
+  }
+});
+
 test('webgpu kernels match the cpu backend', { skip: SKIP, timeout: 600_000 }, async (t) => {
   const r = await initWebGPU();
   assert.ok(r.ok, r.ok ? '' : r.reason);

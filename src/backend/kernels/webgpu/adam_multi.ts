@@ -157,6 +157,10 @@ export function adamMultiKernel(args: KernelArgs): TensorInfo[] {
       dispatch: dispatch2D(args.backend, Math.ceil(it.size / WG)),
     });
     for (const t of [it.p, it.g, it.m, it.v]) backend.commandQueueOwnedIds.add(t.dataId as object);
+    // tfjs keeps a tensor's values on the host once read (tensor.data()) and answers later reads from that copy: after
+    // this update it would hand out the old weights and moments (every checkpoint after the first held the first
+    // epoch's; test/webgpu.test.ts). The GPU buffer is the only copy from here on.
+    for (const t of [it.p, it.m, it.v]) backend.tensorMap.get(t.dataId).values = null;
   }
   const flags = `${a.useDecay ? 1 : 0}${a.useL2 ? 1 : 0}${a.lowLerp ? 1 : 0}`;
   recordDispatches(args.backend, {

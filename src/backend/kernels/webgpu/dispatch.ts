@@ -44,7 +44,7 @@ export interface CustomProgram {
 export interface BackendInternals {
   device: GPUDevice;
   queue: GPUQueue;
-  tensorMap: { get(dataId: unknown): { resource?: unknown; shape: number[]; dtype: DataType } };
+  tensorMap: { get(dataId: unknown): { resource?: unknown; values?: unknown; shape: number[]; dtype: DataType } };
   bufferManager: { acquireBuffer(size: number, usage: number): GPUBuffer };
   commandEncoder: GPUCommandEncoder | null;
   computePassEncoder: GPUComputePassEncoder | null;
