@@ -31,7 +31,7 @@
  * | distTransfer     | MAMBAOUT_DIST_TRANSFER      | 'auto' (staged on webgpu, else tfjs)     |
  * | distHandoff      | MAMBAOUT_DIST_HANDOFF       | 'auto' (memcpy: main-thread copies)      |
  * | distHold         | MAMBAOUT_DIST_HOLD          | 'auto' (off: await every exchange)       |
- * | stepReplay       | MAMBAOUT_STEP_REPLAY        | 'off' (on: the training step replayed)   |
+ * | stepReplay       | MAMBAOUT_STEP_REPLAY        | 'auto' (one process; on: ranks too; off) |
  * | distThreads      | MAMBAOUT_DIST_THREADS       | 'auto' (4 from 16 MiB of gradients)      |
  * | distBucketMb     | MAMBAOUT_DIST_BUCKET_MB     | 2                                        |
  * | distShmDir       | MAMBAOUT_DIST_SHM_DIR       | '/dev/shm' ('' or 'none': sockets only)  |
@@ -322,14 +322,15 @@ export const settings = {
 
   /**
    * Whether the training loop captures its forward and backward passes on an epoch's first batch and replays them
-   * for the others (src/train/step_replay.ts): on (webgpu, no gradient accumulation, no --clip-grad, an optimizer
-   * that updates in place; elsewhere the live step) or off. `MAMBAOUT_STEP_REPLAY`, default 'off' until a GPU run
-   * shows it pays in the whole loop (docs/BENCHMARKS.md).
+   * for the others (src/train/step_replay.ts), where the step allows it (webgpu, no gradient accumulation, no
+   * --clip-grad, an optimizer that updates in place): 'auto' in one process (H200, femto, real JPEGs: 2,468 against
+   * 2,284 img/s, docs/BENCHMARKS.md "GPU run 9"), not yet for data-parallel ranks (not measured on 2 GPUs); 'on' for
+   * ranks too; 'off'. `MAMBAOUT_STEP_REPLAY`, default 'auto'.
    */
-  get stepReplay(): 'on' | 'off' {
-    return oneOf('stepReplay', ['on', 'off'], 'off');
+  get stepReplay(): 'auto' | 'on' | 'off' {
+    return oneOf('stepReplay', ['auto', 'on', 'off'], 'auto');
   },
-  set stepReplay(v: 'on' | 'off') {
+  set stepReplay(v: 'auto' | 'on' | 'off') {
     write('stepReplay', v);
   },
 
