@@ -442,17 +442,18 @@ test('without communication threads, allreduceScalars waits for an exchange left
   });
 });
 
-test('2 real ranks training on WebGPU end with the same weights whether the next forward pass is held or every exchange awaited (losses reduced at every step)', { skip: SKIP, timeout: 600_000 }, async () => {
+test('2 real ranks training on WebGPU end with the same weights whether the next forward pass is held, every exchange awaited or the step replayed (losses reduced at every step)', { skip: SKIP, timeout: 600_000 }, async () => {
   const { dir, cleanup } = tempDir('mambaout-ddp-ranks-');
   try {
     const data = (await makeTinyImagenet({ root: join(dir, 'data'), classes: 2, trainPerClass: 16, valPerClass: 4, minSide: 40, maxSide: 56, seed: 7 })).root;
     const root = fileURLToPath(new URL('..', import.meta.url));
-    const train = async (hold: 'auto' | 'off'): Promise<void> => {
+    const train = async (hold: 'auto' | 'off' | 'replay'): Promise<string> => {
       const port = await findFreePort();
       const ranks = [0, 1].map((r) => new Promise<string>((resolve, reject) => {
         // one adapter for both ranks (lavapipe has one); 2 communication threads, as for the real models
         const env = { ...process.env, RANK: String(r), LOCAL_RANK: String(r), WORLD_SIZE: '2', LOCAL_WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1',
-          MASTER_PORT: String(port), MAMBAOUT_WEBGPU_ADAPTER: '0', MAMBAOUT_DIST_HOLD: hold, MAMBAOUT_DIST_THREADS: '2' };
+          MASTER_PORT: String(port), MAMBAOUT_WEBGPU_ADAPTER: '0', MAMBAOUT_DIST_HOLD: hold === 'off' ? 'off' : 'auto', MAMBAOUT_DIST_THREADS: '2',
+          MAMBAOUT_STEP_REPLAY: hold === 'replay' ? 'on' : 'off' };
         const p = spawn(process.execPath, ['--import', 'tsx', join(root, 'bin', 'train.ts'), data, '--model', 'mambaout_test', '--img-size', '32',
           '--backend', 'webgpu', '-b', '4', '--epochs', '1', '--warmup-epochs', '0', '--cooldown-epochs', '0', '--opt', 'adamw', '--lr', '1e-2',
           '--workers', '0', '--log-interval', '1', '--output', dir, '--experiment', hold], { env, cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -462,15 +463,18 @@ test('2 real ranks training on WebGPU end with the same weights whether the next
         p.on('error', reject);
         p.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`rank ${r} (hold ${hold}) exited ${code}:\n${out.slice(-2000)}`))));
       }));
-      await Promise.all(ranks);
+      return (await Promise.all(ranks))[0];
     };
-    await train('auto');
+    assert.doesNotMatch(await train('auto'), /replayed/);
     await train('off');
+    assert.match(await train('replay'), /Training step: captured on each epoch's first batch and replayed/);
     const a = await readTrainCheckpoint(join(dir, 'off', 'last.safetensors'));
-    const b = await readTrainCheckpoint(join(dir, 'auto', 'last.safetensors'));
-    for (const [k, v] of a.stateDict) {
-      const x = v.data as Float32Array, y = b.stateDict.get(k)!.data as Float32Array;
-      for (let j = 0; j < x.length; j++) if (x[j] !== y[j]) assert.fail(`${k}[${j}]: ${y[j]} held vs ${x[j]} awaited`);
+    for (const other of ['auto', 'replay']) {
+      const b = await readTrainCheckpoint(join(dir, other, 'last.safetensors'));
+      for (const [k, v] of a.stateDict) {
+        const x = v.data as Float32Array, y = b.stateDict.get(k)!.data as Float32Array;
+        for (let j = 0; j < x.length; j++) if (x[j] !== y[j]) assert.fail(`${k}[${j}]: ${y[j]} ${other} vs ${x[j]} awaited`);
+      }
     }
   } finally {
     cleanup();

@@ -422,7 +422,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     const state: LoopState = {
       cfg, logger, dist, model, params, optimizer, scheduler, ema, emaModel, mixup, trainLoss, trainPrefetch, evalPrefetch,
       dataConfig, numClasses, B, A, world, rank, stepsPerEpoch, seed, saver, isMain, log, ctx,
-      numEpochs, interrupted: false, modelMeta, aug,
+      numEpochs, interrupted: false, modelMeta, aug, replayNoted: false,
     };
 
     let bestMetric: number | null = null;
@@ -529,6 +529,8 @@ interface LoopState {
   interrupted: boolean;
   modelMeta: ModelMeta;
   aug: TrainAugPlan;
+  /** The replayed step has been announced (src/train/step_replay.ts). */
+  replayNoted: boolean;
 }
 
 async function checkpointState(s: LoopState, epoch: number, extra: Record<string, unknown> = {}): Promise<TrainCheckpoint> {
@@ -615,6 +617,10 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
   const replay = replayWanted && A === 1 && clipGrad === undefined && optimizer.updatesInPlace
     ? StepReplay.create(world > 1 ? s.dist : null)
     : null;
+  if (replay && !s.replayNoted) {
+    s.replayNoted = true;
+    s.log('Training step: captured on each epoch\'s first batch and replayed for the others (MAMBAOUT_STEP_REPLAY=off issues every step).');
+  }
   let numUpdates = epoch * lenLoader;
   let updates = 0;
   const progress = s.isMain ? new Progress(s.logger, usedBatches, `Train ${epoch}`, 'loss {loss} | lr {lr}') : null;
