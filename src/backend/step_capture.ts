@@ -1,13 +1,15 @@
 /**
  * CapturedStep: record the Dawn calls that a piece of tfjs work makes once, then issue the same calls again without
- * tfjs, on the same buffers (CUDA graphs do this for PyTorch). DistributedDataParallel.replayGrads (src/train/ddp.ts)
- * and scripts/bench_dist.ts's `replay` paths use it for a training step's forward and backward passes; the training
- * loop does not (yet). Marks (`live`) let work that must not be recorded (the exchange's bucket readbacks) run at its
- * place in every replay.
+ * tfjs, on the same buffers (CUDA graphs do this for PyTorch). The training loop (src/train/step_replay.ts),
+ * DistributedDataParallel.replayGrads (src/train/ddp.ts) and scripts/bench_dist.ts's `replay` paths use it for a
+ * training step's forward and backward passes. Marks (`live`) let work that must not be recorded (the exchange's
+ * bucket readbacks) run at its place in every replay.
  *
- * Why: on 2 GPUs femto is bound by each rank's main thread, and ~88% of that thread's issue time per step is JS (tfjs's
- * engine and our kernels), not Dawn: a femto training step costs 24-26 ms to issue through tfjs and 3.0-3.2 ms as a
- * replay of its recorded calls (Dawn's null backend, scripts/replay_estimate.ts, docs/BENCHMARKS.md).
+ * Why: the main thread bounds a step whenever it has other work (the loader's hand-offs, the gradient exchange), and
+ * ~88% of its issue time per step is JS (tfjs's engine and our kernels), not Dawn: a femto training step costs 24-26 ms
+ * to issue through tfjs and 3.0-3.2 ms as a replay of its recorded calls on Dawn's null backend
+ * (scripts/replay_estimate.ts), 23-33 against 6.4-7.9 ms on the H200, where the whole training loop went from 2,284 to
+ * 2,468 img/s (docs/BENCHMARKS.md, GPU run 9).
  *
  * What a replay relies on (the caller's contract):
  *   - the recorded work reads only tensors that stay alive and keep their buffers: parameters updated in place (our
@@ -23,7 +25,9 @@
  *     draws them again at the same point, so the same Rng calls happen in the same order as in a live step.
  * Calls a replay cannot repeat (textures, queries, mapping: a readback inside the work) fail the capture. The hooks
  * stay on Dawn's prototypes once the first capture installed them (a null check per call).
- * The test: test/webgpu.test.ts, three AdamW steps with the last two replayed give tfjs's weights bit for bit.
+ * The tests (bit for bit against the same steps issued through tfjs): test/webgpu.test.ts, three AdamW steps with the
+ * last two replayed, and five fed a new batch each (soft targets, drop path, with and without direct uploads);
+ * test/ddp_webgpu.test.ts, the data-parallel replay and the training loop's (src/train/step_replay.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { bindGroupBuffers, gpuWords } from './webgpu_hooks.js';

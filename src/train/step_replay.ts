@@ -1,12 +1,14 @@
 /**
  * The training loop's forward and backward passes as a replay (src/backend/step_capture.ts): captured on the first
  * batch, replayed for the next ones with each batch copied into the captured input, as torch.cuda.graphs replay a
- * captured step. On 2 GPUs femto is bound by each rank's main thread: a femto step costs 25-28 ms of it through
- * tfjs and 6.5-7.3 ms as a replay on one H200 (scripts/gpu_replay_one.sh, docs/BENCHMARKS.md "GPU run 9").
+ * captured step. Why: the loop's main thread also serves the loader and the prefetcher (and on 2 GPUs the exchange),
+ * and a femto step costs 23-33 ms of it through tfjs against 6.4-7.9 ms as a replay. On one H200 with real JPEGs and
+ * the full recipe the loop went from 2,147-2,371 img/s (mean 2,284) to 2,466-2,470 (timm's loop: 1,436), at its model
+ * step's speed (docs/BENCHMARKS.md "GPU run 9", scripts/gpu_replay_loop.sh).
  *
  * A replay repeats the step exactly, so it is only used for steps that are the same every time (the loop decides,
- * src/train/loop.ts): one micro-batch per update, an optimizer that writes the parameters in place, no clipping of the
- * gradients (which replaces them). Drop-path masks are drawn again by every replay, in the live step's order
+ * src/train/loop.ts, with settings.stepReplay): one micro-batch per update, an optimizer that writes the parameters in
+ * place, no clipping of the gradients (which replaces them). Drop-path masks are drawn again by every replay, in the live step's order
  * (drawnTensor), so the weights are those of the live step bit for bit (test/webgpu.test.ts). A batch of another shape
  * or dtype, or a parameter given a new buffer, makes a new capture.
  *
