@@ -108,6 +108,17 @@ function install(): void {
   installed = true;
 }
 
+/** Run `fn` without recording the Dawn calls it makes (work at its place in the capture that a replay does not repeat). */
+function unrecorded<T>(fn: () => T): T {
+  const rec = recording;
+  recording = null;
+  try {
+    return fn();
+  } finally {
+    recording = rec;
+  }
+}
+
 /** While capturing: makes drawnTensor's tensors (uploaded at once, the draw recorded). */
 let drawMaker: ((draw: () => Float32Array, shape: number[]) => tf.Tensor) | null = null;
 
@@ -195,15 +206,9 @@ export class CapturedStep {
    * the tensors of the step being replayed). Outside a capture this is just `fn()`.
    */
   static live<T>(fn: () => T, onReplay: () => void): T {
-    const rec = recording;
-    if (!rec) return fn();
-    rec.push(['mark', onReplay]);
-    recording = null;
-    try {
-      return fn();
-    } finally {
-      recording = rec;
-    }
+    if (!recording) return fn();
+    recording.push(['mark', onReplay]);
+    return unrecorded(fn);
   }
 
   /** Whether the current tfjs backend's work can be captured (tfjs's webgpu backend on Dawn). */
@@ -240,29 +245,17 @@ export class CapturedStep {
     backend.uploadToGPU = function (this: CaptureBackend, dataId: object) {
       const d = this.tensorMap.get(dataId);
       const constant = made.has(dataId) && d?.resource == null && d?.values ? gpuWords(d.dtype ?? 'float32', d.values) : null;
-      const rec = recording;
-      recording = null;
-      try {
-        uploadToGPU.call(this, dataId);
-      } finally {
-        recording = rec;
-      }
-      if (constant && rec) {
+      unrecorded(() => uploadToGPU.call(this, dataId));
+      if (constant && recording) {
         const w = new Uint8Array(constant.buffer, constant.byteOffset, constant.byteLength).slice();
-        rec.push(['write', bufferOf(this, { dataId } as tf.Tensor), 0, w]);
+        recording.push(['write', bufferOf(this, { dataId } as tf.Tensor), 0, w]);
       }
     };
     // drawnTensor: uploaded now and not recorded (as a parameter), its draw recorded in its place
     drawMaker = (draw, shape) => {
       const t = tf.tensor(draw(), shape, 'float32');
-      const rec = recording;
-      recording = null;
-      try {
-        uploadToGPU.call(backend, t.dataId);
-      } finally {
-        recording = rec;
-      }
-      rec?.push(['draw', bufferOf(backend, t), draw]);
+      unrecorded(() => uploadToGPU.call(backend, t.dataId));
+      recording?.push(['draw', bufferOf(backend, t), draw]);
       return t;
     };
     // tfjs-webgpu computes ops on small host-valued tensors (< 1,000 values) on the CPU: inside a capture that would
