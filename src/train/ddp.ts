@@ -660,6 +660,11 @@ export class DistributedDataParallel {
     if (this.replaying && g) this.replaying.ready(i, g);
   }
 
+  /** Resolves once the exchange left running (allreduceGrads not awaited) is done; rejects with its error. */
+  async exchangeDone(): Promise<void> {
+    if (this.exchange) await this.exchange;
+  }
+
   /** Forget replayGrads's capture: its buffers go back to the pool, its loss and gradient tensors are disposed. */
   dropCapture(): void {
     const c = this.captured;

@@ -61,6 +61,7 @@ export class StepReplay {
   ): Promise<{ value: tf.Scalar; grads: tf.NamedTensorMap }> {
     let c = this.cap;
     if (c && (!sameKind(c.input, input) || !sameKind(c.target, target) || vars.some((v, i) => v.dataId !== c!.ids[i]))) {
+      await this.dist?.exchangeDone(); // (the exchange still running holds the captured gradients)
       this.drop();
       c = null;
     }
