@@ -17,6 +17,7 @@
  *     host values inside it are uploaded again by every replay with the same values (constants: right; a value that
  *     changes, such as a learning rate made into a tensor inside the step, would not change);
  *   - its results are tensors the caller keeps (each replay writes them again) and never disposes while replaying;
+ *     read them on the host through a copy (tfjs answers a second data() of a tensor from its first read);
  *   - the buffers of its intermediates are taken out of tfjs's pool (pinned) until release(), so nothing tfjs makes
  *     between replays shares them;
  *   - uniform data (queue.writeBuffer) is replayed as recorded: work whose uniforms change from call to call (an
