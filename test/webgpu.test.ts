@@ -299,6 +299,41 @@ test('a captured step fed a new batch at every replay (soft targets, drop path, 
   }
 });
 
+test('a step that cannot be captured (a readback inside it) runs live: its loss and gradients are those of tf.variableGrads, nothing is held, and StepReplay says why', { skip: SKIP, timeout: 300_000 }, async () => {
+  const { createModel } = await import('../src/models/mambaout.js');
+  const { StepReplay } = await import('../src/train/step_replay.js');
+  const r = await initWebGPU();
+  assert.ok(r.ok, r.ok ? '' : r.reason);
+  try {
+    const model = createModel('mambaout_test', { seed: 2 });
+    const vars = model.parameterInfo().map((p) => p.variable);
+    const x = tf.randomNormal([2, 32, 32, 3], 0, 1, 'float32', 4);
+    const y = tf.oneHot(tf.tensor1d([1, 3], 'int32'), model.numClasses);
+    const reads: Promise<unknown>[] = [];
+    const loss = (a: tf.Tensor, b: tf.Tensor): tf.Scalar => {
+      const logits = model.forward(a as tf.Tensor4D, { training: false });
+      const c = tf.keep(logits.add(0));
+      reads.push(c.data().then(() => c.dispose())); // a readback: mapAsync, which a replay cannot repeat
+      return tf.losses.softmaxCrossEntropy(b, logits) as tf.Scalar;
+    };
+    const live = tf.variableGrads(() => loss(x, y), vars);
+    const rep = StepReplay.create(null)!;
+    const got = await rep.grads(loss, vars, x, y);
+    await Promise.all(reads);
+    assert.match(rep.failed ?? '', /mapAsync.*cannot repeat/);
+    assert.equal((await got.value.data())[0], (await live.value.data())[0]);
+    for (const v of vars) {
+      assert.ok(!rep.holds(got.grads[v.name]));
+      assert.deepEqual(await got.grads[v.name].data(), await live.grads[v.name].data(), v.name);
+    }
+    assert.ok(!rep.holds(x) && !rep.holds(y));
+    tf.dispose([x, y, live.value, got.value, ...Object.values(live.grads), ...Object.values(got.grads)]);
+    model.dispose();
+  } finally {
+    await releaseWebGPU();
+  }
+});
+
 test('training on webgpu with AdamW updating in place: 2 epochs straight equal 1 epoch + --resume + 1 epoch bit for bit (every checkpoint holds its own epoch\'s weights and moments, not the first read\'s)', { skip: SKIP, timeout: 600_000 }, async () => {
   const { join } = await import('node:path');
   const { tempDir } = await import('./helpers.js');

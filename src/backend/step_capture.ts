@@ -219,6 +219,16 @@ export class CapturedStep {
 
   /** Run `fn` (tfjs work) once, recording every Dawn call it makes; tfjs's pending work is submitted before and after. */
   static capture<T>(backend: CaptureBackend, fn: () => T): { result: T; step: CapturedStep } {
+    const got = CapturedStep.tryCapture(backend, fn);
+    if (!got.step) throw new Error(`CapturedStep: the captured work called ${got.unsupported}, which a replay cannot repeat`);
+    return { result: got.result, step: got.step };
+  }
+
+  /**
+   * `capture`, where work a replay cannot repeat (a texture, a query, a readback) is not an error: `fn` ran live, its
+   * result stands, and `step` is null with the call named in `unsupported` (callers go on without replaying).
+   */
+  static tryCapture<T>(backend: CaptureBackend, fn: () => T): { result: T; step: CapturedStep | null; unsupported: string | null } {
     install();
     // always a submit: tfjs frees the buffers of tensors disposed while its encoder used them only at its next submit,
     // and those must be in the pool by the time the recording pins what it uses
@@ -278,9 +288,8 @@ export class CapturedStep {
       backend.write = write;
       backend.uploadToGPU = uploadToGPU;
     }
-    if (unsupported) throw new Error(`CapturedStep: the captured work called ${unsupported}, which a replay cannot repeat`);
-
-    return { result, step: new CapturedStep(backend, ops, backend.bufferManager) };
+    if (unsupported) return { result, step: null, unsupported };
+    return { result, step: new CapturedStep(backend, ops, backend.bufferManager), unsupported: null };
   }
 
   /** How many of each call the recording holds (pass, pipe, bind, dispatch, copy, write, submit, mark, ...). */

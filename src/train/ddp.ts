@@ -619,26 +619,29 @@ export class DistributedDataParallel {
    * docs/BENCHMARKS.md), which on 2 GPUs is what bounds the step. The previous exchange is awaited first (the replay
    * itself is short, so there is nothing to hold). Returns the same loss and gradient tensors every time: the caller
    * keeps them (allreduceGrads does not dispose them) until `dropCapture`. webgpu with the staged transfer only.
-   * `feed` (replays): [captured input, this step's tensor] pairs copied in first (CapturedStep.replay).
+   * `feed` (replays): [captured input, this step's tensor] pairs copied in first (CapturedStep.replay). When the step
+   * cannot be captured (CapturedStep.tryCapture), it ran live: its result comes back with `unsupported` set, it is the
+   * caller's as variableGrads' is, and nothing is kept.
    */
   async replayGrads(
     lossFn: () => tf.Scalar,
     vars: readonly tf.Variable[],
     feed: readonly (readonly [tf.Tensor, tf.Tensor])[] = [],
-  ): Promise<{ value: tf.Scalar; grads: tf.NamedTensorMap }> {
+  ): Promise<{ value: tf.Scalar; grads: tf.NamedTensorMap; unsupported?: string }> {
     if (this.transfer !== 'staged') throw new Error('replayGrads needs the webgpu backend with the staged transfer');
     if (this.exchange) await this.exchange;
     markPoolStep();
     const c = this.captured;
     if (!c) {
       this.capturing = true;
-      let got: { step: CapturedStep; result: { value: tf.Scalar; grads: tf.NamedTensorMap } };
+      let got: { step: CapturedStep | null; unsupported: string | null; result: { value: tf.Scalar; grads: tf.NamedTensorMap } };
       try {
-        got = CapturedStep.capture(tf.backend() as unknown as CaptureBackend, () => tf.variableGrads(this.watch(lossFn), [...vars]) as { value: tf.Scalar; grads: tf.NamedTensorMap });
+        got = CapturedStep.tryCapture(tf.backend() as unknown as CaptureBackend, () => tf.variableGrads(this.watch(lossFn), [...vars]) as { value: tf.Scalar; grads: tf.NamedTensorMap });
       } finally {
         this.capturing = false;
       }
       const { value, grads } = got.result;
+      if (!got.step) return { value, grads, unsupported: got.unsupported! };
       this.captured = { step: got.step, value, grads, kept: new Set(Object.values(grads)), first: this.pending, ids: this._params.map((p) => p.variable.dataId) };
       return got.result;
     }

@@ -422,7 +422,7 @@ export async function runTraining(args: Args, ctx: TrainContext): Promise<TrainR
     const state: LoopState = {
       cfg, logger, dist, model, params, optimizer, scheduler, ema, emaModel, mixup, trainLoss, trainPrefetch, evalPrefetch,
       dataConfig, numClasses, B, A, world, rank, stepsPerEpoch, seed, saver, isMain, log, ctx,
-      numEpochs, interrupted: false, modelMeta, aug, replayNoted: false,
+      numEpochs, interrupted: false, modelMeta, aug, replayNoted: false, replayFailed: false,
     };
 
     let bestMetric: number | null = null;
@@ -529,8 +529,10 @@ interface LoopState {
   interrupted: boolean;
   modelMeta: ModelMeta;
   aug: TrainAugPlan;
-  /** The replayed step has been announced (src/train/step_replay.ts). */
+  /** The replayed step has been announced (src/train/step_replay.ts), or that the step could not be captured. */
   replayNoted: boolean;
+  /** The step could not be captured: later epochs do not try again. */
+  replayFailed: boolean;
 }
 
 async function checkpointState(s: LoopState, epoch: number, extra: Record<string, unknown> = {}): Promise<TrainCheckpoint> {
@@ -614,13 +616,9 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
   // step is the same (src/train/step_replay.ts; H200, femto, real JPEGs: 2,468 img/s against 2,284 issued through
   // tfjs); a new capture each epoch. MAMBAOUT_STEP_REPLAY: auto = one process, on = data-parallel ranks too.
   const replayWanted = settings.stepReplay === 'on' || (settings.stepReplay === 'auto' && world === 1);
-  const replay = replayWanted && A === 1 && clipGrad === undefined && optimizer.updatesInPlace
+  let replay = replayWanted && !s.replayFailed && A === 1 && clipGrad === undefined && optimizer.updatesInPlace
     ? StepReplay.create(world > 1 ? s.dist : null)
     : null;
-  if (replay && !s.replayNoted) {
-    s.replayNoted = true;
-    s.log('Training step: captured on each epoch\'s first batch and replayed for the others (MAMBAOUT_STEP_REPLAY=off issues every step).');
-  }
   let numUpdates = epoch * lenLoader;
   let updates = 0;
   const progress = s.isMain ? new Progress(s.logger, usedBatches, `Train ${epoch}`, 'loss {loss} | lr {lr}') : null;
@@ -675,6 +673,13 @@ async function trainOneEpoch(epoch: number, s: LoopState): Promise<{ loss: numbe
         const { value, grads: g } = replay
           ? await replay.grads((x, y) => trainLoss.fn(runSteps(model.forwardSteps(x as tf.Tensor4D, { training: true })), y) as tf.Scalar, vars, input, target)
           : overlap ? await s.dist!.variableGrads(lossSteps, vars) : tf.tidy(() => tf.variableGrads(() => runSteps(lossSteps()), vars));
+        if (replay && !s.replayNoted) {
+          s.replayNoted = true;
+          s.replayFailed = replay.failed !== null;
+          if (replay.failed) s.logger.warn(`Training step: not replayed (${replay.failed}); every step is issued through tfjs.`);
+          else s.log('Training step: captured on each epoch\'s first batch and replayed for the others (MAMBAOUT_STEP_REPLAY=off issues every step).');
+        }
+        if (replay?.failed) replay = null; // this step ran live; the next ones are issued as without the replay
         exchange = null;
         lossValue = value;
         grads = g;

@@ -32,6 +32,11 @@ interface Captured {
 
 export class StepReplay {
   private cap: Captured | null = null;
+  /**
+   * Set when the step could not be captured (it calls what a replay cannot repeat, CapturedStep.tryCapture): that
+   * step ran live and the caller issues the following ones itself.
+   */
+  failed: string | null = null;
 
   private constructor(private readonly dist: DistributedDataParallel | null) {}
 
@@ -51,7 +56,8 @@ export class StepReplay {
   /**
    * The loss and gradients of `lossFn(input, target)`: captured on the first call, replayed after it. The loss is a
    * copy the caller owns; the gradients are the capture's (see holds). `input` and `target` are the caller's to
-   * dispose unless held (the captured batch).
+   * dispose unless held (the captured batch). When the capture fails (`failed`), this step ran live and its loss and
+   * gradients are the caller's, as tf.variableGrads' are.
    */
   async grads(
     lossFn: (input: tf.Tensor, target: tf.Tensor) => tf.Scalar,
@@ -70,12 +76,17 @@ export class StepReplay {
       let value: tf.Scalar;
       let grads: tf.NamedTensorMap;
       let step: CapturedStep | null = null;
+      let unsupported: string | null | undefined;
       if (this.dist) {
-        ({ value, grads } = await this.dist.replayGrads(loss, vars));
+        ({ value, grads, unsupported } = await this.dist.replayGrads(loss, vars));
       } else {
-        const got = CapturedStep.capture(tf.backend() as unknown as CaptureBackend, () => tf.variableGrads(loss, [...vars]));
+        const got = CapturedStep.tryCapture(tf.backend() as unknown as CaptureBackend, () => tf.variableGrads(loss, [...vars]));
         ({ value, grads } = got.result);
-        step = got.step;
+        ({ step, unsupported } = got);
+      }
+      if (unsupported) {
+        this.failed = `the step calls ${unsupported}, which a replay cannot repeat`;
+        return { value, grads };
       }
       c = this.cap = { step, value, grads, kept: new Set(Object.values(grads)), input, target, ids: vars.map((v) => v.dataId) };
     } else {
