@@ -33,8 +33,8 @@ const lines = (f) => { try { return fs.readFileSync(`${out}/${f}.log`, 'utf8').s
 const f = (v) => (typeof v === 'number' ? v.toFixed(1) : '-');
 const timm = lines('timm_train').pop() ?? {};
 console.log(`\n| run | img/s | vs timm | note |\n|---|---|---|---|\n| timm train loop | ${f(timm.img_s)} | 1.00x | |`);
-const runs = fs.readdirSync(out).map((n) => n.match(/^ours_train_(\d+)_(on|off)\.log$/)).filter(Boolean).sort((a, b) => a[1] - b[1]);
-const by = { on: [], off: [] };
+const runs = fs.readdirSync(out).map((n) => n.match(/^ours_train_(\d+)_(on|off|auto)\.log$/)).filter(Boolean).sort((a, b) => a[1] - b[1]);
+const by = { on: [], off: [], auto: [] };
 for (const [name, , r] of runs) {
   const o = lines(name.slice(0, -4)).pop();
   if (!o) continue;
@@ -43,7 +43,7 @@ for (const [name, , r] of runs) {
   console.log(`| ours, MAMBAOUT_STEP_REPLAY=${r} | ${f(o.steady_img_s)} | ${x} | step alone ${f(o.model_step_alone_img_s)} (loop/step ${o.ratio_steady}), loop CPU ${o.loop_cpu_ms_per_image} ms/img |`);
 }
 const mean = (a) => a.reduce((s, v) => s + v, 0) / a.length;
-for (const r of ['off', 'on']) if (by[r].length) console.log(`| ours, MAMBAOUT_STEP_REPLAY=${r}, mean of ${by[r].length} | ${f(mean(by[r]))} | ${timm.img_s ? (mean(by[r]) / timm.img_s).toFixed(2) + 'x' : '-'} | |`);
+for (const r of ["off", "on", "auto"]) if (by[r].length) console.log(`| ours, MAMBAOUT_STEP_REPLAY=${r}, mean of ${by[r].length} | ${f(mean(by[r]))} | ${timm.img_s ? (mean(by[r]) / timm.img_s).toFixed(2) + 'x' : '-'} | |`);
 for (const p of lines('step_paths')) console.log(`| bench_dist ${p.path} | ${f(p.img_s)} | | ${f(p.ms_per_step)} ms/step, issue ${f(p.issue_ms)} ms |`);
 JS
 say "done"
