@@ -8,9 +8,9 @@
  *
  * A replay repeats the step exactly, so it is only used for steps that are the same every time (the loop decides,
  * src/train/loop.ts, with settings.stepReplay): one micro-batch per update, an optimizer that writes the parameters in
- * place, no clipping of the gradients (which replaces them). Drop-path masks are drawn again by every replay, in the live step's order
- * (drawnTensor), so the weights are those of the live step bit for bit (test/webgpu.test.ts). A batch of another shape
- * or dtype, or a parameter given a new buffer, makes a new capture.
+ * place, no clipping of the gradients (which replaces them). Drop-path masks are drawn again by every replay, in the
+ * live step's order (drawnTensor), so the weights are those of the live step bit for bit (test/webgpu.test.ts,
+ * test/ddp_webgpu.test.ts). A batch of another shape or dtype, or a parameter given a new buffer, makes a new capture.
  *
  * Data-parallel ranks replay through DistributedDataParallel.replayGrads, whose capture leaves the bucket readbacks at
  * their places; one process captures here.
